@@ -1,0 +1,201 @@
+//! Bearer-key authentication and the one table of who may do what (API.md §1).
+
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::configuration::KeySettings;
+use crate::domain::CreditCode;
+use crate::problem::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Platform,
+    Institution,
+    Auditor,
+    Admin,
+}
+
+/// Every authenticated operation of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    SubmitClaim,
+    SubmitBatch,
+    Evaluate,
+    ReadClaim,
+    ListClaims,
+    ReadClaimEvents,
+    RevokeClaim,
+    QueryUsage,
+    ReadDirectory,
+    WriteDirectory,
+    ReadReport,
+}
+
+use Operation as Op;
+use Role::*;
+
+/// Which role may call which operation: the only place this is decided.
+/// Institutions are further limited to their own claims by the handlers.
+pub const PERMISSIONS: &[(Operation, &[Role])] = &[
+    (Op::SubmitClaim, &[Platform, Institution]),
+    (Op::SubmitBatch, &[Platform, Institution]),
+    (Op::Evaluate, &[Platform, Institution, Auditor, Admin]),
+    (Op::ReadClaim, &[Platform, Auditor, Institution]),
+    (Op::ListClaims, &[Platform, Auditor, Institution]),
+    (Op::ReadClaimEvents, &[Platform, Auditor, Institution]),
+    (Op::RevokeClaim, &[Platform]),
+    (Op::QueryUsage, &[Platform, Auditor]),
+    (Op::ReadDirectory, &[Auditor, Admin]),
+    (Op::WriteDirectory, &[Admin]),
+    (Op::ReadReport, &[Auditor, Admin]),
+];
+
+pub fn allowed(role: Role, op: Operation) -> bool {
+    PERMISSIONS.iter().any(|(o, roles)| *o == op && roles.contains(&role))
+}
+
+/// The demo keys of the local profile (README); production refuses them.
+pub const DEMO_KEYS: [&str; 4] = [
+    "local-platform-key",
+    "local-institution-key",
+    "local-auditor-key",
+    "local-admin-key",
+];
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+pub fn demo_key_hashes() -> Vec<String> {
+    DEMO_KEYS.iter().map(|k| sha256_hex(k)).collect()
+}
+
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    id: String,
+    hash: [u8; 32],
+    role: Role,
+    credit_code: Option<CreditCode>,
+}
+
+/// The configured keys, by hash only.
+#[derive(Debug, Clone, Default)]
+pub struct KeyTable {
+    keys: Arc<Vec<KeyEntry>>,
+}
+
+impl KeyTable {
+    pub fn new(keys: &[KeySettings]) -> anyhow::Result<Self> {
+        let mut out = Vec::new();
+        for k in keys {
+            let bytes = hex::decode(&k.key_sha256)?;
+            let hash: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 32 bytes", k.id))?;
+            let credit_code = match &k.credit_code {
+                Some(c) => Some(CreditCode::parse(c).map_err(|e| anyhow::anyhow!("{}", e.message))?),
+                None => None,
+            };
+            out.push(KeyEntry { id: k.id.clone(), hash, role: k.role, credit_code });
+        }
+        Ok(Self { keys: Arc::new(out) })
+    }
+
+    /// Compares the presented key's hash with every configured hash in
+    /// constant time, so timing tells nothing about which key is close.
+    fn find(&self, presented: &str) -> Option<&KeyEntry> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for k in self.keys.iter() {
+            if bool::from(k.hash.ct_eq(&digest)) {
+                found = Some(k);
+            }
+        }
+        found
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: String,
+    pub role: Role,
+    /// Set for institution keys.
+    pub credit_code: Option<CreditCode>,
+}
+
+impl Caller {
+    pub fn require(&self, op: Operation) -> Result<(), ApiError> {
+        if allowed(self.role, op) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// For institution keys: the credit code every claim they touch must name.
+    pub fn scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Institution => self.credit_code.as_ref().map(|c| c.as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let table = req
+        .app_data::<web::Data<KeyTable>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("key table missing")))?;
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthenticated)?;
+    let (scheme, key) = value.trim().split_once(' ').ok_or(ApiError::Unauthenticated)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthenticated);
+    }
+    let entry = table.find(key.trim()).ok_or(ApiError::Unauthenticated)?;
+    Ok(Caller { key_id: entry.id.clone(), role: entry.role, credit_code: entry.credit_code.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admin_writes_directories_and_only_platform_revokes() {
+        for role in [Platform, Institution, Auditor, Admin] {
+            assert_eq!(allowed(role, Op::WriteDirectory), role == Admin);
+            assert_eq!(allowed(role, Op::RevokeClaim), role == Platform);
+        }
+    }
+
+    #[test]
+    fn every_operation_has_a_row() {
+        let ops = [
+            Op::SubmitClaim, Op::SubmitBatch, Op::Evaluate, Op::ReadClaim, Op::ListClaims,
+            Op::ReadClaimEvents, Op::RevokeClaim, Op::QueryUsage, Op::ReadDirectory,
+            Op::WriteDirectory, Op::ReadReport,
+        ];
+        for op in ops {
+            assert_eq!(PERMISSIONS.iter().filter(|(o, _)| *o == op).count(), 1, "{op:?}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Layered, typed settings (API.md §6): `config/default.toml`, then the
+//! profile chosen by `SUBSIDY_ENV` (`local` by default), then
+//! `SUBSIDY__SECTION__KEY` environment overrides.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::auth::{demo_key_hashes, Role};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub profile: String,
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub telemetry: TelemetrySettings,
+    pub policy: PolicySettings,
+    pub privacy: PrivacySettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub claim_body_limit: usize,
+    pub batch_body_limit: usize,
+    pub max_batch_claims: usize,
+    pub client_request_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub group_commit_max: usize,
+    pub cache_capacity_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `pretty` or `json`.
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    pub dir: PathBuf,
+    /// Overrides the end of the Wuyi online-training epidemic window (WY §4(3)),
+    /// the date the epidemic's impact is declared over. Empty: the policy data's value.
+    pub epidemic_window_end: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySettings {
+    /// HMAC-SHA256 secret that keys people in the store; never logged.
+    pub id_hash_secret: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub keys: Vec<KeySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// A non-secret name for the key, recorded on every event it causes.
+    pub id: String,
+    pub role: Role,
+    /// Hex SHA-256 of the key; the key itself is never stored.
+    pub key_sha256: String,
+    /// For `institution` keys: the USCC the key acts for.
+    #[serde(default)]
+    pub credit_code: Option<String>,
+}
+
+/// A string that never prints.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The demo secret of the local profile; production refuses it.
+pub const DEMO_ID_HASH_SECRET: &str = "local-demo-id-hash-secret";
+
+/// Where the `config/` directory is: `SUBSIDY_CONFIG_DIR`, else `./config`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("SUBSIDY_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"))
+}
+
+/// Loads the settings for the profile in `SUBSIDY_ENV` (default `local`).
+pub fn get_settings() -> anyhow::Result<Settings> {
+    let profile = std::env::var("SUBSIDY_ENV").unwrap_or_else(|_| "local".to_string());
+    load(&config_dir(), &profile)
+}
+
+pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
+    if profile != "local" && profile != "production" {
+        bail!("SUBSIDY_ENV must be `local` or `production`, not `{profile}`");
+    }
+    let settings: Settings = config::Config::builder()
+        .set_override("profile", profile)?
+        .add_source(config::File::from(dir.join("default.toml")))
+        .add_source(config::File::from(dir.join(format!("{profile}.toml"))))
+        .add_source(
+            config::Environment::with_prefix("SUBSIDY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .with_context(|| format!("reading configuration from {}", dir.display()))?
+        .try_deserialize()
+        .context("configuration is not valid")?;
+    settings.check()?;
+    Ok(settings)
+}
+
+impl Settings {
+    /// Refuses settings that must never run, with the reason.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for k in &self.auth.keys {
+            if k.key_sha256.len() != 64 || hex::decode(&k.key_sha256).is_err() {
+                bail!("auth key `{}`: key_sha256 must be 64 hex digits", k.id);
+            }
+            match (k.role, &k.credit_code) {
+                (Role::Institution, None) => {
+                    bail!("auth key `{}`: an institution key needs its credit_code", k.id)
+                }
+                (Role::Institution, Some(cc)) => {
+                    crate::domain::CreditCode::parse(cc).map_err(|e| {
+                        anyhow::anyhow!("auth key `{}`: credit_code: {}", k.id, e.message)
+                    })?;
+                }
+                _ => {}
+            }
+        }
+        if self.server.max_batch_claims == 0 || self.store.group_commit_max == 0 {
+            bail!("server.max_batch_claims and store.group_commit_max must be at least 1");
+        }
+        if self.profile == "production" {
+            if self.auth.keys.is_empty() {
+                bail!("production profile: no API key is configured; add [[auth.keys]] entries");
+            }
+            let demo = demo_key_hashes();
+            if let Some(k) = self.auth.keys.iter().find(|k| demo.iter().any(|d| d.eq_ignore_ascii_case(&k.key_sha256))) {
+                bail!("production profile: key `{}` is a published demo key; configure real keys", k.id);
+            }
+            let s = self.privacy.id_hash_secret.expose();
+            if s.len() < 16 || s == DEMO_ID_HASH_SECRET {
+                bail!("production profile: privacy.id_hash_secret must be a real secret of at least 16 characters (set SUBSIDY__PRIVACY__ID_HASH_SECRET)");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Resident identity number, GB 11643-1999.
+
+use chrono::{Datelike, NaiveDate};
+
+use crate::problem::FieldError;
+
+const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+const CHECK: [u8; 11] = *b"10X98765432";
+
+/// An 18-character resident ID number with a valid check digit and a real
+/// birth date. It is personal data: never log it, never put it in a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdNumber {
+    value: String,
+    birth: NaiveDate,
+}
+
+impl std::fmt::Debug for IdNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IdNumber({})", self.masked())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sex {
+    Male,
+    Female,
+}
+
+impl IdNumber {
+    /// Parses `s`; `field` is the JSON pointer used in the error.
+    pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
+        let s = s.trim().to_ascii_uppercase();
+        let b = s.as_bytes();
+        if b.len() != 18
+            || !b[..17].iter().all(u8::is_ascii_digit)
+            || !(b[17].is_ascii_digit() || b[17] == b'X')
+        {
+            return Err(FieldError::new(
+                field,
+                "invalid_format",
+                "an ID number is 17 digits followed by a digit or X",
+            ));
+        }
+        let birth = NaiveDate::parse_from_str(&s[6..14], "%Y%m%d")
+            .ok()
+            .filter(|d| d.year() >= 1900)
+            .ok_or_else(|| {
+                FieldError::new(field, "invalid_date", "the birth-date segment is not a real date")
+            })?;
+        let sum: u32 = b[..17].iter().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+        if CHECK[(sum % 11) as usize] != b[17] {
+            return Err(FieldError::new(field, "invalid_checksum", "the check digit is wrong"));
+        }
+        Ok(Self { value: s, birth })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+
+    pub fn birth_date(&self) -> NaiveDate {
+        self.birth
+    }
+
+    /// The 17th digit: odd for men, even for women.
+    pub fn sex(&self) -> Sex {
+        if (self.value.as_bytes()[16] - b'0') % 2 == 1 {
+            Sex::Male
+        } else {
+            Sex::Female
+        }
+    }
+
+    /// Completed years of age on `day` (the birthday itself counts; a 29 February
+    /// birthday is reached on 1 March in common years).
+    pub fn age_on(&self, day: NaiveDate) -> i32 {
+        let b = self.birth;
+        let mut age = day.year() - b.year();
+        if (day.month(), day.day()) < (b.month(), b.day()) {
+            age -= 1;
+        }
+        age
+    }
+
+    /// `330723********123X`: region kept, birth date hidden.
+    pub fn masked(&self) -> String {
+        format!("{}********{}", &self.value[..6], &self.value[14..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn valid_numbers_parse_and_give_birth_date_and_sex() {
+        let id = IdNumber::parse("330723199005060038", "/x").unwrap();
+        assert_eq!(id.birth_date(), d("1990-05-06"));
+        assert_eq!(id.sex(), Sex::Male);
+        let id = IdNumber::parse("330522197803150744", "/x").unwrap();
+        assert_eq!(id.sex(), Sex::Female);
+        assert_eq!(id.masked(), "330522********0744");
+        assert!(IdNumber::parse("33072319900506109x", "/x").is_ok());
+    }
+
+    #[test]
+    fn wrong_check_digit_and_impossible_dates_are_refused() {
+        assert_eq!(IdNumber::parse("330723199005061130", "/x").unwrap_err().code, "invalid_checksum");
+        assert_eq!(IdNumber::parse("330723199002300000", "/x").unwrap_err().code, "invalid_date");
+        assert_eq!(IdNumber::parse("33072319900506003", "/x").unwrap_err().code, "invalid_format");
+        assert_eq!(IdNumber::parse("", "/x").unwrap_err().code, "invalid_format");
+    }
+
+    #[test]
+    fn age_counts_the_birthday_and_leap_days() {
+        let id = IdNumber::parse(&with_check("33052219800301001"), "/x").unwrap();
+        assert_eq!(id.age_on(d("2020-03-01")), 40);
+        assert_eq!(id.age_on(d("2020-02-29")), 39);
+        let leap = IdNumber::parse(&with_check("33052219800229002"), "/x").unwrap();
+        assert_eq!(leap.age_on(d("2020-02-29")), 40);
+        assert_eq!(leap.age_on(d("2020-02-28")), 39);
+        assert_eq!(leap.age_on(d("2021-02-28")), 40);
+        assert_eq!(leap.age_on(d("2021-03-01")), 41);
+    }
+
+    pub(crate) fn with_check(s17: &str) -> String {
+        let sum: u32 = s17.bytes().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+        format!("{s17}{}", CHECK[(sum % 11) as usize] as char)
+    }
+}

@@ -1,0 +1,10 @@
+//! subsidy-service: adjudicates vocational-training and skill subsidies under
+//! the Wuyi (武人社〔2020〕21号) and Changxing (长政办发〔2020〕7号) 2020–2021
+//! skill-upgrade plans, with every decision explained, cited and recorded.
+
+pub mod auth;
+pub mod configuration;
+pub mod domain;
+pub mod policy;
+pub mod problem;
+pub mod rules;

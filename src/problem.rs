@@ -1,0 +1,230 @@
+//! The one mapping from failures to HTTP: every error is
+//! `application/problem+json` (RFC 9457) with a stable `code` (API.md §2).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Stable error codes of API.md §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    MalformedJson,
+    ValidationFailed,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    ClaimIdConflict,
+    ClaimNotRevocable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    StoreUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ClaimIdConflict | Self::ClaimNotRevocable => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "MALFORMED_JSON",
+            Self::ValidationFailed => "VALIDATION_FAILED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::ClaimIdConflict => "CLAIM_ID_CONFLICT",
+            Self::ClaimNotRevocable => "CLAIM_NOT_REVOCABLE",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::StoreUnavailable => "STORE_UNAVAILABLE",
+            Self::Internal => "INTERNAL",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "The body is not valid JSON",
+            Self::ValidationFailed => "The request is not valid",
+            Self::Unauthenticated => "A valid API key is required",
+            Self::Forbidden => "This key may not perform this operation",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed on this resource",
+            Self::ClaimIdConflict => "The claim id was already used with a different body",
+            Self::ClaimNotRevocable => "The claim cannot be revoked",
+            Self::PayloadTooLarge => "The body is larger than allowed",
+            Self::UnsupportedMediaType => "The body must be application/json",
+            Self::RateLimited => "Too many requests",
+            Self::StoreUnavailable => "The decision store is unavailable",
+            Self::Internal => "Internal error",
+        }
+    }
+}
+
+/// One bad field of a request, named by its JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON pointer (RFC 6901) to the field, e.g. `/applicant/id_number`.
+    pub field: String,
+    /// Stable code: `required`, `unknown_field`, `invalid_type`, `invalid_value`,
+    /// `invalid_format`, `invalid_date`, `invalid_checksum`, `out_of_range`, `duplicate`.
+    pub code: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
+        Self { field: field.into(), code: code.to_string(), message: message.into() }
+    }
+}
+
+/// The problem+json body (RFC 9457).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: ErrorCode,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub errors: Vec<FieldError>,
+}
+
+/// Every failure a request can meet.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("claim id conflict")]
+    ClaimIdConflict(String),
+    #[error("claim not revocable: {0}")]
+    ClaimNotRevocable(String),
+    #[error("payload too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("store unavailable")]
+    StoreUnavailable,
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::MalformedJson(_) => ErrorCode::MalformedJson,
+            Self::Validation(_) => ErrorCode::ValidationFailed,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::ClaimIdConflict(_) => ErrorCode::ClaimIdConflict,
+            Self::ClaimNotRevocable(_) => ErrorCode::ClaimNotRevocable,
+            Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::StoreUnavailable => ErrorCode::StoreUnavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn validation(field: &str, code: &str, message: &str) -> Self {
+        Self::Validation(vec![FieldError::new(field, code, message)])
+    }
+
+    /// The body a client sees: never an internal cause.
+    pub fn problem(&self) -> Problem {
+        let code = self.code();
+        let detail = match self {
+            Self::MalformedJson(e) => format!("The body could not be parsed as JSON: {e}"),
+            Self::Validation(errs) => format!("{} field(s) are not valid; see errors", errs.len()),
+            Self::Unauthenticated => "Send `Authorization: Bearer <api key>` with a configured key".into(),
+            Self::Forbidden => "The role of this key does not allow this operation".into(),
+            Self::NotFound(what) => what.clone(),
+            Self::MethodNotAllowed => "This resource does not support this method".into(),
+            Self::ClaimIdConflict(id) => {
+                format!("Claim id `{id}` was already submitted with a different body")
+            }
+            Self::ClaimNotRevocable(why) => why.clone(),
+            Self::PayloadTooLarge(limit) => format!("The body exceeds {limit} bytes"),
+            Self::UnsupportedMediaType => "Send `Content-Type: application/json`".into(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("Retry after {retry_after_secs} second(s)")
+            }
+            Self::StoreUnavailable => {
+                "The decision store cannot be written now; nothing was recorded. Retry later".into()
+            }
+            Self::Internal(_) => "An unexpected error occurred; it has been logged".into(),
+        };
+        Problem {
+            type_: format!("urn:subsidy-service:problem:{}", code.as_str().to_ascii_lowercase()),
+            title: code.title().to_string(),
+            status: code.status().as_u16(),
+            detail,
+            code,
+            errors: match self {
+                Self::Validation(errs) => errs.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(e) = self {
+            tracing::error!(error = %format!("{e:#}"), "internal error");
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        resp.content_type("application/problem+json");
+        match self {
+            Self::Unauthenticated => {
+                resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            Self::RateLimited { retry_after_secs } => {
+                resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+            }
+            Self::StoreUnavailable => {
+                resp.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        resp.json(self.problem())
+    }
+}

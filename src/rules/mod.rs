@@ -1,0 +1,493 @@
+//! Pure adjudication: `decide(claim, ledger view, policy, directory)` with no
+//! I/O. Stages (RULES.md §2, §8): eligibility and static checks, all failures
+//! reported together → amount (base, cap, uplift, proration) → ledger checks
+//! (annual limit, duplicates, remaining cumulative cap).
+
+mod changxing;
+mod reasons;
+mod wuyi;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use reasons::{ReasonCode, Severity};
+
+use crate::domain::{fmt2, Applicant, Claim, County, Group, Kind, Money, Payee};
+use crate::policy::{CountyPolicy, CountyRules};
+
+/// What the rules need to know of the ledger. The store implements it; tests
+/// implement it with a map.
+pub trait LedgerView {
+    /// A counter (e.g. a person's counted grants in a year).
+    fn count(&self, key: &str) -> u32;
+    /// The claim holding a unique key (certificate, same level, natural key).
+    fn holder(&self, key: &str) -> Option<String>;
+    /// A running total (an institution's cumulative grants, tranches paid).
+    fn total(&self, key: &str) -> Decimal;
+}
+
+/// An empty ledger: what a claim would get with nothing recorded.
+pub struct EmptyLedger;
+
+impl LedgerView for EmptyLedger {
+    fn count(&self, _: &str) -> u32 {
+        0
+    }
+    fn holder(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn total(&self, _: &str) -> Decimal {
+        Decimal::ZERO
+    }
+}
+
+/// A county's trade-friction directory (I-6): credit code → listed from.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub version: String,
+    pub listed: HashMap<String, NaiveDate>,
+}
+
+impl Directory {
+    /// Listed on `day` (an entry counts from the date it was listed).
+    pub fn is_listed(&self, credit_code: &str, day: NaiveDate) -> bool {
+        self.listed.get(credit_code).is_some_and(|from| *from <= day)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Approved,
+    Rejected,
+    Revoked,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// One step of the calculation, citing its clause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Step {
+    pub step: String,
+    #[schema(value_type = String, example = "1000.00")]
+    pub amount: String,
+    pub clause: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A reason on a decision, with the figures that explain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reason {
+    #[schema(value_type = ReasonCode)]
+    pub code: String,
+    #[schema(value_type = Severity)]
+    pub severity: String,
+    pub clause: String,
+    pub message_zh: String,
+    pub message_en: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplift: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<Vec<NaiveDate>>,
+    /// The claim that already holds the key, when a duplicate is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+}
+
+impl Reason {
+    pub fn new(code: ReasonCode, clause: &str) -> Self {
+        let sev = match code.severity() {
+            Severity::Rejection => "rejection",
+            Severity::Adjustment => "adjustment",
+            Severity::Notice => "notice",
+        };
+        Self {
+            code: code.as_str().to_string(),
+            severity: sev.to_string(),
+            clause: clause.to_string(),
+            message_zh: code.message_zh().to_string(),
+            message_en: code.message_en().to_string(),
+            cap: None,
+            uplift: None,
+            ratio: None,
+            used: None,
+            limit: None,
+            days: None,
+            held_by: None,
+        }
+    }
+
+    pub fn is(&self, code: ReasonCode) -> bool {
+        self.code == code.as_str()
+    }
+    fn cap(mut self, d: Decimal) -> Self {
+        self.cap = Some(fmt2(d));
+        self
+    }
+    fn uplift(mut self, d: Decimal) -> Self {
+        self.uplift = Some(format!("{:.2}", d));
+        self
+    }
+    fn ratio(mut self, d: Decimal) -> Self {
+        self.ratio = Some(d.round_dp(4).normalize().to_string());
+        self
+    }
+    fn used_limit(mut self, used: String, limit: String) -> Self {
+        self.used = Some(used);
+        self.limit = Some(limit);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub year: i32,
+    pub used: u32,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyRef {
+    /// The document number, e.g. 武人社〔2020〕21号.
+    pub document: String,
+    /// `sha256:` of the county's loaded policy data.
+    pub version: String,
+    /// Version of the trade-friction directory consulted.
+    pub directory_version: String,
+}
+
+/// The answer to a claim (API.md §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Decision {
+    pub claim_id: String,
+    pub status: Status,
+    #[schema(value_type = String, example = "1300.00")]
+    pub amount: String,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payee: Option<Payee>,
+    pub calculation: Vec<Step>,
+    pub reasons: Vec<Reason>,
+    pub counted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    pub policy: PolicyRef,
+    pub decided_at: DateTime<Utc>,
+    pub recorded: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Revocation {
+    pub reason: String,
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// What a granted claim holds in the ledger; a revocation releases exactly this.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Effects {
+    /// Counter incremented (the person's counted grants of a year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<String>,
+    /// Unique keys taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Running totals raised, with the amount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub totals: Vec<(String, Decimal)>,
+}
+
+pub struct Outcome {
+    pub decision: Decision,
+    /// Empty unless approved.
+    pub effects: Effects,
+    pub amount: Decimal,
+}
+
+/// What a kind's rule grants when nothing stops it.
+pub(crate) struct Grant {
+    amount: Decimal,
+    payee: Option<Payee>,
+    /// Overrides the kind's `counts` (a later apprenticeship tranche does not count).
+    counts: Option<bool>,
+}
+
+/// The working state of one decision.
+pub(crate) struct Ctx<'a> {
+    claim: &'a Claim,
+    policy: &'a CountyPolicy,
+    view: &'a dyn LedgerView,
+    directory: &'a Directory,
+    person: Option<&'a str>,
+    rejections: Vec<Reason>,
+    ledger_rejections: Vec<Reason>,
+    adjustments: Vec<Reason>,
+    notices: Vec<Reason>,
+    steps: Vec<Step>,
+    effects: Effects,
+}
+
+impl<'a> Ctx<'a> {
+    fn day(&self) -> NaiveDate {
+        self.claim.event_date
+    }
+    fn county_key(&self) -> String {
+        format!("{}:{}", self.claim.county, self.claim.kind)
+    }
+    fn reject(&mut self, code: ReasonCode, clause: &str) {
+        self.rejections.push(Reason::new(code, clause));
+    }
+    fn adjust(&mut self, r: Reason) {
+        self.adjustments.push(r);
+    }
+    fn step(&mut self, name: &str, amount: Decimal, clause: &str) {
+        self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: None });
+    }
+    fn step_detail(&mut self, name: &str, amount: Decimal, clause: &str, detail: String) {
+        self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: Some(detail) });
+    }
+    fn failed(&self) -> bool {
+        !self.rejections.is_empty()
+    }
+    fn applicant(&self) -> Option<&'a Applicant> {
+        self.claim.applicant.as_ref()
+    }
+    fn person(&self) -> &'a str {
+        self.person.unwrap_or("-")
+    }
+    /// Takes a unique key; a key held by another claim refuses this one.
+    fn unique(&mut self, key: String, code: ReasonCode, clause: &str) {
+        if let Some(holder) = self.view.holder(&key) {
+            if holder != self.claim.claim_id.as_str() {
+                let mut r = Reason::new(code, clause);
+                r.held_by = Some(holder);
+                self.ledger_rejections.push(r);
+            }
+        }
+        self.effects.keys.push(key);
+    }
+    /// R-SAME-LEVEL / R-ONCE keys of a person.
+    fn person_key(&self, parts: &str) -> String {
+        format!("{}:{}:{}", self.county_key(), self.person(), parts)
+    }
+    /// R-CERT: one certificate backs at most one granted claim per county and kind.
+    fn certificate(&mut self, number: &str) {
+        let key = format!("cert:{}:{}", self.county_key(), number.trim().to_uppercase());
+        self.unique(key, ReasonCode::CertificateAlreadyUsed, "R-CERT");
+    }
+    /// R-UPLIFT-TF: the employer's listing on the county's directory on the event date.
+    fn trade_friction_uplift(&self) -> Option<(Decimal, String)> {
+        let tf = &self.policy.common.trade_friction;
+        let day = self.day();
+        if !tf.kinds.at(day).contains(&self.claim.kind) || day > *tf.until.at(day) {
+            return None;
+        }
+        let employer = self.applicant()?.employer.as_ref()?;
+        self.directory
+            .is_listed(employer.credit_code.as_str(), day)
+            .then(|| (tf.rate.dec(day), tf.rate.clause.clone()))
+    }
+    /// Applies the trade-friction uplift to a standard, recording step and reason.
+    fn uplifted(&mut self, standard: Decimal) -> Decimal {
+        match self.trade_friction_uplift() {
+            Some((rate, clause)) => {
+                let raised = standard * (Decimal::ONE + rate);
+                self.adjust(Reason::new(ReasonCode::UpliftTradeFriction, &clause).uplift(rate));
+                raised
+            }
+            None => standard,
+        }
+    }
+    /// min(value, cap), with `CAPPED_AT_MAXIMUM` when the cap cuts.
+    fn cap(&mut self, value: Decimal, cap: Decimal, clause: &str) -> Decimal {
+        if value > cap {
+            self.adjust(Reason::new(ReasonCode::CappedAtMaximum, clause).cap(cap));
+            self.step("cap", cap, clause);
+            cap
+        } else {
+            value
+        }
+    }
+    fn in_any(&self, groups: &[Group]) -> bool {
+        self.applicant().is_some_and(|a| groups.iter().any(|g| a.in_group(*g)))
+    }
+}
+
+/// Decides a claim. Deterministic: the same claim, ledger, policy, directory
+/// and `decided_at` give the same decision.
+pub fn decide(
+    claim: &Claim,
+    person: Option<&str>,
+    view: &dyn LedgerView,
+    policy: &CountyPolicy,
+    directory: &Directory,
+    decided_at: DateTime<Utc>,
+) -> Outcome {
+    let mut ctx = Ctx {
+        claim,
+        policy,
+        view,
+        directory,
+        person,
+        rejections: Vec::new(),
+        ledger_rejections: Vec::new(),
+        adjustments: Vec::new(),
+        notices: Vec::new(),
+        steps: Vec::new(),
+        effects: Effects::default(),
+    };
+    let common = &policy.common;
+    let period = &common.period;
+    if claim.event_date < period.from || claim.event_date > period.to {
+        ctx.reject(ReasonCode::OutsidePolicyPeriod, &period.clause);
+    }
+    let kind_entry = common.kinds.get(&claim.kind);
+    let grant = match kind_entry {
+        None => {
+            ctx.reject(ReasonCode::KindNotInCountyPolicy, "R-KIND");
+            None
+        }
+        Some(_) => match &policy.rules {
+            CountyRules::Wuyi(r) => wuyi::assess(&mut ctx, r),
+            CountyRules::Changxing(r) => changxing::assess(&mut ctx, r),
+        },
+    };
+    if grant.is_none() && !ctx.failed() {
+        // A level or title the policy data gives no figure for is not subsidised.
+        let clause = kind_entry.map(|k| k.clause.clone()).unwrap_or_default();
+        ctx.reject(ReasonCode::LevelNotSubsidized, &clause);
+    }
+    let counts = kind_entry.is_some_and(|k| k.counts);
+    let limit = *common.annual_limit.at(claim.event_date);
+    let year = chrono::Datelike::year(&claim.event_date);
+    let usage_key = format!("usage:{}:{}:{}", claim.county, ctx.person(), year);
+    let used_before = if counts && person.is_some() { view.count(&usage_key) } else { 0 };
+
+    let mut counted = false;
+    let mut amount = Decimal::ZERO;
+    let mut payee = None;
+    if let (false, Some(g)) = (ctx.failed(), grant) {
+        let this_counts = counts && g.counts.unwrap_or(true) && person.is_some();
+        if this_counts {
+            if used_before >= limit {
+                let r = Reason::new(ReasonCode::AnnualLimitReached, &common.annual_limit.clause)
+                    .used_limit(used_before.to_string(), limit.to_string());
+                ctx.ledger_rejections.insert(0, r);
+            }
+            ctx.effects.count = Some(usage_key);
+        }
+        if ctx.ledger_rejections.is_empty() {
+            counted = this_counts;
+            amount = g.amount;
+            payee = g.payee.or_else(|| kind_entry.and_then(|k| k.payee));
+            if claim.county == County::Changxing {
+                changxing::institution_notice(&mut ctx);
+            }
+            if common.public_notice.at(claim.event_date).contains(&claim.kind) {
+                ctx.notices.push(Reason::new(ReasonCode::PublicNoticeRequired, &common.public_notice.clause));
+            }
+        }
+    } else {
+        ctx.steps.clear();
+        ctx.adjustments.clear();
+    }
+    let approved = !ctx.failed() && ctx.ledger_rejections.is_empty() && kind_entry.is_some();
+    let mut reasons = Vec::new();
+    reasons.append(&mut ctx.rejections);
+    reasons.append(&mut ctx.ledger_rejections);
+    reasons.append(&mut ctx.adjustments);
+    reasons.append(&mut ctx.notices);
+    let rounded = Money::round(amount);
+    if approved {
+        ctx.step("total", rounded.value(), &kind_entry.map(|k| k.clause.clone()).unwrap_or_default());
+    }
+    let usage = (counts && person.is_some()).then(|| Usage {
+        year,
+        used: used_before + u32::from(counted),
+        limit,
+    });
+    let decision = Decision {
+        claim_id: claim.claim_id.as_str().to_string(),
+        status: if approved { Status::Approved } else { Status::Rejected },
+        amount: if approved { rounded.to_string() } else { "0.00".into() },
+        currency: "CNY".into(),
+        payee: if approved { payee } else { None },
+        calculation: ctx.steps,
+        reasons,
+        counted,
+        usage,
+        policy: PolicyRef {
+            document: common.document.number.clone(),
+            version: policy.version.clone(),
+            directory_version: directory.version.clone(),
+        },
+        decided_at,
+        recorded: false,
+        revocation: None,
+    };
+    let effects = if approved { ctx.effects } else { Effects::default() };
+    Outcome { decision, effects, amount: if approved { rounded.value() } else { Decimal::ZERO } }
+}
+
+/// Base eligibility (WY §2(1); CX I-2 with §3(3)), shared by both counties.
+pub(crate) fn base_eligibility(ctx: &mut Ctx) {
+    let Some(a) = ctx.applicant() else { return };
+    let elig = &ctx.policy.common.eligibility;
+    let day = ctx.day();
+    if a.receives_monthly_pension {
+        ctx.reject(ReasonCode::ApplicantReceivesPension, &format!("{}, I-1", elig.clause));
+    }
+    let tie = a.local_hukou
+        || a.residence_permit
+        || a.employed_in_county
+        || a.unemployment_registered
+        || (*elig.labour_cooperation_base_eligible.at(day) && a.in_group(Group::LabourCooperationBase));
+    if !tie {
+        ctx.reject(ReasonCode::ApplicantNotEligible, &elig.clause);
+    }
+}
+
+/// 4050 unemployed: registered unemployed and, on `on`, a woman of 40+ or a man of 50+ (I-17).
+pub(crate) fn is_4050(ctx: &Ctx, on: NaiveDate) -> bool {
+    let Some(a) = ctx.applicant() else { return false };
+    let e = &ctx.policy.common.eligibility;
+    let min_age = match a.id_number.sex() {
+        crate::domain::Sex::Female => *e.age_4050_women.at(on),
+        crate::domain::Sex::Male => *e.age_4050_men.at(on),
+    };
+    a.unemployment_registered && a.id_number.age_on(on) >= min_age as i32
+}
+
+pub(crate) fn grant(amount: Decimal) -> Option<Grant> {
+    Some(Grant { amount, payee: None, counts: None })
+}
+
+/// Counties and kinds, for the metrics and reports.
+pub fn kinds_of(county: County) -> &'static [Kind] {
+    match county {
+        County::Wuyi => crate::policy::WUYI_KINDS,
+        County::Changxing => crate::policy::CHANGXING_KINDS,
+    }
+}
