@@ -1,0 +1,14 @@
+//! The ledger: the only code that touches sled.
+//!
+//! One tree, keys by prefix. Every write goes through one writer thread that
+//! takes whatever claims are waiting (group commit), decides them in arrival
+//! order against the store plus the group's own pending writes, applies the
+//! whole group as one atomic sled batch, flushes once, and only then answers
+//! each waiting request. Decisions touching the same person, certificate,
+//! institution or key are therefore serialised, and each reply is durable.
+
+mod store;
+mod writer;
+
+pub use store::*;
+pub use writer::*;

@@ -1,0 +1,260 @@
+//! Keys, records and read access.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{County, Kind};
+use crate::rules::{Decision, Directory, Effects, LedgerView};
+
+/// Key prefixes of the one tree.
+pub(crate) mod px {
+    pub const CLAIM: &str = "c\0";
+    pub const KEY: &str = "k\0";
+    pub const NUM: &str = "n\0";
+    pub const EVENT: &str = "e\0";
+    pub const REPORT: &str = "r\0";
+    pub const DIRECTORY: &str = "d\0";
+    pub const PERSON_YEAR: &str = "p\0";
+    pub const SEQ: &str = "s\0";
+    pub const META: &str = "m\0";
+}
+
+pub(crate) fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// A recorded claim: the decision, what it holds in the ledger, and what the
+/// listings and reports need. ID numbers appear only masked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredClaim {
+    pub decision: Decision,
+    pub body_hash: String,
+    pub effects: Effects,
+    pub granted: Decimal,
+    pub county: County,
+    pub kind: Kind,
+    pub event_date: NaiveDate,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub person: Option<String>,
+    #[serde(default)]
+    pub id_masked: Option<String>,
+    /// Credit codes of the institution and organisation on the claim.
+    #[serde(default)]
+    pub parties: Vec<String>,
+    pub seq: u64,
+    pub recorded_by: String,
+}
+
+impl StoredClaim {
+    pub fn visible_to(&self, scope: Option<&str>) -> bool {
+        scope.is_none_or(|cc| self.parties.iter().any(|p| p == cc))
+    }
+}
+
+/// One entry of a claim's append-only history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub seq: u64,
+    pub claim_id: String,
+    /// `decided`, `replayed` or `revoked`.
+    pub event: String,
+    pub at: DateTime<Utc>,
+    /// The id (never the secret) of the API key that acted.
+    pub key_id: String,
+    pub status: crate::rules::Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Tally {
+    pub count: u64,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+}
+
+/// Running totals of granted claims for a county and year (revocations subtract).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReportTotals {
+    pub by_kind: BTreeMap<String, Tally>,
+    pub by_department: BTreeMap<String, Tally>,
+}
+
+/// A stored trade-friction directory.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DirectoryRecord {
+    pub enterprises: Vec<DirectoryEntry>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DirectoryEntry {
+    pub credit_code: String,
+    pub name: String,
+    pub listed_from: NaiveDate,
+}
+
+impl DirectoryRecord {
+    pub fn empty() -> Self {
+        Self::new(Vec::new(), None)
+    }
+
+    /// The version is the hash of the sorted entries: the same list, the same version.
+    pub fn new(mut enterprises: Vec<DirectoryEntry>, updated_at: Option<DateTime<Utc>>) -> Self {
+        use sha2::{Digest, Sha256};
+        enterprises.sort_by(|a, b| a.credit_code.cmp(&b.credit_code));
+        let canonical = serde_json::to_vec(&enterprises).unwrap_or_default();
+        let version = format!("sha256:{}", hex::encode(&Sha256::digest(&canonical)[..16]));
+        Self { enterprises, updated_at, version }
+    }
+
+    pub fn to_directory(&self) -> Directory {
+        Directory {
+            version: self.version.clone(),
+            listed: self.enterprises.iter().map(|e| (e.credit_code.clone(), e.listed_from)).collect(),
+        }
+    }
+}
+
+/// The sled database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    pub(crate) tree: sled::Tree,
+}
+
+impl Store {
+    pub fn open(path: &Path, cache_capacity: u64) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path).with_context(|| format!("creating store directory {}", path.display()))?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .with_context(|| format!("opening the sled store at {}", path.display()))?;
+        let tree = db.open_tree("ledger").context("opening the ledger tree")?;
+        Ok(Self { db, tree })
+    }
+
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// Readiness: the store takes a write and a flush.
+    pub fn probe(&self) -> anyhow::Result<()> {
+        self.tree.insert(key(px::META, &["probe"]), Utc::now().to_rfc3339().as_bytes())?;
+        self.flush()
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> anyhow::Result<Option<T>> {
+        match self.tree.get(k)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).context("decoding a stored record")?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn claim(&self, claim_id: &str) -> anyhow::Result<Option<StoredClaim>> {
+        self.get_json(&key(px::CLAIM, &[claim_id]))
+    }
+
+    pub fn events(&self, claim_id: &str) -> anyhow::Result<Vec<Event>> {
+        let mut prefix = key(px::EVENT, &[claim_id]);
+        prefix.push(0);
+        self.tree
+            .scan_prefix(prefix)
+            .map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
+            .collect()
+    }
+
+    pub fn directory(&self, county: County) -> anyhow::Result<DirectoryRecord> {
+        Ok(self.get_json(&key(px::DIRECTORY, &[county.as_str()]))?.unwrap_or_else(DirectoryRecord::empty))
+    }
+
+    pub fn directories(&self) -> anyhow::Result<HashMap<County, DirectoryRecord>> {
+        County::ALL.iter().map(|c| Ok((*c, self.directory(*c)?))).collect()
+    }
+
+    pub fn report(&self, county: County, year: i32) -> anyhow::Result<ReportTotals> {
+        Ok(self.get_json(&key(px::REPORT, &[county.as_str(), &year.to_string()]))?.unwrap_or_default())
+    }
+
+    /// The claims counted for a person in a year (their ids).
+    pub fn person_year_claims(&self, county: County, person: &str, year: i32) -> anyhow::Result<Vec<String>> {
+        let mut prefix = key(px::PERSON_YEAR, &[county.as_str(), person, &year.to_string()]);
+        prefix.push(0);
+        self.tree
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, _) = kv?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).to_string())
+            })
+            .collect()
+    }
+
+    /// Claims in recording order, from `after` (exclusive), at most `limit`.
+    pub fn claims_in_order(&self, after: Option<u64>) -> impl Iterator<Item = anyhow::Result<(u64, StoredClaim)>> + '_ {
+        let start = key(px::SEQ, &[&format!("{:020}", after.map_or(0, |a| a + 1))]);
+        self.tree
+            .range(start..)
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(px::SEQ.as_bytes())))
+            .map(move |kv| {
+                let (k, v) = kv?;
+                let seq: u64 = std::str::from_utf8(&k[px::SEQ.len()..])?.parse()?;
+                let id = String::from_utf8_lossy(&v).to_string();
+                let c = self.claim(&id)?.with_context(|| format!("claim {id} missing from its index"))?;
+                Ok((seq, c))
+            })
+    }
+
+    /// Every stored claim (for checks and exports).
+    pub fn all_claims(&self) -> impl Iterator<Item = anyhow::Result<StoredClaim>> + '_ {
+        self.tree
+            .scan_prefix(px::CLAIM.as_bytes())
+            .map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
+    }
+
+    /// All entries under a prefix, raw (for the consistency check).
+    pub(crate) fn scan(&self, prefix: &str) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> {
+        self.tree.scan_prefix(prefix.as_bytes())
+    }
+}
+
+pub(crate) fn parse_num(v: &[u8]) -> Decimal {
+    std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or_default()
+}
+
+/// Reads the committed store (evaluations).
+pub struct StoreView<'a>(pub &'a Store);
+
+impl LedgerView for StoreView<'_> {
+    fn count(&self, k: &str) -> u32 {
+        rust_decimal::prelude::ToPrimitive::to_u32(&self.total(k)).unwrap_or(u32::MAX)
+    }
+    fn holder(&self, k: &str) -> Option<String> {
+        self.0.tree.get(key(px::KEY, &[k])).ok().flatten().map(|v| String::from_utf8_lossy(&v).to_string())
+    }
+    fn total(&self, k: &str) -> Decimal {
+        self.0.tree.get(key(px::NUM, &[k])).ok().flatten().map(|v| parse_num(&v)).unwrap_or_default()
+    }
+}

@@ -1,0 +1,535 @@
+//! The OpenAPI 3.1 document, generated from the code. `openapi/openapi.json`
+//! is its checked-in copy (regenerate: `cargo run -- openapi > openapi/openapi.json`).
+
+#![allow(dead_code)]
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{example::ExampleBuilder, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::domain::*;
+use crate::problem::{ErrorCode, FieldError, Problem};
+use crate::routes;
+use crate::rules::{Decision, PolicyRef, Reason, ReasonCode, Revocation, Severity, Status, Step, Usage};
+
+/// A resident (for person-level kinds).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicantDoc {
+    /// 18 characters, GB 11643-1999 check digit, a real birth date. Personal data.
+    #[schema(example = "33072319900506123X", pattern = "^[0-9]{17}[0-9X]$")]
+    pub id_number: String,
+    pub name: String,
+    pub local_hukou: Option<bool>,
+    /// Lives in the county and holds its residence permit.
+    pub residence_permit: Option<bool>,
+    pub employed_in_county: Option<bool>,
+    pub unemployment_registered: Option<bool>,
+    pub receives_monthly_pension: Option<bool>,
+    pub public_institution_staff: Option<bool>,
+    pub groups: Option<Vec<Group>>,
+    pub employer: Option<OrganizationDoc>,
+}
+
+/// An organisation: an enterprise, training institution or school.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationDoc {
+    /// GB 32100-2015 unified social credit code.
+    #[schema(example = "91330723MA00000156", pattern = "^[0-9A-HJ-NPQRTUWXY]{18}$")]
+    pub credit_code: String,
+    pub name: String,
+    /// GB/T 4754: section letter and up to 4 digits.
+    #[schema(example = "C3311", pattern = "^[A-T][0-9]{0,4}$")]
+    pub industry_code: Option<String>,
+}
+
+/// A claim (API.md §3). `details` has the shape of `kind`; unknown fields are refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    #[schema(example = "WY-2020-PX-000123", pattern = "^[A-Za-z0-9._:-]{1,64}$")]
+    pub claim_id: String,
+    pub county: County,
+    pub kind: Kind,
+    /// Certificate issue date, training or school period end, or award date.
+    #[schema(value_type = String, format = Date, example = "2020-06-15")]
+    pub event_date: String,
+    /// A department code of the county's plan (`GET /v1/policies/{county}`).
+    pub department: Option<String>,
+    /// Required for person-level kinds.
+    pub applicant: Option<ApplicantDoc>,
+    /// The training institution or school, when there is one.
+    pub institution: Option<OrganizationDoc>,
+    /// Required for organisation kinds: online_training, institution_investment,
+    /// master_studio_award, skill_contest_funding, craftsman_award with golden_cradle.
+    pub organization: Option<OrganizationDoc>,
+    pub details: DetailsDoc,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct BatchRequest {
+    /// 1..1000 claims, decided in order.
+    pub claims: Vec<ClaimRequest>,
+}
+
+/// `qualification_training` (WY). `training_start_date` (optional) serves R-PRIOR.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QualificationDetails {
+    #[schema(example = "6-31-01-03", pattern = "^[0-9]-[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
+    pub occupation_code: String,
+    pub level: Level,
+    pub certificate_number: String,
+    /// `person`, `institution` or `enterprise`.
+    pub payee: Payee,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub training_start_date: Option<String>,
+}
+
+/// `project_training`: WY takes class_hours, class_size, class_size_exception_approved
+/// and training_start_date; CX takes fee.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectDetails {
+    pub project_code: String,
+    pub completion_certificate_number: String,
+    #[schema(minimum = 1)]
+    pub class_hours: Option<u32>,
+    #[schema(minimum = 1)]
+    pub class_size: Option<u32>,
+    pub class_size_exception_approved: Option<bool>,
+    /// Decimal string, ≥ 0, at most 2 places.
+    #[schema(example = "600.00")]
+    pub fee: Option<String>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub training_start_date: Option<String>,
+}
+
+/// `apprenticeship_employee` (WY).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprenticeshipEmployeeDetails {
+    pub training_year: i32,
+    pub completion_certificate: bool,
+    pub additional_certificate_level: Option<Level>,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub training_cost: Option<String>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub training_start_date: Option<String>,
+}
+
+/// `apprenticeship_student` (WY).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprenticeshipStudentDetails {
+    pub training_year: i32,
+    /// Decimal string, ≥ 0, at most 2 places.
+    #[schema(example = "500.00")]
+    pub monthly_allowance: String,
+    #[schema(minimum = 1, maximum = 12)]
+    pub months: u32,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub training_start_date: Option<String>,
+}
+
+/// `safety_training`: WY takes approved_fee_standard, trained_in_county and
+/// training_start_date; CX takes training_type.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyDetails {
+    pub certificate_type: CertificateType,
+    pub certificate_number: String,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub fee_paid: String,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub approved_fee_standard: Option<String>,
+    pub trained_in_county: Option<bool>,
+    pub training_type: Option<SafetyTrainingType>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub training_start_date: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineDayDoc {
+    #[schema(value_type = String, format = Date)]
+    pub date: String,
+    #[schema(minimum = 1, maximum = 24)]
+    pub class_hours: u32,
+}
+
+/// `online_training` (WY).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnlineDetails {
+    pub period_id: String,
+    /// The filing 备案 with the HR bureau; absent → `NOT_FILED`.
+    pub filing_reference: Option<String>,
+    pub mode: OnlineMode,
+    #[schema(minimum = 1)]
+    pub trainees: u32,
+    pub days: Vec<OnlineDayDoc>,
+    pub repeated_hours: Option<u32>,
+    /// Required for `platform_purchase`.
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub invoice_amount: Option<String>,
+}
+
+/// `institution_investment` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvestmentDetails {
+    pub category: InvestmentCategory,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub investment_amount: String,
+    pub invoice_reference: String,
+}
+
+/// `vocational_school_senior` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VocationalSchoolDetails {
+    pub school_year: i32,
+    pub programme: Programme,
+    pub in_senior_stage: bool,
+}
+
+/// `cooperative_enrollment` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CooperativeEnrollmentDetails {
+    pub school_year: i32,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub standard_amount: String,
+    pub cooperation_region: String,
+}
+
+/// `student_living_allowance` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StudentAllowanceDetails {
+    pub school_year: i32,
+    pub cooperative_enrollment: bool,
+}
+
+/// `key_group_training` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyGroupDetails {
+    pub occupation_code: String,
+    pub level: Level,
+    pub certificate_number: String,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub fee: String,
+}
+
+/// `veteran_training` (CX): exactly one of occupation_code and project_code.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VeteranDetails {
+    pub occupation_code: Option<String>,
+    pub project_code: Option<String>,
+    pub level: Option<Level>,
+    #[schema(value_type = String, format = Date)]
+    pub start_date: String,
+    #[schema(value_type = String, format = Date)]
+    pub end_date: String,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub fee: String,
+}
+
+/// `training_living_allowance` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LivingAllowanceDetails {
+    pub training_reference: String,
+    #[schema(value_type = String, format = Date)]
+    pub start_date: String,
+    #[schema(minimum = 1)]
+    pub training_days: u32,
+}
+
+/// `entrepreneurship_training` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntrepreneurshipDetails {
+    pub training_reference: String,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub fee: String,
+}
+
+/// `skill_upgrade` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkillUpgradeDetails {
+    pub occupation_code: String,
+    pub level: Level,
+    pub certificate_number: String,
+}
+
+/// `apprenticeship` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprenticeshipDetails {
+    pub training_year: i32,
+    pub stage: ApprenticeshipStage,
+    pub acceptance_passed: Option<bool>,
+}
+
+/// `craftsman_award` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CraftsmanDetails {
+    pub title: CraftsmanTitle,
+}
+
+/// `master_studio_award` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StudioDetails {
+    pub studio_id: String,
+    pub level: StudioLevel,
+    pub key_rated: bool,
+}
+
+/// `skill_contest_funding` (CX).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContestDetails {
+    pub contest_id: String,
+    pub contest_level: ContestLevel,
+    pub occupation_code: String,
+    /// Decimal string, ≥ 0, at most 2 places.
+    pub budget: Option<String>,
+}
+
+/// `details`, one shape per `kind`.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DetailsDoc {
+    Qualification(QualificationDetails),
+    Project(ProjectDetails),
+    ApprenticeshipEmployee(ApprenticeshipEmployeeDetails),
+    ApprenticeshipStudent(ApprenticeshipStudentDetails),
+    Safety(SafetyDetails),
+    Online(OnlineDetails),
+    Investment(InvestmentDetails),
+    VocationalSchool(VocationalSchoolDetails),
+    CooperativeEnrollment(CooperativeEnrollmentDetails),
+    StudentAllowance(StudentAllowanceDetails),
+    KeyGroup(KeyGroupDetails),
+    Veteran(VeteranDetails),
+    LivingAllowance(LivingAllowanceDetails),
+    Entrepreneurship(EntrepreneurshipDetails),
+    SkillUpgrade(SkillUpgradeDetails),
+    Apprenticeship(ApprenticeshipDetails),
+    Craftsman(CraftsmanDetails),
+    Studio(StudioDetails),
+    Contest(ContestDetails),
+}
+
+fn person(id: &str, name: &str, extra: Value) -> Value {
+    let mut a = json!({
+        "id_number": id, "name": name, "local_hukou": true, "residence_permit": false,
+        "employed_in_county": true, "unemployment_registered": false,
+        "receives_monthly_pension": false, "public_institution_staff": false,
+        "groups": ["enterprise_employee"]
+    });
+    if let (Some(a), Some(e)) = (a.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    a
+}
+
+/// One valid claim per kind and county; each is approved on a fresh store.
+pub fn claim_examples() -> Vec<(&'static str, Value)> {
+    let wy_school = json!({"credit_code": "91330723MA0EXMP01P", "name": "武义县示例职业技能培训学校"});
+    let cx_school = json!({"credit_code": "91330522MA0EXMP035", "name": "长兴技师学院"});
+    let wy_enterprise = json!({"credit_code": "91330723MA0EXMP02T", "name": "武义示例制造有限公司", "industry_code": "C3311"});
+    let cx_enterprise = json!({"credit_code": "91330522MA0EXMP048", "name": "长兴示例电池有限公司", "industry_code": "C3843"});
+    vec![
+        ("wy_qualification_training", json!({
+            "claim_id": "EX-WY-QT-1", "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15",
+            "department": "human_resources",
+            "applicant": person("330723198502011013", "张一", json!({"employer": wy_enterprise})),
+            "institution": wy_school,
+            "details": {"occupation_code": "6-31-01-03", "level": "intermediate", "certificate_number": "EX-ZS-0001", "payee": "person"}
+        })),
+        ("wy_project_training", json!({
+            "claim_id": "EX-WY-PT-1", "county": "wuyi", "kind": "project_training", "event_date": "2020-09-30",
+            "applicant": person("330723198503011023", "张二", json!({})), "institution": wy_school,
+            "details": {"project_code": "WY-PX-EX01", "completion_certificate_number": "EX-PX-0001", "class_hours": 20, "class_size": 40}
+        })),
+        ("wy_apprenticeship_employee", json!({
+            "claim_id": "EX-WY-AE-1", "county": "wuyi", "kind": "apprenticeship_employee", "event_date": "2020-12-20",
+            "applicant": person("330723198504011033", "张三", json!({"employer": wy_enterprise})),
+            "details": {"training_year": 2020, "completion_certificate": true, "additional_certificate_level": "intermediate"}
+        })),
+        ("wy_apprenticeship_student", json!({
+            "claim_id": "EX-WY-AS-1", "county": "wuyi", "kind": "apprenticeship_student", "event_date": "2020-12-31",
+            "applicant": person("330723198505011043", "张四", json!({"groups": ["school_leaver"], "employer": wy_enterprise})),
+            "details": {"training_year": 2020, "monthly_allowance": "450.00", "months": 6}
+        })),
+        ("wy_safety_training", json!({
+            "claim_id": "EX-WY-ST-1", "county": "wuyi", "kind": "safety_training", "event_date": "2020-10-10",
+            "applicant": person("330723198506011053", "张五", json!({})), "institution": wy_school,
+            "details": {"certificate_type": "special_operation", "certificate_number": "EX-T-0001", "fee_paid": "700.00", "approved_fee_standard": "760.00", "trained_in_county": true}
+        })),
+        ("wy_online_training", json!({
+            "claim_id": "EX-WY-OT-1", "county": "wuyi", "kind": "online_training", "event_date": "2020-03-06",
+            "organization": wy_enterprise,
+            "details": {"period_id": "EX-P1", "filing_reference": "WYBA-2020-EX1", "mode": "self_produced", "trainees": 120,
+                "days": [{"date": "2020-03-05", "class_hours": 4}, {"date": "2020-03-06", "class_hours": 4}]}
+        })),
+        ("cx_institution_investment", json!({
+            "claim_id": "EX-CX-II-1", "county": "changxing", "kind": "institution_investment", "event_date": "2020-11-11",
+            "organization": cx_school,
+            "details": {"category": "equipment", "investment_amount": "60000.00", "invoice_reference": "EX-INV-1"}
+        })),
+        ("cx_vocational_school_senior", json!({
+            "claim_id": "EX-CX-VS-1", "county": "changxing", "kind": "vocational_school_senior", "event_date": "2021-06-30",
+            "applicant": person("330522198601021121", "李一", json!({"groups": []})), "institution": cx_school,
+            "details": {"school_year": 2020, "programme": "five_year_senior", "in_senior_stage": true}
+        })),
+        ("cx_cooperative_enrollment", json!({
+            "claim_id": "EX-CX-CE-1", "county": "changxing", "kind": "cooperative_enrollment", "event_date": "2021-06-30",
+            "applicant": person("330522198602021131", "李二", json!({"local_hukou": false, "groups": []})), "institution": cx_school,
+            "details": {"school_year": 2020, "standard_amount": "3000.00", "cooperation_region": "贵州省某县"}
+        })),
+        ("cx_student_living_allowance", json!({
+            "claim_id": "EX-CX-SL-1", "county": "changxing", "kind": "student_living_allowance", "event_date": "2021-06-30",
+            "applicant": person("330522198603021141", "李三", json!({"groups": ["dibao"]})), "institution": cx_school,
+            "details": {"school_year": 2020, "cooperative_enrollment": false}
+        })),
+        ("cx_key_group_training", json!({
+            "claim_id": "EX-CX-KG-1", "county": "changxing", "kind": "key_group_training", "event_date": "2020-05-20",
+            "applicant": person("330522198604021151", "李四", json!({"groups": ["unemployed"], "unemployment_registered": true})), "institution": cx_school,
+            "details": {"occupation_code": "4-03-02-01", "level": "senior", "certificate_number": "EX-ZS-0002", "fee": "1200.00"}
+        })),
+        ("cx_veteran_training", json!({
+            "claim_id": "EX-CX-VT-1", "county": "changxing", "kind": "veteran_training", "event_date": "2020-06-01",
+            "applicant": person("330522198605021161", "李五", json!({"groups": ["veteran"]})), "institution": cx_school,
+            "details": {"occupation_code": "4-02-02-01", "level": "intermediate", "start_date": "2020-03-01", "end_date": "2020-06-01", "fee": "6000.00"}
+        })),
+        ("cx_training_living_allowance", json!({
+            "claim_id": "EX-CX-TL-1", "county": "changxing", "kind": "training_living_allowance", "event_date": "2020-09-30",
+            "applicant": person("330522198606021171", "李六", json!({"groups": ["dibao"]})), "institution": cx_school,
+            "details": {"training_reference": "EX-TR-1", "start_date": "2020-09-01", "training_days": 20}
+        })),
+        ("cx_project_training", json!({
+            "claim_id": "EX-CX-PT-1", "county": "changxing", "kind": "project_training", "event_date": "2020-08-08",
+            "applicant": person("330522198607021181", "李七", json!({})), "institution": cx_school,
+            "details": {"project_code": "CX-PX-EX01", "completion_certificate_number": "EX-PX-0002", "fee": "600.00"}
+        })),
+        ("cx_safety_training", json!({
+            "claim_id": "EX-CX-ST-1", "county": "changxing", "kind": "safety_training", "event_date": "2020-08-08",
+            "applicant": person("330522198608021191", "李八", json!({})), "institution": cx_school,
+            "details": {"certificate_type": "special_operation", "certificate_number": "EX-T-0002", "training_type": "new", "fee_paid": "900.00"}
+        })),
+        ("cx_entrepreneurship_training", json!({
+            "claim_id": "EX-CX-ET-1", "county": "changxing", "kind": "entrepreneurship_training", "event_date": "2020-08-08",
+            "applicant": person("330522198609021206", "李九", json!({"groups": ["graduate"]})), "institution": cx_school,
+            "details": {"training_reference": "EX-CY-1", "fee": "1800.00"}
+        })),
+        ("cx_skill_upgrade", json!({
+            "claim_id": "EX-CX-SU-1", "county": "changxing", "kind": "skill_upgrade", "event_date": "2020-05-10",
+            "department": "human_resources",
+            "applicant": person("330522198610021211", "王一", json!({"employer": cx_enterprise})),
+            "details": {"occupation_code": "6-18-01-01", "level": "senior_technician", "certificate_number": "EX-ZS-0003"}
+        })),
+        ("cx_apprenticeship", json!({
+            "claim_id": "EX-CX-AP-1", "county": "changxing", "kind": "apprenticeship", "event_date": "2020-03-31",
+            "applicant": person("330522198611021221", "王二", json!({"employer": cx_enterprise})),
+            "details": {"training_year": 2020, "stage": "enrolment"}
+        })),
+        ("cx_craftsman_award", json!({
+            "claim_id": "EX-CX-CA-1", "county": "changxing", "kind": "craftsman_award", "event_date": "2020-12-01",
+            "applicant": person("330522198612021231", "王三", json!({})),
+            "details": {"title": "craftsman"}
+        })),
+        ("cx_master_studio_award", json!({
+            "claim_id": "EX-CX-MS-1", "county": "changxing", "kind": "master_studio_award", "event_date": "2020-10-01",
+            "organization": cx_enterprise,
+            "details": {"studio_id": "CX-DSGZS-EX1", "level": "municipal", "key_rated": false}
+        })),
+        ("cx_skill_contest_funding", json!({
+            "claim_id": "EX-CX-SC-1", "county": "changxing", "kind": "skill_contest_funding", "event_date": "2020-10-20",
+            "organization": {"credit_code": "91330522MA0EXMP05B", "name": "长兴县总工会示例", "industry_code": "S9421"},
+            "details": {"contest_id": "CX-JS-EX1", "contest_level": "county", "occupation_code": "6-18-02-04", "budget": "45000.00"}
+        })),
+    ]
+}
+
+struct Extras;
+
+impl Modify for Extras {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).description(Some("API key: `Authorization: Bearer <key>`")).build()),
+        );
+        // Examples of every kind on the claim operations, taken from the code
+        // that a test submits to a fresh server.
+        for (path, method_is_post) in [("/v1/claims", true), ("/v1/evaluations", true)] {
+            let Some(item) = api.paths.paths.get_mut(path) else { continue };
+            let Some(op) = (if method_is_post { item.post.as_mut() } else { None }) else { continue };
+            let Some(body) = op.request_body.as_mut() else { continue };
+            let RefOr::T(body) = body else { continue };
+            if let Some(RefOr::T(content)) = body.content.get_mut("application/json") {
+                for (name, value) in claim_examples() {
+                    content.examples.insert(name.to_string(), RefOr::T(ExampleBuilder::new().value(Some(value)).build()));
+                }
+            }
+        }
+        if let Some(op) = api.paths.paths.get_mut("/v1/claims/batch").and_then(|i| i.post.as_mut()) {
+            if let Some(RefOr::T(content)) = op.request_body.as_mut().and_then(|b| match b {
+                RefOr::T(b) => b.content.get_mut("application/json"),
+                RefOr::Ref(_) => None,
+            }) {
+                let claims: Vec<Value> = claim_examples().into_iter().take(2).map(|(_, v)| v).collect();
+                content.examples.insert("two_claims".into(), RefOr::T(ExampleBuilder::new().value(Some(json!({"claims": claims}))).build()));
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "subsidy-service",
+        description = "Adjudicates vocational-training and skill subsidies under the Wuyi (武人社〔2020〕21号) and Changxing (长政办发〔2020〕7号) 2020–2021 skill-upgrade plans. Every decision is explained by reason codes and cites its clauses and the policy version. Errors are `application/problem+json`.",
+        license(name = "MIT")
+    ),
+    paths(
+        routes::claims::submit, routes::claims::batch, routes::claims::evaluate, routes::claims::list,
+        routes::claims::get, routes::claims::revoke, routes::claims::events, routes::usage::query,
+        routes::policies::list, routes::policies::get, routes::policies::reason_codes,
+        routes::directories::get, routes::directories::put, routes::reports::get,
+        routes::health::healthz, routes::health::readyz, routes::health::metrics,
+    ),
+    components(schemas(
+        ClaimRequest, BatchRequest, DetailsDoc, ApplicantDoc, OrganizationDoc, Decision, Status, Step, Reason,
+        ReasonCode, Severity, Usage, PolicyRef, Revocation, Problem, FieldError, ErrorCode,
+        County, Kind, Level, Group, Payee,
+    )),
+    modifiers(&Extras),
+    tags(
+        (name = "claims", description = "Adjudicate, record, read and revoke claims"),
+        (name = "policies", description = "The policies and reason codes in force"),
+        (name = "directories", description = "Trade-friction directories"),
+        (name = "reports", description = "Plan against actual, for auditors"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as served and checked in.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,412 @@
+//! `/v1/claims`, `/v1/claims/batch`, `/v1/evaluations` and a claim's
+//! revocation and history.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{blocking, internal, ledger_error, only_fields, read_json, AppState};
+use crate::auth::{Caller, Operation};
+use crate::domain::{peek_claim_id, County, Kind};
+use crate::ledger::{Event, ItemResult, RevokeResult, StoreView};
+use crate::openapi::{BatchRequest, ClaimRequest};
+use crate::problem::{ApiError, FieldError, Problem};
+use crate::rules::{decide, Decision, Status};
+
+fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
+    state.metrics.decisions.with_label_values(&[county, kind, d.status.as_str()]).inc();
+}
+
+/// Adjudicate one claim and record it.
+#[utoipa::path(
+    post, path = "/v1/claims", tag = "claims",
+    request_body(content = ClaimRequest, description = "A claim; `details` has the shape of its `kind`"),
+    responses(
+        (status = 201, description = "New decision, recorded and durable", body = Decision),
+        (status = 200, description = "Replay of the same claim id with the same body (header `Idempotent-Replayed: true`): the stored decision, nothing counted twice", body = Decision,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed, or an institution that is not a party to the claim", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Same claim id, different body (`CLAIM_ID_CONFLICT`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a valid claim: every bad field listed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; nothing recorded", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "submit_claim", skip_all, fields(key_id = %caller.key_id))]
+pub async fn submit(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::SubmitClaim)?;
+    let body = read_json(&req, payload, state.server.claim_body_limit).await?;
+    let item = state.prepare(&body, &caller)?;
+    let (county, kind) = (item.claim.county, item.claim.kind);
+    let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
+    match result {
+        Some(ItemResult::New(d)) => {
+            count_decision(&state, county.as_str(), kind.as_str(), &d);
+            Ok(HttpResponse::Created().json(d))
+        }
+        Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
+        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(peek_claim_id(&body).unwrap_or_default())),
+        None => Err(internal(anyhow::anyhow!("the ledger returned no result"))),
+    }
+}
+
+/// One item of a batch answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// `true` when this item replayed an earlier identical submission.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchItem>,
+}
+
+/// Adjudicate up to 1000 claims in order; each sees the earlier ones' effects.
+#[utoipa::path(
+    post, path = "/v1/claims/batch", tag = "claims",
+    request_body(content = BatchRequest),
+    responses(
+        (status = 200, description = "One result per claim, in input order: a decision or a problem. All recorded decisions are durable", body = BatchResponse),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the batch limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a batch: `claims` missing, empty or over 1000", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; nothing recorded", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "submit_batch", skip_all, fields(key_id = %caller.key_id))]
+pub async fn batch(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::SubmitBatch)?;
+    let body = read_json(&req, payload, state.server.batch_body_limit).await?;
+    let mut errs = only_fields(&body, &["claims"]);
+    let max = state.server.max_batch_claims;
+    let claims = match body.get("claims") {
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= max => Some(a),
+        Some(Value::Array(_)) => {
+            errs.push(FieldError::new("/claims", "out_of_range", format!("a batch has 1 to {max} claims")));
+            None
+        }
+        Some(_) => {
+            errs.push(FieldError::new("/claims", "invalid_type", "must be an array of claims"));
+            None
+        }
+        None if body.is_object() => {
+            errs.push(FieldError::new("/claims", "required", "this field is required"));
+            None
+        }
+        None => None,
+    };
+    let claims = match (errs.is_empty(), claims) {
+        (true, Some(c)) => c,
+        _ => return Err(ApiError::Validation(errs)),
+    };
+    let mut results: Vec<BatchItem> = Vec::with_capacity(claims.len());
+    let mut items = Vec::new();
+    let mut slots = Vec::new();
+    let mut labels = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        let claim_id = peek_claim_id(c);
+        match state.prepare(c, &caller) {
+            Ok(item) => {
+                labels.push((item.claim.county, item.claim.kind));
+                items.push(item);
+                slots.push(i);
+                results.push(BatchItem { claim_id, decision: None, replayed: false, error: None });
+            }
+            Err(e) => {
+                let mut p = e.problem();
+                for fe in &mut p.errors {
+                    fe.field = format!("/claims/{i}{}", fe.field);
+                }
+                results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(p) });
+            }
+        }
+    }
+    if !items.is_empty() {
+        let decided = state.ledger.submit(items).await.map_err(ledger_error)?;
+        for ((slot, r), (county, kind)) in slots.into_iter().zip(decided).zip(labels) {
+            let out = &mut results[slot];
+            match r {
+                ItemResult::New(d) => {
+                    count_decision(&state, county.as_str(), kind.as_str(), &d);
+                    out.decision = Some(d);
+                }
+                ItemResult::Replayed(d) => {
+                    out.decision = Some(d);
+                    out.replayed = true;
+                }
+                ItemResult::Conflict => {
+                    out.error = Some(ApiError::ClaimIdConflict(out.claim_id.clone().unwrap_or_default()).problem());
+                }
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(BatchResponse { results }))
+}
+
+/// The decision a claim would get now, recording nothing.
+#[utoipa::path(
+    post, path = "/v1/evaluations", tag = "claims",
+    request_body(content = ClaimRequest),
+    responses(
+        (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored", body = Decision),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a valid claim", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "evaluate", skip_all, fields(key_id = %caller.key_id))]
+pub async fn evaluate(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::Evaluate)?;
+    let body = read_json(&req, payload, state.server.claim_body_limit).await?;
+    let claim = state.parse(&body)?;
+    let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
+    let policy = state.policy.county(claim.county);
+    let directory = state.ledger.directory(claim.county);
+    let outcome = decide(&claim, person.as_deref(), &StoreView(&state.ledger.store), policy, &directory, Utc::now());
+    Ok(HttpResponse::Ok().json(outcome.decision))
+}
+
+fn claim_id_path(s: &str) -> Result<String, ApiError> {
+    crate::domain::ClaimId::parse(s, "")
+        .map(|c| c.as_str().to_string())
+        .map_err(|_| ApiError::NotFound(format!("no claim `{}`", s.chars().take(64).collect::<String>())))
+}
+
+/// The stored decision of a claim (`revoked` once revoked).
+#[utoipa::path(
+    get, path = "/v1/claims/{claim_id}", tag = "claims",
+    params(("claim_id" = String, Path, description = "The caller's claim id")),
+    responses(
+        (status = 200, description = "The stored decision", body = Decision),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such claim (or not one of this institution's)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(path: web::Path<String>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::ReadClaim)?;
+    let id = claim_id_path(&path)?;
+    let s = state.clone();
+    let lookup = id.clone();
+    let stored = blocking(move || s.ledger.store.claim(&lookup)).await?;
+    match stored {
+        Some(c) if c.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(c.decision)),
+        _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RevocationRequest {
+    /// Why the grant is withdrawn (e.g. an objection during the public notice 公示).
+    #[schema(example = "公示期间收到异议，经核实不符合条件")]
+    pub reason: String,
+}
+
+/// Withdraw a granted claim: its amount and its place in every limit are released.
+#[utoipa::path(
+    post, path = "/v1/claims/{claim_id}/revocation", tag = "claims",
+    params(("claim_id" = String, Path, description = "The claim to revoke")),
+    request_body(content = RevocationRequest),
+    responses(
+        (status = 200, description = "The claim's decision, now `revoked` (again 200 when repeated)", body = Decision),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Only the platform revokes", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such claim", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A rejected claim cannot be revoked (`CLAIM_NOT_REVOCABLE`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reason given", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; nothing changed", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(name = "revoke", skip_all, fields(key_id = %caller.key_id))]
+pub async fn revoke(req: HttpRequest, path: web::Path<String>, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::RevokeClaim)?;
+    let id = claim_id_path(&path)?;
+    let body = read_json(&req, payload, state.server.claim_body_limit).await?;
+    let mut errs = only_fields(&body, &["reason"]);
+    let reason = match body.get("reason") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => Some(s.trim().to_string()),
+        Some(Value::String(_)) => {
+            errs.push(FieldError::new("/reason", "out_of_range", "1 to 500 characters"));
+            None
+        }
+        Some(_) => {
+            errs.push(FieldError::new("/reason", "invalid_type", "must be a string"));
+            None
+        }
+        None => {
+            if body.is_object() {
+                errs.push(FieldError::new("/reason", "required", "say why the grant is withdrawn"));
+            }
+            None
+        }
+    };
+    let reason = match (errs.is_empty(), reason) {
+        (true, Some(r)) => r,
+        _ => return Err(ApiError::Validation(errs)),
+    };
+    match state.ledger.revoke(id.clone(), reason, caller.key_id.clone()).await.map_err(ledger_error)? {
+        RevokeResult::Revoked(d) => Ok(HttpResponse::Ok().json(d)),
+        RevokeResult::NotFound => Err(ApiError::NotFound(format!("no claim `{id}`"))),
+        RevokeResult::NotRevocable => Err(ApiError::ClaimNotRevocable(format!("claim `{id}` was rejected: there is nothing to revoke"))),
+    }
+}
+
+/// A claim's append-only history.
+#[utoipa::path(
+    get, path = "/v1/claims/{claim_id}/events", tag = "claims",
+    params(("claim_id" = String, Path, description = "The claim")),
+    responses(
+        (status = 200, description = "Events in order: decided, replayed, revoked, with the key that acted", body = Vec<Event>),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such claim", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn events(path: web::Path<String>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::ReadClaimEvents)?;
+    let id = claim_id_path(&path)?;
+    let s = state.clone();
+    let lookup = id.clone();
+    let found = blocking(move || {
+        let c = s.ledger.store.claim(&lookup)?;
+        Ok(match c {
+            Some(c) => Some((c, s.ledger.store.events(&lookup)?)),
+            None => None,
+        })
+    })
+    .await?;
+    match found {
+        Some((c, ev)) if c.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(ev)),
+        _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub county: Option<County>,
+    pub kind: Option<Kind>,
+    pub status: Option<Status>,
+    /// Event dates from (inclusive), `YYYY-MM-DD`.
+    pub from: Option<NaiveDate>,
+    /// Event dates to (inclusive), `YYYY-MM-DD`.
+    pub to: Option<NaiveDate>,
+    pub department: Option<String>,
+    /// 1..500, default 100.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimSummary {
+    pub claim_id: String,
+    pub county: County,
+    pub kind: Kind,
+    pub event_date: NaiveDate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// Masked: `330723********123X`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_number_masked: Option<String>,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimPage {
+    pub claims: Vec<ClaimSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Recorded claims, in recording order, filtered; ID numbers masked.
+#[utoipa::path(
+    get, path = "/v1/claims", tag = "claims",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of claims (institutions see only their own)", body = ClaimPage),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad query parameter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(query: web::Query<ListQuery>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::ListClaims)?;
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::validation("/limit", "out_of_range", "limit is 1..500"));
+    }
+    let after = match &q.cursor {
+        Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError::validation("/cursor", "invalid_value", "not a cursor of this service"))?),
+        None => None,
+    };
+    let scope = caller.scope().map(str::to_string);
+    let s = state.clone();
+    let page = blocking(move || {
+        let mut out = Vec::new();
+        let mut next = None;
+        for row in s.ledger.store.claims_in_order(after) {
+            let (seq, c) = row?;
+            let keep = c.visible_to(scope.as_deref())
+                && q.county.is_none_or(|x| x == c.county)
+                && q.kind.is_none_or(|x| x == c.kind)
+                && q.status.is_none_or(|x| x == c.decision.status)
+                && q.from.is_none_or(|x| c.event_date >= x)
+                && q.to.is_none_or(|x| c.event_date <= x)
+                && q.department.as_ref().is_none_or(|x| c.department.as_ref() == Some(x));
+            if !keep {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            next = Some(seq);
+            out.push(ClaimSummary {
+                claim_id: c.decision.claim_id.clone(),
+                county: c.county,
+                kind: c.kind,
+                event_date: c.event_date,
+                department: c.department,
+                id_number_masked: c.id_masked,
+                decision: c.decision,
+            });
+        }
+        let next_cursor = if out.len() == limit { next.map(|n| n.to_string()) } else { None };
+        Ok(ClaimPage { claims: out, next_cursor })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}

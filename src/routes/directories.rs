@@ -1,0 +1,137 @@
+//! The trade-friction directories (API.md §5, I-6): kept by an administrator,
+//! never taken from the claimant's word.
+
+use std::collections::HashSet;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{county_path, ledger_error, only_fields, read_json, AppState};
+use crate::auth::{Caller, Operation};
+use crate::domain::CreditCode;
+use crate::ledger::{DirectoryEntry, DirectoryRecord};
+use crate::problem::{ApiError, FieldError, Problem};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DirectoryBody {
+    pub enterprises: Vec<DirectoryEntry>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DirectoryAnswer {
+    pub county: String,
+    pub enterprises: Vec<DirectoryEntry>,
+    pub updated_at: Option<chrono::DateTime<Utc>>,
+    /// The version decisions cite (`policy.directory_version`).
+    pub version: String,
+}
+
+fn answer(county: &str, r: DirectoryRecord) -> DirectoryAnswer {
+    DirectoryAnswer { county: county.to_string(), enterprises: r.enterprises, updated_at: r.updated_at, version: r.version }
+}
+
+/// The county's directory of trade-friction-affected enterprises.
+#[utoipa::path(
+    get, path = "/v1/directories/{county}/trade-friction-enterprises", tag = "directories",
+    params(("county" = String, Path, description = "`wuyi` or `changxing`")),
+    responses(
+        (status = 200, description = "The directory and its version", body = DirectoryAnswer),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Auditors and administrators only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such county", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(path: web::Path<String>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::ReadDirectory)?;
+    let county = county_path(&path)?;
+    let s = state.clone();
+    let r = super::blocking(move || s.ledger.store.directory(county)).await?;
+    Ok(HttpResponse::Ok().json(answer(county.as_str(), r)))
+}
+
+/// Replaces the county's whole directory.
+#[utoipa::path(
+    put, path = "/v1/directories/{county}/trade-friction-enterprises", tag = "directories",
+    params(("county" = String, Path, description = "`wuyi` or `changxing`")),
+    request_body(content = DirectoryBody, example = json!({"enterprises": [{"credit_code": "91330723MA00000156", "name": "测试企业1", "listed_from": "2019-06-01"}]})),
+    responses(
+        (status = 200, description = "The stored directory and its new version", body = DirectoryAnswer),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such county", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad credit codes, duplicates or dates", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable; nothing changed", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put(req: HttpRequest, path: web::Path<String>, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::WriteDirectory)?;
+    let county = county_path(&path)?;
+    let body = read_json(&req, payload, state.server.batch_body_limit).await?;
+    let entries = parse_directory(&body).map_err(ApiError::Validation)?;
+    let record = DirectoryRecord::new(entries, Some(Utc::now()));
+    let stored = state.ledger.put_directory(county, record).await.map_err(ledger_error)?;
+    tracing::info!(county = %county, entries = stored.enterprises.len(), version = %stored.version, key_id = %caller.key_id, "directory replaced");
+    Ok(HttpResponse::Ok().json(answer(county.as_str(), stored)))
+}
+
+fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, Vec<FieldError>> {
+    let mut errs = only_fields(body, &["enterprises"]);
+    let Some(list) = body.get("enterprises").and_then(Value::as_array) else {
+        if body.is_object() {
+            errs.push(FieldError::new("/enterprises", "required", "an array of {credit_code, name, listed_from}"));
+        }
+        return Err(errs);
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, e) in list.iter().enumerate() {
+        let base = format!("/enterprises/{i}");
+        for f in only_fields(e, &["credit_code", "name", "listed_from"]) {
+            errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
+        }
+        let cc = match e.get("credit_code").and_then(Value::as_str) {
+            Some(s) => CreditCode::parse_at(s, &format!("{base}/credit_code")).map_err(|x| errs.push(x)).ok(),
+            None => {
+                errs.push(FieldError::new(format!("{base}/credit_code"), "required", "this field is required"));
+                None
+            }
+        };
+        if let Some(cc) = &cc {
+            if !seen.insert(cc.as_str().to_string()) {
+                errs.push(FieldError::new(format!("{base}/credit_code"), "duplicate", "each enterprise appears once"));
+            }
+        }
+        let name = match e.get("name").and_then(Value::as_str) {
+            Some(s) if !s.trim().is_empty() && s.chars().count() <= 200 => Some(s.to_string()),
+            _ => {
+                errs.push(FieldError::new(format!("{base}/name"), "required", "a name of 1..200 characters"));
+                None
+            }
+        };
+        let from = match e.get("listed_from").and_then(Value::as_str) {
+            Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().filter(|_| s.len() == 10).or_else(|| {
+                errs.push(FieldError::new(format!("{base}/listed_from"), "invalid_date", "a date YYYY-MM-DD"));
+                None
+            }),
+            None => {
+                errs.push(FieldError::new(format!("{base}/listed_from"), "required", "this field is required"));
+                None
+            }
+        };
+        if let (Some(cc), Some(name), Some(listed_from)) = (cc, name, from) {
+            out.push(DirectoryEntry { credit_code: cc.as_str().to_string(), name, listed_from });
+        }
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(errs)
+    }
+}

@@ -1,0 +1,172 @@
+//! HTTP handlers, one file per resource. Handlers parse, call the rules or the
+//! ledger, and render; they never compute an amount.
+
+pub mod claims;
+pub mod directories;
+pub mod health;
+pub mod policies;
+pub mod reports;
+pub mod usage;
+
+use std::sync::Arc;
+
+use actix_web::{http::header, web, HttpRequest};
+use futures_util::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::configuration::ServerSettings;
+use crate::domain::{parse_claim, Claim, County};
+use crate::ledger::{ClaimItem, Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::privacy::Pseudonymizer;
+use crate::problem::{ApiError, FieldError};
+
+/// What every handler shares; built once at start.
+pub struct AppState {
+    pub server: ServerSettings,
+    pub policy: Arc<Policy>,
+    pub ledger: Arc<Ledger>,
+    pub pseudonymizer: Pseudonymizer,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Most of an oversized body we read (and drop) so the client sees our 413
+/// instead of a reset connection; beyond this the connection is closed.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a JSON body: `415` unless `application/json`, `413` over `limit`,
+/// `400 MALFORMED_JSON` unless it parses as JSON.
+pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Value, ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body = web::BytesMut::new();
+    let mut seen = 0usize;
+    let too_large = declared.is_some_and(|n| n > limit);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        seen += chunk.len();
+        if too_large || seen > limit {
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if too_large || seen > limit {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// SHA-256 of the body with object keys sorted: retries that differ only in
+/// key order or spacing are the same body.
+pub fn body_hash(v: &Value) -> String {
+    fn canon(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Object(m) => {
+                out.push(b'{');
+                let mut keys: Vec<_> = m.keys().collect();
+                keys.sort();
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                    out.push(b':');
+                    canon(&m[k], out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(a) => {
+                out.push(b'[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    canon(x, out);
+                }
+                out.push(b']');
+            }
+            other => out.extend_from_slice(other.to_string().as_bytes()),
+        }
+    }
+    let mut buf = Vec::new();
+    canon(v, &mut buf);
+    hex::encode(Sha256::digest(&buf))
+}
+
+impl AppState {
+    /// Parses a claim body and checks what the policy data knows of it.
+    pub fn parse(&self, body: &Value) -> Result<Claim, ApiError> {
+        let claim = parse_claim(body).map_err(ApiError::Validation)?;
+        if let Some(dep) = &claim.department {
+            if self.policy.county(claim.county).department(dep).is_none() {
+                return Err(ApiError::validation(
+                    "/department",
+                    "invalid_value",
+                    "not a department of the county's plan; see GET /v1/policies/{county}",
+                ));
+            }
+        }
+        Ok(claim)
+    }
+
+    /// A claim ready for the ledger, refused if an institution key is not a party to it.
+    pub fn prepare(&self, body: &Value, caller: &Caller) -> Result<ClaimItem, ApiError> {
+        let claim = self.parse(body)?;
+        if let Some(scope) = caller.scope() {
+            if !claim.party_codes().contains(&scope) {
+                return Err(ApiError::Forbidden);
+            }
+        }
+        let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));
+        let id_masked = claim.applicant.as_ref().map(|a| a.id_number.masked());
+        Ok(ClaimItem { claim, body_hash: body_hash(body), person, id_masked, key_id: caller.key_id.clone() })
+    }
+}
+
+pub fn ledger_error(e: LedgerError) -> ApiError {
+    tracing::error!(error = %e, "ledger unavailable");
+    ApiError::StoreUnavailable
+}
+
+pub fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::Internal(e)
+}
+
+/// A county named in a path; unknown counties are not found.
+pub fn county_path(s: &str) -> Result<County, ApiError> {
+    County::parse(s).ok_or_else(|| ApiError::NotFound(format!("no county `{s}`; counties are wuyi and changxing")))
+}
+
+/// Refuses unknown fields of a small JSON object body, listing them all.
+pub fn only_fields(v: &Value, allowed: &[&str]) -> Vec<FieldError> {
+    match v.as_object() {
+        Some(m) => m
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .map(|k| FieldError::new(format!("/{k}"), "unknown_field", "this field is not part of this request"))
+            .collect(),
+        None => vec![FieldError::new("", "invalid_type", "the body must be a JSON object")],
+    }
+}
+
+/// Runs blocking store work off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> Result<T, ApiError> {
+    web::block(f).await.map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?.map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "store read failed");
+        ApiError::StoreUnavailable
+    })
+}

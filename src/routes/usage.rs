@@ -1,0 +1,108 @@
+//! `POST /v1/usage/query`: a person's counted grants in a year. The ID number
+//! travels in the body, never in a URL.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{blocking, only_fields, read_json, AppState};
+use crate::auth::{Caller, Operation};
+use crate::domain::{County, IdNumber, Kind};
+use crate::ledger::StoreView;
+use crate::problem::{ApiError, FieldError, Problem};
+use crate::rules::{LedgerView, Status};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UsageQuery {
+    pub county: County,
+    #[schema(example = "330723199005060038")]
+    pub id_number: String,
+    #[schema(example = 2020)]
+    pub year: i32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageClaim {
+    pub claim_id: String,
+    pub kind: Kind,
+    pub event_date: NaiveDate,
+    pub status: Status,
+    #[schema(value_type = String, example = "800.00")]
+    pub amount: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageAnswer {
+    pub county: County,
+    pub year: i32,
+    pub used: u32,
+    pub limit: u32,
+    pub remaining: u32,
+    /// The counted claims of that year.
+    pub claims: Vec<UsageClaim>,
+}
+
+/// A person's counted subsidies in a county and year (R-ANNUAL).
+#[utoipa::path(
+    post, path = "/v1/usage/query", tag = "claims",
+    request_body(content = UsageQuery),
+    responses(
+        (status = 200, description = "Used, limit and remaining", body = UsageAnswer),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad county, ID number or year", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn query(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::QueryUsage)?;
+    let body = read_json(&req, payload, state.server.claim_body_limit).await?;
+    let mut errs = only_fields(&body, &["county", "id_number", "year"]);
+    let county = match body.get("county").and_then(|v| v.as_str()) {
+        Some(s) => County::parse(s).or_else(|| {
+            errs.push(FieldError::new("/county", "invalid_value", "wuyi or changxing"));
+            None
+        }),
+        None => {
+            errs.push(FieldError::new("/county", "required", "this field is required"));
+            None
+        }
+    };
+    let id = match body.get("id_number").and_then(|v| v.as_str()) {
+        Some(s) => IdNumber::parse(s, "/id_number").map_err(|e| errs.push(e)).ok(),
+        None => {
+            errs.push(FieldError::new("/id_number", "required", "this field is required"));
+            None
+        }
+    };
+    let year = match body.get("year").and_then(|v| v.as_i64()) {
+        Some(y) if (1900..=2100).contains(&y) => Some(y as i32),
+        _ => {
+            errs.push(FieldError::new("/year", "out_of_range", "a year such as 2020"));
+            None
+        }
+    };
+    let (Some(county), Some(id), Some(year), true) = (county, id, year, errs.is_empty()) else {
+        return Err(ApiError::Validation(errs));
+    };
+    let person = state.pseudonymizer.person_key(&id);
+    let policy = state.policy.county(county);
+    let limit = *policy.common.annual_limit.at(NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or_default());
+    let s = state.clone();
+    let answer = blocking(move || {
+        let store = &s.ledger.store;
+        let used = StoreView(store).count(&format!("usage:{county}:{person}:{year}"));
+        let mut claims = Vec::new();
+        for id in store.person_year_claims(county, &person, year)? {
+            if let Some(c) = store.claim(&id)? {
+                claims.push(UsageClaim { claim_id: id, kind: c.kind, event_date: c.event_date, status: c.decision.status, amount: c.decision.amount });
+            }
+        }
+        Ok(UsageAnswer { county, year, used, limit, remaining: limit.saturating_sub(used), claims })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
