@@ -58,7 +58,9 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
 ];
 
 pub fn allowed(role: Role, op: Operation) -> bool {
-    PERMISSIONS.iter().any(|(o, roles)| *o == op && roles.contains(&role))
+    PERMISSIONS
+        .iter()
+        .any(|(o, roles)| *o == op && roles.contains(&role))
 }
 
 /// The demo keys of the local profile (README); production refuses them.
@@ -100,12 +102,21 @@ impl KeyTable {
                 .try_into()
                 .map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 32 bytes", k.id))?;
             let credit_code = match &k.credit_code {
-                Some(c) => Some(CreditCode::parse(c).map_err(|e| anyhow::anyhow!("{}", e.message))?),
+                Some(c) => {
+                    Some(CreditCode::parse(c).map_err(|e| anyhow::anyhow!("{}", e.message))?)
+                }
                 None => None,
             };
-            out.push(KeyEntry { id: k.id.clone(), hash, role: k.role, credit_code });
+            out.push(KeyEntry {
+                id: k.id.clone(),
+                hash,
+                role: k.role,
+                credit_code,
+            });
         }
-        Ok(Self { keys: Arc::new(out) })
+        Ok(Self {
+            keys: Arc::new(out),
+        })
     }
 
     /// Compares the presented key's hash with every configured hash in
@@ -167,12 +178,19 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::Unauthenticated)?;
-    let (scheme, key) = value.trim().split_once(' ').ok_or(ApiError::Unauthenticated)?;
+    let (scheme, key) = value
+        .trim()
+        .split_once(' ')
+        .ok_or(ApiError::Unauthenticated)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthenticated);
     }
     let entry = table.find(key.trim()).ok_or(ApiError::Unauthenticated)?;
-    Ok(Caller { key_id: entry.id.clone(), role: entry.role, credit_code: entry.credit_code.clone() })
+    Ok(Caller {
+        key_id: entry.id.clone(),
+        role: entry.role,
+        credit_code: entry.credit_code.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -190,12 +208,24 @@ mod tests {
     #[test]
     fn every_operation_has_a_row() {
         let ops = [
-            Op::SubmitClaim, Op::SubmitBatch, Op::Evaluate, Op::ReadClaim, Op::ListClaims,
-            Op::ReadClaimEvents, Op::RevokeClaim, Op::QueryUsage, Op::ReadDirectory,
-            Op::WriteDirectory, Op::ReadReport,
+            Op::SubmitClaim,
+            Op::SubmitBatch,
+            Op::Evaluate,
+            Op::ReadClaim,
+            Op::ListClaims,
+            Op::ReadClaimEvents,
+            Op::RevokeClaim,
+            Op::QueryUsage,
+            Op::ReadDirectory,
+            Op::WriteDirectory,
+            Op::ReadReport,
         ];
         for op in ops {
-            assert_eq!(PERMISSIONS.iter().filter(|(o, _)| *o == op).count(), 1, "{op:?}");
+            assert_eq!(
+                PERMISSIONS.iter().filter(|(o, _)| *o == op).count(),
+                1,
+                "{op:?}"
+            );
         }
     }
 }

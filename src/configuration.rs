@@ -109,7 +109,9 @@ pub const DEMO_ID_HASH_SECRET: &str = "local-demo-id-hash-secret";
 
 /// Where the `config/` directory is: `SUBSIDY_CONFIG_DIR`, else `./config`.
 pub fn config_dir() -> PathBuf {
-    std::env::var_os("SUBSIDY_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"))
+    std::env::var_os("SUBSIDY_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"))
 }
 
 /// Loads the settings for the profile in `SUBSIDY_ENV` (default `local`).
@@ -149,7 +151,10 @@ impl Settings {
             }
             match (k.role, &k.credit_code) {
                 (Role::Institution, None) => {
-                    bail!("auth key `{}`: an institution key needs its credit_code", k.id)
+                    bail!(
+                        "auth key `{}`: an institution key needs its credit_code",
+                        k.id
+                    )
                 }
                 (Role::Institution, Some(cc)) => {
                     crate::domain::CreditCode::parse(cc).map_err(|e| {
@@ -167,8 +172,16 @@ impl Settings {
                 bail!("production profile: no API key is configured; add [[auth.keys]] entries");
             }
             let demo = demo_key_hashes();
-            if let Some(k) = self.auth.keys.iter().find(|k| demo.iter().any(|d| d.eq_ignore_ascii_case(&k.key_sha256))) {
-                bail!("production profile: key `{}` is a published demo key; configure real keys", k.id);
+            if let Some(k) = self
+                .auth
+                .keys
+                .iter()
+                .find(|k| demo.iter().any(|d| d.eq_ignore_ascii_case(&k.key_sha256)))
+            {
+                bail!(
+                    "production profile: key `{}` is a published demo key; configure real keys",
+                    k.id
+                );
             }
             let s = self.privacy.id_hash_secret.expose();
             if s.len() < 16 || s == DEMO_ID_HASH_SECRET {

@@ -5,13 +5,13 @@
 pub mod auth;
 pub mod configuration;
 pub mod domain;
-pub mod policy;
 pub mod ledger;
 pub mod metrics;
 pub mod openapi;
-pub mod routes;
-pub mod startup;
-pub mod telemetry;
+pub mod policy;
 pub mod privacy;
 pub mod problem;
+pub mod routes;
 pub mod rules;
+pub mod startup;
+pub mod telemetry;

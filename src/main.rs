@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve(),
         Some("openapi") => openapi(),
-        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`; commands: serve, openapi")),
+        Some(other) => Err(anyhow::anyhow!(
+            "unknown command `{other}`; commands: serve, openapi"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

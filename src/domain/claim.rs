@@ -53,25 +53,119 @@ pub struct OnlineDay {
 /// (`None`) for the other county.
 #[derive(Debug, Clone)]
 pub enum Details {
-    Qualification { occupation_code: OccupationCode, level: Level, certificate_number: String, payee: Payee, training_start_date: Option<NaiveDate> },
-    Project { project_code: String, completion_certificate_number: String, class_hours: Option<u32>, class_size: Option<u32>, class_size_exception_approved: bool, fee: Option<Money>, training_start_date: Option<NaiveDate> },
-    ApprenticeshipEmployee { training_year: i32, completion_certificate: bool, additional_certificate_level: Option<Level>, training_cost: Option<Money>, training_start_date: Option<NaiveDate> },
-    ApprenticeshipStudent { training_year: i32, monthly_allowance: Money, months: u32, training_start_date: Option<NaiveDate> },
-    Safety { certificate_type: CertificateType, certificate_number: String, fee_paid: Money, approved_fee_standard: Option<Money>, trained_in_county: Option<bool>, training_type: Option<SafetyTrainingType>, training_start_date: Option<NaiveDate> },
-    Online { period_id: String, filing_reference: Option<String>, mode: OnlineMode, trainees: u32, days: Vec<OnlineDay>, repeated_hours: u32, invoice_amount: Option<Money> },
-    InstitutionInvestment { category: InvestmentCategory, investment_amount: Money, invoice_reference: String },
-    VocationalSchoolSenior { school_year: i32, programme: Programme, in_senior_stage: bool },
-    CooperativeEnrollment { school_year: i32, standard_amount: Money, cooperation_region: String },
-    StudentLivingAllowance { school_year: i32, cooperative_enrollment: bool },
-    KeyGroupTraining { occupation_code: OccupationCode, level: Level, certificate_number: String, fee: Money },
-    VeteranTraining { occupation_code: Option<OccupationCode>, project_code: Option<String>, level: Option<Level>, start_date: NaiveDate, end_date: NaiveDate, fee: Money },
-    TrainingLivingAllowance { training_reference: String, start_date: NaiveDate, training_days: u32 },
-    Entrepreneurship { training_reference: String, fee: Money },
-    SkillUpgrade { occupation_code: OccupationCode, level: Level, certificate_number: String },
-    Apprenticeship { training_year: i32, stage: ApprenticeshipStage, acceptance_passed: Option<bool> },
-    CraftsmanAward { title: CraftsmanTitle },
-    MasterStudioAward { studio_id: String, level: StudioLevel, key_rated: bool },
-    SkillContestFunding { contest_id: String, contest_level: ContestLevel, occupation_code: OccupationCode, budget: Option<Money> },
+    Qualification {
+        occupation_code: OccupationCode,
+        level: Level,
+        certificate_number: String,
+        payee: Payee,
+        training_start_date: Option<NaiveDate>,
+    },
+    Project {
+        project_code: String,
+        completion_certificate_number: String,
+        class_hours: Option<u32>,
+        class_size: Option<u32>,
+        class_size_exception_approved: bool,
+        fee: Option<Money>,
+        training_start_date: Option<NaiveDate>,
+    },
+    ApprenticeshipEmployee {
+        training_year: i32,
+        completion_certificate: bool,
+        additional_certificate_level: Option<Level>,
+        training_cost: Option<Money>,
+        training_start_date: Option<NaiveDate>,
+    },
+    ApprenticeshipStudent {
+        training_year: i32,
+        monthly_allowance: Money,
+        months: u32,
+        training_start_date: Option<NaiveDate>,
+    },
+    Safety {
+        certificate_type: CertificateType,
+        certificate_number: String,
+        fee_paid: Money,
+        approved_fee_standard: Option<Money>,
+        trained_in_county: Option<bool>,
+        training_type: Option<SafetyTrainingType>,
+        training_start_date: Option<NaiveDate>,
+    },
+    Online {
+        period_id: String,
+        filing_reference: Option<String>,
+        mode: OnlineMode,
+        trainees: u32,
+        days: Vec<OnlineDay>,
+        repeated_hours: u32,
+        invoice_amount: Option<Money>,
+    },
+    InstitutionInvestment {
+        category: InvestmentCategory,
+        investment_amount: Money,
+        invoice_reference: String,
+    },
+    VocationalSchoolSenior {
+        school_year: i32,
+        programme: Programme,
+        in_senior_stage: bool,
+    },
+    CooperativeEnrollment {
+        school_year: i32,
+        standard_amount: Money,
+        cooperation_region: String,
+    },
+    StudentLivingAllowance {
+        school_year: i32,
+        cooperative_enrollment: bool,
+    },
+    KeyGroupTraining {
+        occupation_code: OccupationCode,
+        level: Level,
+        certificate_number: String,
+        fee: Money,
+    },
+    VeteranTraining {
+        occupation_code: Option<OccupationCode>,
+        project_code: Option<String>,
+        level: Option<Level>,
+        start_date: NaiveDate,
+        end_date: NaiveDate,
+        fee: Money,
+    },
+    TrainingLivingAllowance {
+        training_reference: String,
+        start_date: NaiveDate,
+        training_days: u32,
+    },
+    Entrepreneurship {
+        training_reference: String,
+        fee: Money,
+    },
+    SkillUpgrade {
+        occupation_code: OccupationCode,
+        level: Level,
+        certificate_number: String,
+    },
+    Apprenticeship {
+        training_year: i32,
+        stage: ApprenticeshipStage,
+        acceptance_passed: Option<bool>,
+    },
+    CraftsmanAward {
+        title: CraftsmanTitle,
+    },
+    MasterStudioAward {
+        studio_id: String,
+        level: StudioLevel,
+        key_rated: bool,
+    },
+    SkillContestFunding {
+        contest_id: String,
+        contest_level: ContestLevel,
+        occupation_code: OccupationCode,
+        budget: Option<Money>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -90,15 +184,24 @@ pub struct Claim {
 impl Claim {
     /// Credit codes of the parties an institution key may act for.
     pub fn party_codes(&self) -> Vec<&str> {
-        [&self.institution, &self.organization].into_iter().flatten().map(|o| o.credit_code.as_str()).collect()
+        [&self.institution, &self.organization]
+            .into_iter()
+            .flatten()
+            .map(|o| o.credit_code.as_str())
+            .collect()
     }
 }
 
 /// Organisation-level kinds carry `organization` instead of `applicant`.
 pub fn is_organization_kind(kind: Kind, details: Option<&Value>) -> bool {
     match kind {
-        Kind::OnlineTraining | Kind::InstitutionInvestment | Kind::MasterStudioAward | Kind::SkillContestFunding => true,
-        Kind::CraftsmanAward => details.and_then(|d| d.get("title")).and_then(Value::as_str) == Some("golden_cradle"),
+        Kind::OnlineTraining
+        | Kind::InstitutionInvestment
+        | Kind::MasterStudioAward
+        | Kind::SkillContestFunding => true,
+        Kind::CraftsmanAward => {
+            details.and_then(|d| d.get("title")).and_then(Value::as_str) == Some("golden_cradle")
+        }
         _ => false,
     }
 }
@@ -125,7 +228,11 @@ impl<'a> Obj<'a> {
             }
             None => None,
         };
-        Self { map, base: base.to_string(), known: Vec::new() }
+        Self {
+            map,
+            base: base.to_string(),
+            known: Vec::new(),
+        }
     }
 
     fn raw(&mut self, name: &'static str) -> Option<&'a Value> {
@@ -137,7 +244,12 @@ impl<'a> Obj<'a> {
         ptr(&self.base, name)
     }
 
-    fn req<T>(&mut self, name: &'static str, errs: &mut Vec<FieldError>, f: impl FnOnce(&Value, &str) -> Result<T, FieldError>) -> Option<T> {
+    fn req<T>(
+        &mut self,
+        name: &'static str,
+        errs: &mut Vec<FieldError>,
+        f: impl FnOnce(&Value, &str) -> Result<T, FieldError>,
+    ) -> Option<T> {
         let p = self.path(name);
         match self.raw(name) {
             Some(v) => f(v, &p).map_err(|e| errs.push(e)).ok(),
@@ -150,9 +262,15 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn opt<T>(&mut self, name: &'static str, errs: &mut Vec<FieldError>, f: impl FnOnce(&Value, &str) -> Result<T, FieldError>) -> Option<T> {
+    fn opt<T>(
+        &mut self,
+        name: &'static str,
+        errs: &mut Vec<FieldError>,
+        f: impl FnOnce(&Value, &str) -> Result<T, FieldError>,
+    ) -> Option<T> {
         let p = self.path(name);
-        self.raw(name).and_then(|v| f(v, &p).map_err(|e| errs.push(e)).ok())
+        self.raw(name)
+            .and_then(|v| f(v, &p).map_err(|e| errs.push(e)).ok())
     }
 
     /// Reports every field not read (unknown, or given to the other county).
@@ -160,7 +278,11 @@ impl<'a> Obj<'a> {
         if let Some(m) = self.map {
             for k in m.keys() {
                 if !self.known.contains(&k.as_str()) {
-                    errs.push(FieldError::new(ptr(&self.base, k), "unknown_field", "this field is not part of this claim"));
+                    errs.push(FieldError::new(
+                        ptr(&self.base, k),
+                        "unknown_field",
+                        "this field is not part of this claim",
+                    ));
                 }
             }
         }
@@ -177,20 +299,29 @@ fn p_str(v: &Value, p: &str) -> Result<String, FieldError> {
 }
 
 fn p_bool(v: &Value, p: &str) -> Result<bool, FieldError> {
-    v.as_bool().ok_or_else(|| FieldError::new(p, "invalid_type", "must be true or false"))
+    v.as_bool()
+        .ok_or_else(|| FieldError::new(p, "invalid_type", "must be true or false"))
 }
 
 fn p_count(min: u64, max: u64) -> impl Fn(&Value, &str) -> Result<u32, FieldError> {
     move |v, p| {
         let n = v.as_u64().filter(|_| v.is_u64()).ok_or_else(|| {
             if v.is_number() {
-                FieldError::new(p, "out_of_range", format!("must be a whole number from {min} to {max}"))
+                FieldError::new(
+                    p,
+                    "out_of_range",
+                    format!("must be a whole number from {min} to {max}"),
+                )
             } else {
                 FieldError::new(p, "invalid_type", "must be a whole number")
             }
         })?;
         if n < min || n > max {
-            return Err(FieldError::new(p, "out_of_range", format!("must be from {min} to {max}")));
+            return Err(FieldError::new(
+                p,
+                "out_of_range",
+                format!("must be from {min} to {max}"),
+            ));
         }
         Ok(n as u32)
     }
@@ -201,27 +332,52 @@ fn p_year(v: &Value, p: &str) -> Result<i32, FieldError> {
 }
 
 fn p_date(v: &Value, p: &str) -> Result<NaiveDate, FieldError> {
-    let s = v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a date string YYYY-MM-DD"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a date string YYYY-MM-DD"))?;
     if s.len() != 10 {
-        return Err(FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"));
+        return Err(FieldError::new(
+            p,
+            "invalid_date",
+            "must be a real date YYYY-MM-DD",
+        ));
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"))
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"))
 }
 
 fn p_money(v: &Value, p: &str) -> Result<Money, FieldError> {
     match v {
         Value::String(s) => Money::parse(s, p),
-        Value::Number(_) => Err(FieldError::new(p, "invalid_type", "money is a decimal string such as \"500.00\", not a JSON number")),
-        _ => Err(FieldError::new(p, "invalid_type", "money is a decimal string such as \"500.00\"")),
+        Value::Number(_) => Err(FieldError::new(
+            p,
+            "invalid_type",
+            "money is a decimal string such as \"500.00\", not a JSON number",
+        )),
+        _ => Err(FieldError::new(
+            p,
+            "invalid_type",
+            "money is a decimal string such as \"500.00\"",
+        )),
     }
 }
 
-fn p_enum<T>(parse: fn(&str) -> Option<T>, all: &'static [T], name: fn(&T) -> &'static str) -> impl Fn(&Value, &str) -> Result<T, FieldError> {
+fn p_enum<T>(
+    parse: fn(&str) -> Option<T>,
+    all: &'static [T],
+    name: fn(&T) -> &'static str,
+) -> impl Fn(&Value, &str) -> Result<T, FieldError> {
     move |v, p| {
-        let s = v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?;
+        let s = v
+            .as_str()
+            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?;
         parse(s).ok_or_else(|| {
             let allowed: Vec<&str> = all.iter().map(name).collect();
-            FieldError::new(p, "invalid_value", format!("must be one of: {}", allowed.join(", ")))
+            FieldError::new(
+                p,
+                "invalid_value",
+                format!("must be one of: {}", allowed.join(", ")),
+            )
         })
     }
 }
@@ -233,34 +389,66 @@ macro_rules! en {
 }
 
 fn p_id(v: &Value, p: &str) -> Result<IdNumber, FieldError> {
-    IdNumber::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
+    IdNumber::parse(
+        v.as_str()
+            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
+        p,
+    )
 }
 
 fn p_cc(v: &Value, p: &str) -> Result<CreditCode, FieldError> {
-    CreditCode::parse_at(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
+    CreditCode::parse_at(
+        v.as_str()
+            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
+        p,
+    )
 }
 
 fn p_occ(v: &Value, p: &str) -> Result<OccupationCode, FieldError> {
-    OccupationCode::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
+    OccupationCode::parse(
+        v.as_str()
+            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
+        p,
+    )
 }
 
 fn p_ind(v: &Value, p: &str) -> Result<IndustryCode, FieldError> {
-    IndustryCode::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
+    IndustryCode::parse(
+        v.as_str()
+            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
+        p,
+    )
 }
 
 fn p_claim_id(v: &Value, p: &str) -> Result<ClaimId, FieldError> {
-    ClaimId::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
+    ClaimId::parse(
+        v.as_str()
+            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
+        p,
+    )
 }
 
 /// The claim id of a body, if it has a readable one (for batch results).
 pub fn peek_claim_id(v: &Value) -> Option<String> {
-    v.get("claim_id").and_then(Value::as_str).filter(|s| ClaimId::parse(s, "").is_ok()).map(str::to_string)
+    v.get("claim_id")
+        .and_then(Value::as_str)
+        .filter(|s| ClaimId::parse(s, "").is_ok())
+        .map(str::to_string)
 }
 
-fn organization(v: Option<&Value>, base: &str, errs: &mut Vec<FieldError>, required: bool) -> Option<Organization> {
+fn organization(
+    v: Option<&Value>,
+    base: &str,
+    errs: &mut Vec<FieldError>,
+    required: bool,
+) -> Option<Organization> {
     if v.is_none() {
         if required {
-            errs.push(FieldError::new(base, "required", "this kind needs the organisation"));
+            errs.push(FieldError::new(
+                base,
+                "required",
+                "this kind needs the organisation",
+            ));
         }
         return None;
     }
@@ -269,18 +457,32 @@ fn organization(v: Option<&Value>, base: &str, errs: &mut Vec<FieldError>, requi
     let name = o.req("name", errs, p_str);
     let industry_code = o.opt("industry_code", errs, p_ind);
     o.finish(errs);
-    Some(Organization { credit_code: credit_code?, name: name?, industry_code })
+    Some(Organization {
+        credit_code: credit_code?,
+        name: name?,
+        industry_code,
+    })
 }
 
-fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: bool) -> Option<Applicant> {
+fn applicant(
+    v: Option<&Value>,
+    errs: &mut Vec<FieldError>,
+    employer_required: bool,
+) -> Option<Applicant> {
     let Some(v) = v else {
-        errs.push(FieldError::new("/applicant", "required", "this kind needs the applicant"));
+        errs.push(FieldError::new(
+            "/applicant",
+            "required",
+            "this kind needs the applicant",
+        ));
         return None;
     };
     let mut o = Obj::new(Some(v), "/applicant", errs);
     let id_number = o.req("id_number", errs, p_id);
     let name = o.req("name", errs, p_str);
-    let flag = |o: &mut Obj, n: &'static str, errs: &mut Vec<FieldError>| o.opt(n, errs, p_bool).unwrap_or(false);
+    let flag = |o: &mut Obj, n: &'static str, errs: &mut Vec<FieldError>| {
+        o.opt(n, errs, p_bool).unwrap_or(false)
+    };
     let local_hukou = flag(&mut o, "local_hukou", errs);
     let residence_permit = flag(&mut o, "residence_permit", errs);
     let employed_in_county = flag(&mut o, "employed_in_county", errs);
@@ -289,7 +491,9 @@ fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: b
     let public_institution_staff = flag(&mut o, "public_institution_staff", errs);
     let groups = o
         .opt("groups", errs, |v, p| {
-            let arr = v.as_array().ok_or_else(|| FieldError::new(p, "invalid_type", "must be an array of group names"))?;
+            let arr = v.as_array().ok_or_else(|| {
+                FieldError::new(p, "invalid_type", "must be an array of group names")
+            })?;
             let mut out = Vec::new();
             let mut bad = None;
             for (i, g) in arr.iter().enumerate() {
@@ -306,16 +510,27 @@ fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: b
         .unwrap_or_default();
     let employer_v = o.raw("employer");
     let employer = if employer_v.is_none() && employer_required {
-        errs.push(FieldError::new("/applicant/employer", "required", "this kind needs the employer"));
+        errs.push(FieldError::new(
+            "/applicant/employer",
+            "required",
+            "this kind needs the employer",
+        ));
         None
     } else {
-        organization(employer_v, "/applicant/employer", errs, false)
-            .map(|e| Employer { credit_code: e.credit_code, name: e.name, industry_code: e.industry_code })
+        organization(employer_v, "/applicant/employer", errs, false).map(|e| Employer {
+            credit_code: e.credit_code,
+            name: e.name,
+            industry_code: e.industry_code,
+        })
     };
     if employer_required {
         if let Some(e) = &employer {
             if e.industry_code.is_none() {
-                errs.push(FieldError::new("/applicant/employer/industry_code", "required", "this kind needs the employer's industry code"));
+                errs.push(FieldError::new(
+                    "/applicant/employer/industry_code",
+                    "required",
+                    "this kind needs the employer's industry code",
+                ));
             }
         }
     }
@@ -338,7 +553,11 @@ fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: b
 pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
     let mut errs = Vec::new();
     if !body.is_object() {
-        return Err(vec![FieldError::new("", "invalid_type", "a claim is a JSON object")]);
+        return Err(vec![FieldError::new(
+            "",
+            "invalid_type",
+            "a claim is a JSON object",
+        )]);
     }
     let mut o = Obj::new(Some(body), "", &mut errs);
     let claim_id = o.req("claim_id", &mut errs, p_claim_id);
@@ -347,10 +566,17 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
     let event_date = o.req("event_date", &mut errs, p_date);
     let department = o.opt("department", &mut errs, |v, p| {
         let s = p_str(v, p)?;
-        if s.len() <= 64 && s.bytes().all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit()) {
+        if s.len() <= 64
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
+        {
             Ok(s)
         } else {
-            Err(FieldError::new(p, "invalid_value", "a department code such as human_resources"))
+            Err(FieldError::new(
+                p,
+                "invalid_value",
+                "a department code such as human_resources",
+            ))
         }
     });
     let details_v = o.raw("details");
@@ -367,17 +593,30 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
         if org_kind {
             organization_p = organization(organization_v, "/organization", &mut errs, true);
             if applicant_v.is_some() {
-                errs.push(FieldError::new("/applicant", "unknown_field", "this kind is claimed by an organisation, not a person"));
+                errs.push(FieldError::new(
+                    "/applicant",
+                    "unknown_field",
+                    "this kind is claimed by an organisation, not a person",
+                ));
             }
         } else {
-            let employer_required = matches!(kind, Kind::ApprenticeshipEmployee | Kind::Apprenticeship);
+            let employer_required =
+                matches!(kind, Kind::ApprenticeshipEmployee | Kind::Apprenticeship);
             applicant_p = applicant(applicant_v, &mut errs, employer_required);
             if organization_v.is_some() {
-                errs.push(FieldError::new("/organization", "unknown_field", "this kind is claimed by a person, not an organisation"));
+                errs.push(FieldError::new(
+                    "/organization",
+                    "unknown_field",
+                    "this kind is claimed by a person, not an organisation",
+                ));
             }
         }
         if details_v.is_none() {
-            errs.push(FieldError::new("/details", "required", "this field is required"));
+            errs.push(FieldError::new(
+                "/details",
+                "required",
+                "this field is required",
+            ));
         } else {
             details = parse_details(kind, county, details_v, &mut errs);
         }
@@ -398,34 +637,72 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
             organization: organization_p,
             details,
         }),
-        _ => Err(vec![FieldError::new("", "invalid_value", "the claim could not be read")]),
+        _ => Err(vec![FieldError::new(
+            "",
+            "invalid_value",
+            "the claim could not be read",
+        )]),
     }
 }
 
-fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<Details> {
+fn parse_details(
+    kind: Kind,
+    county: County,
+    v: Option<&Value>,
+    errs: &mut Vec<FieldError>,
+) -> Option<Details> {
     let mut d = Obj::new(v, "/details", errs);
     let wy = county == County::Wuyi;
     let e = errs;
     // R-PRIOR: WY person-level training kinds take an optional training start date.
-    let prior = |d: &mut Obj, e: &mut Vec<FieldError>| if wy { d.opt("training_start_date", e, p_date) } else { None };
+    let prior = |d: &mut Obj, e: &mut Vec<FieldError>| {
+        if wy {
+            d.opt("training_start_date", e, p_date)
+        } else {
+            None
+        }
+    };
     let out = match kind {
         Kind::QualificationTraining => {
             let occupation_code = d.req("occupation_code", e, p_occ);
             let level = d.req("level", e, en!(Level));
             let certificate_number = d.req("certificate_number", e, p_str);
-            let payee = d.req("payee", e, p_enum(
-                |s| match s { "person" => Some(Payee::Person), "institution" => Some(Payee::Institution), "enterprise" => Some(Payee::Enterprise), _ => None },
-                &[Payee::Person, Payee::Institution, Payee::Enterprise],
-                |x: &Payee| x.as_str(),
-            ));
+            let payee = d.req(
+                "payee",
+                e,
+                p_enum(
+                    |s| match s {
+                        "person" => Some(Payee::Person),
+                        "institution" => Some(Payee::Institution),
+                        "enterprise" => Some(Payee::Enterprise),
+                        _ => None,
+                    },
+                    &[Payee::Person, Payee::Institution, Payee::Enterprise],
+                    |x: &Payee| x.as_str(),
+                ),
+            );
             let training_start_date = prior(&mut d, e);
-            (|| Some(Details::Qualification { occupation_code: occupation_code?, level: level?, certificate_number: certificate_number?, payee: payee?, training_start_date }))()
+            (|| {
+                Some(Details::Qualification {
+                    occupation_code: occupation_code?,
+                    level: level?,
+                    certificate_number: certificate_number?,
+                    payee: payee?,
+                    training_start_date,
+                })
+            })()
         }
         Kind::ProjectTraining => {
             let project_code = d.req("project_code", e, p_str);
             let completion_certificate_number = d.req("completion_certificate_number", e, p_str);
             let (class_hours, class_size, exc, fee) = if wy {
-                (d.req("class_hours", e, p_count(1, 10_000)), d.req("class_size", e, p_count(1, 100_000)), d.opt("class_size_exception_approved", e, p_bool).unwrap_or(false), None)
+                (
+                    d.req("class_hours", e, p_count(1, 10_000)),
+                    d.req("class_size", e, p_count(1, 100_000)),
+                    d.opt("class_size_exception_approved", e, p_bool)
+                        .unwrap_or(false),
+                    None,
+                )
             } else {
                 (None, None, false, d.req("fee", e, p_money))
             };
@@ -433,8 +710,18 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             let ok = !wy || (class_hours.is_some() && class_size.is_some());
             let ok = ok && (wy || fee.is_some());
             (|| {
-                if !ok { return None; }
-                Some(Details::Project { project_code: project_code?, completion_certificate_number: completion_certificate_number?, class_hours, class_size, class_size_exception_approved: exc, fee, training_start_date })
+                if !ok {
+                    return None;
+                }
+                Some(Details::Project {
+                    project_code: project_code?,
+                    completion_certificate_number: completion_certificate_number?,
+                    class_hours,
+                    class_size,
+                    class_size_exception_approved: exc,
+                    fee,
+                    training_start_date,
+                })
             })()
         }
         Kind::ApprenticeshipEmployee => {
@@ -443,29 +730,66 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             let additional_certificate_level = d.opt("additional_certificate_level", e, en!(Level));
             let training_cost = d.opt("training_cost", e, p_money);
             let training_start_date = prior(&mut d, e);
-            (|| Some(Details::ApprenticeshipEmployee { training_year: training_year?, completion_certificate: completion_certificate?, additional_certificate_level, training_cost, training_start_date }))()
+            (|| {
+                Some(Details::ApprenticeshipEmployee {
+                    training_year: training_year?,
+                    completion_certificate: completion_certificate?,
+                    additional_certificate_level,
+                    training_cost,
+                    training_start_date,
+                })
+            })()
         }
         Kind::ApprenticeshipStudent => {
             let training_year = d.req("training_year", e, p_year);
             let monthly_allowance = d.req("monthly_allowance", e, p_money);
             let months = d.req("months", e, p_count(1, 12));
             let training_start_date = prior(&mut d, e);
-            (|| Some(Details::ApprenticeshipStudent { training_year: training_year?, monthly_allowance: monthly_allowance?, months: months?, training_start_date }))()
+            (|| {
+                Some(Details::ApprenticeshipStudent {
+                    training_year: training_year?,
+                    monthly_allowance: monthly_allowance?,
+                    months: months?,
+                    training_start_date,
+                })
+            })()
         }
         Kind::SafetyTraining => {
             let certificate_type = d.req("certificate_type", e, en!(CertificateType));
             let certificate_number = d.req("certificate_number", e, p_str);
             let fee_paid = d.req("fee_paid", e, p_money);
             let (approved_fee_standard, trained_in_county, training_type) = if wy {
-                (d.req("approved_fee_standard", e, p_money), d.req("trained_in_county", e, p_bool), None)
+                (
+                    d.req("approved_fee_standard", e, p_money),
+                    d.req("trained_in_county", e, p_bool),
+                    None,
+                )
             } else {
-                (None, None, d.req("training_type", e, en!(SafetyTrainingType)))
+                (
+                    None,
+                    None,
+                    d.req("training_type", e, en!(SafetyTrainingType)),
+                )
             };
             let training_start_date = prior(&mut d, e);
-            let ok = if wy { approved_fee_standard.is_some() && trained_in_county.is_some() } else { training_type.is_some() };
+            let ok = if wy {
+                approved_fee_standard.is_some() && trained_in_county.is_some()
+            } else {
+                training_type.is_some()
+            };
             (|| {
-                if !ok { return None; }
-                Some(Details::Safety { certificate_type: certificate_type?, certificate_number: certificate_number?, fee_paid: fee_paid?, approved_fee_standard, trained_in_county, training_type, training_start_date })
+                if !ok {
+                    return None;
+                }
+                Some(Details::Safety {
+                    certificate_type: certificate_type?,
+                    certificate_number: certificate_number?,
+                    fee_paid: fee_paid?,
+                    approved_fee_standard,
+                    trained_in_county,
+                    training_type,
+                    training_start_date,
+                })
             })()
         }
         Kind::OnlineTraining => {
@@ -474,9 +798,15 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             let mode = d.req("mode", e, en!(OnlineMode));
             let trainees = d.req("trainees", e, p_count(1, 1_000_000));
             let days = d.req("days", e, |v, p| {
-                let arr = v.as_array().ok_or_else(|| FieldError::new(p, "invalid_type", "must be an array of {date, class_hours}"))?;
+                let arr = v.as_array().ok_or_else(|| {
+                    FieldError::new(p, "invalid_type", "must be an array of {date, class_hours}")
+                })?;
                 if arr.is_empty() || arr.len() > 366 {
-                    return Err(FieldError::new(p, "out_of_range", "from 1 to 366 training days"));
+                    return Err(FieldError::new(
+                        p,
+                        "out_of_range",
+                        "from 1 to 366 training days",
+                    ));
                 }
                 let mut out = Vec::new();
                 let mut first_err = None;
@@ -489,7 +819,11 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
                     o.finish(&mut inner);
                     if let (Some(date), Some(class_hours)) = (date, class_hours) {
                         if out.iter().any(|d: &OnlineDay| d.date == date) {
-                            inner.push(FieldError::new(format!("{base}/date"), "duplicate", "each date appears once"));
+                            inner.push(FieldError::new(
+                                format!("{base}/date"),
+                                "duplicate",
+                                "each date appears once",
+                            ));
                         }
                         out.push(OnlineDay { date, class_hours });
                     }
@@ -501,94 +835,189 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             });
             let repeated_hours = d.opt("repeated_hours", e, p_count(0, 100_000)).unwrap_or(0);
             let invoice_amount = d.opt("invoice_amount", e, p_money);
-            if mode == Some(OnlineMode::PlatformPurchase) && invoice_amount.is_none() && d.map.is_some_and(|m| !m.contains_key("invoice_amount")) {
-                e.push(FieldError::new("/details/invoice_amount", "required", "a platform purchase needs the invoice amount"));
+            if mode == Some(OnlineMode::PlatformPurchase)
+                && invoice_amount.is_none()
+                && d.map.is_some_and(|m| !m.contains_key("invoice_amount"))
+            {
+                e.push(FieldError::new(
+                    "/details/invoice_amount",
+                    "required",
+                    "a platform purchase needs the invoice amount",
+                ));
             }
             if let Some(days) = &days {
                 let total: u32 = days.iter().map(|d| d.class_hours).sum();
                 if repeated_hours > total {
-                    e.push(FieldError::new("/details/repeated_hours", "out_of_range", "repeated hours cannot exceed the total class hours"));
+                    e.push(FieldError::new(
+                        "/details/repeated_hours",
+                        "out_of_range",
+                        "repeated hours cannot exceed the total class hours",
+                    ));
                 }
             }
             (|| {
-                if mode? == OnlineMode::PlatformPurchase && invoice_amount.is_none() { return None; }
-                Some(Details::Online { period_id: period_id?, filing_reference, mode: mode?, trainees: trainees?, days: days?, repeated_hours, invoice_amount })
+                if mode? == OnlineMode::PlatformPurchase && invoice_amount.is_none() {
+                    return None;
+                }
+                Some(Details::Online {
+                    period_id: period_id?,
+                    filing_reference,
+                    mode: mode?,
+                    trainees: trainees?,
+                    days: days?,
+                    repeated_hours,
+                    invoice_amount,
+                })
             })()
         }
         Kind::InstitutionInvestment => {
             let category = d.req("category", e, en!(InvestmentCategory));
             let investment_amount = d.req("investment_amount", e, p_money);
             let invoice_reference = d.req("invoice_reference", e, p_str);
-            (|| Some(Details::InstitutionInvestment { category: category?, investment_amount: investment_amount?, invoice_reference: invoice_reference? }))()
+            (|| {
+                Some(Details::InstitutionInvestment {
+                    category: category?,
+                    investment_amount: investment_amount?,
+                    invoice_reference: invoice_reference?,
+                })
+            })()
         }
         Kind::VocationalSchoolSenior => {
             let school_year = d.req("school_year", e, p_year);
             let programme = d.req("programme", e, en!(Programme));
             let in_senior_stage = d.req("in_senior_stage", e, p_bool);
-            (|| Some(Details::VocationalSchoolSenior { school_year: school_year?, programme: programme?, in_senior_stage: in_senior_stage? }))()
+            (|| {
+                Some(Details::VocationalSchoolSenior {
+                    school_year: school_year?,
+                    programme: programme?,
+                    in_senior_stage: in_senior_stage?,
+                })
+            })()
         }
         Kind::CooperativeEnrollment => {
             let school_year = d.req("school_year", e, p_year);
             let standard_amount = d.req("standard_amount", e, p_money);
             let cooperation_region = d.req("cooperation_region", e, p_str);
-            (|| Some(Details::CooperativeEnrollment { school_year: school_year?, standard_amount: standard_amount?, cooperation_region: cooperation_region? }))()
+            (|| {
+                Some(Details::CooperativeEnrollment {
+                    school_year: school_year?,
+                    standard_amount: standard_amount?,
+                    cooperation_region: cooperation_region?,
+                })
+            })()
         }
         Kind::StudentLivingAllowance => {
             let school_year = d.req("school_year", e, p_year);
             let cooperative_enrollment = d.req("cooperative_enrollment", e, p_bool);
-            (|| Some(Details::StudentLivingAllowance { school_year: school_year?, cooperative_enrollment: cooperative_enrollment? }))()
+            (|| {
+                Some(Details::StudentLivingAllowance {
+                    school_year: school_year?,
+                    cooperative_enrollment: cooperative_enrollment?,
+                })
+            })()
         }
         Kind::KeyGroupTraining => {
             let occupation_code = d.req("occupation_code", e, p_occ);
             let level = d.req("level", e, en!(Level));
             let certificate_number = d.req("certificate_number", e, p_str);
             let fee = d.req("fee", e, p_money);
-            (|| Some(Details::KeyGroupTraining { occupation_code: occupation_code?, level: level?, certificate_number: certificate_number?, fee: fee? }))()
+            (|| {
+                Some(Details::KeyGroupTraining {
+                    occupation_code: occupation_code?,
+                    level: level?,
+                    certificate_number: certificate_number?,
+                    fee: fee?,
+                })
+            })()
         }
         Kind::VeteranTraining => {
             let occupation_code = d.opt("occupation_code", e, p_occ);
             let project_code = d.opt("project_code", e, p_str);
-            let has_occ = d.map.is_some_and(|m| m.get("occupation_code").is_some_and(|v| !v.is_null()));
-            let has_proj = d.map.is_some_and(|m| m.get("project_code").is_some_and(|v| !v.is_null()));
+            let has_occ = d
+                .map
+                .is_some_and(|m| m.get("occupation_code").is_some_and(|v| !v.is_null()));
+            let has_proj = d
+                .map
+                .is_some_and(|m| m.get("project_code").is_some_and(|v| !v.is_null()));
             if d.map.is_some() && has_occ == has_proj {
-                e.push(FieldError::new("/details/occupation_code", "required", "give exactly one of occupation_code and project_code"));
+                e.push(FieldError::new(
+                    "/details/occupation_code",
+                    "required",
+                    "give exactly one of occupation_code and project_code",
+                ));
             }
             let level = d.opt("level", e, en!(Level));
             let start_date = d.req("start_date", e, p_date);
             let end_date = d.req("end_date", e, p_date);
             if let (Some(s), Some(t)) = (start_date, end_date) {
                 if t < s {
-                    e.push(FieldError::new("/details/end_date", "out_of_range", "the end date is before the start date"));
+                    e.push(FieldError::new(
+                        "/details/end_date",
+                        "out_of_range",
+                        "the end date is before the start date",
+                    ));
                 }
             }
             let fee = d.req("fee", e, p_money);
             (|| {
-                if has_occ == has_proj { return None; }
-                Some(Details::VeteranTraining { occupation_code, project_code, level, start_date: start_date?, end_date: end_date?, fee: fee? })
+                if has_occ == has_proj {
+                    return None;
+                }
+                Some(Details::VeteranTraining {
+                    occupation_code,
+                    project_code,
+                    level,
+                    start_date: start_date?,
+                    end_date: end_date?,
+                    fee: fee?,
+                })
             })()
         }
         Kind::TrainingLivingAllowance => {
             let training_reference = d.req("training_reference", e, p_str);
             let start_date = d.req("start_date", e, p_date);
             let training_days = d.req("training_days", e, p_count(1, 366));
-            (|| Some(Details::TrainingLivingAllowance { training_reference: training_reference?, start_date: start_date?, training_days: training_days? }))()
+            (|| {
+                Some(Details::TrainingLivingAllowance {
+                    training_reference: training_reference?,
+                    start_date: start_date?,
+                    training_days: training_days?,
+                })
+            })()
         }
         Kind::EntrepreneurshipTraining => {
             let training_reference = d.req("training_reference", e, p_str);
             let fee = d.req("fee", e, p_money);
-            (|| Some(Details::Entrepreneurship { training_reference: training_reference?, fee: fee? }))()
+            (|| {
+                Some(Details::Entrepreneurship {
+                    training_reference: training_reference?,
+                    fee: fee?,
+                })
+            })()
         }
         Kind::SkillUpgrade => {
             let occupation_code = d.req("occupation_code", e, p_occ);
             let level = d.req("level", e, en!(Level));
             let certificate_number = d.req("certificate_number", e, p_str);
-            (|| Some(Details::SkillUpgrade { occupation_code: occupation_code?, level: level?, certificate_number: certificate_number? }))()
+            (|| {
+                Some(Details::SkillUpgrade {
+                    occupation_code: occupation_code?,
+                    level: level?,
+                    certificate_number: certificate_number?,
+                })
+            })()
         }
         Kind::Apprenticeship => {
             let training_year = d.req("training_year", e, p_year);
             let stage = d.req("stage", e, en!(ApprenticeshipStage));
             let acceptance_passed = d.opt("acceptance_passed", e, p_bool);
-            (|| Some(Details::Apprenticeship { training_year: training_year?, stage: stage?, acceptance_passed }))()
+            (|| {
+                Some(Details::Apprenticeship {
+                    training_year: training_year?,
+                    stage: stage?,
+                    acceptance_passed,
+                })
+            })()
         }
         Kind::CraftsmanAward => {
             let title = d.req("title", e, en!(CraftsmanTitle));
@@ -598,14 +1027,27 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             let studio_id = d.req("studio_id", e, p_str);
             let level = d.req("level", e, en!(StudioLevel));
             let key_rated = d.req("key_rated", e, p_bool);
-            (|| Some(Details::MasterStudioAward { studio_id: studio_id?, level: level?, key_rated: key_rated? }))()
+            (|| {
+                Some(Details::MasterStudioAward {
+                    studio_id: studio_id?,
+                    level: level?,
+                    key_rated: key_rated?,
+                })
+            })()
         }
         Kind::SkillContestFunding => {
             let contest_id = d.req("contest_id", e, p_str);
             let contest_level = d.req("contest_level", e, en!(ContestLevel));
             let occupation_code = d.req("occupation_code", e, p_occ);
             let budget = d.opt("budget", e, p_money);
-            (|| Some(Details::SkillContestFunding { contest_id: contest_id?, contest_level: contest_level?, occupation_code: occupation_code?, budget }))()
+            (|| {
+                Some(Details::SkillContestFunding {
+                    contest_id: contest_id?,
+                    contest_level: contest_level?,
+                    occupation_code: occupation_code?,
+                    budget,
+                })
+            })()
         }
     };
     d.finish(e);
@@ -626,14 +1068,24 @@ mod tests {
     }
 
     fn fields(v: &Value) -> Vec<(String, String)> {
-        parse_claim(v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect()
+        parse_claim(v)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.code))
+            .collect()
     }
 
     #[test]
     fn a_valid_claim_parses() {
         let c = parse_claim(&wy_qualification()).unwrap();
         assert_eq!(c.kind, Kind::QualificationTraining);
-        assert!(matches!(c.details, Details::Qualification { level: Level::Junior, .. }));
+        assert!(matches!(
+            c.details,
+            Details::Qualification {
+                level: Level::Junior,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -652,7 +1104,10 @@ mod tests {
             ("/details/fee", "unknown_field"),
             ("/extra", "unknown_field"),
         ] {
-            assert!(f.contains(&(field.to_string(), code.to_string())), "{field} {code} in {f:?}");
+            assert!(
+                f.contains(&(field.to_string(), code.to_string())),
+                "{field} {code} in {f:?}"
+            );
         }
     }
 
@@ -665,7 +1120,10 @@ mod tests {
         });
         let f = fields(&v);
         assert!(f.contains(&("/details/class_hours".into(), "unknown_field".into())));
-        assert!(f.contains(&("/details/training_start_date".into(), "unknown_field".into())));
+        assert!(f.contains(&(
+            "/details/training_start_date".into(),
+            "unknown_field".into()
+        )));
     }
 
     #[test]

@@ -46,11 +46,23 @@ impl IdNumber {
             .ok()
             .filter(|d| d.year() >= 1900)
             .ok_or_else(|| {
-                FieldError::new(field, "invalid_date", "the birth-date segment is not a real date")
+                FieldError::new(
+                    field,
+                    "invalid_date",
+                    "the birth-date segment is not a real date",
+                )
             })?;
-        let sum: u32 = b[..17].iter().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+        let sum: u32 = b[..17]
+            .iter()
+            .zip(WEIGHTS)
+            .map(|(c, w)| u32::from(c - b'0') * w)
+            .sum();
         if CHECK[(sum % 11) as usize] != b[17] {
-            return Err(FieldError::new(field, "invalid_checksum", "the check digit is wrong"));
+            return Err(FieldError::new(
+                field,
+                "invalid_checksum",
+                "the check digit is wrong",
+            ));
         }
         Ok(Self { value: s, birth })
     }
@@ -110,10 +122,26 @@ mod tests {
 
     #[test]
     fn wrong_check_digit_and_impossible_dates_are_refused() {
-        assert_eq!(IdNumber::parse("330723199005061130", "/x").unwrap_err().code, "invalid_checksum");
-        assert_eq!(IdNumber::parse("330723199002300000", "/x").unwrap_err().code, "invalid_date");
-        assert_eq!(IdNumber::parse("33072319900506003", "/x").unwrap_err().code, "invalid_format");
-        assert_eq!(IdNumber::parse("", "/x").unwrap_err().code, "invalid_format");
+        assert_eq!(
+            IdNumber::parse("330723199005061130", "/x")
+                .unwrap_err()
+                .code,
+            "invalid_checksum"
+        );
+        assert_eq!(
+            IdNumber::parse("330723199002300000", "/x")
+                .unwrap_err()
+                .code,
+            "invalid_date"
+        );
+        assert_eq!(
+            IdNumber::parse("33072319900506003", "/x").unwrap_err().code,
+            "invalid_format"
+        );
+        assert_eq!(
+            IdNumber::parse("", "/x").unwrap_err().code,
+            "invalid_format"
+        );
     }
 
     #[test]
@@ -129,7 +157,11 @@ mod tests {
     }
 
     pub(crate) fn with_check(s17: &str) -> String {
-        let sum: u32 = s17.bytes().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+        let sum: u32 = s17
+            .bytes()
+            .zip(WEIGHTS)
+            .map(|(c, w)| u32::from(c - b'0') * w)
+            .sum();
         format!("{s17}{}", CHECK[(sum % 11) as usize] as char)
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-
 use super::{Amount, Param};
 use crate::domain::{CraftsmanTitle, Group, Kind, Level, StudioLevel};
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-
 use super::{Amount, Dated, Param};
 use crate::domain::{Kind, Level};
 
@@ -78,7 +77,11 @@ pub struct WyOnline {
 impl WuyiRules {
     /// Applies the configured end of the epidemic window (WY §4(3)).
     pub fn override_window_end(&mut self, end: NaiveDate) {
-        self.online_training.window_to.values = vec![Dated { from: None, value: end }];
-        self.online_training.window_to.note = Some("set by configuration: policy.epidemic_window_end".into());
+        self.online_training.window_to.values = vec![Dated {
+            from: None,
+            value: end,
+        }];
+        self.online_training.window_to.note =
+            Some("set by configuration: policy.epidemic_window_end".into());
     }
 }

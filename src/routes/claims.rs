@@ -16,7 +16,11 @@ use crate::problem::{ApiError, FieldError, Problem};
 use crate::rules::{decide, Decision, Status};
 
 fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
-    state.metrics.decisions.with_label_values(&[county, kind, d.status.as_str()]).inc();
+    state
+        .metrics
+        .decisions
+        .with_label_values(&[county, kind, d.status.as_str()])
+        .inc();
 }
 
 /// Adjudicate one claim and record it.
@@ -40,19 +44,33 @@ fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "submit_claim", skip_all, fields(key_id = %caller.key_id))]
-pub async fn submit(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn submit(
+    req: HttpRequest,
+    payload: web::Payload,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitClaim)?;
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let item = state.prepare(&body, &caller)?;
     let (county, kind) = (item.claim.county, item.claim.kind);
-    let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
+    let result = state
+        .ledger
+        .submit(vec![item])
+        .await
+        .map_err(ledger_error)?
+        .pop();
     match result {
         Some(ItemResult::New(d)) => {
             count_decision(&state, county.as_str(), kind.as_str(), &d);
             Ok(HttpResponse::Created().json(d))
         }
-        Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
-        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(peek_claim_id(&body).unwrap_or_default())),
+        Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(d)),
+        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(
+            peek_claim_id(&body).unwrap_or_default(),
+        )),
         None => Err(internal(anyhow::anyhow!("the ledger returned no result"))),
     }
 }
@@ -94,7 +112,12 @@ pub struct BatchResponse {
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "submit_batch", skip_all, fields(key_id = %caller.key_id))]
-pub async fn batch(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitBatch)?;
     let body = read_json(&req, payload, state.server.batch_body_limit).await?;
     let mut errs = only_fields(&body, &["claims"]);
@@ -102,15 +125,27 @@ pub async fn batch(req: HttpRequest, payload: web::Payload, caller: Caller, stat
     let claims = match body.get("claims") {
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= max => Some(a),
         Some(Value::Array(_)) => {
-            errs.push(FieldError::new("/claims", "out_of_range", format!("a batch has 1 to {max} claims")));
+            errs.push(FieldError::new(
+                "/claims",
+                "out_of_range",
+                format!("a batch has 1 to {max} claims"),
+            ));
             None
         }
         Some(_) => {
-            errs.push(FieldError::new("/claims", "invalid_type", "must be an array of claims"));
+            errs.push(FieldError::new(
+                "/claims",
+                "invalid_type",
+                "must be an array of claims",
+            ));
             None
         }
         None if body.is_object() => {
-            errs.push(FieldError::new("/claims", "required", "this field is required"));
+            errs.push(FieldError::new(
+                "/claims",
+                "required",
+                "this field is required",
+            ));
             None
         }
         None => None,
@@ -130,14 +165,24 @@ pub async fn batch(req: HttpRequest, payload: web::Payload, caller: Caller, stat
                 labels.push((item.claim.county, item.claim.kind));
                 items.push(item);
                 slots.push(i);
-                results.push(BatchItem { claim_id, decision: None, replayed: false, error: None });
+                results.push(BatchItem {
+                    claim_id,
+                    decision: None,
+                    replayed: false,
+                    error: None,
+                });
             }
             Err(e) => {
                 let mut p = e.problem();
                 for fe in &mut p.errors {
                     fe.field = format!("/claims/{i}{}", fe.field);
                 }
-                results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(p) });
+                results.push(BatchItem {
+                    claim_id,
+                    decision: None,
+                    replayed: false,
+                    error: Some(p),
+                });
             }
         }
     }
@@ -155,7 +200,10 @@ pub async fn batch(req: HttpRequest, payload: web::Payload, caller: Caller, stat
                     out.replayed = true;
                 }
                 ItemResult::Conflict => {
-                    out.error = Some(ApiError::ClaimIdConflict(out.claim_id.clone().unwrap_or_default()).problem());
+                    out.error = Some(
+                        ApiError::ClaimIdConflict(out.claim_id.clone().unwrap_or_default())
+                            .problem(),
+                    );
                 }
             }
         }
@@ -179,21 +227,41 @@ pub async fn batch(req: HttpRequest, payload: web::Payload, caller: Caller, stat
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "evaluate", skip_all, fields(key_id = %caller.key_id))]
-pub async fn evaluate(req: HttpRequest, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn evaluate(
+    req: HttpRequest,
+    payload: web::Payload,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::Evaluate)?;
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let claim = state.parse(&body)?;
-    let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
+    let person = claim
+        .applicant
+        .as_ref()
+        .map(|a| state.pseudonymizer.person_key(&a.id_number));
     let policy = state.policy.county(claim.county);
     let directory = state.ledger.directory(claim.county);
-    let outcome = decide(&claim, person.as_deref(), &StoreView(&state.ledger.store), policy, &directory, Utc::now());
+    let outcome = decide(
+        &claim,
+        person.as_deref(),
+        &StoreView(&state.ledger.store),
+        policy,
+        &directory,
+        Utc::now(),
+    );
     Ok(HttpResponse::Ok().json(outcome.decision))
 }
 
 fn claim_id_path(s: &str) -> Result<String, ApiError> {
     crate::domain::ClaimId::parse(s, "")
         .map(|c| c.as_str().to_string())
-        .map_err(|_| ApiError::NotFound(format!("no claim `{}`", s.chars().take(64).collect::<String>())))
+        .map_err(|_| {
+            ApiError::NotFound(format!(
+                "no claim `{}`",
+                s.chars().take(64).collect::<String>()
+            ))
+        })
 }
 
 /// The stored decision of a claim (`revoked` once revoked).
@@ -208,7 +276,11 @@ fn claim_id_path(s: &str) -> Result<String, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub async fn get(path: web::Path<String>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ReadClaim)?;
     let id = claim_id_path(&path)?;
     let s = state.clone();
@@ -246,24 +318,44 @@ pub struct RevocationRequest {
     security(("bearer" = []))
 )]
 #[tracing::instrument(name = "revoke", skip_all, fields(key_id = %caller.key_id))]
-pub async fn revoke(req: HttpRequest, path: web::Path<String>, payload: web::Payload, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::RevokeClaim)?;
     let id = claim_id_path(&path)?;
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let mut errs = only_fields(&body, &["reason"]);
     let reason = match body.get("reason") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => Some(s.trim().to_string()),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => {
+            Some(s.trim().to_string())
+        }
         Some(Value::String(_)) => {
-            errs.push(FieldError::new("/reason", "out_of_range", "1 to 500 characters"));
+            errs.push(FieldError::new(
+                "/reason",
+                "out_of_range",
+                "1 to 500 characters",
+            ));
             None
         }
         Some(_) => {
-            errs.push(FieldError::new("/reason", "invalid_type", "must be a string"));
+            errs.push(FieldError::new(
+                "/reason",
+                "invalid_type",
+                "must be a string",
+            ));
             None
         }
         None => {
             if body.is_object() {
-                errs.push(FieldError::new("/reason", "required", "say why the grant is withdrawn"));
+                errs.push(FieldError::new(
+                    "/reason",
+                    "required",
+                    "say why the grant is withdrawn",
+                ));
             }
             None
         }
@@ -272,10 +364,17 @@ pub async fn revoke(req: HttpRequest, path: web::Path<String>, payload: web::Pay
         (true, Some(r)) => r,
         _ => return Err(ApiError::Validation(errs)),
     };
-    match state.ledger.revoke(id.clone(), reason, caller.key_id.clone()).await.map_err(ledger_error)? {
-        RevokeResult::Revoked(d) => Ok(HttpResponse::Ok().json(d)),
+    match state
+        .ledger
+        .revoke(id.clone(), reason, caller.key_id.clone())
+        .await
+        .map_err(ledger_error)?
+    {
+        RevokeResult::Revoked(d) => Ok(HttpResponse::Ok().json(*d)),
         RevokeResult::NotFound => Err(ApiError::NotFound(format!("no claim `{id}`"))),
-        RevokeResult::NotRevocable => Err(ApiError::ClaimNotRevocable(format!("claim `{id}` was rejected: there is nothing to revoke"))),
+        RevokeResult::NotRevocable => Err(ApiError::ClaimNotRevocable(format!(
+            "claim `{id}` was rejected: there is nothing to revoke"
+        ))),
     }
 }
 
@@ -291,7 +390,11 @@ pub async fn revoke(req: HttpRequest, path: web::Path<String>, payload: web::Pay
     ),
     security(("bearer" = []))
 )]
-pub async fn events(path: web::Path<String>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn events(
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ReadClaimEvents)?;
     let id = claim_id_path(&path)?;
     let s = state.clone();
@@ -362,15 +465,25 @@ pub struct ClaimPage {
     ),
     security(("bearer" = []))
 )]
-pub async fn list(query: web::Query<ListQuery>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    query: web::Query<ListQuery>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ListClaims)?;
     let q = query.into_inner();
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::validation("/limit", "out_of_range", "limit is 1..500"));
+        return Err(ApiError::validation(
+            "/limit",
+            "out_of_range",
+            "limit is 1..500",
+        ));
     }
     let after = match &q.cursor {
-        Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError::validation("/cursor", "invalid_value", "not a cursor of this service"))?),
+        Some(c) => Some(c.parse::<u64>().map_err(|_| {
+            ApiError::validation("/cursor", "invalid_value", "not a cursor of this service")
+        })?),
         None => None,
     };
     let scope = caller.scope().map(str::to_string);
@@ -386,7 +499,9 @@ pub async fn list(query: web::Query<ListQuery>, caller: Caller, state: web::Data
                 && q.status.is_none_or(|x| x == c.decision.status)
                 && q.from.is_none_or(|x| c.event_date >= x)
                 && q.to.is_none_or(|x| c.event_date <= x)
-                && q.department.as_ref().is_none_or(|x| c.department.as_ref() == Some(x));
+                && q.department
+                    .as_ref()
+                    .is_none_or(|x| c.department.as_ref() == Some(x));
             if !keep {
                 continue;
             }
@@ -404,8 +519,15 @@ pub async fn list(query: web::Query<ListQuery>, caller: Caller, state: web::Data
                 decision: c.decision,
             });
         }
-        let next_cursor = if out.len() == limit { next.map(|n| n.to_string()) } else { None };
-        Ok(ClaimPage { claims: out, next_cursor })
+        let next_cursor = if out.len() == limit {
+            next.map(|n| n.to_string())
+        } else {
+            None
+        };
+        Ok(ClaimPage {
+            claims: out,
+            next_cursor,
+        })
     })
     .await?;
     Ok(HttpResponse::Ok().json(page))

@@ -64,7 +64,11 @@ pub struct Report {
         (status = 404, description = "No such county or year", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub async fn get(path: web::Path<(String, String)>, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    path: web::Path<(String, String)>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ReadReport)?;
     let (county, year) = path.into_inner();
     let county = county_path(&county)?;
@@ -83,7 +87,13 @@ pub async fn get(path: web::Path<(String, String)>, caller: Caller, state: web::
         .iter()
         .map(|(k, e)| {
             let t = totals.by_kind.get(k.as_str()).cloned().unwrap_or_default();
-            KindLine { kind: k.as_str().into(), title_zh: e.title_zh.clone(), clause: e.clause.clone(), granted: t.count, amount: fmt2(t.amount) }
+            KindLine {
+                kind: k.as_str().into(),
+                title_zh: e.title_zh.clone(),
+                clause: e.clause.clone(),
+                granted: t.count,
+                amount: fmt2(t.amount),
+            }
         })
         .collect();
     let mut rest: BTreeMap<String, Tally> = totals.by_department.clone();
@@ -93,10 +103,22 @@ pub async fn get(path: web::Path<(String, String)>, caller: Caller, state: web::
         .iter()
         .map(|d| {
             let t = rest.remove(&d.code).unwrap_or_default();
-            DepartmentLine { department: d.code.clone(), name_zh: Some(d.name_zh.clone()), plan: d.plans.get(&y).copied(), granted: t.count, amount: fmt2(t.amount) }
+            DepartmentLine {
+                department: d.code.clone(),
+                name_zh: Some(d.name_zh.clone()),
+                plan: d.plans.get(&y).copied(),
+                granted: t.count,
+                amount: fmt2(t.amount),
+            }
         })
         .collect();
-    by_department.extend(rest.into_iter().map(|(code, t)| DepartmentLine { department: code, name_zh: None, plan: None, granted: t.count, amount: fmt2(t.amount) }));
+    by_department.extend(rest.into_iter().map(|(code, t)| DepartmentLine {
+        department: code,
+        name_zh: None,
+        plan: None,
+        granted: t.count,
+        amount: fmt2(t.amount),
+    }));
     let granted = totals.by_kind.values().map(|t| t.count).sum();
     let amount: Decimal = totals.by_kind.values().map(|t| t.amount).sum();
     Ok(HttpResponse::Ok().json(Report {

@@ -4,13 +4,17 @@ use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, is_4050, Ctx, Grant, Reason, ReasonCode};
-use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType};
+use crate::domain::{
+    ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType,
+};
 use crate::policy::ChangxingRules;
 
 /// `end` is at least `months` calendar months after `start` (I-14): the same
 /// day of the month, or that month's last day where it has no such day.
 fn at_least_months(start: NaiveDate, end: NaiveDate, months: u32) -> bool {
-    start.checked_add_months(Months::new(months)).is_some_and(|due| end >= due)
+    start
+        .checked_add_months(Months::new(months))
+        .is_some_and(|due| end >= due)
 }
 
 pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
@@ -31,11 +35,22 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::InstitutionInvestment { investment_amount, .. } => {
+        Details::InstitutionInvestment {
+            investment_amount, ..
+        } => {
             let p = &r.institution_investment;
             let gross = investment_amount.value() * p.rate.dec(day);
-            ctx.step_detail("base", gross, &p.rate.clause, format!("{} × {}", investment_amount, p.rate.dec(day).normalize()));
-            let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
+            ctx.step_detail(
+                "base",
+                gross,
+                &p.rate.clause,
+                format!("{} × {}", investment_amount, p.rate.dec(day).normalize()),
+            );
+            let org = claim
+                .organization
+                .as_ref()
+                .map(|o| o.credit_code.as_str())
+                .unwrap_or("-");
             let key = format!("cumulative:{}:{}", ctx.county_key(), org);
             let cap = p.cumulative_cap.dec(day);
             let used = ctx.view.total(&key);
@@ -47,9 +62,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ctx.ledger_rejections.push(r);
                 gross
             } else if gross > remaining {
-                let r = Reason::new(ReasonCode::CappedByCumulativeLimit, &p.cumulative_cap.clause)
-                    .cap(cap)
-                    .used_limit(super::fmt2(used), super::fmt2(cap));
+                let r = Reason::new(
+                    ReasonCode::CappedByCumulativeLimit,
+                    &p.cumulative_cap.clause,
+                )
+                .cap(cap)
+                .used_limit(super::fmt2(used), super::fmt2(cap));
                 ctx.adjust(r);
                 ctx.step("cumulative_cap", remaining, &p.cumulative_cap.clause);
                 remaining
@@ -59,18 +77,36 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.effects.totals.push((key, amount));
             grant(amount)
         }
-        Details::VocationalSchoolSenior { school_year, programme, in_senior_stage } => {
-            let eligible = matches!(programme, Programme::FiveYearSenior | Programme::SixYearPreparatoryTechnician) && *in_senior_stage;
+        Details::VocationalSchoolSenior {
+            school_year,
+            programme,
+            in_senior_stage,
+        } => {
+            let eligible = matches!(
+                programme,
+                Programme::FiveYearSenior | Programme::SixYearPreparatoryTechnician
+            ) && *in_senior_stage;
             if !eligible {
-                ctx.reject(ReasonCode::NotEligibleStudent, &r.vocational_school_senior.amount.clause);
+                ctx.reject(
+                    ReasonCode::NotEligibleStudent,
+                    &r.vocational_school_senior.amount.clause,
+                );
                 return None;
             }
             let amount = r.vocational_school_senior.amount.dec(day);
             ctx.step("base", amount, &r.vocational_school_senior.amount.clause);
-            ctx.unique(ctx.person_key(&format!("school_year:{school_year}")), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(2)");
+            ctx.unique(
+                ctx.person_key(&format!("school_year:{school_year}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(2)",
+            );
             grant(amount)
         }
-        Details::CooperativeEnrollment { school_year, standard_amount, .. } => {
+        Details::CooperativeEnrollment {
+            school_year,
+            standard_amount,
+            ..
+        } => {
             let p = &r.cooperative_enrollment;
             let v = standard_amount.value();
             if v < p.min.dec(day) || v > p.max.dec(day) {
@@ -78,26 +114,46 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 return None;
             }
             ctx.step("standard", v, &p.min.clause);
-            ctx.unique(ctx.person_key(&format!("school_year:{school_year}")), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(2)");
+            ctx.unique(
+                ctx.person_key(&format!("school_year:{school_year}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(2)",
+            );
             grant(v)
         }
-        Details::StudentLivingAllowance { school_year, cooperative_enrollment } => {
+        Details::StudentLivingAllowance {
+            school_year,
+            cooperative_enrollment,
+        } => {
             let p = &r.student_living_allowance;
-            let county_student = ctx.applicant().is_some_and(|a| a.local_hukou) && ctx.in_any(p.groups.at(day));
+            let county_student =
+                ctx.applicant().is_some_and(|a| a.local_hukou) && ctx.in_any(p.groups.at(day));
             if !cooperative_enrollment && !county_student {
                 ctx.reject(ReasonCode::NotEligibleStudent, &p.groups.clause);
                 return None;
             }
             let amount = p.amount.dec(day);
             ctx.step("base", amount, &p.amount.clause);
-            ctx.unique(ctx.person_key(&format!("school_year:{school_year}")), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(2)");
+            ctx.unique(
+                ctx.person_key(&format!("school_year:{school_year}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(2)",
+            );
             grant(amount)
         }
-        Details::KeyGroupTraining { occupation_code, level, certificate_number, fee } => {
+        Details::KeyGroupTraining {
+            occupation_code,
+            level,
+            certificate_number,
+            fee,
+        } => {
             let p = &r.key_group_training;
             let key_groups = ctx.policy.common.eligibility.key_groups.at(day).clone();
             if !ctx.in_any(&key_groups) {
-                ctx.reject(ReasonCode::NotKeyTrainingGroup, &ctx.policy.common.eligibility.key_groups.clause.clone());
+                ctx.reject(
+                    ReasonCode::NotKeyTrainingGroup,
+                    &ctx.policy.common.eligibility.key_groups.clause.clone(),
+                );
             }
             let cap_param = p.caps.get(level);
             if cap_param.is_none() {
@@ -114,7 +170,13 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             if a.in_group(Group::LabourCooperationBase) && a.employed_in_county {
                 let u = p.labour_cooperation_uplift.dec(day);
                 uplift += u;
-                ctx.adjust(Reason::new(ReasonCode::UpliftLabourCooperation, &p.labour_cooperation_uplift.clause).uplift(u));
+                ctx.adjust(
+                    Reason::new(
+                        ReasonCode::UpliftLabourCooperation,
+                        &p.labour_cooperation_uplift.clause,
+                    )
+                    .uplift(u),
+                );
             }
             if let Some((u, clause)) = ctx.trade_friction_uplift() {
                 uplift += u;
@@ -123,14 +185,30 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let cap = standard * (Decimal::ONE + uplift);
             ctx.step("fee", fee.value(), "CX §3(3)");
             if uplift > Decimal::ZERO {
-                ctx.step_detail("raised_cap", cap, "CX §3(3), I-7", format!("{} × (1 + {})", standard.normalize(), uplift.normalize()));
+                ctx.step_detail(
+                    "raised_cap",
+                    cap,
+                    "CX §3(3), I-7",
+                    format!("{} × (1 + {})", standard.normalize(), uplift.normalize()),
+                );
             }
             let amount = ctx.cap(fee.value(), cap, &cap_param.clause);
-            ctx.unique(ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level)), ReasonCode::DuplicateOccupationLevel, "CX §5(2), I-5");
+            ctx.unique(
+                ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level)),
+                ReasonCode::DuplicateOccupationLevel,
+                "CX §5(2), I-5",
+            );
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::VeteranTraining { occupation_code, project_code, level, start_date, end_date, fee } => {
+        Details::VeteranTraining {
+            occupation_code,
+            project_code,
+            level,
+            start_date,
+            end_date,
+            fee,
+        } => {
             let p = &r.veteran_training;
             if !ctx.in_any(&[Group::Veteran]) {
                 ctx.reject(ReasonCode::NotVeteran, "CX §3(3)");
@@ -145,15 +223,28 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let amount = ctx.cap(fee.value(), p.cap.dec(day), &p.cap.clause);
             let lvl = level.map_or("none", |l| l.as_str());
             match (occupation_code, project_code) {
-                (Some(o), _) => ctx.unique(ctx.person_key(&format!("{}:{lvl}", o.as_str())), ReasonCode::DuplicateOccupationLevel, "CX §5(2), I-5"),
-                (None, Some(pc)) => ctx.unique(ctx.person_key(&format!("project:{pc}:{lvl}")), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(3)"),
+                (Some(o), _) => ctx.unique(
+                    ctx.person_key(&format!("{}:{lvl}", o.as_str())),
+                    ReasonCode::DuplicateOccupationLevel,
+                    "CX §5(2), I-5",
+                ),
+                (None, Some(pc)) => ctx.unique(
+                    ctx.person_key(&format!("project:{pc}:{lvl}")),
+                    ReasonCode::DuplicateSubsidy,
+                    "R-ONCE, CX §3(3)",
+                ),
                 (None, None) => {}
             }
             grant(amount)
         }
-        Details::TrainingLivingAllowance { training_reference, start_date, training_days } => {
+        Details::TrainingLivingAllowance {
+            training_reference,
+            start_date,
+            training_days,
+        } => {
             let p = &r.training_living_allowance;
-            let rural_school_leaver = ctx.in_any(&[Group::SchoolLeaver]) && ctx.in_any(&[Group::Rural]);
+            let rural_school_leaver =
+                ctx.in_any(&[Group::SchoolLeaver]) && ctx.in_any(&[Group::Rural]);
             if !(is_4050(ctx, *start_date) || ctx.in_any(p.groups.at(day)) || rural_school_leaver) {
                 ctx.reject(ReasonCode::NotLivingAllowanceGroup, &p.groups.clause);
             }
@@ -161,11 +252,29 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 return None;
             }
             let amount = p.per_day.dec(day) * Decimal::from(*training_days);
-            ctx.step_detail("base", amount, &p.per_day.clause, format!("{} days × {}", training_days, p.per_day.dec(day).normalize()));
-            ctx.unique(ctx.person_key(&format!("training:{training_reference}")), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(3)");
+            ctx.step_detail(
+                "base",
+                amount,
+                &p.per_day.clause,
+                format!(
+                    "{} days × {}",
+                    training_days,
+                    p.per_day.dec(day).normalize()
+                ),
+            );
+            ctx.unique(
+                ctx.person_key(&format!("training:{training_reference}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(3)",
+            );
             grant(amount)
         }
-        Details::Project { project_code, completion_certificate_number, fee, .. } => {
+        Details::Project {
+            project_code,
+            completion_certificate_number,
+            fee,
+            ..
+        } => {
             if ctx.failed() {
                 return None;
             }
@@ -173,11 +282,20 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let fee = fee.map(|f| f.value()).unwrap_or_default();
             ctx.step("fee", fee, "CX §3(4)");
             let amount = ctx.cap(fee, p.cap.dec(day), &p.cap.clause);
-            ctx.unique(ctx.person_key(project_code), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(4)");
+            ctx.unique(
+                ctx.person_key(project_code),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(4)",
+            );
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
-        Details::Safety { certificate_number, fee_paid, training_type, .. } => {
+        Details::Safety {
+            certificate_number,
+            fee_paid,
+            training_type,
+            ..
+        } => {
             if ctx.failed() {
                 return None;
             }
@@ -192,25 +310,41 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(&format!("{}:{tt}", certificate_number));
             grant(amount)
         }
-        Details::Entrepreneurship { training_reference, fee } => {
+        Details::Entrepreneurship {
+            training_reference,
+            fee,
+        } => {
             if ctx.failed() {
                 return None;
             }
             let p = &r.entrepreneurship_training;
             ctx.step("fee", fee.value(), "CX §3(4)");
             let amount = ctx.cap(fee.value(), p.cap.dec(day), &p.cap.clause);
-            ctx.unique(ctx.person_key(&format!("training:{training_reference}")), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(4)");
+            ctx.unique(
+                ctx.person_key(&format!("training:{training_reference}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(4)",
+            );
             grant(amount)
         }
-        Details::SkillUpgrade { occupation_code, level, certificate_number } => {
+        Details::SkillUpgrade {
+            occupation_code,
+            level,
+            certificate_number,
+        } => {
             let p = &r.skill_upgrade;
             if day < *p.certificates_from.at(day) {
-                ctx.reject(ReasonCode::CertificateBeforeEligibleDate, &p.certificates_from.clause);
+                ctx.reject(
+                    ReasonCode::CertificateBeforeEligibleDate,
+                    &p.certificates_from.clause,
+                );
             }
             if ctx.applicant().is_some_and(|a| a.public_institution_staff) {
                 ctx.reject(ReasonCode::PublicInstitutionStaffExcluded, "CX §3(5)");
             }
-            let level_param = if *level == crate::domain::Level::SeniorTechnician && occupation_code.is_manufacturing() {
+            let level_param = if *level == crate::domain::Level::SeniorTechnician
+                && occupation_code.is_manufacturing()
+            {
                 Some(&p.manufacturing_senior_technician)
             } else {
                 p.levels.get(level)
@@ -228,11 +362,19 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             if amount != base {
                 ctx.step("uplift_trade_friction", amount, "CX §3(5)");
             }
-            ctx.unique(ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level)), ReasonCode::DuplicateOccupationLevel, "CX §3(5), I-5");
+            ctx.unique(
+                ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level)),
+                ReasonCode::DuplicateOccupationLevel,
+                "CX §3(5), I-5",
+            );
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Apprenticeship { training_year, stage, acceptance_passed } => {
+        Details::Apprenticeship {
+            training_year,
+            stage,
+            acceptance_passed,
+        } => {
             let p = &r.apprenticeship;
             if *stage == ApprenticeshipStage::Completion && *acceptance_passed != Some(true) {
                 ctx.reject(ReasonCode::AcceptanceNotPassed, "CX §3(6)");
@@ -240,9 +382,18 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             if ctx.failed() {
                 return None;
             }
-            let section = ctx.applicant().and_then(|a| a.employer.as_ref()).and_then(|e| e.industry_code.as_ref()).map(|i| i.section().to_string());
-            let manufacturing = section.is_some_and(|s| p.manufacturing_sections.at(day).contains(&s));
-            let total_param = if manufacturing { &p.manufacturing } else { &p.other };
+            let section = ctx
+                .applicant()
+                .and_then(|a| a.employer.as_ref())
+                .and_then(|e| e.industry_code.as_ref())
+                .map(|i| i.section().to_string());
+            let manufacturing =
+                section.is_some_and(|s| p.manufacturing_sections.at(day).contains(&s));
+            let total_param = if manufacturing {
+                &p.manufacturing
+            } else {
+                &p.other
+            };
             let total = total_param.dec(day);
             ctx.step("yearly_total", total, &total_param.clause);
             let year_key = ctx.person_key(&format!("apprentice_year:{training_year}"));
@@ -251,7 +402,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ApprenticeshipStage::Enrolment => {
                     let rate = p.first_tranche_rate.dec(day);
                     let v = total * rate;
-                    ctx.adjust(Reason::new(ReasonCode::TrancheFirst, &p.first_tranche_rate.clause).ratio(rate));
+                    ctx.adjust(
+                        Reason::new(ReasonCode::TrancheFirst, &p.first_tranche_rate.clause)
+                            .ratio(rate),
+                    );
                     ctx.step("tranche_first", v, &p.first_tranche_rate.clause);
                     // An enrolment after a granted completion is a duplicate (RULES §8).
                     if let Some(h) = ctx.view.holder(&format!("{year_key}:completion")) {
@@ -265,8 +419,16 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                     let paid = ctx.view.total(&paid_key);
                     if paid > Decimal::ZERO {
                         let v = (total - paid).max(Decimal::ZERO);
-                        ctx.adjust(Reason::new(ReasonCode::TrancheRemainder, "CX §3(6)").used_limit(super::fmt2(paid), super::fmt2(total)));
-                        ctx.step_detail("tranche_remainder", v, "CX §3(6)", format!("{} − {} already paid", total.normalize(), paid.normalize()));
+                        ctx.adjust(
+                            Reason::new(ReasonCode::TrancheRemainder, "CX §3(6)")
+                                .used_limit(super::fmt2(paid), super::fmt2(total)),
+                        );
+                        ctx.step_detail(
+                            "tranche_remainder",
+                            v,
+                            "CX §3(6)",
+                            format!("{} − {} already paid", total.normalize(), paid.normalize()),
+                        );
                         v
                     } else {
                         total
@@ -282,7 +444,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             if counts {
                 ctx.effects.keys.push(count_key);
             }
-            Some(Grant { amount, payee: None, counts: Some(counts) })
+            Some(Grant {
+                amount,
+                payee: None,
+                counts: Some(counts),
+            })
         }
         Details::CraftsmanAward { title } => {
             let p = &r.craftsman_award;
@@ -290,13 +456,32 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let amount = param.dec(day);
             ctx.step("award", amount, &param.clause);
             let (recipient, payee) = match title {
-                CraftsmanTitle::GoldenCradle => (claim.organization.as_ref().map(|o| o.credit_code.as_str().to_string()).unwrap_or_default(), Payee::Organization),
+                CraftsmanTitle::GoldenCradle => (
+                    claim
+                        .organization
+                        .as_ref()
+                        .map(|o| o.credit_code.as_str().to_string())
+                        .unwrap_or_default(),
+                    Payee::Organization,
+                ),
                 _ => (ctx.person().to_string(), Payee::Person),
             };
-            ctx.unique(format!("{}:{}:{}", ctx.county_key(), recipient, title), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §4(1), I-13");
-            Some(Grant { amount, payee: Some(payee), counts: None })
+            ctx.unique(
+                format!("{}:{}:{}", ctx.county_key(), recipient, title),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §4(1), I-13",
+            );
+            Some(Grant {
+                amount,
+                payee: Some(payee),
+                counts: None,
+            })
         }
-        Details::MasterStudioAward { studio_id, level, key_rated } => {
+        Details::MasterStudioAward {
+            studio_id,
+            level,
+            key_rated,
+        } => {
             let p = &r.master_studio_award;
             let param = p.amounts.get(level)?;
             let mut amount = param.dec(day);
@@ -305,14 +490,26 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 amount += p.key_bonus.dec(day);
                 ctx.step("key_studio_bonus", amount, &p.key_bonus.clause);
             }
-            ctx.unique(format!("{}:{}:{}", ctx.county_key(), studio_id, level), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §4(2), I-13");
+            ctx.unique(
+                format!("{}:{}:{}", ctx.county_key(), studio_id, level),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §4(2), I-13",
+            );
             grant(amount)
         }
-        Details::SkillContestFunding { contest_id, occupation_code, budget, .. } => {
+        Details::SkillContestFunding {
+            contest_id,
+            occupation_code,
+            budget,
+            ..
+        } => {
             let p = &r.skill_contest_funding;
             let standard = p.standard.dec(day);
             let (max, clause) = if occupation_code.is_manufacturing() {
-                (p.manufacturing_max.dec(day), p.manufacturing_max.clause.clone())
+                (
+                    p.manufacturing_max.dec(day),
+                    p.manufacturing_max.clause.clone(),
+                )
             } else {
                 (standard, p.standard.clause.clone())
             };
@@ -330,7 +527,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                     ctx.cap(kept, max, &clause)
                 }
             };
-            ctx.unique(format!("{}:{}", ctx.county_key(), contest_id), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §4(4)");
+            ctx.unique(
+                format!("{}:{}", ctx.county_key(), contest_id),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §4(4)",
+            );
             grant(amount)
         }
         _ => None,
@@ -339,10 +540,21 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
 
 /// CX attachment 3: a training institution not on the list gets a notice.
 pub(crate) fn institution_notice(ctx: &mut Ctx) {
-    let Some(inst) = ctx.claim.institution.as_ref() else { return };
-    let Some(schools) = ctx.policy.reference.schools.as_ref() else { return };
-    if !schools.entries.iter().any(|s| s.name_zh == inst.name.trim()) {
-        ctx.notices.push(Reason::new(ReasonCode::InstitutionNotInDirectory, &schools.clause));
+    let Some(inst) = ctx.claim.institution.as_ref() else {
+        return;
+    };
+    let Some(schools) = ctx.policy.reference.schools.as_ref() else {
+        return;
+    };
+    if !schools
+        .entries
+        .iter()
+        .any(|s| s.name_zh == inst.name.trim())
+    {
+        ctx.notices.push(Reason::new(
+            ReasonCode::InstitutionNotInDirectory,
+            &schools.clause,
+        ));
     }
 }
 

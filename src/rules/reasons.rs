@@ -19,6 +19,7 @@ macro_rules! reason_codes {
     ($($variant:ident = $s:literal, $sev:ident, $clause:literal, $zh:literal, $en:literal;)+) => {
         /// Every reason a decision can carry.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum ReasonCode { $(#[serde(rename = $s)] $variant),+ }
 
         impl ReasonCode {

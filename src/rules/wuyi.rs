@@ -11,23 +11,47 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
     let claim = ctx.claim;
     // R-PRIOR (I-18): training begun before publication keeps the earlier standard.
     let start = match &claim.details {
-        Details::Qualification { training_start_date, .. }
-        | Details::Project { training_start_date, .. }
-        | Details::ApprenticeshipEmployee { training_start_date, .. }
-        | Details::ApprenticeshipStudent { training_start_date, .. }
-        | Details::Safety { training_start_date, .. } => *training_start_date,
+        Details::Qualification {
+            training_start_date,
+            ..
+        }
+        | Details::Project {
+            training_start_date,
+            ..
+        }
+        | Details::ApprenticeshipEmployee {
+            training_start_date,
+            ..
+        }
+        | Details::ApprenticeshipStudent {
+            training_start_date,
+            ..
+        }
+        | Details::Safety {
+            training_start_date,
+            ..
+        } => *training_start_date,
         _ => None,
     };
     if let Some(start) = start {
         if start < *r.prior_standard_before.at(day) {
-            ctx.reject(ReasonCode::PriorStandardApplies, &r.prior_standard_before.clause);
+            ctx.reject(
+                ReasonCode::PriorStandardApplies,
+                &r.prior_standard_before.clause,
+            );
         }
     }
     if claim.applicant.is_some() {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::Qualification { occupation_code, level, certificate_number, payee, .. } => {
+        Details::Qualification {
+            occupation_code,
+            level,
+            certificate_number,
+            payee,
+            ..
+        } => {
             let p = r.qualification_training.levels.get(level)?;
             if ctx.failed() {
                 return None;
@@ -41,15 +65,27 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             let key = ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level));
             ctx.unique(key, ReasonCode::DuplicateOccupationLevel, "WY §4(1), I-5");
             ctx.certificate(certificate_number);
-            Some(Grant { amount, payee: Some(*payee), counts: None })
+            Some(Grant {
+                amount,
+                payee: Some(*payee),
+                counts: None,
+            })
         }
-        Details::Project { project_code, completion_certificate_number, class_hours, class_size, class_size_exception_approved, .. } => {
+        Details::Project {
+            project_code,
+            completion_certificate_number,
+            class_hours,
+            class_size,
+            class_size_exception_approved,
+            ..
+        } => {
             let p = &r.project_training;
             let hours = Decimal::from(class_hours.unwrap_or(0));
             if class_hours.unwrap_or(0) < *p.min_class_hours.at(day) {
                 ctx.reject(ReasonCode::BelowMinClassHours, &p.min_class_hours.clause);
             }
-            if class_size.unwrap_or(0) > *p.max_class_size.at(day) && !class_size_exception_approved {
+            if class_size.unwrap_or(0) > *p.max_class_size.at(day) && !class_size_exception_approved
+            {
                 ctx.reject(ReasonCode::ClassSizeExceeded, &p.max_class_size.clause);
             }
             if ctx.failed() {
@@ -59,23 +95,43 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             let rate = ctx.uplifted(p.rate_per_class_hour.dec(day));
             let cap = p.cap.dec(day) * (rate / p.rate_per_class_hour.dec(day));
             let gross = rate * hours;
-            ctx.step_detail("base", gross, &p.rate_per_class_hour.clause, format!("{} class hours × {}", hours, rate.normalize()));
+            ctx.step_detail(
+                "base",
+                gross,
+                &p.rate_per_class_hour.clause,
+                format!("{} class hours × {}", hours, rate.normalize()),
+            );
             let amount = ctx.cap(gross, cap, &p.cap.clause);
-            ctx.unique(ctx.person_key(project_code), ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(1)2");
+            ctx.unique(
+                ctx.person_key(project_code),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, WY §4(1)2",
+            );
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
-        Details::ApprenticeshipEmployee { training_year, completion_certificate, additional_certificate_level, training_cost, .. } => {
+        Details::ApprenticeshipEmployee {
+            training_year,
+            completion_certificate,
+            additional_certificate_level,
+            training_cost,
+            ..
+        } => {
             let p = &r.apprenticeship_employee;
             if !completion_certificate {
-                ctx.reject(ReasonCode::MissingCompletionCertificate, &p.completion_only.clause);
+                ctx.reject(
+                    ReasonCode::MissingCompletionCertificate,
+                    &p.completion_only.clause,
+                );
             }
             if ctx.failed() {
                 return None;
             }
             let max = match additional_certificate_level {
                 None => &p.completion_only,
-                Some(Level::Junior | Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced) => &p.with_junior_or_special_ability,
+                Some(
+                    Level::Junior | Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced,
+                ) => &p.with_junior_or_special_ability,
                 Some(Level::Intermediate) => &p.with_intermediate,
                 Some(_) => &p.with_senior_or_above,
             };
@@ -93,21 +149,45 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 }
                 None => maximum,
             };
-            ctx.unique(ctx.person_key(&format!("year:{training_year}")), ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(1)3");
+            ctx.unique(
+                ctx.person_key(&format!("year:{training_year}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, WY §4(1)3",
+            );
             grant(amount)
         }
-        Details::ApprenticeshipStudent { training_year, monthly_allowance, months, .. } => {
+        Details::ApprenticeshipStudent {
+            training_year,
+            monthly_allowance,
+            months,
+            ..
+        } => {
             if ctx.failed() {
                 return None;
             }
             let p = &r.apprenticeship_student;
             let gross = monthly_allowance.value() * Decimal::from(*months);
-            ctx.step_detail("base", gross, "WY §4(1)4", format!("{} months × {}", months, monthly_allowance));
+            ctx.step_detail(
+                "base",
+                gross,
+                "WY §4(1)4",
+                format!("{} months × {}", months, monthly_allowance),
+            );
             let amount = ctx.cap(gross, p.yearly_cap.dec(day), &p.yearly_cap.clause);
-            ctx.unique(ctx.person_key(&format!("year:{training_year}")), ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(1)4");
+            ctx.unique(
+                ctx.person_key(&format!("year:{training_year}")),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, WY §4(1)4",
+            );
             grant(amount)
         }
-        Details::Safety { certificate_number, fee_paid, approved_fee_standard, trained_in_county, .. } => {
+        Details::Safety {
+            certificate_number,
+            fee_paid,
+            approved_fee_standard,
+            trained_in_county,
+            ..
+        } => {
             if *trained_in_county != Some(true) {
                 ctx.reject(ReasonCode::NotTrainedInCounty, "WY §4(2)");
             }
@@ -120,22 +200,42 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Online { period_id, filing_reference, mode, trainees, days, repeated_hours, invoice_amount } => {
+        Details::Online {
+            period_id,
+            filing_reference,
+            mode,
+            trainees,
+            days,
+            repeated_hours,
+            invoice_amount,
+        } => {
             let p = &r.online_training;
             if filing_reference.is_none() {
                 ctx.reject(ReasonCode::NotFiled, "WY §4(3)");
             }
             let (from, to) = (*p.window_from.at(day), *p.window_to.at(day));
-            let outside: Vec<_> = days.iter().map(|d| d.date).filter(|d| *d < from || *d > to).collect();
+            let outside: Vec<_> = days
+                .iter()
+                .map(|d| d.date)
+                .filter(|d| *d < from || *d > to)
+                .collect();
             if !outside.is_empty() || day > to {
-                let mut reason = Reason::new(ReasonCode::OutsideEpidemicWindow, &p.window_from.clause);
+                let mut reason =
+                    Reason::new(ReasonCode::OutsideEpidemicWindow, &p.window_from.clause);
                 reason.days = (!outside.is_empty()).then_some(outside);
                 ctx.rejections.push(reason);
             }
             let min = *p.min_daily_class_hours.at(day);
-            let short: Vec<_> = days.iter().filter(|d| d.class_hours < min).map(|d| d.date).collect();
+            let short: Vec<_> = days
+                .iter()
+                .filter(|d| d.class_hours < min)
+                .map(|d| d.date)
+                .collect();
             if !short.is_empty() {
-                let mut reason = Reason::new(ReasonCode::TrainingTooShort, &p.min_daily_class_hours.clause);
+                let mut reason = Reason::new(
+                    ReasonCode::TrainingTooShort,
+                    &p.min_daily_class_hours.clause,
+                );
                 reason.days = Some(short);
                 ctx.rejections.push(reason);
             }
@@ -156,9 +256,21 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                         }
                         gross += v.min(daily_cap);
                     }
-                    ctx.step_detail("base", gross, &p.rate_per_class_hour.clause, format!("{} days, each min(hours × {}, {})", days.len(), rate.normalize(), daily_cap.normalize()));
+                    ctx.step_detail(
+                        "base",
+                        gross,
+                        &p.rate_per_class_hour.clause,
+                        format!(
+                            "{} days, each min(hours × {}, {})",
+                            days.len(),
+                            rate.normalize(),
+                            daily_cap.normalize()
+                        ),
+                    );
                     if !capped_days.is_empty() {
-                        let mut reason = Reason::new(ReasonCode::CappedAtMaximum, &p.daily_cap.clause).cap(daily_cap);
+                        let mut reason =
+                            Reason::new(ReasonCode::CappedAtMaximum, &p.daily_cap.clause)
+                                .cap(daily_cap);
                         reason.days = Some(capped_days);
                         ctx.adjust(reason);
                     }
@@ -166,15 +278,32 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                     if *repeated_hours > 0 {
                         let ratio = Decimal::from(total - repeated_hours) / Decimal::from(total);
                         gross *= ratio;
-                        ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)").ratio(ratio));
-                        ctx.step_detail("repeated_courseware_deducted", gross, "WY §4(3)", format!("× ({total} − {repeated_hours}) / {total}"));
+                        ctx.adjust(
+                            Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)")
+                                .ratio(ratio),
+                        );
+                        ctx.step_detail(
+                            "repeated_courseware_deducted",
+                            gross,
+                            "WY §4(3)",
+                            format!("× ({total} − {repeated_hours}) / {total}"),
+                        );
                     }
                     ctx.cap(gross, period_cap, &p.period_cap.clause)
                 }
                 OnlineMode::PlatformPurchase => {
                     let invoice = invoice_amount.map(|m| m.value()).unwrap_or_default();
                     let gross = invoice * p.platform_rate.dec(day);
-                    ctx.step_detail("base", gross, &p.platform_rate.clause, format!("invoice {} × {}", invoice.normalize(), p.platform_rate.dec(day).normalize()));
+                    ctx.step_detail(
+                        "base",
+                        gross,
+                        &p.platform_rate.clause,
+                        format!(
+                            "invoice {} × {}",
+                            invoice.normalize(),
+                            p.platform_rate.dec(day).normalize()
+                        ),
+                    );
                     ctx.cap(gross, period_cap, &p.period_cap.clause)
                 }
             };
@@ -183,13 +312,25 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             let ratio = (Decimal::from(*trainees) / full).min(Decimal::ONE);
             let amount = if ratio < Decimal::ONE {
                 let v = standard * ratio;
-                ctx.adjust(Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause).ratio(ratio));
-                ctx.step_detail("prorated_by_trainees", v, &p.full_trainees.clause, format!("× {trainees} / {full}"));
+                ctx.adjust(
+                    Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause)
+                        .ratio(ratio),
+                );
+                ctx.step_detail(
+                    "prorated_by_trainees",
+                    v,
+                    &p.full_trainees.clause,
+                    format!("× {trainees} / {full}"),
+                );
                 v
             } else {
                 standard
             };
-            let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
+            let org = claim
+                .organization
+                .as_ref()
+                .map(|o| o.credit_code.as_str())
+                .unwrap_or("-");
             let key = format!("{}:{}:{}", ctx.county_key(), org, period_id);
             ctx.unique(key, ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(3)");
             grant(amount)

@@ -1,0 +1,184 @@
+//! Runs scenario files over HTTP: the public golden cases of the spec and the
+//! project's own per-clause scenarios under `tests/scenarios/`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, Client, ADMIN, PLATFORM};
+
+/// Runs every case of a file against one server; returns the failures.
+pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let cases = doc["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{} has no cases", path.display()));
+    let mut failures = Vec::new();
+    let mut steps = 0;
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        for (i, step) in case["steps"].as_array().into_iter().flatten().enumerate() {
+            steps += 1;
+            let expect = step.get("expect").cloned().unwrap_or(Value::Null);
+            let a = if let Some(d) = step.get("directory") {
+                let county = d["county"].as_str().unwrap_or("");
+                api.put(
+                    &format!("/v1/directories/{county}/trade-friction-enterprises"),
+                    ADMIN,
+                    &json!({"enterprises": d["enterprises"]}),
+                )
+                .await
+            } else if let Some(c) = step.get("submit") {
+                api.post("/v1/claims", PLATFORM, c).await
+            } else if let Some(c) = step.get("evaluate") {
+                api.post("/v1/evaluations", PLATFORM, c).await
+            } else if let Some(id) = step.get("revoke").and_then(Value::as_str) {
+                api.post(
+                    &format!("/v1/claims/{id}/revocation"),
+                    PLATFORM,
+                    &json!({"reason": "scenario revocation"}),
+                )
+                .await
+            } else if let Some(raw) = step.get("raw").and_then(Value::as_str) {
+                crate::helpers::answer(
+                    api.client
+                        .post(api.url("/v1/claims"))
+                        .bearer_auth(PLATFORM)
+                        .header("content-type", "application/json")
+                        .body(raw.to_string()),
+                )
+                .await
+            } else {
+                panic!("{name} step {i}: unknown step {step}");
+            };
+            let mut problems = Vec::new();
+            let b = &a.body;
+            if let Some(h) = expect.get("http").and_then(Value::as_u64) {
+                if u64::from(a.status) != h {
+                    problems.push(format!("http {} (want {h})", a.status));
+                }
+            }
+            for k in ["status", "amount", "counted", "payee", "recorded"] {
+                if let Some(want) = expect.get(k) {
+                    if b.get(k) != Some(want) {
+                        problems.push(format!("{k} {:?} (want {want})", b.get(k)));
+                    }
+                }
+            }
+            let codes = a.codes();
+            for r in expect["reasons"].as_array().into_iter().flatten() {
+                if !codes.iter().any(|c| Some(c.as_str()) == r.as_str()) {
+                    problems.push(format!("missing reason {r} (have {codes:?})"));
+                }
+            }
+            for r in expect["reasons_absent"].as_array().into_iter().flatten() {
+                if codes.iter().any(|c| Some(c.as_str()) == r.as_str()) {
+                    problems.push(format!("unexpected reason {r}"));
+                }
+            }
+            if let Some(u) = expect.get("usage_used") {
+                if b["usage"]["used"] != *u {
+                    problems.push(format!("usage {} (want used {u})", b["usage"]));
+                }
+            }
+            if expect.get("replayed") == Some(&Value::Bool(true))
+                && a.headers
+                    .get("idempotent-replayed")
+                    .and_then(|v| v.to_str().ok())
+                    != Some("true")
+            {
+                problems.push("not marked Idempotent-Replayed".into());
+            }
+            if let Some(e) = expect.get("error") {
+                if b.get("code") != Some(e) {
+                    problems.push(format!("error {:?} (want {e})", b.get("code")));
+                }
+            }
+            if let Some(f) = expect.get("field").and_then(Value::as_str) {
+                if !a.error_fields().iter().any(|x| x == f) {
+                    problems.push(format!("field {f} not in {:?}", a.error_fields()));
+                }
+            }
+            if !problems.is_empty() {
+                failures.push(format!(
+                    "{} — {name} (step {i}): {}",
+                    path.display(),
+                    problems.join("; ")
+                ));
+            }
+        }
+    }
+    (steps, failures)
+}
+
+fn public_cases() -> PathBuf {
+    std::env::var_os("SUBSIDY_GOLDEN_CASES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/spec/cases/public.json"))
+}
+
+#[tokio::test]
+async fn every_public_golden_case_passes_over_http() {
+    let path = public_cases();
+    assert!(
+        path.exists(),
+        "\n\n*** The public golden cases are missing: {} ***\n*** Set SUBSIDY_GOLDEN_CASES to the path of spec/cases/public.json. ***\n\n",
+        path.display()
+    );
+    let app = spawn_app().await;
+    let (steps, failures) = run_file(&app.api(), &path).await;
+    assert!(steps >= 66, "only {steps} steps ran");
+    assert!(
+        failures.is_empty(),
+        "{} golden step(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn every_public_golden_case_passes_on_its_own_fresh_store() {
+    let path = public_cases();
+    assert!(
+        path.exists(),
+        "*** The public golden cases are missing: {} ***",
+        path.display()
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, case) in doc["cases"].as_array().unwrap().iter().enumerate() {
+        let file = dir.path().join(format!("case-{i}.json"));
+        std::fs::write(&file, json!({"cases": [case]}).to_string()).unwrap();
+        let app = spawn_app().await;
+        failures.extend(run_file(&app.api(), &file).await.1);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn every_project_scenario_file_passes_over_http() {
+    let mut files: Vec<_> = std::fs::read_dir("tests/scenarios")
+        .expect("tests/scenarios exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario files in tests/scenarios");
+    let mut failures = Vec::new();
+    for f in &files {
+        let app = spawn_app().await;
+        let (steps, mut fails) = run_file(&app.api(), f).await;
+        assert!(steps > 0, "{} has no steps", f.display());
+        failures.append(&mut fails);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} scenario step(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

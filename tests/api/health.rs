@@ -1,0 +1,53 @@
+use crate::helpers::{answer, spawn_app, PLATFORM};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200() {
+    let app = spawn_app().await;
+    let api = app.api();
+    assert_eq!(api.get("/healthz", "").await.status, 200);
+    let ready = api.get("/readyz", "").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+}
+
+#[tokio::test]
+async fn every_request_gets_a_request_id_and_a_given_one_is_echoed() {
+    let app = spawn_app().await;
+    let a = answer(app.client.get(app.api().url("/healthz"))).await;
+    assert!(a.headers.get("x-request-id").is_some_and(|v| !v.is_empty()));
+    let b = answer(
+        app.client
+            .get(app.api().url("/healthz"))
+            .header("x-request-id", "abc-123"),
+    )
+    .await;
+    assert_eq!(b.headers.get("x-request-id").unwrap(), "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_decisions_by_kind() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let claim = crate::helpers::wy_qualification(
+        "M-1",
+        &crate::helpers::id_number("33072319900101001"),
+        "6-31-01-03",
+        "junior",
+        "M-CERT-1",
+        "2020-06-15",
+    );
+    assert_eq!(api.post_claim(&claim).await.status, 201);
+    let m = api.get("/metrics", PLATFORM).await;
+    assert_eq!(m.status, 200);
+    let text = m.body.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.contains(
+            "subsidy_http_requests_total{method=\"POST\",route=\"/v1/claims\",status=\"201\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("subsidy_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"), "{text}");
+}

@@ -1,0 +1,14 @@
+//! One integration-test binary: every test starts the real application (or
+//! the real binary) on a random port with a fresh store and talks HTTP.
+
+mod auth;
+mod concurrency;
+mod errors;
+mod golden;
+mod health;
+mod helpers;
+mod ledger;
+mod openapi;
+mod privacy;
+mod reports;
+mod startup;

@@ -1,0 +1,124 @@
+//! Start-up refuses what must never run, and says why.
+
+use std::process::Command;
+
+fn run_with(envs: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_subsidy-service"));
+    cmd.env("SUBSIDY__STORE__PATH", dir.path().join("store"))
+        .env("SUBSIDY__SERVER__PORT", "0")
+        .env_remove("SUBSIDY_ENV");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn production_refuses_the_demo_keys_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("default.toml"),
+        std::fs::read_to_string("config/default.toml").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("production.toml"),
+        std::fs::read_to_string("config/local.toml").unwrap(),
+    )
+    .unwrap();
+    let (ok, err) = run_with(&[
+        ("SUBSIDY_ENV", "production"),
+        ("SUBSIDY_CONFIG_DIR", dir.path().to_str().unwrap()),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("demo key"), "{err}");
+}
+
+#[test]
+fn production_refuses_to_start_with_no_key() {
+    let (ok, err) = run_with(&[
+        ("SUBSIDY_ENV", "production"),
+        (
+            "SUBSIDY__PRIVACY__ID_HASH_SECRET",
+            "a-real-secret-of-enough-length",
+        ),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no API key"), "{err}");
+}
+
+#[test]
+fn a_store_that_cannot_be_opened_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let (ok, err) = run_with(&[("SUBSIDY__STORE__PATH", file.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(err.contains("store"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_broken_policy_file_stops_the_start_with_its_reason() {
+    let cases = [
+        ("value = \"5000\", clause = \"WY §4(1)1\"", "value = \"5000\", clause = \"\"", "clause"),
+        ("value = \"2500\"", "value = \"25x0\"", "malformed amount"),
+        ("[kinds.online_training]", "[kinds.skill_upgrade]\nclause = \"x\"\ntitle_zh = \"x\"\ncounts = true\n\n[kinds.online_training]", "skill_upgrade"),
+        ("min_class_hours = { value = 12, clause = \"WY §4(1)2\" }", "min_class_hours = { clause = \"WY §4(1)2\", history = [{ from = \"2021-01-01\", value = 12 }, { from = \"2020-06-01\", value = 10 }] }", "overlapping"),
+        ("[kinds.project_training]", "[kinds.teleportation]", "teleportation"),
+    ];
+    for (from, to, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        for county in ["wuyi", "changxing"] {
+            std::fs::create_dir_all(policies.join(county)).unwrap();
+            for f in ["policy.toml", "reference.toml"] {
+                std::fs::copy(
+                    format!("config/policies/{county}/{f}"),
+                    policies.join(county).join(f),
+                )
+                .unwrap();
+            }
+        }
+        let wy = policies.join("wuyi/policy.toml");
+        let text = std::fs::read_to_string(&wy).unwrap();
+        assert!(
+            text.contains(from),
+            "the fixture line `{from}` is in the Wuyi policy"
+        );
+        std::fs::write(&wy, text.replacen(from, to, 1)).unwrap();
+        let (ok, err) = run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())]);
+        assert!(!ok, "started with a broken policy ({says})");
+        assert!(err.contains(says), "want `{says}` in: {err}");
+    }
+}
+
+#[test]
+fn a_reference_total_that_does_not_add_up_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    for county in ["wuyi", "changxing"] {
+        std::fs::create_dir_all(policies.join(county)).unwrap();
+        for f in ["policy.toml", "reference.toml"] {
+            std::fs::copy(
+                format!("config/policies/{county}/{f}"),
+                policies.join(county).join(f),
+            )
+            .unwrap();
+        }
+    }
+    let r = policies.join("wuyi/reference.toml");
+    let text =
+        std::fs::read_to_string(&r)
+            .unwrap()
+            .replacen("\"2020\" = 18860", "\"2020\" = 18861", 1);
+    std::fs::write(&r, text).unwrap();
+    let (ok, err) = run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(err.contains("add up"), "{err}");
+}
