@@ -7,8 +7,10 @@
 //! each waiting request. Decisions touching the same person, certificate,
 //! institution or key are therefore serialised, and each reply is durable.
 
+mod maintenance;
 mod store;
 mod writer;
 
+pub use maintenance::{check, export, import};
 pub use store::*;
 pub use writer::*;

@@ -8,6 +8,7 @@ mod golden;
 mod health;
 mod helpers;
 mod ledger;
+mod maintenance;
 mod openapi;
 mod privacy;
 mod reports;
