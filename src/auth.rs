@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use crate::configuration::KeySettings;
+use crate::configuration::{Bucket, KeySettings, RateLimitSettings};
 use crate::domain::CreditCode;
 use crate::problem::ApiError;
 
@@ -79,22 +79,41 @@ pub fn demo_key_hashes() -> Vec<String> {
     DEMO_KEYS.iter().map(|k| sha256_hex(k)).collect()
 }
 
-#[derive(Debug, Clone)]
+type Limiter = governor::DefaultDirectRateLimiter;
+
 struct KeyEntry {
     id: String,
     hash: [u8; 32],
     role: Role,
     credit_code: Option<CreditCode>,
+    limiter: Option<Limiter>,
 }
 
-/// The configured keys, by hash only.
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+fn limiter(bucket: Bucket) -> Option<Limiter> {
+    let rate = std::num::NonZeroU32::new(bucket.per_second)?;
+    let burst = std::num::NonZeroU32::new(bucket.burst.max(bucket.per_second)).unwrap_or(rate);
+    Some(governor::RateLimiter::direct(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
+}
+
+/// The configured keys, by hash only, each with its token bucket.
 #[derive(Debug, Clone, Default)]
 pub struct KeyTable {
     keys: Arc<Vec<KeyEntry>>,
 }
 
 impl KeyTable {
-    pub fn new(keys: &[KeySettings]) -> anyhow::Result<Self> {
+    pub fn new(keys: &[KeySettings], limits: &RateLimitSettings) -> anyhow::Result<Self> {
         let mut out = Vec::new();
         for k in keys {
             let bytes = hex::decode(&k.key_sha256)?;
@@ -107,11 +126,18 @@ impl KeyTable {
                 }
                 None => None,
             };
+            let bucket = k.rate_limit.unwrap_or_else(|| limits.for_role(k.role));
+            let limiter = if limits.enabled {
+                limiter(bucket)
+            } else {
+                None
+            };
             out.push(KeyEntry {
                 id: k.id.clone(),
                 hash,
                 role: k.role,
                 credit_code,
+                limiter,
             });
         }
         Ok(Self {
@@ -186,6 +212,15 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         return Err(ApiError::Unauthenticated);
     }
     let entry = table.find(key.trim()).ok_or(ApiError::Unauthenticated)?;
+    if let Some(l) = &entry.limiter {
+        if let Err(not_until) = l.check() {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Err(ApiError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+    }
     Ok(Caller {
         key_id: entry.id.clone(),
         role: entry.role,

@@ -19,6 +19,38 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub privacy: PrivacySettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Token bucket per API key: the role's default, or the key's own figures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub platform: Bucket,
+    pub institution: Bucket,
+    pub auditor: Bucket,
+    pub admin: Bucket,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    /// Sustained requests per second; 0 = unlimited.
+    pub per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl RateLimitSettings {
+    pub fn for_role(&self, role: Role) -> Bucket {
+        match role {
+            Role::Platform => self.platform,
+            Role::Institution => self.institution,
+            Role::Auditor => self.auditor,
+            Role::Admin => self.admin,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +63,8 @@ pub struct ServerSettings {
     pub batch_body_limit: usize,
     pub max_batch_claims: usize,
     pub client_request_timeout_ms: u64,
+    /// A request body must arrive within this time (ms), or the request gets 408.
+    pub body_timeout_ms: u64,
     pub keep_alive_secs: u64,
     pub shutdown_timeout_secs: u64,
 }
@@ -85,6 +119,9 @@ pub struct KeySettings {
     /// For `institution` keys: the USCC the key acts for.
     #[serde(default)]
     pub credit_code: Option<String>,
+    /// This key's own rate limit, instead of its role's.
+    #[serde(default)]
+    pub rate_limit: Option<Bucket>,
 }
 
 /// A string that never prints.

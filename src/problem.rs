@@ -19,6 +19,7 @@ pub enum ErrorCode {
     ClaimIdConflict,
     ClaimNotRevocable,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
     RateLimited,
     StoreUnavailable,
@@ -36,6 +37,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ClaimIdConflict | Self::ClaimNotRevocable => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,6 +56,7 @@ impl ErrorCode {
             Self::ClaimIdConflict => "CLAIM_ID_CONFLICT",
             Self::ClaimNotRevocable => "CLAIM_NOT_REVOCABLE",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::RateLimited => "RATE_LIMITED",
             Self::StoreUnavailable => "STORE_UNAVAILABLE",
@@ -72,6 +75,7 @@ impl ErrorCode {
             Self::ClaimIdConflict => "The claim id was already used with a different body",
             Self::ClaimNotRevocable => "The claim cannot be revoked",
             Self::PayloadTooLarge => "The body is larger than allowed",
+            Self::RequestTimeout => "The body did not arrive in time",
             Self::UnsupportedMediaType => "The body must be application/json",
             Self::RateLimited => "Too many requests",
             Self::StoreUnavailable => "The decision store is unavailable",
@@ -135,6 +139,8 @@ pub enum ApiError {
     ClaimNotRevocable(String),
     #[error("payload too large (limit {0} bytes)")]
     PayloadTooLarge(usize),
+    #[error("request body timed out")]
+    RequestTimeout,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("rate limited")]
@@ -157,6 +163,7 @@ impl ApiError {
             Self::ClaimIdConflict(_) => ErrorCode::ClaimIdConflict,
             Self::ClaimNotRevocable(_) => ErrorCode::ClaimNotRevocable,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::RequestTimeout => ErrorCode::RequestTimeout,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::StoreUnavailable => ErrorCode::StoreUnavailable,
@@ -185,6 +192,7 @@ impl ApiError {
             }
             Self::ClaimNotRevocable(why) => why.clone(),
             Self::PayloadTooLarge(limit) => format!("The body exceeds {limit} bytes"),
+            Self::RequestTimeout => "Send the whole body promptly".into(),
             Self::UnsupportedMediaType => "Send `Content-Type: application/json`".into(),
             Self::RateLimited { retry_after_secs } => {
                 format!("Retry after {retry_after_secs} second(s)")

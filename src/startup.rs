@@ -47,7 +47,7 @@ impl Application {
         );
         let store = Store::open(&settings.store.path, settings.store.cache_capacity_bytes)?;
         let ledger = Ledger::start(store, policy.clone(), settings.store.group_commit_max)?;
-        let keys = KeyTable::new(&settings.auth.keys)?;
+        let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new()?);
         let state = web::Data::new(AppState {
             server: settings.server.clone(),

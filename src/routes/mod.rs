@@ -9,6 +9,7 @@ pub mod reports;
 pub mod usage;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{http::header, web, HttpRequest};
 use futures_util::StreamExt;
@@ -64,20 +65,31 @@ pub async fn read_json(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    let timeout = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(Duration::from_secs(10), |s| {
+            Duration::from_millis(s.server.body_timeout_ms)
+        });
+    let too_large = declared.is_some_and(|n| n > limit);
     let mut body = web::BytesMut::new();
     let mut seen = 0usize;
-    let too_large = declared.is_some_and(|n| n > limit);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        seen += chunk.len();
-        if too_large || seen > limit {
-            if seen > DRAIN_LIMIT {
-                break;
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+            seen += chunk.len();
+            if too_large || seen > limit {
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+                continue;
             }
-            continue;
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok::<(), ApiError>(())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
     if too_large || seen > limit {
         return Err(ApiError::PayloadTooLarge(limit));
     }

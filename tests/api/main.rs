@@ -8,6 +8,7 @@ mod golden;
 mod health;
 mod helpers;
 mod ledger;
+mod limits;
 mod maintenance;
 mod openapi;
 mod privacy;
