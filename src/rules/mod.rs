@@ -4,6 +4,8 @@
 //! (annual limit, duplicates, remaining cumulative cap).
 
 mod changxing;
+#[cfg(test)]
+mod props;
 mod reasons;
 mod wuyi;
 

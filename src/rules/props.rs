@@ -1,0 +1,193 @@
+//! Property tests of the invariants the rules promise, over claims of every
+//! kind with varied dates, levels, amounts, flags and ledger states.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{Duration, NaiveDate, TimeZone, Utc};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::domain::parse_claim;
+use crate::policy::Policy;
+
+struct MapLedger {
+    counts: HashMap<String, u32>,
+    total: Decimal,
+}
+
+impl LedgerView for MapLedger {
+    fn count(&self, k: &str) -> u32 {
+        self.counts.get(k).copied().unwrap_or(0)
+    }
+    fn holder(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn total(&self, _: &str) -> Decimal {
+        self.total
+    }
+}
+
+fn policy() -> &'static Policy {
+    static P: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+    P.get_or_init(|| Policy::load(Path::new("config/policies"), None).expect("policy loads"))
+}
+
+const LEVELS: [&str; 7] = [
+    "junior",
+    "intermediate",
+    "senior",
+    "technician",
+    "senior_technician",
+    "special_ability_junior",
+    "special_ability_advanced",
+];
+
+/// The largest amount a claim of this kind may get before uplifts.
+fn bound(kind: Kind, details: &Value) -> Decimal {
+    let money = |k: &str| {
+        details[k]
+            .as_str()
+            .and_then(|s| s.parse::<Decimal>().ok())
+            .unwrap_or_default()
+    };
+    let d = |n: i64| Decimal::new(n, 0);
+    match kind {
+        Kind::QualificationTraining => d(5000),
+        Kind::ProjectTraining => d(1000),
+        Kind::ApprenticeshipEmployee => d(6000),
+        Kind::ApprenticeshipStudent
+        | Kind::StudentLivingAllowance
+        | Kind::CooperativeEnrollment => d(5000),
+        Kind::SafetyTraining => money("fee_paid").min(d(1000).max(money("approved_fee_standard"))),
+        Kind::OnlineTraining | Kind::InstitutionInvestment => d(50000),
+        Kind::VocationalSchoolSenior => d(4000),
+        Kind::KeyGroupTraining => money("fee"),
+        Kind::VeteranTraining => d(8000),
+        Kind::TrainingLivingAllowance => {
+            d(50) * Decimal::from(details["training_days"].as_u64().unwrap_or(0))
+        }
+        Kind::EntrepreneurshipTraining => d(2000),
+        Kind::SkillUpgrade => d(8000),
+        Kind::Apprenticeship => d(5000),
+        Kind::CraftsmanAward => d(100000),
+        Kind::MasterStudioAward => d(300000),
+        Kind::SkillContestFunding => d(50000),
+    }
+}
+
+prop_compose! {
+    fn varied_claim()(
+        example in 0usize..21,
+        day in -120i64..900,
+        level in 0usize..7,
+        cents in 0u64..20_000_000,
+        flags in proptest::collection::vec(any::<bool>(), 6),
+        groups in proptest::collection::vec(0usize..18, 0..4),
+    ) -> Value {
+        let (_, mut c) = crate::openapi::claim_examples().swap_remove(example);
+        let date = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap() + Duration::days(day);
+        c["event_date"] = json!(date.to_string());
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        if let Some(d) = c["details"].as_object_mut() {
+            for k in ["fee", "fee_paid", "investment_amount", "standard_amount", "budget", "monthly_allowance", "training_cost"] {
+                if d.contains_key(k) {
+                    d.insert(k.into(), json!(amount));
+                }
+            }
+            if d.contains_key("level") && d.get("occupation_code").is_some() {
+                d.insert("level".into(), json!(LEVELS[level]));
+            }
+        }
+        if let Some(a) = c["applicant"].as_object_mut() {
+            for (i, k) in ["local_hukou", "residence_permit", "employed_in_county", "unemployment_registered", "receives_monthly_pension", "public_institution_staff"].iter().enumerate() {
+                a.insert((*k).into(), json!(flags[i]));
+            }
+            let all = crate::domain::Group::ALL;
+            a.insert("groups".into(), json!(groups.iter().map(|g| all[*g].as_str()).collect::<Vec<_>>()));
+        }
+        c
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn decisions_keep_their_promises(body in varied_claim(), used in 0u32..5, total_used in 0i64..60000, listed in any::<bool>()) {
+        let claim = match parse_claim(&body) { Ok(c) => c, Err(_) => return Ok(()) };
+        let p = policy().county(claim.county);
+        let mut directory = Directory::default();
+        if listed {
+            for code in ["91330723MA0EXMP02T", "91330522MA0EXMP048"] {
+                directory.listed.insert(code.into(), NaiveDate::from_ymd_opt(2019, 1, 1).unwrap());
+            }
+        }
+        let view = MapLedger {
+            counts: [(format!("usage:{}:p1:{}", claim.county, chrono::Datelike::year(&claim.event_date)), used)].into(),
+            total: Decimal::new(total_used, 0),
+        };
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let a = decide(&claim, Some("p1"), &view, p, &directory, at);
+        let b = decide(&claim, Some("p1"), &view, p, &directory, at);
+        prop_assert_eq!(&a.decision, &b.decision, "the same input gives the same decision");
+
+        let d = &a.decision;
+        let amount: Decimal = d.amount.parse().unwrap();
+        prop_assert_eq!(amount.scale(), 2, "amounts carry exactly two places: {}", d.amount);
+        let rejections = d.reasons.iter().filter(|r| r.severity == "rejection").count();
+        match d.status {
+            Status::Rejected => {
+                prop_assert_eq!(d.amount.as_str(), "0.00");
+                prop_assert!(rejections >= 1);
+                prop_assert!(!d.counted);
+            }
+            Status::Approved => {
+                prop_assert_eq!(rejections, 0);
+                let uplift: Decimal = d.reasons.iter().filter_map(|r| r.uplift.as_ref()).map(|u| u.parse::<Decimal>().unwrap()).sum();
+                let cap = bound(claim.kind, &body["details"]) * (Decimal::ONE + uplift);
+                prop_assert!(amount <= cap, "{} above {} for {}", amount, cap, claim.kind);
+                if let Some(u) = &d.usage {
+                    prop_assert!(u.used <= u.limit);
+                }
+            }
+            Status::Revoked => prop_assert!(false, "decide never revokes"),
+        }
+    }
+}
+
+/// The generator reaches both outcomes often enough for the property to mean something.
+#[test]
+fn the_generator_produces_both_approvals_and_rejections() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut parsed, mut approved, mut rejected) = (0, 0, 0);
+    for _ in 0..400 {
+        let body = varied_claim().new_tree(&mut runner).unwrap().current();
+        let Ok(claim) = parse_claim(&body) else {
+            continue;
+        };
+        parsed += 1;
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let d = decide(
+            &claim,
+            Some("p1"),
+            &EmptyLedger,
+            policy().county(claim.county),
+            &Directory::default(),
+            at,
+        )
+        .decision;
+        match d.status {
+            Status::Approved => approved += 1,
+            _ => rejected += 1,
+        }
+    }
+    assert!(parsed > 300, "{parsed} of 400 generated claims parse");
+    assert!(
+        approved > 50 && rejected > 50,
+        "approved {approved}, rejected {rejected}"
+    );
+}
