@@ -58,18 +58,12 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
 ];
 
 pub fn allowed(role: Role, op: Operation) -> bool {
-    PERMISSIONS
-        .iter()
-        .any(|(o, roles)| *o == op && roles.contains(&role))
+    PERMISSIONS.iter().any(|(o, roles)| *o == op && roles.contains(&role))
 }
 
 /// The demo keys of the local profile (README); production refuses them.
-pub const DEMO_KEYS: [&str; 4] = [
-    "local-platform-key",
-    "local-institution-key",
-    "local-auditor-key",
-    "local-admin-key",
-];
+pub const DEMO_KEYS: [&str; 4] =
+    ["local-platform-key", "local-institution-key", "local-auditor-key", "local-admin-key"];
 
 pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
@@ -91,19 +85,14 @@ struct KeyEntry {
 
 impl std::fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyEntry")
-            .field("id", &self.id)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyEntry").field("id", &self.id).field("role", &self.role).finish_non_exhaustive()
     }
 }
 
 fn limiter(bucket: Bucket) -> Option<Limiter> {
     let rate = std::num::NonZeroU32::new(bucket.per_second)?;
     let burst = std::num::NonZeroU32::new(bucket.burst.max(bucket.per_second)).unwrap_or(rate);
-    Some(governor::RateLimiter::direct(
-        governor::Quota::per_second(rate).allow_burst(burst),
-    ))
+    Some(governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst)))
 }
 
 /// The configured keys, by hash only, each with its token bucket.
@@ -117,32 +106,17 @@ impl KeyTable {
         let mut out = Vec::new();
         for k in keys {
             let bytes = hex::decode(&k.key_sha256)?;
-            let hash: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 32 bytes", k.id))?;
+            let hash: [u8; 32] =
+                bytes.try_into().map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 32 bytes", k.id))?;
             let credit_code = match &k.credit_code {
-                Some(c) => {
-                    Some(CreditCode::parse(c).map_err(|e| anyhow::anyhow!("{}", e.message))?)
-                }
+                Some(c) => Some(CreditCode::parse(c).map_err(|e| anyhow::anyhow!("{}", e.message))?),
                 None => None,
             };
             let bucket = k.rate_limit.unwrap_or_else(|| limits.for_role(k.role));
-            let limiter = if limits.enabled {
-                limiter(bucket)
-            } else {
-                None
-            };
-            out.push(KeyEntry {
-                id: k.id.clone(),
-                hash,
-                role: k.role,
-                credit_code,
-                limiter,
-            });
+            let limiter = if limits.enabled { limiter(bucket) } else { None };
+            out.push(KeyEntry { id: k.id.clone(), hash, role: k.role, credit_code, limiter });
         }
-        Ok(Self {
-            keys: Arc::new(out),
-        })
+        Ok(Self { keys: Arc::new(out) })
     }
 
     /// Compares the presented key's hash with every configured hash in
@@ -199,15 +173,9 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let table = req
         .app_data::<web::Data<KeyTable>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("key table missing")))?;
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthenticated)?;
-    let (scheme, key) = value
-        .trim()
-        .split_once(' ')
-        .ok_or(ApiError::Unauthenticated)?;
+    let value =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthenticated)?;
+    let (scheme, key) = value.trim().split_once(' ').ok_or(ApiError::Unauthenticated)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthenticated);
     }
@@ -216,16 +184,10 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         if let Err(not_until) = l.check() {
             use governor::clock::Clock;
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            return Err(ApiError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
+            return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) });
         }
     }
-    Ok(Caller {
-        key_id: entry.id.clone(),
-        role: entry.role,
-        credit_code: entry.credit_code.clone(),
-    })
+    Ok(Caller { key_id: entry.id.clone(), role: entry.role, credit_code: entry.credit_code.clone() })
 }
 
 #[cfg(test)]
@@ -256,11 +218,7 @@ mod tests {
             Op::ReadReport,
         ];
         for op in ops {
-            assert_eq!(
-                PERMISSIONS.iter().filter(|(o, _)| *o == op).count(),
-                1,
-                "{op:?}"
-            );
+            assert_eq!(PERMISSIONS.iter().filter(|(o, _)| *o == op).count(), 1, "{op:?}");
         }
     }
 }

@@ -146,9 +146,7 @@ pub const DEMO_ID_HASH_SECRET: &str = "local-demo-id-hash-secret";
 
 /// Where the `config/` directory is: `SUBSIDY_CONFIG_DIR`, else `./config`.
 pub fn config_dir() -> PathBuf {
-    std::env::var_os("SUBSIDY_CONFIG_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("config"))
+    std::env::var_os("SUBSIDY_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"))
 }
 
 /// Loads the settings for the profile in `SUBSIDY_ENV` (default `local`).
@@ -166,10 +164,7 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
         .add_source(config::File::from(dir.join("default.toml")))
         .add_source(config::File::from(dir.join(format!("{profile}.toml"))))
         .add_source(
-            config::Environment::with_prefix("SUBSIDY")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+            config::Environment::with_prefix("SUBSIDY").prefix_separator("__").separator("__").try_parsing(true),
         )
         .build()
         .with_context(|| format!("reading configuration from {}", dir.display()))?
@@ -188,15 +183,11 @@ impl Settings {
             }
             match (k.role, &k.credit_code) {
                 (Role::Institution, None) => {
-                    bail!(
-                        "auth key `{}`: an institution key needs its credit_code",
-                        k.id
-                    )
+                    bail!("auth key `{}`: an institution key needs its credit_code", k.id)
                 }
                 (Role::Institution, Some(cc)) => {
-                    crate::domain::CreditCode::parse(cc).map_err(|e| {
-                        anyhow::anyhow!("auth key `{}`: credit_code: {}", k.id, e.message)
-                    })?;
+                    crate::domain::CreditCode::parse(cc)
+                        .map_err(|e| anyhow::anyhow!("auth key `{}`: credit_code: {}", k.id, e.message))?;
                 }
                 _ => {}
             }
@@ -209,16 +200,9 @@ impl Settings {
                 bail!("production profile: no API key is configured; add [[auth.keys]] entries");
             }
             let demo = demo_key_hashes();
-            if let Some(k) = self
-                .auth
-                .keys
-                .iter()
-                .find(|k| demo.iter().any(|d| d.eq_ignore_ascii_case(&k.key_sha256)))
+            if let Some(k) = self.auth.keys.iter().find(|k| demo.iter().any(|d| d.eq_ignore_ascii_case(&k.key_sha256)))
             {
-                bail!(
-                    "production profile: key `{}` is a published demo key; configure real keys",
-                    k.id
-                );
+                bail!("production profile: key `{}` is a published demo key; configure real keys", k.id);
             }
             let s = self.privacy.id_hash_secret.expose();
             if s.len() < 16 || s == DEMO_ID_HASH_SECRET {

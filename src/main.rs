@@ -42,10 +42,7 @@ fn main() -> ExitCode {
 
 fn store_arg(args: &[String]) -> anyhow::Result<PathBuf> {
     match args.iter().position(|a| a == "--store") {
-        Some(i) => args
-            .get(i + 1)
-            .map(PathBuf::from)
-            .context("--store needs a path"),
+        Some(i) => args.get(i + 1).map(PathBuf::from).context("--store needs a path"),
         None => bail!("--store PATH is required\n{USAGE}"),
     }
 }

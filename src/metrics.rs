@@ -1,9 +1,7 @@
 //! Prometheus metrics: requests by route and status with latency histograms,
 //! decisions by county, kind and status. Labels never carry personal data.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
@@ -16,39 +14,23 @@ impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
         let registry = Registry::new_custom(Some("subsidy".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests by route, method and status",
-            ),
+            Opts::new("http_requests_total", "HTTP requests by route, method and status"),
             &["route", "method", "status"],
         )?;
-        let latency_buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ];
+        let latency_buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "HTTP request latency in seconds",
-            )
-            .buckets(latency_buckets),
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency in seconds")
+                .buckets(latency_buckets),
             &["route", "method"],
         )?;
         let decisions = IntCounterVec::new(
-            Opts::new(
-                "decisions_total",
-                "Recorded decisions by county, kind and status",
-            ),
+            Opts::new("decisions_total", "Recorded decisions by county, kind and status"),
             &["county", "kind", "status"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(decisions.clone()))?;
-        Ok(Self {
-            registry,
-            requests,
-            latency,
-            decisions,
-        })
+        Ok(Self { registry, requests, latency, decisions })
     }
 
     pub fn render(&self) -> String {

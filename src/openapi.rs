@@ -12,9 +12,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::domain::*;
 use crate::problem::{ErrorCode, FieldError, Problem};
 use crate::routes;
-use crate::rules::{
-    Decision, PolicyRef, Reason, ReasonCode, Revocation, Severity, Status, Step, Usage,
-};
+use crate::rules::{Decision, PolicyRef, Reason, ReasonCode, Revocation, Severity, Status, Step, Usage};
 
 /// A resident (for person-level kinds).
 #[derive(Deserialize, ToSchema)]
@@ -350,11 +348,12 @@ fn person(id: &str, name: &str, extra: Value) -> Value {
 
 /// One valid claim per kind and county; each is approved on a fresh store.
 pub fn claim_examples() -> Vec<(&'static str, Value)> {
-    let wy_school =
-        json!({"credit_code": "91330723MA0EXMP01P", "name": "武义县示例职业技能培训学校"});
+    let wy_school = json!({"credit_code": "91330723MA0EXMP01P", "name": "武义县示例职业技能培训学校"});
     let cx_school = json!({"credit_code": "91330522MA0EXMP035", "name": "长兴技师学院"});
-    let wy_enterprise = json!({"credit_code": "91330723MA0EXMP02T", "name": "武义示例制造有限公司", "industry_code": "C3311"});
-    let cx_enterprise = json!({"credit_code": "91330522MA0EXMP048", "name": "长兴示例电池有限公司", "industry_code": "C3843"});
+    let wy_enterprise =
+        json!({"credit_code": "91330723MA0EXMP02T", "name": "武义示例制造有限公司", "industry_code": "C3311"});
+    let cx_enterprise =
+        json!({"credit_code": "91330522MA0EXMP048", "name": "长兴示例电池有限公司", "industry_code": "C3843"});
     vec![
         (
             "wy_qualification_training",
@@ -551,11 +550,7 @@ impl Modify for Extras {
             let Some(item) = api.paths.paths.get_mut(path) else {
                 continue;
             };
-            let Some(op) = (if method_is_post {
-                item.post.as_mut()
-            } else {
-                None
-            }) else {
+            let Some(op) = (if method_is_post { item.post.as_mut() } else { None }) else {
                 continue;
             };
             let Some(body) = op.request_body.as_mut() else {
@@ -564,35 +559,21 @@ impl Modify for Extras {
             let RefOr::T(body) = body else { continue };
             if let Some(RefOr::T(content)) = body.content.get_mut("application/json") {
                 for (name, value) in claim_examples() {
-                    content.examples.insert(
-                        name.to_string(),
-                        RefOr::T(ExampleBuilder::new().value(Some(value)).build()),
-                    );
+                    content
+                        .examples
+                        .insert(name.to_string(), RefOr::T(ExampleBuilder::new().value(Some(value)).build()));
                 }
             }
         }
-        if let Some(op) = api
-            .paths
-            .paths
-            .get_mut("/v1/claims/batch")
-            .and_then(|i| i.post.as_mut())
-        {
+        if let Some(op) = api.paths.paths.get_mut("/v1/claims/batch").and_then(|i| i.post.as_mut()) {
             if let Some(RefOr::T(content)) = op.request_body.as_mut().and_then(|b| match b {
                 RefOr::T(b) => b.content.get_mut("application/json"),
                 RefOr::Ref(_) => None,
             }) {
-                let claims: Vec<Value> = claim_examples()
-                    .into_iter()
-                    .take(2)
-                    .map(|(_, v)| v)
-                    .collect();
+                let claims: Vec<Value> = claim_examples().into_iter().take(2).map(|(_, v)| v).collect();
                 content.examples.insert(
                     "two_claims".into(),
-                    RefOr::T(
-                        ExampleBuilder::new()
-                            .value(Some(json!({"claims": claims})))
-                            .build(),
-                    ),
+                    RefOr::T(ExampleBuilder::new().value(Some(json!({"claims": claims}))).build()),
                 );
             }
         }

@@ -97,11 +97,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            code: code.to_string(),
-            message: message.into(),
-        }
+        Self { field: field.into(), code: code.to_string(), message: message.into() }
     }
 }
 
@@ -181,9 +177,7 @@ impl ApiError {
         let detail = match self {
             Self::MalformedJson(e) => format!("The body could not be parsed as JSON: {e}"),
             Self::Validation(errs) => format!("{} field(s) are not valid; see errors", errs.len()),
-            Self::Unauthenticated => {
-                "Send `Authorization: Bearer <api key>` with a configured key".into()
-            }
+            Self::Unauthenticated => "Send `Authorization: Bearer <api key>` with a configured key".into(),
             Self::Forbidden => "The role of this key does not allow this operation".into(),
             Self::NotFound(what) => what.clone(),
             Self::MethodNotAllowed => "This resource does not support this method".into(),
@@ -203,10 +197,7 @@ impl ApiError {
             Self::Internal(_) => "An unexpected error occurred; it has been logged".into(),
         };
         Problem {
-            type_: format!(
-                "urn:subsidy-service:problem:{}",
-                code.as_str().to_ascii_lowercase()
-            ),
+            type_: format!("urn:subsidy-service:problem:{}", code.as_str().to_ascii_lowercase()),
             title: code.title().to_string(),
             status: code.status().as_u16(),
             detail,

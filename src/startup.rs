@@ -42,9 +42,7 @@ impl Application {
                     .with_context(|| format!("policy.epidemic_window_end `{s}` is not a date"))?,
             ),
         };
-        let policy = Arc::new(
-            Policy::load(&settings.policy.dir, window_end).context("loading the policy data")?,
-        );
+        let policy = Arc::new(Policy::load(&settings.policy.dir, window_end).context("loading the policy data")?);
         let store = Store::open(&settings.store.path, settings.store.cache_capacity_bytes)?;
         let ledger = Ledger::start(store, policy.clone(), settings.store.group_commit_max)?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
@@ -57,9 +55,7 @@ impl Application {
             metrics,
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!("binding {}:{}", settings.server.host, settings.server.port)
-            })?;
+            .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
         let keys = web::Data::new(keys);
         let openapi = crate::openapi::document();
@@ -68,13 +64,11 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
-                .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                    ApiError::validation("query", "invalid_value", &e.to_string()).into()
-                }))
                 .app_data(
-                    web::PathConfig::default()
-                        .error_handler(|e, _| ApiError::NotFound(e.to_string()).into()),
+                    web::QueryConfig::default()
+                        .error_handler(|e, _| ApiError::validation("query", "invalid_value", &e.to_string()).into()),
                 )
+                .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(e.to_string()).into()))
                 .wrap(from_fn(observe))
                 .configure(routes_config)
                 .service(web::redirect("/swagger-ui", "/swagger-ui/"))
@@ -88,11 +82,7 @@ impl Application {
         if s.workers > 0 {
             server = server.workers(s.workers);
         }
-        Ok(Self {
-            port,
-            server: server.run(),
-            ledger,
-        })
+        Ok(Self { port, server: server.run(), ledger })
     }
 
     pub fn port(&self) -> u16 {
@@ -116,83 +106,67 @@ fn method_not_allowed() -> actix_web::Route {
 
 fn routes_config(cfg: &mut web::ServiceConfig) {
     use routes::*;
-    cfg.service(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(health::readyz))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/metrics")
-            .route(web::get().to(health::metrics))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/claims")
-            .route(web::post().to(claims::submit))
-            .route(web::get().to(claims::list))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/claims/batch")
-            .route(web::post().to(claims::batch))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/claims/{claim_id}")
-            .route(web::get().to(claims::get))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/claims/{claim_id}/revocation")
-            .route(web::post().to(claims::revoke))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/claims/{claim_id}/events")
-            .route(web::get().to(claims::events))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/evaluations")
-            .route(web::post().to(claims::evaluate))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/usage/query")
-            .route(web::post().to(usage::query))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/policies")
-            .route(web::get().to(policies::list))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/policies/{county}")
-            .route(web::get().to(policies::get))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/reason-codes")
-            .route(web::get().to(policies::reason_codes))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/directories/{county}/trade-friction-enterprises")
-            .route(web::get().to(directories::get))
-            .route(web::put().to(directories::put))
-            .default_service(method_not_allowed()),
-    )
-    .service(
-        web::resource("/v1/reports/{county}/{year}")
-            .route(web::get().to(reports::get))
-            .default_service(method_not_allowed()),
-    );
+    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)).default_service(method_not_allowed()))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)).default_service(method_not_allowed()))
+        .service(web::resource("/metrics").route(web::get().to(health::metrics)).default_service(method_not_allowed()))
+        .service(
+            web::resource("/v1/claims")
+                .route(web::post().to(claims::submit))
+                .route(web::get().to(claims::list))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/claims/batch")
+                .route(web::post().to(claims::batch))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/claims/{claim_id}")
+                .route(web::get().to(claims::get))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/claims/{claim_id}/revocation")
+                .route(web::post().to(claims::revoke))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/claims/{claim_id}/events")
+                .route(web::get().to(claims::events))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/evaluations")
+                .route(web::post().to(claims::evaluate))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/usage/query").route(web::post().to(usage::query)).default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/policies").route(web::get().to(policies::list)).default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/policies/{county}")
+                .route(web::get().to(policies::get))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/reason-codes")
+                .route(web::get().to(policies::reason_codes))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/directories/{county}/trade-friction-enterprises")
+                .route(web::get().to(directories::get))
+                .route(web::put().to(directories::put))
+                .default_service(method_not_allowed()),
+        )
+        .service(
+            web::resource("/v1/reports/{county}/{year}")
+                .route(web::get().to(reports::get))
+                .default_service(method_not_allowed()),
+        );
 }
 
 /// Request id, tracing span, metrics and one log line per request; never the body.
@@ -209,33 +183,20 @@ async fn observe(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
     if let Some(m) = metrics {
-        m.requests
-            .with_label_values(&[&route, &method, &status.to_string()])
-            .inc();
-        m.latency
-            .with_label_values(&[&route, &method])
-            .observe(elapsed.as_secs_f64());
+        m.requests.with_label_values(&[&route, &method, &status.to_string()]).inc();
+        m.latency.with_label_values(&[&route, &method]).observe(elapsed.as_secs_f64());
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_ms = elapsed.as_millis() as u64,
-            "request completed"
-        )
-    });
+    span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_millis() as u64, "request completed"));
     Ok(res)
 }
 

@@ -184,24 +184,17 @@ pub struct Claim {
 impl Claim {
     /// Credit codes of the parties an institution key may act for.
     pub fn party_codes(&self) -> Vec<&str> {
-        [&self.institution, &self.organization]
-            .into_iter()
-            .flatten()
-            .map(|o| o.credit_code.as_str())
-            .collect()
+        [&self.institution, &self.organization].into_iter().flatten().map(|o| o.credit_code.as_str()).collect()
     }
 }
 
 /// Organisation-level kinds carry `organization` instead of `applicant`.
 pub fn is_organization_kind(kind: Kind, details: Option<&Value>) -> bool {
     match kind {
-        Kind::OnlineTraining
-        | Kind::InstitutionInvestment
-        | Kind::MasterStudioAward
-        | Kind::SkillContestFunding => true,
-        Kind::CraftsmanAward => {
-            details.and_then(|d| d.get("title")).and_then(Value::as_str) == Some("golden_cradle")
+        Kind::OnlineTraining | Kind::InstitutionInvestment | Kind::MasterStudioAward | Kind::SkillContestFunding => {
+            true
         }
+        Kind::CraftsmanAward => details.and_then(|d| d.get("title")).and_then(Value::as_str) == Some("golden_cradle"),
         _ => false,
     }
 }
@@ -228,11 +221,7 @@ impl<'a> Obj<'a> {
             }
             None => None,
         };
-        Self {
-            map,
-            base: base.to_string(),
-            known: Vec::new(),
-        }
+        Self { map, base: base.to_string(), known: Vec::new() }
     }
 
     fn raw(&mut self, name: &'static str) -> Option<&'a Value> {
@@ -269,8 +258,7 @@ impl<'a> Obj<'a> {
         f: impl FnOnce(&Value, &str) -> Result<T, FieldError>,
     ) -> Option<T> {
         let p = self.path(name);
-        self.raw(name)
-            .and_then(|v| f(v, &p).map_err(|e| errs.push(e)).ok())
+        self.raw(name).and_then(|v| f(v, &p).map_err(|e| errs.push(e)).ok())
     }
 
     /// Reports every field not read (unknown, or given to the other county).
@@ -299,29 +287,20 @@ fn p_str(v: &Value, p: &str) -> Result<String, FieldError> {
 }
 
 fn p_bool(v: &Value, p: &str) -> Result<bool, FieldError> {
-    v.as_bool()
-        .ok_or_else(|| FieldError::new(p, "invalid_type", "must be true or false"))
+    v.as_bool().ok_or_else(|| FieldError::new(p, "invalid_type", "must be true or false"))
 }
 
 fn p_count(min: u64, max: u64) -> impl Fn(&Value, &str) -> Result<u32, FieldError> {
     move |v, p| {
         let n = v.as_u64().filter(|_| v.is_u64()).ok_or_else(|| {
             if v.is_number() {
-                FieldError::new(
-                    p,
-                    "out_of_range",
-                    format!("must be a whole number from {min} to {max}"),
-                )
+                FieldError::new(p, "out_of_range", format!("must be a whole number from {min} to {max}"))
             } else {
                 FieldError::new(p, "invalid_type", "must be a whole number")
             }
         })?;
         if n < min || n > max {
-            return Err(FieldError::new(
-                p,
-                "out_of_range",
-                format!("must be from {min} to {max}"),
-            ));
+            return Err(FieldError::new(p, "out_of_range", format!("must be from {min} to {max}")));
         }
         Ok(n as u32)
     }
@@ -332,15 +311,9 @@ fn p_year(v: &Value, p: &str) -> Result<i32, FieldError> {
 }
 
 fn p_date(v: &Value, p: &str) -> Result<NaiveDate, FieldError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a date string YYYY-MM-DD"))?;
+    let s = v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a date string YYYY-MM-DD"))?;
     if s.len() != 10 {
-        return Err(FieldError::new(
-            p,
-            "invalid_date",
-            "must be a real date YYYY-MM-DD",
-        ));
+        return Err(FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"));
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"))
@@ -349,16 +322,10 @@ fn p_date(v: &Value, p: &str) -> Result<NaiveDate, FieldError> {
 fn p_money(v: &Value, p: &str) -> Result<Money, FieldError> {
     match v {
         Value::String(s) => Money::parse(s, p),
-        Value::Number(_) => Err(FieldError::new(
-            p,
-            "invalid_type",
-            "money is a decimal string such as \"500.00\", not a JSON number",
-        )),
-        _ => Err(FieldError::new(
-            p,
-            "invalid_type",
-            "money is a decimal string such as \"500.00\"",
-        )),
+        Value::Number(_) => {
+            Err(FieldError::new(p, "invalid_type", "money is a decimal string such as \"500.00\", not a JSON number"))
+        }
+        _ => Err(FieldError::new(p, "invalid_type", "money is a decimal string such as \"500.00\"")),
     }
 }
 
@@ -368,16 +335,10 @@ fn p_enum<T>(
     name: fn(&T) -> &'static str,
 ) -> impl Fn(&Value, &str) -> Result<T, FieldError> {
     move |v, p| {
-        let s = v
-            .as_str()
-            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?;
+        let s = v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?;
         parse(s).ok_or_else(|| {
             let allowed: Vec<&str> = all.iter().map(name).collect();
-            FieldError::new(
-                p,
-                "invalid_value",
-                format!("must be one of: {}", allowed.join(", ")),
-            )
+            FieldError::new(p, "invalid_value", format!("must be one of: {}", allowed.join(", ")))
         })
     }
 }
@@ -389,66 +350,34 @@ macro_rules! en {
 }
 
 fn p_id(v: &Value, p: &str) -> Result<IdNumber, FieldError> {
-    IdNumber::parse(
-        v.as_str()
-            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
-        p,
-    )
+    IdNumber::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
 }
 
 fn p_cc(v: &Value, p: &str) -> Result<CreditCode, FieldError> {
-    CreditCode::parse_at(
-        v.as_str()
-            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
-        p,
-    )
+    CreditCode::parse_at(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
 }
 
 fn p_occ(v: &Value, p: &str) -> Result<OccupationCode, FieldError> {
-    OccupationCode::parse(
-        v.as_str()
-            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
-        p,
-    )
+    OccupationCode::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
 }
 
 fn p_ind(v: &Value, p: &str) -> Result<IndustryCode, FieldError> {
-    IndustryCode::parse(
-        v.as_str()
-            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
-        p,
-    )
+    IndustryCode::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
 }
 
 fn p_claim_id(v: &Value, p: &str) -> Result<ClaimId, FieldError> {
-    ClaimId::parse(
-        v.as_str()
-            .ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?,
-        p,
-    )
+    ClaimId::parse(v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a string"))?, p)
 }
 
 /// The claim id of a body, if it has a readable one (for batch results).
 pub fn peek_claim_id(v: &Value) -> Option<String> {
-    v.get("claim_id")
-        .and_then(Value::as_str)
-        .filter(|s| ClaimId::parse(s, "").is_ok())
-        .map(str::to_string)
+    v.get("claim_id").and_then(Value::as_str).filter(|s| ClaimId::parse(s, "").is_ok()).map(str::to_string)
 }
 
-fn organization(
-    v: Option<&Value>,
-    base: &str,
-    errs: &mut Vec<FieldError>,
-    required: bool,
-) -> Option<Organization> {
+fn organization(v: Option<&Value>, base: &str, errs: &mut Vec<FieldError>, required: bool) -> Option<Organization> {
     if v.is_none() {
         if required {
-            errs.push(FieldError::new(
-                base,
-                "required",
-                "this kind needs the organisation",
-            ));
+            errs.push(FieldError::new(base, "required", "this kind needs the organisation"));
         }
         return None;
     }
@@ -457,32 +386,18 @@ fn organization(
     let name = o.req("name", errs, p_str);
     let industry_code = o.opt("industry_code", errs, p_ind);
     o.finish(errs);
-    Some(Organization {
-        credit_code: credit_code?,
-        name: name?,
-        industry_code,
-    })
+    Some(Organization { credit_code: credit_code?, name: name?, industry_code })
 }
 
-fn applicant(
-    v: Option<&Value>,
-    errs: &mut Vec<FieldError>,
-    employer_required: bool,
-) -> Option<Applicant> {
+fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: bool) -> Option<Applicant> {
     let Some(v) = v else {
-        errs.push(FieldError::new(
-            "/applicant",
-            "required",
-            "this kind needs the applicant",
-        ));
+        errs.push(FieldError::new("/applicant", "required", "this kind needs the applicant"));
         return None;
     };
     let mut o = Obj::new(Some(v), "/applicant", errs);
     let id_number = o.req("id_number", errs, p_id);
     let name = o.req("name", errs, p_str);
-    let flag = |o: &mut Obj, n: &'static str, errs: &mut Vec<FieldError>| {
-        o.opt(n, errs, p_bool).unwrap_or(false)
-    };
+    let flag = |o: &mut Obj, n: &'static str, errs: &mut Vec<FieldError>| o.opt(n, errs, p_bool).unwrap_or(false);
     let local_hukou = flag(&mut o, "local_hukou", errs);
     let residence_permit = flag(&mut o, "residence_permit", errs);
     let employed_in_county = flag(&mut o, "employed_in_county", errs);
@@ -491,9 +406,8 @@ fn applicant(
     let public_institution_staff = flag(&mut o, "public_institution_staff", errs);
     let groups = o
         .opt("groups", errs, |v, p| {
-            let arr = v.as_array().ok_or_else(|| {
-                FieldError::new(p, "invalid_type", "must be an array of group names")
-            })?;
+            let arr =
+                v.as_array().ok_or_else(|| FieldError::new(p, "invalid_type", "must be an array of group names"))?;
             let mut out = Vec::new();
             let mut bad = None;
             for (i, g) in arr.iter().enumerate() {
@@ -510,11 +424,7 @@ fn applicant(
         .unwrap_or_default();
     let employer_v = o.raw("employer");
     let employer = if employer_v.is_none() && employer_required {
-        errs.push(FieldError::new(
-            "/applicant/employer",
-            "required",
-            "this kind needs the employer",
-        ));
+        errs.push(FieldError::new("/applicant/employer", "required", "this kind needs the employer"));
         None
     } else {
         organization(employer_v, "/applicant/employer", errs, false).map(|e| Employer {
@@ -553,11 +463,7 @@ fn applicant(
 pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
     let mut errs = Vec::new();
     if !body.is_object() {
-        return Err(vec![FieldError::new(
-            "",
-            "invalid_type",
-            "a claim is a JSON object",
-        )]);
+        return Err(vec![FieldError::new("", "invalid_type", "a claim is a JSON object")]);
     }
     let mut o = Obj::new(Some(body), "", &mut errs);
     let claim_id = o.req("claim_id", &mut errs, p_claim_id);
@@ -566,17 +472,10 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
     let event_date = o.req("event_date", &mut errs, p_date);
     let department = o.opt("department", &mut errs, |v, p| {
         let s = p_str(v, p)?;
-        if s.len() <= 64
-            && s.bytes()
-                .all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit())
-        {
+        if s.len() <= 64 && s.bytes().all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit()) {
             Ok(s)
         } else {
-            Err(FieldError::new(
-                p,
-                "invalid_value",
-                "a department code such as human_resources",
-            ))
+            Err(FieldError::new(p, "invalid_value", "a department code such as human_resources"))
         }
     });
     let details_v = o.raw("details");
@@ -600,8 +499,7 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
                 ));
             }
         } else {
-            let employer_required =
-                matches!(kind, Kind::ApprenticeshipEmployee | Kind::Apprenticeship);
+            let employer_required = matches!(kind, Kind::ApprenticeshipEmployee | Kind::Apprenticeship);
             applicant_p = applicant(applicant_v, &mut errs, employer_required);
             if organization_v.is_some() {
                 errs.push(FieldError::new(
@@ -612,11 +510,7 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
             }
         }
         if details_v.is_none() {
-            errs.push(FieldError::new(
-                "/details",
-                "required",
-                "this field is required",
-            ));
+            errs.push(FieldError::new("/details", "required", "this field is required"));
         } else {
             details = parse_details(kind, county, details_v, &mut errs);
         }
@@ -637,20 +531,11 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
             organization: organization_p,
             details,
         }),
-        _ => Err(vec![FieldError::new(
-            "",
-            "invalid_value",
-            "the claim could not be read",
-        )]),
+        _ => Err(vec![FieldError::new("", "invalid_value", "the claim could not be read")]),
     }
 }
 
-fn parse_details(
-    kind: Kind,
-    county: County,
-    v: Option<&Value>,
-    errs: &mut Vec<FieldError>,
-) -> Option<Details> {
+fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<Details> {
     let mut d = Obj::new(v, "/details", errs);
     let wy = county == County::Wuyi;
     let e = errs;
@@ -699,8 +584,7 @@ fn parse_details(
                 (
                     d.req("class_hours", e, p_count(1, 10_000)),
                     d.req("class_size", e, p_count(1, 100_000)),
-                    d.opt("class_size_exception_approved", e, p_bool)
-                        .unwrap_or(false),
+                    d.opt("class_size_exception_approved", e, p_bool).unwrap_or(false),
                     None,
                 )
             } else {
@@ -759,17 +643,9 @@ fn parse_details(
             let certificate_number = d.req("certificate_number", e, p_str);
             let fee_paid = d.req("fee_paid", e, p_money);
             let (approved_fee_standard, trained_in_county, training_type) = if wy {
-                (
-                    d.req("approved_fee_standard", e, p_money),
-                    d.req("trained_in_county", e, p_bool),
-                    None,
-                )
+                (d.req("approved_fee_standard", e, p_money), d.req("trained_in_county", e, p_bool), None)
             } else {
-                (
-                    None,
-                    None,
-                    d.req("training_type", e, en!(SafetyTrainingType)),
-                )
+                (None, None, d.req("training_type", e, en!(SafetyTrainingType)))
             };
             let training_start_date = prior(&mut d, e);
             let ok = if wy {
@@ -798,15 +674,11 @@ fn parse_details(
             let mode = d.req("mode", e, en!(OnlineMode));
             let trainees = d.req("trainees", e, p_count(1, 1_000_000));
             let days = d.req("days", e, |v, p| {
-                let arr = v.as_array().ok_or_else(|| {
-                    FieldError::new(p, "invalid_type", "must be an array of {date, class_hours}")
-                })?;
+                let arr = v
+                    .as_array()
+                    .ok_or_else(|| FieldError::new(p, "invalid_type", "must be an array of {date, class_hours}"))?;
                 if arr.is_empty() || arr.len() > 366 {
-                    return Err(FieldError::new(
-                        p,
-                        "out_of_range",
-                        "from 1 to 366 training days",
-                    ));
+                    return Err(FieldError::new(p, "out_of_range", "from 1 to 366 training days"));
                 }
                 let mut out = Vec::new();
                 let mut first_err = None;
@@ -819,11 +691,7 @@ fn parse_details(
                     o.finish(&mut inner);
                     if let (Some(date), Some(class_hours)) = (date, class_hours) {
                         if out.iter().any(|d: &OnlineDay| d.date == date) {
-                            inner.push(FieldError::new(
-                                format!("{base}/date"),
-                                "duplicate",
-                                "each date appears once",
-                            ));
+                            inner.push(FieldError::new(format!("{base}/date"), "duplicate", "each date appears once"));
                         }
                         out.push(OnlineDay { date, class_hours });
                     }
@@ -933,12 +801,8 @@ fn parse_details(
         Kind::VeteranTraining => {
             let occupation_code = d.opt("occupation_code", e, p_occ);
             let project_code = d.opt("project_code", e, p_str);
-            let has_occ = d
-                .map
-                .is_some_and(|m| m.get("occupation_code").is_some_and(|v| !v.is_null()));
-            let has_proj = d
-                .map
-                .is_some_and(|m| m.get("project_code").is_some_and(|v| !v.is_null()));
+            let has_occ = d.map.is_some_and(|m| m.get("occupation_code").is_some_and(|v| !v.is_null()));
+            let has_proj = d.map.is_some_and(|m| m.get("project_code").is_some_and(|v| !v.is_null()));
             if d.map.is_some() && has_occ == has_proj {
                 e.push(FieldError::new(
                     "/details/occupation_code",
@@ -988,12 +852,7 @@ fn parse_details(
         Kind::EntrepreneurshipTraining => {
             let training_reference = d.req("training_reference", e, p_str);
             let fee = d.req("fee", e, p_money);
-            (|| {
-                Some(Details::Entrepreneurship {
-                    training_reference: training_reference?,
-                    fee: fee?,
-                })
-            })()
+            (|| Some(Details::Entrepreneurship { training_reference: training_reference?, fee: fee? }))()
         }
         Kind::SkillUpgrade => {
             let occupation_code = d.req("occupation_code", e, p_occ);
@@ -1011,13 +870,7 @@ fn parse_details(
             let training_year = d.req("training_year", e, p_year);
             let stage = d.req("stage", e, en!(ApprenticeshipStage));
             let acceptance_passed = d.opt("acceptance_passed", e, p_bool);
-            (|| {
-                Some(Details::Apprenticeship {
-                    training_year: training_year?,
-                    stage: stage?,
-                    acceptance_passed,
-                })
-            })()
+            (|| Some(Details::Apprenticeship { training_year: training_year?, stage: stage?, acceptance_passed }))()
         }
         Kind::CraftsmanAward => {
             let title = d.req("title", e, en!(CraftsmanTitle));
@@ -1027,13 +880,7 @@ fn parse_details(
             let studio_id = d.req("studio_id", e, p_str);
             let level = d.req("level", e, en!(StudioLevel));
             let key_rated = d.req("key_rated", e, p_bool);
-            (|| {
-                Some(Details::MasterStudioAward {
-                    studio_id: studio_id?,
-                    level: level?,
-                    key_rated: key_rated?,
-                })
-            })()
+            (|| Some(Details::MasterStudioAward { studio_id: studio_id?, level: level?, key_rated: key_rated? }))()
         }
         Kind::SkillContestFunding => {
             let contest_id = d.req("contest_id", e, p_str);
@@ -1068,24 +915,14 @@ mod tests {
     }
 
     fn fields(v: &Value) -> Vec<(String, String)> {
-        parse_claim(v)
-            .unwrap_err()
-            .into_iter()
-            .map(|e| (e.field, e.code))
-            .collect()
+        parse_claim(v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect()
     }
 
     #[test]
     fn a_valid_claim_parses() {
         let c = parse_claim(&wy_qualification()).unwrap();
         assert_eq!(c.kind, Kind::QualificationTraining);
-        assert!(matches!(
-            c.details,
-            Details::Qualification {
-                level: Level::Junior,
-                ..
-            }
-        ));
+        assert!(matches!(c.details, Details::Qualification { level: Level::Junior, .. }));
     }
 
     #[test]
@@ -1104,10 +941,7 @@ mod tests {
             ("/details/fee", "unknown_field"),
             ("/extra", "unknown_field"),
         ] {
-            assert!(
-                f.contains(&(field.to_string(), code.to_string())),
-                "{field} {code} in {f:?}"
-            );
+            assert!(f.contains(&(field.to_string(), code.to_string())), "{field} {code} in {f:?}");
         }
     }
 
@@ -1120,10 +954,7 @@ mod tests {
         });
         let f = fields(&v);
         assert!(f.contains(&("/details/class_hours".into(), "unknown_field".into())));
-        assert!(f.contains(&(
-            "/details/training_start_date".into(),
-            "unknown_field".into()
-        )));
+        assert!(f.contains(&("/details/training_start_date".into(), "unknown_field".into())));
     }
 
     #[test]

@@ -67,10 +67,7 @@ string_enum!(
 
 impl Level {
     pub fn is_special_ability(self) -> bool {
-        matches!(
-            self,
-            Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced
-        )
+        matches!(self, Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced)
     }
 }
 
@@ -114,9 +111,7 @@ string_enum!(StudioLevel { National = "national", Provincial = "provincial", Mun
 string_enum!(ContestLevel { County = "county", Municipal = "municipal" });
 
 const USCC_CHARS: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
+const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// Unified social credit code, GB 32100-2015 (18 characters, check character last).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -139,18 +134,10 @@ impl CreditCode {
                 "a credit code is 18 characters of 0-9 and A-Y without I, O, S, V, Z",
             ));
         }
-        let sum: usize = b[..17]
-            .iter()
-            .zip(USCC_WEIGHTS)
-            .map(|(c, w)| idx(c).unwrap_or(0) * w as usize)
-            .sum();
+        let sum: usize = b[..17].iter().zip(USCC_WEIGHTS).map(|(c, w)| idx(c).unwrap_or(0) * w as usize).sum();
         let check = (31 - sum % 31) % 31;
         if USCC_CHARS[check] != b[17] {
-            return Err(FieldError::new(
-                field,
-                "invalid_checksum",
-                "the check character is wrong",
-            ));
+            return Err(FieldError::new(field, "invalid_checksum", "the check character is wrong"));
         }
         Ok(Self(s))
     }
@@ -169,21 +156,11 @@ impl OccupationCode {
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let b = s.as_bytes();
         let ok = b.len() == 10
-            && b.iter().enumerate().all(|(i, c)| {
-                if [1, 4, 7].contains(&i) {
-                    *c == b'-'
-                } else {
-                    c.is_ascii_digit()
-                }
-            });
+            && b.iter().enumerate().all(|(i, c)| if [1, 4, 7].contains(&i) { *c == b'-' } else { c.is_ascii_digit() });
         if ok {
             Ok(Self(s.to_string()))
         } else {
-            Err(FieldError::new(
-                field,
-                "invalid_format",
-                "an occupation code looks like 6-31-01-03",
-            ))
+            Err(FieldError::new(field, "invalid_format", "an occupation code looks like 6-31-01-03"))
         }
     }
 
@@ -205,10 +182,8 @@ pub struct IndustryCode(String);
 impl IndustryCode {
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let b = s.as_bytes();
-        let ok = !b.is_empty()
-            && b.len() <= 5
-            && (b'A'..=b'T').contains(&b[0])
-            && b[1..].iter().all(u8::is_ascii_digit);
+        let ok =
+            !b.is_empty() && b.len() <= 5 && (b'A'..=b'T').contains(&b[0]) && b[1..].iter().all(u8::is_ascii_digit);
         if ok {
             Ok(Self(s.to_string()))
         } else {
@@ -236,18 +211,11 @@ pub struct ClaimId(String);
 
 impl ClaimId {
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(&c));
+        let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(&c));
         if ok {
             Ok(Self(s.to_string()))
         } else {
-            Err(FieldError::new(
-                field,
-                "invalid_format",
-                "a claim id is 1..64 of A-Z a-z 0-9 . _ : -",
-            ))
+            Err(FieldError::new(field, "invalid_format", "a claim id is 1..64 of A-Z a-z 0-9 . _ : -"))
         }
     }
 
@@ -262,36 +230,18 @@ mod tests {
 
     #[test]
     fn credit_codes_of_the_golden_cases_are_valid() {
-        for c in [
-            "91330723MA00000156",
-            "91330522MA5000188J",
-            "91330723MA0000090Y",
-            "91330522MA500025X6",
-        ] {
+        for c in ["91330723MA00000156", "91330522MA5000188J", "91330723MA0000090Y", "91330522MA500025X6"] {
             assert!(CreditCode::parse(c).is_ok(), "{c}");
         }
-        assert_eq!(
-            CreditCode::parse("91330723MA00000157").unwrap_err().code,
-            "invalid_checksum"
-        );
-        assert_eq!(
-            CreditCode::parse("91330723MA0000015").unwrap_err().code,
-            "invalid_format"
-        );
-        assert_eq!(
-            CreditCode::parse("91330723MA0000I156").unwrap_err().code,
-            "invalid_format"
-        );
+        assert_eq!(CreditCode::parse("91330723MA00000157").unwrap_err().code, "invalid_checksum");
+        assert_eq!(CreditCode::parse("91330723MA0000015").unwrap_err().code, "invalid_format");
+        assert_eq!(CreditCode::parse("91330723MA0000I156").unwrap_err().code, "invalid_format");
     }
 
     #[test]
     fn occupation_industry_and_claim_id_shapes() {
-        assert!(OccupationCode::parse("6-31-01-03", "")
-            .unwrap()
-            .is_manufacturing());
-        assert!(!OccupationCode::parse("4-07-05-01", "")
-            .unwrap()
-            .is_manufacturing());
+        assert!(OccupationCode::parse("6-31-01-03", "").unwrap().is_manufacturing());
+        assert!(!OccupationCode::parse("4-07-05-01", "").unwrap().is_manufacturing());
         assert!(OccupationCode::parse("6-31-01-3", "").is_err());
         assert!(OccupationCode::parse("6-31-0103x", "").is_err());
         assert_eq!(IndustryCode::parse("C3311", "").unwrap().section(), 'C');
@@ -314,10 +264,7 @@ mod naming {
     fn every_enum_value_serializes_as_its_wire_name() {
         fn check<T: Serialize + Copy>(all: &[T], name: fn(T) -> &'static str) {
             for v in all {
-                assert_eq!(
-                    serde_json::to_value(v).unwrap(),
-                    serde_json::json!(name(*v))
-                );
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(name(*v)));
             }
         }
         check(County::ALL, County::as_str);

@@ -32,37 +32,16 @@ impl IdNumber {
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let s = s.trim().to_ascii_uppercase();
         let b = s.as_bytes();
-        if b.len() != 18
-            || !b[..17].iter().all(u8::is_ascii_digit)
-            || !(b[17].is_ascii_digit() || b[17] == b'X')
-        {
-            return Err(FieldError::new(
-                field,
-                "invalid_format",
-                "an ID number is 17 digits followed by a digit or X",
-            ));
+        if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
+            return Err(FieldError::new(field, "invalid_format", "an ID number is 17 digits followed by a digit or X"));
         }
         let birth = NaiveDate::parse_from_str(&s[6..14], "%Y%m%d")
             .ok()
             .filter(|d| d.year() >= 1900)
-            .ok_or_else(|| {
-                FieldError::new(
-                    field,
-                    "invalid_date",
-                    "the birth-date segment is not a real date",
-                )
-            })?;
-        let sum: u32 = b[..17]
-            .iter()
-            .zip(WEIGHTS)
-            .map(|(c, w)| u32::from(c - b'0') * w)
-            .sum();
+            .ok_or_else(|| FieldError::new(field, "invalid_date", "the birth-date segment is not a real date"))?;
+        let sum: u32 = b[..17].iter().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
         if CHECK[(sum % 11) as usize] != b[17] {
-            return Err(FieldError::new(
-                field,
-                "invalid_checksum",
-                "the check digit is wrong",
-            ));
+            return Err(FieldError::new(field, "invalid_checksum", "the check digit is wrong"));
         }
         Ok(Self { value: s, birth })
     }
@@ -122,26 +101,10 @@ mod tests {
 
     #[test]
     fn wrong_check_digit_and_impossible_dates_are_refused() {
-        assert_eq!(
-            IdNumber::parse("330723199005061130", "/x")
-                .unwrap_err()
-                .code,
-            "invalid_checksum"
-        );
-        assert_eq!(
-            IdNumber::parse("330723199002300000", "/x")
-                .unwrap_err()
-                .code,
-            "invalid_date"
-        );
-        assert_eq!(
-            IdNumber::parse("33072319900506003", "/x").unwrap_err().code,
-            "invalid_format"
-        );
-        assert_eq!(
-            IdNumber::parse("", "/x").unwrap_err().code,
-            "invalid_format"
-        );
+        assert_eq!(IdNumber::parse("330723199005061130", "/x").unwrap_err().code, "invalid_checksum");
+        assert_eq!(IdNumber::parse("330723199002300000", "/x").unwrap_err().code, "invalid_date");
+        assert_eq!(IdNumber::parse("33072319900506003", "/x").unwrap_err().code, "invalid_format");
+        assert_eq!(IdNumber::parse("", "/x").unwrap_err().code, "invalid_format");
     }
 
     #[test]
@@ -157,11 +120,7 @@ mod tests {
     }
 
     pub(crate) fn with_check(s17: &str) -> String {
-        let sum: u32 = s17
-            .bytes()
-            .zip(WEIGHTS)
-            .map(|(c, w)| u32::from(c - b'0') * w)
-            .sum();
+        let sum: u32 = s17.bytes().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
         format!("{s17}{}", CHECK[(sum % 11) as usize] as char)
     }
 }

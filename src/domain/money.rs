@@ -22,40 +22,21 @@ impl Money {
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let t = s.trim();
         let well_formed = !t.is_empty()
-            && t.bytes()
-                .all(|c| c.is_ascii_digit() || c == b'.' || c == b'-')
+            && t.bytes().all(|c| c.is_ascii_digit() || c == b'.' || c == b'-')
             && !t.starts_with('.')
             && !t.ends_with('.');
         let d = Decimal::from_str(t)
             .ok()
             .filter(|_| well_formed)
-            .ok_or_else(|| {
-                FieldError::new(
-                    field,
-                    "invalid_format",
-                    "money is a decimal string such as \"1300.00\"",
-                )
-            })?;
+            .ok_or_else(|| FieldError::new(field, "invalid_format", "money is a decimal string such as \"1300.00\""))?;
         if d.is_sign_negative() && !d.is_zero() {
-            return Err(FieldError::new(
-                field,
-                "out_of_range",
-                "money must not be negative",
-            ));
+            return Err(FieldError::new(field, "out_of_range", "money must not be negative"));
         }
         if d.scale() > 2 {
-            return Err(FieldError::new(
-                field,
-                "invalid_format",
-                "money has at most 2 decimal places",
-            ));
+            return Err(FieldError::new(field, "invalid_format", "money has at most 2 decimal places"));
         }
         if d > MAX {
-            return Err(FieldError::new(
-                field,
-                "out_of_range",
-                "amount is too large",
-            ));
+            return Err(FieldError::new(field, "out_of_range", "amount is too large"));
         }
         Ok(Self(d.abs()))
     }
@@ -104,23 +85,11 @@ mod tests {
         for ok in ["500", "500.5", "500.50", "0", "0.00", "1000000000"] {
             assert!(Money::parse(ok, "/f").is_ok(), "{ok}");
         }
-        assert_eq!(
-            Money::parse("500.505", "/f").unwrap_err().code,
-            "invalid_format"
-        );
-        assert_eq!(
-            Money::parse("-1.00", "/f").unwrap_err().code,
-            "out_of_range"
-        );
-        assert_eq!(
-            Money::parse("1e3", "/f").unwrap_err().code,
-            "invalid_format"
-        );
+        assert_eq!(Money::parse("500.505", "/f").unwrap_err().code, "invalid_format");
+        assert_eq!(Money::parse("-1.00", "/f").unwrap_err().code, "out_of_range");
+        assert_eq!(Money::parse("1e3", "/f").unwrap_err().code, "invalid_format");
         assert_eq!(Money::parse("", "/f").unwrap_err().code, "invalid_format");
-        assert_eq!(
-            Money::parse("1000000000.01", "/f").unwrap_err().code,
-            "out_of_range"
-        );
+        assert_eq!(Money::parse("1000000000.01", "/f").unwrap_err().code, "out_of_range");
         assert_eq!(Money::parse("500.5", "/f").unwrap().to_string(), "500.50");
     }
 

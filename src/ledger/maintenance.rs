@@ -28,10 +28,7 @@ struct Expected {
 impl Expected {
     fn add(&mut self, c: &StoredClaim) {
         let id = c.decision.claim_id.as_str();
-        self.seqs.insert(
-            key(px::SEQ, &[&format!("{:020}", c.seq)]),
-            id.as_bytes().to_vec(),
-        );
+        self.seqs.insert(key(px::SEQ, &[&format!("{:020}", c.seq)]), id.as_bytes().to_vec());
         self.max_seq = self.max_seq.max(c.seq);
         if c.decision.status != Status::Approved {
             return;
@@ -41,10 +38,7 @@ impl Expected {
             *self.nums.entry(key(px::NUM, &[k])).or_default() += Decimal::ONE;
             if let Some(person) = &c.person {
                 let year = c.event_date.year().to_string();
-                self.person_years.insert(
-                    key(px::PERSON_YEAR, &[c.county.as_str(), person, &year, id]),
-                    Vec::new(),
-                );
+                self.person_years.insert(key(px::PERSON_YEAR, &[c.county.as_str(), person, &year, id]), Vec::new());
             }
         }
         for k in &e.keys {
@@ -53,20 +47,13 @@ impl Expected {
         for (k, amount) in &e.totals {
             *self.nums.entry(key(px::NUM, &[k])).or_default() += *amount;
         }
-        let r = self
-            .reports
-            .entry(key(
-                px::REPORT,
-                &[c.county.as_str(), &c.event_date.year().to_string()],
-            ))
-            .or_default();
+        let r =
+            self.reports.entry(key(px::REPORT, &[c.county.as_str(), &c.event_date.year().to_string()])).or_default();
         let by_kind = r.by_kind.entry(c.kind.as_str().to_string()).or_default();
         by_kind.count += 1;
         by_kind.amount += c.granted;
-        let by_department = r
-            .by_department
-            .entry(c.department.clone().unwrap_or_else(|| "unassigned".into()))
-            .or_default();
+        let by_department =
+            r.by_department.entry(c.department.clone().unwrap_or_else(|| "unassigned".into())).or_default();
         by_department.count += 1;
         by_department.amount += c.granted;
     }
@@ -94,19 +81,11 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
     for (k, want) in &exp.nums {
         match actual_nums.get(k) {
             Some(have) if have == want => {}
-            have => drift.push(format!(
-                "counter {}: stored {:?}, recount {}",
-                show(k),
-                have,
-                want
-            )),
+            have => drift.push(format!("counter {}: stored {:?}, recount {}", show(k), have, want)),
         }
     }
     for k in actual_nums.keys().filter(|k| !exp.nums.contains_key(*k)) {
-        drift.push(format!(
-            "counter {}: stored, but no granted decision accounts for it",
-            show(k)
-        ));
+        drift.push(format!("counter {}: stored, but no granted decision accounts for it", show(k)));
     }
     for (prefix, want, what) in [
         (px::KEY, &exp.keys, "key"),
@@ -123,18 +102,13 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
                 drift.push(format!(
                     "{what} {}: stored {:?}, recount {}",
                     show(k),
-                    actual
-                        .get(k)
-                        .map(|v| String::from_utf8_lossy(v).to_string()),
+                    actual.get(k).map(|v| String::from_utf8_lossy(v).to_string()),
                     String::from_utf8_lossy(v)
                 ));
             }
         }
         for k in actual.keys().filter(|k| !want.contains_key(*k)) {
-            drift.push(format!(
-                "{what} {}: stored, but no decision accounts for it",
-                show(k)
-            ));
+            drift.push(format!("{what} {}: stored, but no decision accounts for it", show(k)));
         }
     }
     for kv in store.tree.scan_prefix(px::REPORT.as_bytes()) {
@@ -142,12 +116,7 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
         let have: ReportTotals = serde_json::from_slice(&v)?;
         let want = exp.reports.get(k.as_ref()).cloned().unwrap_or_default();
         if !same_report(&have, &want) {
-            drift.push(format!(
-                "report {}: stored {:?}, recount {:?}",
-                show(&k),
-                have,
-                want
-            ));
+            drift.push(format!("report {}: stored {:?}, recount {:?}", show(&k), have, want));
         }
     }
     for (k, want) in &exp.reports {
@@ -165,8 +134,7 @@ fn same_report(a: &ReportTotals, b: &ReportTotals) -> bool {
             .map(|(k, t)| (k.clone(), (t.count, t.amount.normalize())))
             .collect()
     };
-    nonzero(&a.by_kind) == nonzero(&b.by_kind)
-        && nonzero(&a.by_department) == nonzero(&b.by_department)
+    nonzero(&a.by_kind) == nonzero(&b.by_kind) && nonzero(&a.by_department) == nonzero(&b.by_department)
 }
 
 /// One line of an export.
@@ -175,10 +143,7 @@ fn same_report(a: &ReportTotals, b: &ReportTotals) -> bool {
 enum Line {
     Claim(Box<StoredClaim>),
     Event(Event),
-    Directory {
-        county: County,
-        record: DirectoryRecord,
-    },
+    Directory { county: County, record: DirectoryRecord },
 }
 
 /// Writes every decision, event and directory as JSON lines (run on a stopped
@@ -220,28 +185,19 @@ pub fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line = serde_json::from_str(&line)
-            .with_context(|| format!("line {} is not an export record", i + 1))?;
+        let parsed: Line =
+            serde_json::from_str(&line).with_context(|| format!("line {} is not an export record", i + 1))?;
         match parsed {
             Line::Claim(c) => {
                 exp.add(&c);
-                batch.insert(
-                    key(px::CLAIM, &[&c.decision.claim_id]),
-                    serde_json::to_vec(&c)?,
-                );
+                batch.insert(key(px::CLAIM, &[&c.decision.claim_id]), serde_json::to_vec(&c)?);
             }
             Line::Event(e) => {
                 max_event = max_event.max(e.seq);
-                batch.insert(
-                    key(px::EVENT, &[&e.claim_id, &format!("{:020}", e.seq)]),
-                    serde_json::to_vec(&e)?,
-                );
+                batch.insert(key(px::EVENT, &[&e.claim_id, &format!("{:020}", e.seq)]), serde_json::to_vec(&e)?);
             }
             Line::Directory { county, record } => {
-                batch.insert(
-                    key(px::DIRECTORY, &[county.as_str()]),
-                    serde_json::to_vec(&record)?,
-                );
+                batch.insert(key(px::DIRECTORY, &[county.as_str()]), serde_json::to_vec(&record)?);
             }
         }
         n += 1;
@@ -255,14 +211,8 @@ pub fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
     for (k, r) in exp.reports {
         batch.insert(k, serde_json::to_vec(&r)?);
     }
-    batch.insert(
-        key(px::META, &["claim_seq"]),
-        exp.max_seq.to_string().into_bytes(),
-    );
-    batch.insert(
-        key(px::META, &["event_seq"]),
-        max_event.to_string().into_bytes(),
-    );
+    batch.insert(key(px::META, &["claim_seq"]), exp.max_seq.to_string().into_bytes());
+    batch.insert(key(px::META, &["event_seq"]), max_event.to_string().into_bytes());
     store.tree.apply_batch(batch)?;
     store.flush()?;
     Ok(n)

@@ -121,21 +121,13 @@ impl DirectoryRecord {
         enterprises.sort_by(|a, b| a.credit_code.cmp(&b.credit_code));
         let canonical = serde_json::to_vec(&enterprises).unwrap_or_default();
         let version = format!("sha256:{}", hex::encode(&Sha256::digest(&canonical)[..16]));
-        Self {
-            enterprises,
-            updated_at,
-            version,
-        }
+        Self { enterprises, updated_at, version }
     }
 
     pub fn to_directory(&self) -> Directory {
         Directory {
             version: self.version.clone(),
-            listed: self
-                .enterprises
-                .iter()
-                .map(|e| (e.credit_code.clone(), e.listed_from))
-                .collect(),
+            listed: self.enterprises.iter().map(|e| (e.credit_code.clone(), e.listed_from)).collect(),
         }
     }
 }
@@ -149,8 +141,7 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path, cache_capacity: u64) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("creating store directory {}", path.display()))?;
+        std::fs::create_dir_all(path).with_context(|| format!("creating store directory {}", path.display()))?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_capacity)
@@ -168,10 +159,7 @@ impl Store {
 
     /// Readiness: the store takes a write and a flush.
     pub fn probe(&self) -> anyhow::Result<()> {
-        self.tree.insert(
-            key(px::META, &["probe"]),
-            Utc::now().to_rfc3339().as_bytes(),
-        )?;
+        self.tree.insert(key(px::META, &["probe"]), Utc::now().to_rfc3339().as_bytes())?;
         self.flush()
     }
 
@@ -181,9 +169,7 @@ impl Store {
 
     fn get_json<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> anyhow::Result<Option<T>> {
         match self.tree.get(k)? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v).context("decoding a stored record")?,
-            )),
+            Some(v) => Ok(Some(serde_json::from_slice(&v).context("decoding a stored record")?)),
             None => Ok(None),
         }
     }
@@ -195,42 +181,24 @@ impl Store {
     pub fn events(&self, claim_id: &str) -> anyhow::Result<Vec<Event>> {
         let mut prefix = key(px::EVENT, &[claim_id]);
         prefix.push(0);
-        self.tree
-            .scan_prefix(prefix)
-            .map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
-            .collect()
+        self.tree.scan_prefix(prefix).map(|kv| Ok(serde_json::from_slice(&kv?.1)?)).collect()
     }
 
     pub fn directory(&self, county: County) -> anyhow::Result<DirectoryRecord> {
-        Ok(self
-            .get_json(&key(px::DIRECTORY, &[county.as_str()]))?
-            .unwrap_or_else(DirectoryRecord::empty))
+        Ok(self.get_json(&key(px::DIRECTORY, &[county.as_str()]))?.unwrap_or_else(DirectoryRecord::empty))
     }
 
     pub fn directories(&self) -> anyhow::Result<HashMap<County, DirectoryRecord>> {
-        County::ALL
-            .iter()
-            .map(|c| Ok((*c, self.directory(*c)?)))
-            .collect()
+        County::ALL.iter().map(|c| Ok((*c, self.directory(*c)?))).collect()
     }
 
     pub fn report(&self, county: County, year: i32) -> anyhow::Result<ReportTotals> {
-        Ok(self
-            .get_json(&key(px::REPORT, &[county.as_str(), &year.to_string()]))?
-            .unwrap_or_default())
+        Ok(self.get_json(&key(px::REPORT, &[county.as_str(), &year.to_string()]))?.unwrap_or_default())
     }
 
     /// The claims counted for a person in a year (their ids).
-    pub fn person_year_claims(
-        &self,
-        county: County,
-        person: &str,
-        year: i32,
-    ) -> anyhow::Result<Vec<String>> {
-        let mut prefix = key(
-            px::PERSON_YEAR,
-            &[county.as_str(), person, &year.to_string()],
-        );
+    pub fn person_year_claims(&self, county: County, person: &str, year: i32) -> anyhow::Result<Vec<String>> {
+        let mut prefix = key(px::PERSON_YEAR, &[county.as_str(), person, &year.to_string()]);
         prefix.push(0);
         self.tree
             .scan_prefix(&prefix)
@@ -242,41 +210,28 @@ impl Store {
     }
 
     /// Claims in recording order, from `after` (exclusive), at most `limit`.
-    pub fn claims_in_order(
-        &self,
-        after: Option<u64>,
-    ) -> impl Iterator<Item = anyhow::Result<(u64, StoredClaim)>> + '_ {
+    pub fn claims_in_order(&self, after: Option<u64>) -> impl Iterator<Item = anyhow::Result<(u64, StoredClaim)>> + '_ {
         let start = key(px::SEQ, &[&format!("{:020}", after.map_or(0, |a| a + 1))]);
         self.tree
             .range(start..)
-            .take_while(|kv| {
-                kv.as_ref()
-                    .map_or(true, |(k, _)| k.starts_with(px::SEQ.as_bytes()))
-            })
+            .take_while(|kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(px::SEQ.as_bytes())))
             .map(move |kv| {
                 let (k, v) = kv?;
                 let seq: u64 = std::str::from_utf8(&k[px::SEQ.len()..])?.parse()?;
                 let id = String::from_utf8_lossy(&v).to_string();
-                let c = self
-                    .claim(&id)?
-                    .with_context(|| format!("claim {id} missing from its index"))?;
+                let c = self.claim(&id)?.with_context(|| format!("claim {id} missing from its index"))?;
                 Ok((seq, c))
             })
     }
 
     /// Every stored claim (for checks and exports).
     pub fn all_claims(&self) -> impl Iterator<Item = anyhow::Result<StoredClaim>> + '_ {
-        self.tree
-            .scan_prefix(px::CLAIM.as_bytes())
-            .map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
+        self.tree.scan_prefix(px::CLAIM.as_bytes()).map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
     }
 }
 
 pub(crate) fn parse_num(v: &[u8]) -> Decimal {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_default()
+    std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or_default()
 }
 
 /// Reads the committed store (evaluations).
@@ -287,20 +242,9 @@ impl LedgerView for StoreView<'_> {
         rust_decimal::prelude::ToPrimitive::to_u32(&self.total(k)).unwrap_or(u32::MAX)
     }
     fn holder(&self, k: &str) -> Option<String> {
-        self.0
-            .tree
-            .get(key(px::KEY, &[k]))
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).to_string())
+        self.0.tree.get(key(px::KEY, &[k])).ok().flatten().map(|v| String::from_utf8_lossy(&v).to_string())
     }
     fn total(&self, k: &str) -> Decimal {
-        self.0
-            .tree
-            .get(key(px::NUM, &[k]))
-            .ok()
-            .flatten()
-            .map(|v| parse_num(&v))
-            .unwrap_or_default()
+        self.0.tree.get(key(px::NUM, &[k])).ok().flatten().map(|v| parse_num(&v)).unwrap_or_default()
     }
 }

@@ -9,9 +9,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
-use super::store::{
-    key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally,
-};
+use super::store::{key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
 use crate::domain::{Claim, County};
 use crate::policy::Policy;
 use crate::rules::{decide, Directory, LedgerView, Revocation, Status};
@@ -32,6 +30,8 @@ pub enum ItemResult {
     New(crate::rules::Decision),
     Replayed(crate::rules::Decision),
     Conflict,
+    /// The rules failed on this claim (a bug); nothing was recorded for it.
+    Failed,
 }
 
 #[derive(Debug)]
@@ -88,82 +88,35 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn start(
-        store: Store,
-        policy: Arc<Policy>,
-        group_commit_max: usize,
-    ) -> anyhow::Result<Arc<Self>> {
+    pub fn start(store: Store, policy: Arc<Policy>, group_commit_max: usize) -> anyhow::Result<Arc<Self>> {
         let records = store.directories()?;
-        let directories: Directories = Arc::new(RwLock::new(
-            records
-                .iter()
-                .map(|(c, r)| (*c, Arc::new(r.to_directory())))
-                .collect(),
-        ));
+        let directories: Directories =
+            Arc::new(RwLock::new(records.iter().map(|(c, r)| (*c, Arc::new(r.to_directory()))).collect()));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let writer = Writer {
-            store: store.clone(),
-            policy,
-            directories: directories.clone(),
-            max: group_commit_max,
-        };
-        let handle = std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || writer.run(rx))?;
-        Ok(Arc::new(Self {
-            store,
-            tx,
-            handle: std::sync::Mutex::new(Some(handle)),
-            directories,
-        }))
+        let writer = Writer { store: store.clone(), policy, directories: directories.clone(), max: group_commit_max };
+        let handle = std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx))?;
+        Ok(Arc::new(Self { store, tx, handle: std::sync::Mutex::new(Some(handle)), directories }))
     }
 
     pub fn directory(&self, county: County) -> Arc<Directory> {
-        self.directories
-            .read()
-            .map(|d| d.get(&county).cloned().unwrap_or_default())
-            .unwrap_or_default()
+        self.directories.read().map(|d| d.get(&county).cloned().unwrap_or_default()).unwrap_or_default()
     }
 
     pub async fn submit(&self, items: Vec<ClaimItem>) -> Result<Vec<ItemResult>, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Claims { items, reply })
-            .map_err(|_| LedgerError::Stopped)?;
+        self.tx.send(Job::Claims { items, reply }).map_err(|_| LedgerError::Stopped)?;
         rx.await.map_err(|_| LedgerError::Stopped)?
     }
 
-    pub async fn revoke(
-        &self,
-        claim_id: String,
-        reason: String,
-        key_id: String,
-    ) -> Result<RevokeResult, LedgerError> {
+    pub async fn revoke(&self, claim_id: String, reason: String, key_id: String) -> Result<RevokeResult, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Revoke {
-                claim_id,
-                reason,
-                key_id,
-                reply,
-            })
-            .map_err(|_| LedgerError::Stopped)?;
+        self.tx.send(Job::Revoke { claim_id, reason, key_id, reply }).map_err(|_| LedgerError::Stopped)?;
         rx.await.map_err(|_| LedgerError::Stopped)?
     }
 
-    pub async fn put_directory(
-        &self,
-        county: County,
-        record: DirectoryRecord,
-    ) -> Result<DirectoryRecord, LedgerError> {
+    pub async fn put_directory(&self, county: County, record: DirectoryRecord) -> Result<DirectoryRecord, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Directory {
-                county,
-                record,
-                reply,
-            })
-            .map_err(|_| LedgerError::Stopped)?;
+        self.tx.send(Job::Directory { county, record, reply }).map_err(|_| LedgerError::Stopped)?;
         rx.await.map_err(|_| LedgerError::Stopped)?
     }
 
@@ -174,11 +127,7 @@ impl Ledger {
             if let Some(h) = h.take() {
                 let _ = self.tx.send(Job::Directory {
                     county: County::Wuyi,
-                    record: DirectoryRecord {
-                        enterprises: Vec::new(),
-                        updated_at: None,
-                        version: SHUTDOWN.into(),
-                    },
+                    record: DirectoryRecord { enterprises: Vec::new(), updated_at: None, version: SHUTDOWN.into() },
                     reply: oneshot::channel().0,
                 });
                 let _ = h.join();
@@ -218,19 +167,14 @@ impl<'a> Overlay<'a> {
         self.writes.insert(k, None);
     }
     fn num(&self, name: &str) -> Decimal {
-        self.get(&key(px::NUM, &[name]))
-            .map(|v| parse_num(&v))
-            .unwrap_or_default()
+        self.get(&key(px::NUM, &[name])).map(|v| parse_num(&v)).unwrap_or_default()
     }
     fn add_num(&mut self, name: &str, delta: Decimal) {
         let v = (self.num(name) + delta).max(Decimal::ZERO);
         if v.is_zero() {
             self.del(key(px::NUM, &[name]));
         } else {
-            self.put(
-                key(px::NUM, &[name]),
-                v.normalize().to_string().into_bytes(),
-            );
+            self.put(key(px::NUM, &[name]), v.normalize().to_string().into_bytes());
         }
     }
     fn json<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> Option<T> {
@@ -242,22 +186,11 @@ impl<'a> Overlay<'a> {
     }
     fn next_seq(&mut self, name: &str) -> u64 {
         let k = key(px::META, &[name]);
-        let n = self
-            .get(&k)
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
+        let n = self.get(&k).and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok()).unwrap_or(0) + 1;
         self.put(k, n.to_string().into_bytes());
         n
     }
-    fn event(
-        &mut self,
-        claim_id: &str,
-        event: &str,
-        key_id: &str,
-        status: Status,
-        reason: Option<String>,
-    ) {
+    fn event(&mut self, claim_id: &str, event: &str, key_id: &str, status: Status, reason: Option<String>) {
         let seq = self.next_seq("event_seq");
         let e = Event {
             seq,
@@ -283,11 +216,7 @@ impl<'a> Overlay<'a> {
             t.amount += sign * c.granted;
         };
         bump(r.by_kind.entry(c.kind.as_str().to_string()).or_default());
-        bump(
-            r.by_department
-                .entry(c.department.clone().unwrap_or_else(|| "unassigned".into()))
-                .or_default(),
-        );
+        bump(r.by_department.entry(c.department.clone().unwrap_or_else(|| "unassigned".into())).or_default());
         self.put_json(k, &r);
     }
     fn commit(self) -> Result<(), String> {
@@ -301,10 +230,7 @@ impl<'a> Overlay<'a> {
                 None => batch.remove(k),
             }
         }
-        self.store
-            .tree
-            .apply_batch(batch)
-            .map_err(|e| e.to_string())?;
+        self.store.tree.apply_batch(batch).map_err(|e| e.to_string())?;
         self.store.flush().map_err(|e| format!("{e:#}"))
     }
 }
@@ -314,8 +240,7 @@ impl LedgerView for Overlay<'_> {
         self.num(k).to_u32().unwrap_or(u32::MAX)
     }
     fn holder(&self, k: &str) -> Option<String> {
-        self.get(&key(px::KEY, &[k]))
-            .map(|v| String::from_utf8_lossy(&v).to_string())
+        self.get(&key(px::KEY, &[k])).map(|v| String::from_utf8_lossy(&v).to_string())
     }
     fn total(&self, k: &str) -> Decimal {
         self.num(k)
@@ -330,18 +255,9 @@ struct Writer {
 }
 
 enum Reply {
-    Claims(
-        oneshot::Sender<Result<Vec<ItemResult>, LedgerError>>,
-        Vec<ItemResult>,
-    ),
-    Revoke(
-        oneshot::Sender<Result<RevokeResult, LedgerError>>,
-        RevokeResult,
-    ),
-    Directory(
-        oneshot::Sender<Result<DirectoryRecord, LedgerError>>,
-        DirectoryRecord,
-    ),
+    Claims(oneshot::Sender<Result<Vec<ItemResult>, LedgerError>>, Vec<ItemResult>),
+    Revoke(oneshot::Sender<Result<RevokeResult, LedgerError>>, RevokeResult),
+    Directory(oneshot::Sender<Result<DirectoryRecord, LedgerError>>, DirectoryRecord),
 }
 
 impl Writer {
@@ -358,9 +274,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let stop = jobs
-                .iter()
-                .any(|j| matches!(j, Job::Directory { record, .. } if record.version == SHUTDOWN));
+            let stop = jobs.iter().any(|j| matches!(j, Job::Directory { record, .. } if record.version == SHUTDOWN));
             self.group(jobs);
             if stop {
                 break;
@@ -369,41 +283,21 @@ impl Writer {
     }
 
     fn group(&self, jobs: Vec<Job>) {
-        let mut ov = Overlay {
-            store: &self.store,
-            writes: BTreeMap::new(),
-            read_error: Default::default(),
-        };
-        let mut dirs: HashMap<County, Arc<Directory>> = self
-            .directories
-            .read()
-            .map(|d| d.clone())
-            .unwrap_or_default();
+        let mut ov = Overlay { store: &self.store, writes: BTreeMap::new(), read_error: Default::default() };
+        let mut dirs: HashMap<County, Arc<Directory>> = self.directories.read().map(|d| d.clone()).unwrap_or_default();
         let mut new_dirs = Vec::new();
         let mut replies = Vec::new();
         for job in jobs {
             match job {
                 Job::Claims { items, reply } => {
-                    let results = items
-                        .into_iter()
-                        .map(|item| self.claim(&mut ov, &dirs, item))
-                        .collect();
+                    let results = items.into_iter().map(|item| self.claim(&mut ov, &dirs, item)).collect();
                     replies.push(Reply::Claims(reply, results));
                 }
-                Job::Revoke {
-                    claim_id,
-                    reason,
-                    key_id,
-                    reply,
-                } => {
+                Job::Revoke { claim_id, reason, key_id, reply } => {
                     let r = self.revoke(&mut ov, &claim_id, reason, &key_id);
                     replies.push(Reply::Revoke(reply, r));
                 }
-                Job::Directory {
-                    county,
-                    record,
-                    reply,
-                } => {
+                Job::Directory { county, record, reply } => {
                     if record.version == SHUTDOWN {
                         continue;
                     }
@@ -414,11 +308,7 @@ impl Writer {
                 }
             }
         }
-        let committed = if ov.writes.is_empty() && ov.read_error.borrow().is_none() {
-            Ok(())
-        } else {
-            ov.commit()
-        };
+        let committed = if ov.writes.is_empty() && ov.read_error.borrow().is_none() { Ok(()) } else { ov.commit() };
         match committed {
             Ok(()) => {
                 if !new_dirs.is_empty() {
@@ -462,38 +352,27 @@ impl Writer {
         }
     }
 
-    fn claim(
-        &self,
-        ov: &mut Overlay,
-        dirs: &HashMap<County, Arc<Directory>>,
-        item: ClaimItem,
-    ) -> ItemResult {
+    fn claim(&self, ov: &mut Overlay, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
         let id = item.claim.claim_id.as_str().to_string();
         let ck = key(px::CLAIM, &[&id]);
         if let Some(existing) = ov.json::<StoredClaim>(&ck) {
             if existing.body_hash != item.body_hash {
                 return ItemResult::Conflict;
             }
-            ov.event(
-                &id,
-                "replayed",
-                &item.key_id,
-                existing.decision.status,
-                None,
-            );
+            ov.event(&id, "replayed", &item.key_id, existing.decision.status, None);
             return ItemResult::Replayed(existing.decision);
         }
         let county = item.claim.county;
         let policy = self.policy.county(county);
         let dir = dirs.get(&county).cloned().unwrap_or_default();
-        let outcome = decide(
-            &item.claim,
-            item.person.as_deref(),
-            &*ov,
-            policy,
-            &dir,
-            Utc::now(),
-        );
+        // A bug in the rules must not take the writer (and every later claim) down.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decide(&item.claim, item.person.as_deref(), &*ov, policy, &dir, Utc::now())
+        }));
+        let Ok(outcome) = decided else {
+            tracing::error!(claim_id = %id, kind = %item.claim.kind, "the rules panicked on a claim; nothing recorded for it");
+            return ItemResult::Failed;
+        };
         let mut decision = outcome.decision;
         decision.recorded = true;
         let seq = ov.next_seq("claim_seq");
@@ -508,12 +387,7 @@ impl Writer {
             department: item.claim.department.clone(),
             person: item.person.clone(),
             id_masked: item.id_masked,
-            parties: item
-                .claim
-                .party_codes()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
+            parties: item.claim.party_codes().into_iter().map(str::to_string).collect(),
             seq,
             recorded_by: item.key_id.clone(),
         };
@@ -521,22 +395,13 @@ impl Writer {
             apply_effects(ov, &stored, &id, Decimal::ONE);
             ov.report(&stored, Decimal::ONE);
         }
-        ov.put(
-            key(px::SEQ, &[&format!("{seq:020}")]),
-            id.clone().into_bytes(),
-        );
+        ov.put(key(px::SEQ, &[&format!("{seq:020}")]), id.clone().into_bytes());
         ov.put_json(ck, &stored);
         ov.event(&id, "decided", &item.key_id, decision.status, None);
         ItemResult::New(decision)
     }
 
-    fn revoke(
-        &self,
-        ov: &mut Overlay,
-        claim_id: &str,
-        reason: String,
-        key_id: &str,
-    ) -> RevokeResult {
+    fn revoke(&self, ov: &mut Overlay, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
         let ck = key(px::CLAIM, &[claim_id]);
         let Some(mut stored) = ov.json::<StoredClaim>(&ck) else {
             return RevokeResult::NotFound;
@@ -548,10 +413,7 @@ impl Writer {
                 apply_effects(ov, &stored, claim_id, Decimal::NEGATIVE_ONE);
                 ov.report(&stored, Decimal::NEGATIVE_ONE);
                 stored.decision.status = Status::Revoked;
-                stored.decision.revocation = Some(Revocation {
-                    reason: reason.clone(),
-                    revoked_at: Utc::now(),
-                });
+                stored.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });
                 ov.put_json(ck, &stored);
                 ov.event(claim_id, "revoked", key_id, Status::Revoked, Some(reason));
                 RevokeResult::Revoked(Box::new(stored.decision))
@@ -567,10 +429,7 @@ fn apply_effects(ov: &mut Overlay, c: &StoredClaim, claim_id: &str, sign: Decima
         ov.add_num(count_key, sign);
         if let Some(person) = &c.person {
             let year = c.event_date.year().to_string();
-            let k = key(
-                px::PERSON_YEAR,
-                &[c.county.as_str(), person, &year, claim_id],
-            );
+            let k = key(px::PERSON_YEAR, &[c.county.as_str(), person, &year, claim_id]);
             if sign.is_sign_positive() {
                 ov.put(k, Vec::new());
             } else {

@@ -27,14 +27,9 @@ pub struct Amount(pub Decimal);
 impl<'de> Deserialize<'de> for Amount {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "amounts are quoted decimal strings such as \"1000\", never bare numbers",
-            )
+            serde::de::Error::custom("amounts are quoted decimal strings such as \"1000\", never bare numbers")
         })?;
-        let v: Decimal = s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("malformed amount `{s}`")))?;
+        let v: Decimal = s.trim().parse().map_err(|_| serde::de::Error::custom(format!("malformed amount `{s}`")))?;
         if v.is_sign_negative() {
             return Err(serde::de::Error::custom(format!("negative amount `{s}`")));
         }
@@ -90,45 +85,25 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Param<T> {
             return Err(D::Error::custom("a value without a clause"));
         }
         let values = match (r.value, r.history) {
-            (Some(value), None) => vec![Dated {
-                from: r.from,
-                value,
-            }],
+            (Some(value), None) => vec![Dated { from: r.from, value }],
             (None, Some(h)) if !h.is_empty() && r.from.is_none() => h,
-            _ => {
-                return Err(D::Error::custom(
-                    "give either `value` (optionally `from`) or a non-empty `history`",
-                ))
-            }
+            _ => return Err(D::Error::custom("give either `value` (optionally `from`) or a non-empty `history`")),
         };
         for w in values.windows(2) {
             match (w[0].from, w[1].from) {
                 (None, Some(_)) => {}
                 (Some(a), Some(b)) if a < b => {}
-                _ => {
-                    return Err(D::Error::custom(
-                        "overlapping periods: history dates must be strictly increasing",
-                    ))
-                }
+                _ => return Err(D::Error::custom("overlapping periods: history dates must be strictly increasing")),
             }
         }
-        Ok(Param {
-            clause: r.clause,
-            note: r.note,
-            values,
-        })
+        Ok(Param { clause: r.clause, note: r.note, values })
     }
 }
 
 impl<T> Param<T> {
     /// The value in force on `day`.
     pub fn at(&self, day: NaiveDate) -> &T {
-        self.values
-            .iter()
-            .rev()
-            .find(|v| v.from.is_none_or(|f| f <= day))
-            .unwrap_or(&self.values[0])
-            .value_ref()
+        self.values.iter().rev().find(|v| v.from.is_none_or(|f| f <= day)).unwrap_or(&self.values[0]).value_ref()
     }
 }
 
@@ -327,17 +302,14 @@ impl Policy {
     /// every county, refusing anything inconsistent.
     pub fn load(dir: &Path, epidemic_window_end: Option<NaiveDate>) -> anyhow::Result<Self> {
         let mut counties = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)
-            .with_context(|| format!("reading policy directory {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading policy directory {}", dir.display()))? {
             let entry = entry?;
             if !entry.file_type()?.is_dir() {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().to_string();
-            let county = County::parse(&name).with_context(|| {
-                format!("policy directory `{name}`: no rules module for this county")
-            })?;
+            let county = County::parse(&name)
+                .with_context(|| format!("policy directory `{name}`: no rules module for this county"))?;
             let p = load_county(&entry.path(), county, epidemic_window_end)
                 .with_context(|| format!("policy of {name} in {}", entry.path().display()))?;
             counties.insert(county, p);
@@ -352,25 +324,16 @@ impl Policy {
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
-fn load_county(
-    dir: &Path,
-    county: County,
-    epidemic_window_end: Option<NaiveDate>,
-) -> anyhow::Result<CountyPolicy> {
+fn load_county(dir: &Path, county: County, epidemic_window_end: Option<NaiveDate>) -> anyhow::Result<CountyPolicy> {
     let reference: Reference = read_toml(&dir.join("reference.toml"))?;
     let path = dir.join("policy.toml");
     let mut table: toml::Table = read_toml(&path)?;
-    let rules_table = table
-        .remove("rules")
-        .with_context(|| format!("{}: no [rules] section", path.display()))?;
-    let common: Common = table
-        .try_into()
-        .with_context(|| format!("{} is not valid", path.display()))?;
+    let rules_table = table.remove("rules").with_context(|| format!("{}: no [rules] section", path.display()))?;
+    let common: Common = table.try_into().with_context(|| format!("{} is not valid", path.display()))?;
     let invalid = || format!("{}: [rules] is not valid", path.display());
     let rules = match county {
         County::Wuyi => {
@@ -380,34 +343,19 @@ fn load_county(
             }
             CountyRules::Wuyi(Box::new(rules))
         }
-        County::Changxing => {
-            CountyRules::Changxing(Box::new(rules_table.try_into().with_context(invalid)?))
-        }
+        County::Changxing => CountyRules::Changxing(Box::new(rules_table.try_into().with_context(invalid)?)),
     };
     check(county, &common, &rules, &reference)?;
     let canonical = serde_json::to_vec(&serde_json::json!({
         "common": &common, "rules": &rules, "reference": &reference,
     }))?;
     let version = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
-    Ok(CountyPolicy {
-        common,
-        rules,
-        reference,
-        version,
-    })
+    Ok(CountyPolicy { common, rules, reference, version })
 }
 
-fn check(
-    county: County,
-    common: &Common,
-    rules: &CountyRules,
-    reference: &Reference,
-) -> anyhow::Result<()> {
+fn check(county: County, common: &Common, rules: &CountyRules, reference: &Reference) -> anyhow::Result<()> {
     if common.document.county != county {
-        bail!(
-            "document.county is `{}` but the file is in the `{county}` directory",
-            common.document.county
-        );
+        bail!("document.county is `{}` but the file is in the `{county}` directory", common.document.county);
     }
     if common.period.from > common.period.to {
         bail!("period: `from` is after `to`");
@@ -426,13 +374,7 @@ fn check(
             bail!("kind `{kind}` is implemented but missing from [kinds]");
         }
     }
-    for k in common
-        .trade_friction
-        .kinds
-        .values
-        .iter()
-        .flat_map(|v| &v.value)
-    {
+    for k in common.trade_friction.kinds.values.iter().flat_map(|v| &v.value) {
         if !common.kinds.contains_key(k) {
             bail!("trade_friction.kinds names `{k}`, which this county does not offer");
         }
@@ -444,21 +386,13 @@ fn check(
         }
     }
     for (year, total) in &reference.plan.totals {
-        let sum: u32 = reference
-            .departments
-            .iter()
-            .map(|d| d.plans.get(year).copied().unwrap_or(0))
-            .sum();
+        let sum: u32 = reference.departments.iter().map(|d| d.plans.get(year).copied().unwrap_or(0)).sum();
         if sum != *total {
             bail!("plan {year}: departments add up to {sum}, the attachment's total is {total}");
         }
     }
     if let Some(total) = reference.plan.done_2019_total {
-        let sum: u32 = reference
-            .departments
-            .iter()
-            .filter_map(|d| d.done_2019)
-            .sum();
+        let sum: u32 = reference.departments.iter().filter_map(|d| d.done_2019).sum();
         if sum != total {
             bail!("2019 figures add up to {sum}, the attachment's total is {total}");
         }
@@ -486,16 +420,10 @@ mod tests {
     fn bad_params_are_refused() {
         let overlap = r#"clause = "X"
             history = [{ from = "2021-01-01", value = "1" }, { from = "2021-01-01", value = "2" }]"#;
-        assert!(toml::from_str::<Param<Amount>>(overlap)
-            .unwrap_err()
-            .to_string()
-            .contains("overlapping"));
+        assert!(toml::from_str::<Param<Amount>>(overlap).unwrap_err().to_string().contains("overlapping"));
         let no_clause = r#"clause = ""
             value = "1""#;
-        assert!(toml::from_str::<Param<Amount>>(no_clause)
-            .unwrap_err()
-            .to_string()
-            .contains("clause"));
+        assert!(toml::from_str::<Param<Amount>>(no_clause).unwrap_err().to_string().contains("clause"));
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = \"12a\"").is_err());
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = 12.5").is_err());
     }

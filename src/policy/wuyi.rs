@@ -77,11 +77,7 @@ pub struct WyOnline {
 impl WuyiRules {
     /// Applies the configured end of the epidemic window (WY §4(3)).
     pub fn override_window_end(&mut self, end: NaiveDate) {
-        self.online_training.window_to.values = vec![Dated {
-            from: None,
-            value: end,
-        }];
-        self.online_training.window_to.note =
-            Some("set by configuration: policy.epidemic_window_end".into());
+        self.online_training.window_to.values = vec![Dated { from: None, value: end }];
+        self.online_training.window_to.note = Some("set by configuration: policy.epidemic_window_end".into());
     }
 }

@@ -16,11 +16,7 @@ use crate::problem::{ApiError, FieldError, Problem};
 use crate::rules::{decide, Decision, Status};
 
 fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
-    state
-        .metrics
-        .decisions
-        .with_label_values(&[county, kind, d.status.as_str()])
-        .inc();
+    state.metrics.decisions.with_label_values(&[county, kind, d.status.as_str()]).inc();
 }
 
 /// Adjudicate one claim and record it.
@@ -54,24 +50,15 @@ pub async fn submit(
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let item = state.prepare(&body, &caller)?;
     let (county, kind) = (item.claim.county, item.claim.kind);
-    let result = state
-        .ledger
-        .submit(vec![item])
-        .await
-        .map_err(ledger_error)?
-        .pop();
+    let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
     match result {
         Some(ItemResult::New(d)) => {
             count_decision(&state, county.as_str(), kind.as_str(), &d);
             Ok(HttpResponse::Created().json(d))
         }
-        Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok()
-            .insert_header(("Idempotent-Replayed", "true"))
-            .json(d)),
-        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(
-            peek_claim_id(&body).unwrap_or_default(),
-        )),
-        None => Err(internal(anyhow::anyhow!("the ledger returned no result"))),
+        Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
+        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(peek_claim_id(&body).unwrap_or_default())),
+        Some(ItemResult::Failed) | None => Err(internal(anyhow::anyhow!("the ledger gave no decision"))),
     }
 }
 
@@ -125,27 +112,15 @@ pub async fn batch(
     let claims = match body.get("claims") {
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= max => Some(a),
         Some(Value::Array(_)) => {
-            errs.push(FieldError::new(
-                "/claims",
-                "out_of_range",
-                format!("a batch has 1 to {max} claims"),
-            ));
+            errs.push(FieldError::new("/claims", "out_of_range", format!("a batch has 1 to {max} claims")));
             None
         }
         Some(_) => {
-            errs.push(FieldError::new(
-                "/claims",
-                "invalid_type",
-                "must be an array of claims",
-            ));
+            errs.push(FieldError::new("/claims", "invalid_type", "must be an array of claims"));
             None
         }
         None if body.is_object() => {
-            errs.push(FieldError::new(
-                "/claims",
-                "required",
-                "this field is required",
-            ));
+            errs.push(FieldError::new("/claims", "required", "this field is required"));
             None
         }
         None => None,
@@ -165,24 +140,14 @@ pub async fn batch(
                 labels.push((item.claim.county, item.claim.kind));
                 items.push(item);
                 slots.push(i);
-                results.push(BatchItem {
-                    claim_id,
-                    decision: None,
-                    replayed: false,
-                    error: None,
-                });
+                results.push(BatchItem { claim_id, decision: None, replayed: false, error: None });
             }
             Err(e) => {
                 let mut p = e.problem();
                 for fe in &mut p.errors {
                     fe.field = format!("/claims/{i}{}", fe.field);
                 }
-                results.push(BatchItem {
-                    claim_id,
-                    decision: None,
-                    replayed: false,
-                    error: Some(p),
-                });
+                results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(p) });
             }
         }
     }
@@ -200,10 +165,10 @@ pub async fn batch(
                     out.replayed = true;
                 }
                 ItemResult::Conflict => {
-                    out.error = Some(
-                        ApiError::ClaimIdConflict(out.claim_id.clone().unwrap_or_default())
-                            .problem(),
-                    );
+                    out.error = Some(ApiError::ClaimIdConflict(out.claim_id.clone().unwrap_or_default()).problem());
+                }
+                ItemResult::Failed => {
+                    out.error = Some(internal(anyhow::anyhow!("the rules failed on this claim")).problem());
                 }
             }
         }
@@ -236,32 +201,17 @@ pub async fn evaluate(
     caller.require(Operation::Evaluate)?;
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let claim = state.parse(&body)?;
-    let person = claim
-        .applicant
-        .as_ref()
-        .map(|a| state.pseudonymizer.person_key(&a.id_number));
+    let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
     let policy = state.policy.county(claim.county);
     let directory = state.ledger.directory(claim.county);
-    let outcome = decide(
-        &claim,
-        person.as_deref(),
-        &StoreView(&state.ledger.store),
-        policy,
-        &directory,
-        Utc::now(),
-    );
+    let outcome = decide(&claim, person.as_deref(), &StoreView(&state.ledger.store), policy, &directory, Utc::now());
     Ok(HttpResponse::Ok().json(outcome.decision))
 }
 
 fn claim_id_path(s: &str) -> Result<String, ApiError> {
     crate::domain::ClaimId::parse(s, "")
         .map(|c| c.as_str().to_string())
-        .map_err(|_| {
-            ApiError::NotFound(format!(
-                "no claim `{}`",
-                s.chars().take(64).collect::<String>()
-            ))
-        })
+        .map_err(|_| ApiError::NotFound(format!("no claim `{}`", s.chars().take(64).collect::<String>())))
 }
 
 /// The stored decision of a claim (`revoked` once revoked).
@@ -330,32 +280,18 @@ pub async fn revoke(
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let mut errs = only_fields(&body, &["reason"]);
     let reason = match body.get("reason") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => {
-            Some(s.trim().to_string())
-        }
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => Some(s.trim().to_string()),
         Some(Value::String(_)) => {
-            errs.push(FieldError::new(
-                "/reason",
-                "out_of_range",
-                "1 to 500 characters",
-            ));
+            errs.push(FieldError::new("/reason", "out_of_range", "1 to 500 characters"));
             None
         }
         Some(_) => {
-            errs.push(FieldError::new(
-                "/reason",
-                "invalid_type",
-                "must be a string",
-            ));
+            errs.push(FieldError::new("/reason", "invalid_type", "must be a string"));
             None
         }
         None => {
             if body.is_object() {
-                errs.push(FieldError::new(
-                    "/reason",
-                    "required",
-                    "say why the grant is withdrawn",
-                ));
+                errs.push(FieldError::new("/reason", "required", "say why the grant is withdrawn"));
             }
             None
         }
@@ -364,17 +300,12 @@ pub async fn revoke(
         (true, Some(r)) => r,
         _ => return Err(ApiError::Validation(errs)),
     };
-    match state
-        .ledger
-        .revoke(id.clone(), reason, caller.key_id.clone())
-        .await
-        .map_err(ledger_error)?
-    {
+    match state.ledger.revoke(id.clone(), reason, caller.key_id.clone()).await.map_err(ledger_error)? {
         RevokeResult::Revoked(d) => Ok(HttpResponse::Ok().json(*d)),
         RevokeResult::NotFound => Err(ApiError::NotFound(format!("no claim `{id}`"))),
-        RevokeResult::NotRevocable => Err(ApiError::ClaimNotRevocable(format!(
-            "claim `{id}` was rejected: there is nothing to revoke"
-        ))),
+        RevokeResult::NotRevocable => {
+            Err(ApiError::ClaimNotRevocable(format!("claim `{id}` was rejected: there is nothing to revoke")))
+        }
     }
 }
 
@@ -474,16 +405,13 @@ pub async fn list(
     let q = query.into_inner();
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::validation(
-            "/limit",
-            "out_of_range",
-            "limit is 1..500",
-        ));
+        return Err(ApiError::validation("/limit", "out_of_range", "limit is 1..500"));
     }
     let after = match &q.cursor {
-        Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            ApiError::validation("/cursor", "invalid_value", "not a cursor of this service")
-        })?),
+        Some(c) => Some(
+            c.parse::<u64>()
+                .map_err(|_| ApiError::validation("/cursor", "invalid_value", "not a cursor of this service"))?,
+        ),
         None => None,
     };
     let scope = caller.scope().map(str::to_string);
@@ -499,9 +427,7 @@ pub async fn list(
                 && q.status.is_none_or(|x| x == c.decision.status)
                 && q.from.is_none_or(|x| c.event_date >= x)
                 && q.to.is_none_or(|x| c.event_date <= x)
-                && q.department
-                    .as_ref()
-                    .is_none_or(|x| c.department.as_ref() == Some(x));
+                && q.department.as_ref().is_none_or(|x| c.department.as_ref() == Some(x));
             if !keep {
                 continue;
             }
@@ -519,15 +445,8 @@ pub async fn list(
                 decision: c.decision,
             });
         }
-        let next_cursor = if out.len() == limit {
-            next.map(|n| n.to_string())
-        } else {
-            None
-        };
-        Ok(ClaimPage {
-            claims: out,
-            next_cursor,
-        })
+        let next_cursor = if out.len() == limit { next.map(|n| n.to_string()) } else { None };
+        Ok(ClaimPage { claims: out, next_cursor })
     })
     .await?;
     Ok(HttpResponse::Ok().json(page))

@@ -91,11 +91,7 @@ pub async fn put(
     let body = read_json(&req, payload, state.server.batch_body_limit).await?;
     let entries = parse_directory(&body).map_err(ApiError::Validation)?;
     let record = DirectoryRecord::new(entries, Some(Utc::now()));
-    let stored = state
-        .ledger
-        .put_directory(county, record)
-        .await
-        .map_err(ledger_error)?;
+    let stored = state.ledger.put_directory(county, record).await.map_err(ledger_error)?;
     tracing::info!(county = %county, entries = stored.enterprises.len(), version = %stored.version, key_id = %caller.key_id, "directory replaced");
     Ok(HttpResponse::Ok().json(answer(county.as_str(), stored)))
 }
@@ -104,11 +100,7 @@ fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, Vec<FieldError>>
     let mut errs = only_fields(body, &["enterprises"]);
     let Some(list) = body.get("enterprises").and_then(Value::as_array) else {
         if body.is_object() {
-            errs.push(FieldError::new(
-                "/enterprises",
-                "required",
-                "an array of {credit_code, name, listed_from}",
-            ));
+            errs.push(FieldError::new("/enterprises", "required", "an array of {credit_code, name, listed_from}"));
         }
         return Err(errs);
     };
@@ -117,71 +109,39 @@ fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, Vec<FieldError>>
     for (i, e) in list.iter().enumerate() {
         let base = format!("/enterprises/{i}");
         for f in only_fields(e, &["credit_code", "name", "listed_from"]) {
-            errs.push(FieldError {
-                field: format!("{base}{}", f.field),
-                ..f
-            });
+            errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
         }
         let cc = match e.get("credit_code").and_then(Value::as_str) {
-            Some(s) => CreditCode::parse_at(s, &format!("{base}/credit_code"))
-                .map_err(|x| errs.push(x))
-                .ok(),
+            Some(s) => CreditCode::parse_at(s, &format!("{base}/credit_code")).map_err(|x| errs.push(x)).ok(),
             None => {
-                errs.push(FieldError::new(
-                    format!("{base}/credit_code"),
-                    "required",
-                    "this field is required",
-                ));
+                errs.push(FieldError::new(format!("{base}/credit_code"), "required", "this field is required"));
                 None
             }
         };
         if let Some(cc) = &cc {
             if !seen.insert(cc.as_str().to_string()) {
-                errs.push(FieldError::new(
-                    format!("{base}/credit_code"),
-                    "duplicate",
-                    "each enterprise appears once",
-                ));
+                errs.push(FieldError::new(format!("{base}/credit_code"), "duplicate", "each enterprise appears once"));
             }
         }
         let name = match e.get("name").and_then(Value::as_str) {
             Some(s) if !s.trim().is_empty() && s.chars().count() <= 200 => Some(s.to_string()),
             _ => {
-                errs.push(FieldError::new(
-                    format!("{base}/name"),
-                    "required",
-                    "a name of 1..200 characters",
-                ));
+                errs.push(FieldError::new(format!("{base}/name"), "required", "a name of 1..200 characters"));
                 None
             }
         };
         let from = match e.get("listed_from").and_then(Value::as_str) {
-            Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()
-                .filter(|_| s.len() == 10)
-                .or_else(|| {
-                    errs.push(FieldError::new(
-                        format!("{base}/listed_from"),
-                        "invalid_date",
-                        "a date YYYY-MM-DD",
-                    ));
-                    None
-                }),
+            Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().filter(|_| s.len() == 10).or_else(|| {
+                errs.push(FieldError::new(format!("{base}/listed_from"), "invalid_date", "a date YYYY-MM-DD"));
+                None
+            }),
             None => {
-                errs.push(FieldError::new(
-                    format!("{base}/listed_from"),
-                    "required",
-                    "this field is required",
-                ));
+                errs.push(FieldError::new(format!("{base}/listed_from"), "required", "this field is required"));
                 None
             }
         };
         if let (Some(cc), Some(name), Some(listed_from)) = (cc, name, from) {
-            out.push(DirectoryEntry {
-                credit_code: cc.as_str().to_string(),
-                name,
-                listed_from,
-            });
+            out.push(DirectoryEntry { credit_code: cc.as_str().to_string(), name, listed_from });
         }
     }
     if errs.is_empty() {

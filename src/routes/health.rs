@@ -16,9 +16,7 @@ pub struct Health {
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health {
-        status: "ok".into(),
-    })
+    HttpResponse::Ok().json(Health { status: "ok".into() })
 }
 
 /// Readiness: the store is open and takes a write and a flush.
@@ -29,9 +27,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let s = state.clone();
     match web::block(move || s.ledger.store.probe()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
-            status: "ready".into(),
-        })),
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready".into() })),
         Ok(Err(e)) => {
             tracing::warn!(error = %format!("{e:#}"), "readiness probe failed");
             Err(ApiError::StoreUnavailable)
@@ -43,7 +39,5 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -40,36 +40,17 @@ const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Reads a JSON body: `415` unless `application/json`, `413` over `limit`,
 /// `400 MALFORMED_JSON` unless it parses as JSON.
-pub async fn read_json(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Value, ApiError> {
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
-    {
+pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Value, ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     let timeout = req
         .app_data::<web::Data<AppState>>()
-        .map_or(Duration::from_secs(10), |s| {
-            Duration::from_millis(s.server.body_timeout_ms)
-        });
+        .map_or(Duration::from_secs(10), |s| Duration::from_millis(s.server.body_timeout_ms));
     let too_large = declared.is_some_and(|n| n > limit);
     let mut body = web::BytesMut::new();
     let mut seen = 0usize;
@@ -87,9 +68,7 @@ pub async fn read_json(
         }
         Ok::<(), ApiError>(())
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| ApiError::RequestTimeout)??;
+    tokio::time::timeout(timeout, read).await.map_err(|_| ApiError::RequestTimeout)??;
     if too_large || seen > limit {
         return Err(ApiError::PayloadTooLarge(limit));
     }
@@ -157,18 +136,9 @@ impl AppState {
                 return Err(ApiError::Forbidden);
             }
         }
-        let person = claim
-            .applicant
-            .as_ref()
-            .map(|a| self.pseudonymizer.person_key(&a.id_number));
+        let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));
         let id_masked = claim.applicant.as_ref().map(|a| a.id_number.masked());
-        Ok(ClaimItem {
-            claim,
-            body_hash: body_hash(body),
-            person,
-            id_masked,
-            key_id: caller.key_id.clone(),
-        })
+        Ok(ClaimItem { claim, body_hash: body_hash(body), person, id_masked, key_id: caller.key_id.clone() })
     }
 }
 
@@ -183,9 +153,7 @@ pub fn internal(e: anyhow::Error) -> ApiError {
 
 /// A county named in a path; unknown counties are not found.
 pub fn county_path(s: &str) -> Result<County, ApiError> {
-    County::parse(s).ok_or_else(|| {
-        ApiError::NotFound(format!("no county `{s}`; counties are wuyi and changxing"))
-    })
+    County::parse(s).ok_or_else(|| ApiError::NotFound(format!("no county `{s}`; counties are wuyi and changxing")))
 }
 
 /// Refuses unknown fields of a small JSON object body, listing them all.
@@ -194,19 +162,9 @@ pub fn only_fields(v: &Value, allowed: &[&str]) -> Vec<FieldError> {
         Some(m) => m
             .keys()
             .filter(|k| !allowed.contains(&k.as_str()))
-            .map(|k| {
-                FieldError::new(
-                    format!("/{k}"),
-                    "unknown_field",
-                    "this field is not part of this request",
-                )
-            })
+            .map(|k| FieldError::new(format!("/{k}"), "unknown_field", "this field is not part of this request"))
             .collect(),
-        None => vec![FieldError::new(
-            "",
-            "invalid_type",
-            "the body must be a JSON object",
-        )],
+        None => vec![FieldError::new("", "invalid_type", "the body must be a JSON object")],
     }
 }
 
@@ -214,11 +172,8 @@ pub fn only_fields(v: &Value, allowed: &[&str]) -> Vec<FieldError> {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(f)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?
-        .map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "store read failed");
-            ApiError::StoreUnavailable
-        })
+    web::block(f).await.map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?.map_err(|e| {
+        tracing::error!(error = %format!("{e:#}"), "store read failed");
+        ApiError::StoreUnavailable
+    })
 }

@@ -37,11 +37,8 @@ fn render(p: &CountyPolicy, directory_version: &str) -> Value {
     (status = 200, description = "One entry per county, as `GET /v1/policies/{county}`", body = Object),
 ))]
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let out: Vec<Value> = state
-        .policy
-        .counties()
-        .map(|p| render(p, &state.ledger.directory(p.county()).version))
-        .collect();
+    let out: Vec<Value> =
+        state.policy.counties().map(|p| render(p, &state.ledger.directory(p.county()).version)).collect();
     HttpResponse::Ok().json(json!({ "policies": out }))
 }
 
@@ -52,10 +49,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
         (status = 200, description = "The county's document, period, kinds with their clauses, every parameter with its clause and effective date, departments and plan figures, schools and targets, and the policy and directory versions", body = Object),
         (status = 404, description = "No such county", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let county = county_path(&path)?;
     let p = state.policy.county(county);
     Ok(HttpResponse::Ok().json(render(p, &state.ledger.directory(county).version)))

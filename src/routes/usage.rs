@@ -68,43 +68,25 @@ pub async fn query(
     let mut errs = only_fields(&body, &["county", "id_number", "year"]);
     let county = match body.get("county").and_then(|v| v.as_str()) {
         Some(s) => County::parse(s).or_else(|| {
-            errs.push(FieldError::new(
-                "/county",
-                "invalid_value",
-                "wuyi or changxing",
-            ));
+            errs.push(FieldError::new("/county", "invalid_value", "wuyi or changxing"));
             None
         }),
         None => {
-            errs.push(FieldError::new(
-                "/county",
-                "required",
-                "this field is required",
-            ));
+            errs.push(FieldError::new("/county", "required", "this field is required"));
             None
         }
     };
     let id = match body.get("id_number").and_then(|v| v.as_str()) {
-        Some(s) => IdNumber::parse(s, "/id_number")
-            .map_err(|e| errs.push(e))
-            .ok(),
+        Some(s) => IdNumber::parse(s, "/id_number").map_err(|e| errs.push(e)).ok(),
         None => {
-            errs.push(FieldError::new(
-                "/id_number",
-                "required",
-                "this field is required",
-            ));
+            errs.push(FieldError::new("/id_number", "required", "this field is required"));
             None
         }
     };
     let year = match body.get("year").and_then(|v| v.as_i64()) {
         Some(y) if (1900..=2100).contains(&y) => Some(y as i32),
         _ => {
-            errs.push(FieldError::new(
-                "/year",
-                "out_of_range",
-                "a year such as 2020",
-            ));
+            errs.push(FieldError::new("/year", "out_of_range", "a year such as 2020"));
             None
         }
     };
@@ -113,10 +95,7 @@ pub async fn query(
     };
     let person = state.pseudonymizer.person_key(&id);
     let policy = state.policy.county(county);
-    let limit = *policy
-        .common
-        .annual_limit
-        .at(NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or_default());
+    let limit = *policy.common.annual_limit.at(NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or_default());
     let s = state.clone();
     let answer = blocking(move || {
         let store = &s.ledger.store;
@@ -133,14 +112,7 @@ pub async fn query(
                 });
             }
         }
-        Ok(UsageAnswer {
-            county,
-            year,
-            used,
-            limit,
-            remaining: limit.saturating_sub(used),
-            claims,
-        })
+        Ok(UsageAnswer { county, year, used, limit, remaining: limit.saturating_sub(used), claims })
     })
     .await?;
     Ok(HttpResponse::Ok().json(answer))

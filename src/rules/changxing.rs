@@ -4,17 +4,13 @@ use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, is_4050, Ctx, Grant, Reason, ReasonCode};
-use crate::domain::{
-    ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType,
-};
+use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType};
 use crate::policy::ChangxingRules;
 
 /// `end` is at least `months` calendar months after `start` (I-14): the same
 /// day of the month, or that month's last day where it has no such day.
 fn at_least_months(start: NaiveDate, end: NaiveDate, months: u32) -> bool {
-    start
-        .checked_add_months(Months::new(months))
-        .is_some_and(|due| end >= due)
+    start.checked_add_months(Months::new(months)).is_some_and(|due| end >= due)
 }
 
 pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
@@ -35,9 +31,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::InstitutionInvestment {
-            investment_amount, ..
-        } => {
+        Details::InstitutionInvestment { investment_amount, .. } => {
             let p = &r.institution_investment;
             let gross = investment_amount.value() * p.rate.dec(day);
             ctx.step_detail(
@@ -46,11 +40,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 &p.rate.clause,
                 format!("{} × {}", investment_amount, p.rate.dec(day).normalize()),
             );
-            let org = claim
-                .organization
-                .as_ref()
-                .map(|o| o.credit_code.as_str())
-                .unwrap_or("-");
+            let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
             let key = format!("cumulative:{}:{}", ctx.county_key(), org);
             let cap = p.cumulative_cap.dec(day);
             let used = ctx.view.total(&key);
@@ -62,12 +52,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ctx.ledger_rejections.push(r);
                 gross
             } else if gross > remaining {
-                let r = Reason::new(
-                    ReasonCode::CappedByCumulativeLimit,
-                    &p.cumulative_cap.clause,
-                )
-                .cap(cap)
-                .used_limit(super::fmt2(used), super::fmt2(cap));
+                let r = Reason::new(ReasonCode::CappedByCumulativeLimit, &p.cumulative_cap.clause)
+                    .cap(cap)
+                    .used_limit(super::fmt2(used), super::fmt2(cap));
                 ctx.adjust(r);
                 ctx.step("cumulative_cap", remaining, &p.cumulative_cap.clause);
                 remaining
@@ -77,20 +64,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.effects.totals.push((key, amount));
             grant(amount)
         }
-        Details::VocationalSchoolSenior {
-            school_year,
-            programme,
-            in_senior_stage,
-        } => {
-            let eligible = matches!(
-                programme,
-                Programme::FiveYearSenior | Programme::SixYearPreparatoryTechnician
-            ) && *in_senior_stage;
+        Details::VocationalSchoolSenior { school_year, programme, in_senior_stage } => {
+            let eligible = matches!(programme, Programme::FiveYearSenior | Programme::SixYearPreparatoryTechnician)
+                && *in_senior_stage;
             if !eligible {
-                ctx.reject(
-                    ReasonCode::NotEligibleStudent,
-                    &r.vocational_school_senior.amount.clause,
-                );
+                ctx.reject(ReasonCode::NotEligibleStudent, &r.vocational_school_senior.amount.clause);
                 return None;
             }
             let amount = r.vocational_school_senior.amount.dec(day);
@@ -102,11 +80,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::CooperativeEnrollment {
-            school_year,
-            standard_amount,
-            ..
-        } => {
+        Details::CooperativeEnrollment { school_year, standard_amount, .. } => {
             let p = &r.cooperative_enrollment;
             let v = standard_amount.value();
             if v < p.min.dec(day) || v > p.max.dec(day) {
@@ -121,13 +95,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(v)
         }
-        Details::StudentLivingAllowance {
-            school_year,
-            cooperative_enrollment,
-        } => {
+        Details::StudentLivingAllowance { school_year, cooperative_enrollment } => {
             let p = &r.student_living_allowance;
-            let county_student =
-                ctx.applicant().is_some_and(|a| a.local_hukou) && ctx.in_any(p.groups.at(day));
+            let county_student = ctx.applicant().is_some_and(|a| a.local_hukou) && ctx.in_any(p.groups.at(day));
             if !cooperative_enrollment && !county_student {
                 ctx.reject(ReasonCode::NotEligibleStudent, &p.groups.clause);
                 return None;
@@ -141,19 +111,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::KeyGroupTraining {
-            occupation_code,
-            level,
-            certificate_number,
-            fee,
-        } => {
+        Details::KeyGroupTraining { occupation_code, level, certificate_number, fee } => {
             let p = &r.key_group_training;
             let key_groups = ctx.policy.common.eligibility.key_groups.at(day).clone();
             if !ctx.in_any(&key_groups) {
-                ctx.reject(
-                    ReasonCode::NotKeyTrainingGroup,
-                    &ctx.policy.common.eligibility.key_groups.clause.clone(),
-                );
+                ctx.reject(ReasonCode::NotKeyTrainingGroup, &ctx.policy.common.eligibility.key_groups.clause.clone());
             }
             let cap_param = p.caps.get(level);
             if cap_param.is_none() {
@@ -171,11 +133,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 let u = p.labour_cooperation_uplift.dec(day);
                 uplift += u;
                 ctx.adjust(
-                    Reason::new(
-                        ReasonCode::UpliftLabourCooperation,
-                        &p.labour_cooperation_uplift.clause,
-                    )
-                    .uplift(u),
+                    Reason::new(ReasonCode::UpliftLabourCooperation, &p.labour_cooperation_uplift.clause).uplift(u),
                 );
             }
             if let Some((u, clause)) = ctx.trade_friction_uplift() {
@@ -201,14 +159,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::VeteranTraining {
-            occupation_code,
-            project_code,
-            level,
-            start_date,
-            end_date,
-            fee,
-        } => {
+        Details::VeteranTraining { occupation_code, project_code, level, start_date, end_date, fee } => {
             let p = &r.veteran_training;
             if !ctx.in_any(&[Group::Veteran]) {
                 ctx.reject(ReasonCode::NotVeteran, "CX §3(3)");
@@ -237,14 +188,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             }
             grant(amount)
         }
-        Details::TrainingLivingAllowance {
-            training_reference,
-            start_date,
-            training_days,
-        } => {
+        Details::TrainingLivingAllowance { training_reference, start_date, training_days } => {
             let p = &r.training_living_allowance;
-            let rural_school_leaver =
-                ctx.in_any(&[Group::SchoolLeaver]) && ctx.in_any(&[Group::Rural]);
+            let rural_school_leaver = ctx.in_any(&[Group::SchoolLeaver]) && ctx.in_any(&[Group::Rural]);
             if !(is_4050(ctx, *start_date) || ctx.in_any(p.groups.at(day)) || rural_school_leaver) {
                 ctx.reject(ReasonCode::NotLivingAllowanceGroup, &p.groups.clause);
             }
@@ -256,11 +202,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 "base",
                 amount,
                 &p.per_day.clause,
-                format!(
-                    "{} days × {}",
-                    training_days,
-                    p.per_day.dec(day).normalize()
-                ),
+                format!("{} days × {}", training_days, p.per_day.dec(day).normalize()),
             );
             ctx.unique(
                 ctx.person_key(&format!("training:{training_reference}")),
@@ -269,12 +211,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::Project {
-            project_code,
-            completion_certificate_number,
-            fee,
-            ..
-        } => {
+        Details::Project { project_code, completion_certificate_number, fee, .. } => {
             if ctx.failed() {
                 return None;
             }
@@ -282,20 +219,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let fee = fee.map(|f| f.value()).unwrap_or_default();
             ctx.step("fee", fee, "CX §3(4)");
             let amount = ctx.cap(fee, p.cap.dec(day), &p.cap.clause);
-            ctx.unique(
-                ctx.person_key(project_code),
-                ReasonCode::DuplicateSubsidy,
-                "R-ONCE, CX §3(4)",
-            );
+            ctx.unique(ctx.person_key(project_code), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(4)");
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
-        Details::Safety {
-            certificate_number,
-            fee_paid,
-            training_type,
-            ..
-        } => {
+        Details::Safety { certificate_number, fee_paid, training_type, .. } => {
             if ctx.failed() {
                 return None;
             }
@@ -310,10 +238,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(&format!("{}:{tt}", certificate_number));
             grant(amount)
         }
-        Details::Entrepreneurship {
-            training_reference,
-            fee,
-        } => {
+        Details::Entrepreneurship { training_reference, fee } => {
             if ctx.failed() {
                 return None;
             }
@@ -327,23 +252,15 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::SkillUpgrade {
-            occupation_code,
-            level,
-            certificate_number,
-        } => {
+        Details::SkillUpgrade { occupation_code, level, certificate_number } => {
             let p = &r.skill_upgrade;
             if day < *p.certificates_from.at(day) {
-                ctx.reject(
-                    ReasonCode::CertificateBeforeEligibleDate,
-                    &p.certificates_from.clause,
-                );
+                ctx.reject(ReasonCode::CertificateBeforeEligibleDate, &p.certificates_from.clause);
             }
             if ctx.applicant().is_some_and(|a| a.public_institution_staff) {
                 ctx.reject(ReasonCode::PublicInstitutionStaffExcluded, "CX §3(5)");
             }
-            let level_param = if *level == crate::domain::Level::SeniorTechnician
-                && occupation_code.is_manufacturing()
+            let level_param = if *level == crate::domain::Level::SeniorTechnician && occupation_code.is_manufacturing()
             {
                 Some(&p.manufacturing_senior_technician)
             } else {
@@ -370,11 +287,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Apprenticeship {
-            training_year,
-            stage,
-            acceptance_passed,
-        } => {
+        Details::Apprenticeship { training_year, stage, acceptance_passed } => {
             let p = &r.apprenticeship;
             if *stage == ApprenticeshipStage::Completion && *acceptance_passed != Some(true) {
                 ctx.reject(ReasonCode::AcceptanceNotPassed, "CX §3(6)");
@@ -387,13 +300,8 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 .and_then(|a| a.employer.as_ref())
                 .and_then(|e| e.industry_code.as_ref())
                 .map(|i| i.section().to_string());
-            let manufacturing =
-                section.is_some_and(|s| p.manufacturing_sections.at(day).contains(&s));
-            let total_param = if manufacturing {
-                &p.manufacturing
-            } else {
-                &p.other
-            };
+            let manufacturing = section.is_some_and(|s| p.manufacturing_sections.at(day).contains(&s));
+            let total_param = if manufacturing { &p.manufacturing } else { &p.other };
             let total = total_param.dec(day);
             ctx.step("yearly_total", total, &total_param.clause);
             let year_key = ctx.person_key(&format!("apprentice_year:{training_year}"));
@@ -402,10 +310,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ApprenticeshipStage::Enrolment => {
                     let rate = p.first_tranche_rate.dec(day);
                     let v = total * rate;
-                    ctx.adjust(
-                        Reason::new(ReasonCode::TrancheFirst, &p.first_tranche_rate.clause)
-                            .ratio(rate),
-                    );
+                    ctx.adjust(Reason::new(ReasonCode::TrancheFirst, &p.first_tranche_rate.clause).ratio(rate));
                     ctx.step("tranche_first", v, &p.first_tranche_rate.clause);
                     // An enrolment after a granted completion is a duplicate (RULES §8).
                     if let Some(h) = ctx.view.holder(&format!("{year_key}:completion")) {
@@ -444,11 +349,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             if counts {
                 ctx.effects.keys.push(count_key);
             }
-            Some(Grant {
-                amount,
-                payee: None,
-                counts: Some(counts),
-            })
+            Some(Grant { amount, payee: None, counts: Some(counts) })
         }
         Details::CraftsmanAward { title } => {
             let p = &r.craftsman_award;
@@ -457,11 +358,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.step("award", amount, &param.clause);
             let (recipient, payee) = match title {
                 CraftsmanTitle::GoldenCradle => (
-                    claim
-                        .organization
-                        .as_ref()
-                        .map(|o| o.credit_code.as_str().to_string())
-                        .unwrap_or_default(),
+                    claim.organization.as_ref().map(|o| o.credit_code.as_str().to_string()).unwrap_or_default(),
                     Payee::Organization,
                 ),
                 _ => (ctx.person().to_string(), Payee::Person),
@@ -471,17 +368,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §4(1), I-13",
             );
-            Some(Grant {
-                amount,
-                payee: Some(payee),
-                counts: None,
-            })
+            Some(Grant { amount, payee: Some(payee), counts: None })
         }
-        Details::MasterStudioAward {
-            studio_id,
-            level,
-            key_rated,
-        } => {
+        Details::MasterStudioAward { studio_id, level, key_rated } => {
             let p = &r.master_studio_award;
             let param = p.amounts.get(level)?;
             let mut amount = param.dec(day);
@@ -497,19 +386,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::SkillContestFunding {
-            contest_id,
-            occupation_code,
-            budget,
-            ..
-        } => {
+        Details::SkillContestFunding { contest_id, occupation_code, budget, .. } => {
             let p = &r.skill_contest_funding;
             let standard = p.standard.dec(day);
             let (max, clause) = if occupation_code.is_manufacturing() {
-                (
-                    p.manufacturing_max.dec(day),
-                    p.manufacturing_max.clause.clone(),
-                )
+                (p.manufacturing_max.dec(day), p.manufacturing_max.clause.clone())
             } else {
                 (standard, p.standard.clause.clone())
             };
@@ -546,15 +427,8 @@ pub(crate) fn institution_notice(ctx: &mut Ctx) {
     let Some(schools) = ctx.policy.reference.schools.as_ref() else {
         return;
     };
-    if !schools
-        .entries
-        .iter()
-        .any(|s| s.name_zh == inst.name.trim())
-    {
-        ctx.notices.push(Reason::new(
-            ReasonCode::InstitutionNotInDirectory,
-            &schools.clause,
-        ));
+    if !schools.entries.iter().any(|s| s.name_zh == inst.name.trim()) {
+        ctx.notices.push(Reason::new(ReasonCode::InstitutionNotInDirectory, &schools.clause));
     }
 }
 

@@ -57,9 +57,7 @@ pub struct Directory {
 impl Directory {
     /// Listed on `day` (an entry counts from the date it was listed).
     pub fn is_listed(&self, credit_code: &str, day: NaiveDate) -> bool {
-        self.listed
-            .get(credit_code)
-            .is_some_and(|from| *from <= day)
+        self.listed.get(credit_code).is_some_and(|from| *from <= day)
     }
 }
 
@@ -267,20 +265,10 @@ impl<'a> Ctx<'a> {
         self.adjustments.push(r);
     }
     fn step(&mut self, name: &str, amount: Decimal, clause: &str) {
-        self.steps.push(Step {
-            step: name.into(),
-            amount: fmt2(amount),
-            clause: clause.into(),
-            detail: None,
-        });
+        self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: None });
     }
     fn step_detail(&mut self, name: &str, amount: Decimal, clause: &str, detail: String) {
-        self.steps.push(Step {
-            step: name.into(),
-            amount: fmt2(amount),
-            clause: clause.into(),
-            detail: Some(detail),
-        });
+        self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: Some(detail) });
     }
     fn failed(&self) -> bool {
         !self.rejections.is_empty()
@@ -308,11 +296,7 @@ impl<'a> Ctx<'a> {
     }
     /// R-CERT: one certificate backs at most one granted claim per county and kind.
     fn certificate(&mut self, number: &str) {
-        let key = format!(
-            "cert:{}:{}",
-            self.county_key(),
-            number.trim().to_uppercase()
-        );
+        let key = format!("cert:{}:{}", self.county_key(), number.trim().to_uppercase());
         self.unique(key, ReasonCode::CertificateAlreadyUsed, "R-CERT");
     }
     /// R-UPLIFT-TF: the employer's listing on the county's directory on the event date.
@@ -323,9 +307,7 @@ impl<'a> Ctx<'a> {
             return None;
         }
         let employer = self.applicant()?.employer.as_ref()?;
-        self.directory
-            .is_listed(employer.credit_code.as_str(), day)
-            .then(|| (tf.rate.dec(day), tf.rate.clause.clone()))
+        self.directory.is_listed(employer.credit_code.as_str(), day).then(|| (tf.rate.dec(day), tf.rate.clause.clone()))
     }
     /// Applies the trade-friction uplift to a standard, recording step and reason.
     fn uplifted(&mut self, standard: Decimal) -> Decimal {
@@ -349,8 +331,7 @@ impl<'a> Ctx<'a> {
         }
     }
     fn in_any(&self, groups: &[Group]) -> bool {
-        self.applicant()
-            .is_some_and(|a| groups.iter().any(|g| a.in_group(*g)))
+        self.applicant().is_some_and(|a| groups.iter().any(|g| a.in_group(*g)))
     }
 }
 
@@ -402,11 +383,7 @@ pub fn decide(
     let limit = *common.annual_limit.at(claim.event_date);
     let year = chrono::Datelike::year(&claim.event_date);
     let usage_key = format!("usage:{}:{}:{}", claim.county, ctx.person(), year);
-    let used_before = if counts && person.is_some() {
-        view.count(&usage_key)
-    } else {
-        0
-    };
+    let used_before = if counts && person.is_some() { view.count(&usage_key) } else { 0 };
 
     let mut counted = false;
     let mut amount = Decimal::ZERO;
@@ -428,15 +405,8 @@ pub fn decide(
             if claim.county == County::Changxing {
                 changxing::institution_notice(&mut ctx);
             }
-            if common
-                .public_notice
-                .at(claim.event_date)
-                .contains(&claim.kind)
-            {
-                ctx.notices.push(Reason::new(
-                    ReasonCode::PublicNoticeRequired,
-                    &common.public_notice.clause,
-                ));
+            if common.public_notice.at(claim.event_date).contains(&claim.kind) {
+                ctx.notices.push(Reason::new(ReasonCode::PublicNoticeRequired, &common.public_notice.clause));
             }
         }
     } else {
@@ -451,29 +421,13 @@ pub fn decide(
     reasons.append(&mut ctx.notices);
     let rounded = Money::round(amount);
     if approved {
-        ctx.step(
-            "total",
-            rounded.value(),
-            &kind_entry.map(|k| k.clause.clone()).unwrap_or_default(),
-        );
+        ctx.step("total", rounded.value(), &kind_entry.map(|k| k.clause.clone()).unwrap_or_default());
     }
-    let usage = (counts && person.is_some()).then(|| Usage {
-        year,
-        used: used_before + u32::from(counted),
-        limit,
-    });
+    let usage = (counts && person.is_some()).then(|| Usage { year, used: used_before + u32::from(counted), limit });
     let decision = Decision {
         claim_id: claim.claim_id.as_str().to_string(),
-        status: if approved {
-            Status::Approved
-        } else {
-            Status::Rejected
-        },
-        amount: if approved {
-            rounded.to_string()
-        } else {
-            "0.00".into()
-        },
+        status: if approved { Status::Approved } else { Status::Rejected },
+        amount: if approved { rounded.to_string() } else { "0.00".into() },
         currency: "CNY".into(),
         payee: if approved { payee } else { None },
         calculation: ctx.steps,
@@ -489,20 +443,8 @@ pub fn decide(
         recorded: false,
         revocation: None,
     };
-    let effects = if approved {
-        ctx.effects
-    } else {
-        Effects::default()
-    };
-    Outcome {
-        decision,
-        effects,
-        amount: if approved {
-            rounded.value()
-        } else {
-            Decimal::ZERO
-        },
-    }
+    let effects = if approved { ctx.effects } else { Effects::default() };
+    Outcome { decision, effects, amount: if approved { rounded.value() } else { Decimal::ZERO } }
 }
 
 /// Base eligibility (WY §2(1); CX I-2 with §3(3)), shared by both counties.
@@ -511,17 +453,13 @@ pub(crate) fn base_eligibility(ctx: &mut Ctx) {
     let elig = &ctx.policy.common.eligibility;
     let day = ctx.day();
     if a.receives_monthly_pension {
-        ctx.reject(
-            ReasonCode::ApplicantReceivesPension,
-            &format!("{}, I-1", elig.clause),
-        );
+        ctx.reject(ReasonCode::ApplicantReceivesPension, &format!("{}, I-1", elig.clause));
     }
     let tie = a.local_hukou
         || a.residence_permit
         || a.employed_in_county
         || a.unemployment_registered
-        || (*elig.labour_cooperation_base_eligible.at(day)
-            && a.in_group(Group::LabourCooperationBase));
+        || (*elig.labour_cooperation_base_eligible.at(day) && a.in_group(Group::LabourCooperationBase));
     if !tie {
         ctx.reject(ReasonCode::ApplicantNotEligible, &elig.clause);
     }
@@ -541,11 +479,7 @@ pub(crate) fn is_4050(ctx: &Ctx, on: NaiveDate) -> bool {
 }
 
 pub(crate) fn grant(amount: Decimal) -> Option<Grant> {
-    Some(Grant {
-        amount,
-        payee: None,
-        counts: None,
-    })
+    Some(Grant { amount, payee: None, counts: None })
 }
 
 /// Counties and kinds, for the metrics and reports.

@@ -47,28 +47,19 @@ const LEVELS: [&str; 7] = [
 
 /// The largest amount a claim of this kind may get before uplifts.
 fn bound(kind: Kind, details: &Value) -> Decimal {
-    let money = |k: &str| {
-        details[k]
-            .as_str()
-            .and_then(|s| s.parse::<Decimal>().ok())
-            .unwrap_or_default()
-    };
+    let money = |k: &str| details[k].as_str().and_then(|s| s.parse::<Decimal>().ok()).unwrap_or_default();
     let d = |n: i64| Decimal::new(n, 0);
     match kind {
         Kind::QualificationTraining => d(5000),
         Kind::ProjectTraining => d(1000),
         Kind::ApprenticeshipEmployee => d(6000),
-        Kind::ApprenticeshipStudent
-        | Kind::StudentLivingAllowance
-        | Kind::CooperativeEnrollment => d(5000),
+        Kind::ApprenticeshipStudent | Kind::StudentLivingAllowance | Kind::CooperativeEnrollment => d(5000),
         Kind::SafetyTraining => money("fee_paid").min(d(1000).max(money("approved_fee_standard"))),
         Kind::OnlineTraining | Kind::InstitutionInvestment => d(50000),
         Kind::VocationalSchoolSenior => d(4000),
         Kind::KeyGroupTraining => money("fee"),
         Kind::VeteranTraining => d(8000),
-        Kind::TrainingLivingAllowance => {
-            d(50) * Decimal::from(details["training_days"].as_u64().unwrap_or(0))
-        }
+        Kind::TrainingLivingAllowance => d(50) * Decimal::from(details["training_days"].as_u64().unwrap_or(0)),
         Kind::EntrepreneurshipTraining => d(2000),
         Kind::SkillUpgrade => d(8000),
         Kind::Apprenticeship => d(5000),
@@ -171,23 +162,13 @@ fn the_generator_produces_both_approvals_and_rejections() {
         };
         parsed += 1;
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let d = decide(
-            &claim,
-            Some("p1"),
-            &EmptyLedger,
-            policy().county(claim.county),
-            &Directory::default(),
-            at,
-        )
-        .decision;
+        let d =
+            decide(&claim, Some("p1"), &EmptyLedger, policy().county(claim.county), &Directory::default(), at).decision;
         match d.status {
             Status::Approved => approved += 1,
             _ => rejected += 1,
         }
     }
     assert!(parsed > 300, "{parsed} of 400 generated claims parse");
-    assert!(
-        approved > 50 && rejected > 50,
-        "approved {approved}, rejected {rejected}"
-    );
+    assert!(approved > 50 && rejected > 50, "approved {approved}, rejected {rejected}");
 }

@@ -11,47 +11,23 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
     let claim = ctx.claim;
     // R-PRIOR (I-18): training begun before publication keeps the earlier standard.
     let start = match &claim.details {
-        Details::Qualification {
-            training_start_date,
-            ..
-        }
-        | Details::Project {
-            training_start_date,
-            ..
-        }
-        | Details::ApprenticeshipEmployee {
-            training_start_date,
-            ..
-        }
-        | Details::ApprenticeshipStudent {
-            training_start_date,
-            ..
-        }
-        | Details::Safety {
-            training_start_date,
-            ..
-        } => *training_start_date,
+        Details::Qualification { training_start_date, .. }
+        | Details::Project { training_start_date, .. }
+        | Details::ApprenticeshipEmployee { training_start_date, .. }
+        | Details::ApprenticeshipStudent { training_start_date, .. }
+        | Details::Safety { training_start_date, .. } => *training_start_date,
         _ => None,
     };
     if let Some(start) = start {
         if start < *r.prior_standard_before.at(day) {
-            ctx.reject(
-                ReasonCode::PriorStandardApplies,
-                &r.prior_standard_before.clause,
-            );
+            ctx.reject(ReasonCode::PriorStandardApplies, &r.prior_standard_before.clause);
         }
     }
     if claim.applicant.is_some() {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::Qualification {
-            occupation_code,
-            level,
-            certificate_number,
-            payee,
-            ..
-        } => {
+        Details::Qualification { occupation_code, level, certificate_number, payee, .. } => {
             let p = r.qualification_training.levels.get(level)?;
             if ctx.failed() {
                 return None;
@@ -65,11 +41,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             let key = ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level));
             ctx.unique(key, ReasonCode::DuplicateOccupationLevel, "WY §4(1), I-5");
             ctx.certificate(certificate_number);
-            Some(Grant {
-                amount,
-                payee: Some(*payee),
-                counts: None,
-            })
+            Some(Grant { amount, payee: Some(*payee), counts: None })
         }
         Details::Project {
             project_code,
@@ -84,8 +56,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             if class_hours.unwrap_or(0) < *p.min_class_hours.at(day) {
                 ctx.reject(ReasonCode::BelowMinClassHours, &p.min_class_hours.clause);
             }
-            if class_size.unwrap_or(0) > *p.max_class_size.at(day) && !class_size_exception_approved
-            {
+            if class_size.unwrap_or(0) > *p.max_class_size.at(day) && !class_size_exception_approved {
                 ctx.reject(ReasonCode::ClassSizeExceeded, &p.max_class_size.clause);
             }
             if ctx.failed() {
@@ -102,11 +73,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 format!("{} class hours × {}", hours, rate.normalize()),
             );
             let amount = ctx.cap(gross, cap, &p.cap.clause);
-            ctx.unique(
-                ctx.person_key(project_code),
-                ReasonCode::DuplicateSubsidy,
-                "R-ONCE, WY §4(1)2",
-            );
+            ctx.unique(ctx.person_key(project_code), ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(1)2");
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
@@ -119,19 +86,16 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
         } => {
             let p = &r.apprenticeship_employee;
             if !completion_certificate {
-                ctx.reject(
-                    ReasonCode::MissingCompletionCertificate,
-                    &p.completion_only.clause,
-                );
+                ctx.reject(ReasonCode::MissingCompletionCertificate, &p.completion_only.clause);
             }
             if ctx.failed() {
                 return None;
             }
             let max = match additional_certificate_level {
                 None => &p.completion_only,
-                Some(
-                    Level::Junior | Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced,
-                ) => &p.with_junior_or_special_ability,
+                Some(Level::Junior | Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced) => {
+                    &p.with_junior_or_special_ability
+                }
                 Some(Level::Intermediate) => &p.with_intermediate,
                 Some(_) => &p.with_senior_or_above,
             };
@@ -156,23 +120,13 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::ApprenticeshipStudent {
-            training_year,
-            monthly_allowance,
-            months,
-            ..
-        } => {
+        Details::ApprenticeshipStudent { training_year, monthly_allowance, months, .. } => {
             if ctx.failed() {
                 return None;
             }
             let p = &r.apprenticeship_student;
             let gross = monthly_allowance.value() * Decimal::from(*months);
-            ctx.step_detail(
-                "base",
-                gross,
-                "WY §4(1)4",
-                format!("{} months × {}", months, monthly_allowance),
-            );
+            ctx.step_detail("base", gross, "WY §4(1)4", format!("{} months × {}", months, monthly_allowance));
             let amount = ctx.cap(gross, p.yearly_cap.dec(day), &p.yearly_cap.clause);
             ctx.unique(
                 ctx.person_key(&format!("year:{training_year}")),
@@ -181,13 +135,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::Safety {
-            certificate_number,
-            fee_paid,
-            approved_fee_standard,
-            trained_in_county,
-            ..
-        } => {
+        Details::Safety { certificate_number, fee_paid, approved_fee_standard, trained_in_county, .. } => {
             if *trained_in_county != Some(true) {
                 ctx.reject(ReasonCode::NotTrainedInCounty, "WY §4(2)");
             }
@@ -200,42 +148,22 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Online {
-            period_id,
-            filing_reference,
-            mode,
-            trainees,
-            days,
-            repeated_hours,
-            invoice_amount,
-        } => {
+        Details::Online { period_id, filing_reference, mode, trainees, days, repeated_hours, invoice_amount } => {
             let p = &r.online_training;
             if filing_reference.is_none() {
                 ctx.reject(ReasonCode::NotFiled, "WY §4(3)");
             }
             let (from, to) = (*p.window_from.at(day), *p.window_to.at(day));
-            let outside: Vec<_> = days
-                .iter()
-                .map(|d| d.date)
-                .filter(|d| *d < from || *d > to)
-                .collect();
+            let outside: Vec<_> = days.iter().map(|d| d.date).filter(|d| *d < from || *d > to).collect();
             if !outside.is_empty() || day > to {
-                let mut reason =
-                    Reason::new(ReasonCode::OutsideEpidemicWindow, &p.window_from.clause);
+                let mut reason = Reason::new(ReasonCode::OutsideEpidemicWindow, &p.window_from.clause);
                 reason.days = (!outside.is_empty()).then_some(outside);
                 ctx.rejections.push(reason);
             }
             let min = *p.min_daily_class_hours.at(day);
-            let short: Vec<_> = days
-                .iter()
-                .filter(|d| d.class_hours < min)
-                .map(|d| d.date)
-                .collect();
+            let short: Vec<_> = days.iter().filter(|d| d.class_hours < min).map(|d| d.date).collect();
             if !short.is_empty() {
-                let mut reason = Reason::new(
-                    ReasonCode::TrainingTooShort,
-                    &p.min_daily_class_hours.clause,
-                );
+                let mut reason = Reason::new(ReasonCode::TrainingTooShort, &p.min_daily_class_hours.clause);
                 reason.days = Some(short);
                 ctx.rejections.push(reason);
             }
@@ -268,9 +196,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                         ),
                     );
                     if !capped_days.is_empty() {
-                        let mut reason =
-                            Reason::new(ReasonCode::CappedAtMaximum, &p.daily_cap.clause)
-                                .cap(daily_cap);
+                        let mut reason = Reason::new(ReasonCode::CappedAtMaximum, &p.daily_cap.clause).cap(daily_cap);
                         reason.days = Some(capped_days);
                         ctx.adjust(reason);
                     }
@@ -278,10 +204,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                     if *repeated_hours > 0 {
                         let ratio = Decimal::from(total - repeated_hours) / Decimal::from(total);
                         gross *= ratio;
-                        ctx.adjust(
-                            Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)")
-                                .ratio(ratio),
-                        );
+                        ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)").ratio(ratio));
                         ctx.step_detail(
                             "repeated_courseware_deducted",
                             gross,
@@ -298,11 +221,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                         "base",
                         gross,
                         &p.platform_rate.clause,
-                        format!(
-                            "invoice {} × {}",
-                            invoice.normalize(),
-                            p.platform_rate.dec(day).normalize()
-                        ),
+                        format!("invoice {} × {}", invoice.normalize(), p.platform_rate.dec(day).normalize()),
                     );
                     ctx.cap(gross, period_cap, &p.period_cap.clause)
                 }
@@ -312,25 +231,13 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             let ratio = (Decimal::from(*trainees) / full).min(Decimal::ONE);
             let amount = if ratio < Decimal::ONE {
                 let v = standard * ratio;
-                ctx.adjust(
-                    Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause)
-                        .ratio(ratio),
-                );
-                ctx.step_detail(
-                    "prorated_by_trainees",
-                    v,
-                    &p.full_trainees.clause,
-                    format!("× {trainees} / {full}"),
-                );
+                ctx.adjust(Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause).ratio(ratio));
+                ctx.step_detail("prorated_by_trainees", v, &p.full_trainees.clause, format!("× {trainees} / {full}"));
                 v
             } else {
                 standard
             };
-            let org = claim
-                .organization
-                .as_ref()
-                .map(|o| o.credit_code.as_str())
-                .unwrap_or("-");
+            let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
             let key = format!("{}:{}:{}", ctx.county_key(), org, period_id);
             ctx.unique(key, ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(3)");
             grant(amount)

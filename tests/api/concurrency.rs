@@ -9,13 +9,7 @@ async fn fifty_simultaneous_claims_for_one_person_grant_exactly_three() {
     let app = spawn_app().await;
     let api = app.api();
     let person = id_number("33072319880808001");
-    let occupations = [
-        "6-31-01-03",
-        "6-18-02-04",
-        "4-03-02-01",
-        "4-07-05-01",
-        "4-10-01-01",
-    ];
+    let occupations = ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01", "4-10-01-01"];
     let levels = [
         "junior",
         "intermediate",
@@ -38,19 +32,10 @@ async fn fifty_simultaneous_claims_for_one_person_grant_exactly_three() {
         })
         .collect();
     let answers = join_all(claims.iter().map(|c| api.post_claim(c))).await;
-    assert!(
-        answers.iter().all(|a| a.status == 201),
-        "every claim gets a decision"
-    );
-    let approved = answers
-        .iter()
-        .filter(|a| a.body["status"] == "approved")
-        .count();
+    assert!(answers.iter().all(|a| a.status == 201), "every claim gets a decision");
+    let approved = answers.iter().filter(|a| a.body["status"] == "approved").count();
     assert_eq!(approved, 3, "exactly three grants in a year");
-    let limited = answers
-        .iter()
-        .filter(|a| a.codes().contains(&"ANNUAL_LIMIT_REACHED".to_string()))
-        .count();
+    let limited = answers.iter().filter(|a| a.codes().contains(&"ANNUAL_LIMIT_REACHED".to_string())).count();
     assert_eq!(limited, 47);
     let usage = api.usage("wuyi", &person, 2020).await;
     assert_eq!(usage.body["used"], 3, "{}", usage.body);
@@ -63,33 +48,16 @@ async fn twenty_identical_simultaneous_submissions_record_one_decision() {
     let app = spawn_app().await;
     let api = app.api();
     let person = id_number("33072319880808002");
-    let claim = wy_qualification(
-        "SAME-1",
-        &person,
-        "6-31-01-03",
-        "junior",
-        "SAME-CERT",
-        "2020-07-01",
-    );
+    let claim = wy_qualification("SAME-1", &person, "6-31-01-03", "junior", "SAME-CERT", "2020-07-01");
     let answers = join_all((0..20).map(|_| api.post_claim(&claim))).await;
     let created = answers.iter().filter(|a| a.status == 201).count();
     let replayed: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
     assert_eq!(created, 1);
     assert_eq!(replayed.len(), 19);
-    assert!(replayed.iter().all(|a| a
-        .headers
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true")));
+    assert!(replayed.iter().all(|a| a.headers.get("idempotent-replayed").is_some_and(|v| v == "true")));
     let first = answers.iter().find(|a| a.status == 201).unwrap();
-    assert!(
-        replayed.iter().all(|a| a.body == first.body),
-        "a replay returns the stored decision"
-    );
-    assert_eq!(
-        api.usage("wuyi", &person, 2020).await.body["used"],
-        1,
-        "counted once"
-    );
+    assert!(replayed.iter().all(|a| a.body == first.body), "a replay returns the stored decision");
+    assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 1, "counted once");
 }
 
 #[tokio::test]
@@ -109,18 +77,6 @@ async fn concurrent_claims_on_one_certificate_grant_it_once() {
         })
         .collect();
     let answers = join_all(claims.iter().map(|c| api.post_claim(c))).await;
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|a| a.body["status"] == "approved")
-            .count(),
-        1
-    );
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|a| a.codes().contains(&"CERTIFICATE_ALREADY_USED".to_string()))
-            .count(),
-        9
-    );
+    assert_eq!(answers.iter().filter(|a| a.body["status"] == "approved").count(), 1);
+    assert_eq!(answers.iter().filter(|a| a.codes().contains(&"CERTIFICATE_ALREADY_USED".to_string())).count(), 9);
 }

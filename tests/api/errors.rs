@@ -6,16 +6,10 @@ use crate::helpers::{answer, id_number, spawn_app, wy_qualification, AUDITOR, PL
 
 fn assert_problem(a: &crate::helpers::Answer, status: u16, code: &str) {
     assert_eq!(a.status, status, "{}", a.body);
-    assert!(
-        a.content_type().starts_with("application/problem+json"),
-        "content type {}",
-        a.content_type()
-    );
+    assert!(a.content_type().starts_with("application/problem+json"), "content type {}", a.content_type());
     assert_eq!(a.body["code"], code, "{}", a.body);
     assert_eq!(a.body["status"], status);
-    assert!(
-        a.body["type"].is_string() && a.body["title"].is_string() && a.body["detail"].is_string()
-    );
+    assert!(a.body["type"].is_string() && a.body["title"].is_string() && a.body["detail"].is_string());
 }
 
 #[tokio::test]
@@ -66,12 +60,7 @@ async fn an_unknown_path_is_404_and_a_wrong_method_is_405() {
     let app = spawn_app().await;
     let a = app.api().get("/v1/nope", PLATFORM).await;
     assert_problem(&a, 404, "NOT_FOUND");
-    let b = answer(
-        app.client
-            .delete(app.api().url("/v1/claims"))
-            .bearer_auth(PLATFORM),
-    )
-    .await;
+    let b = answer(app.client.delete(app.api().url("/v1/claims")).bearer_auth(PLATFORM)).await;
     assert_problem(&b, 405, "METHOD_NOT_ALLOWED");
 }
 
@@ -79,55 +68,23 @@ async fn an_unknown_path_is_404_and_a_wrong_method_is_405() {
 async fn bad_path_and_query_parameters_are_problems() {
     let app = spawn_app().await;
     let api = app.api();
-    assert_problem(
-        &api.get("/v1/policies/hangzhou", PLATFORM).await,
-        404,
-        "NOT_FOUND",
-    );
-    assert_problem(
-        &api.get("/v1/reports/wuyi/twenty", AUDITOR).await,
-        404,
-        "NOT_FOUND",
-    );
-    assert_problem(
-        &api.get("/v1/claims?status=maybe", AUDITOR).await,
-        422,
-        "VALIDATION_FAILED",
-    );
-    assert_problem(
-        &api.get("/v1/claims?limit=0", AUDITOR).await,
-        422,
-        "VALIDATION_FAILED",
-    );
+    assert_problem(&api.get("/v1/policies/hangzhou", PLATFORM).await, 404, "NOT_FOUND");
+    assert_problem(&api.get("/v1/reports/wuyi/twenty", AUDITOR).await, 404, "NOT_FOUND");
+    assert_problem(&api.get("/v1/claims?status=maybe", AUDITOR).await, 422, "VALIDATION_FAILED");
+    assert_problem(&api.get("/v1/claims?limit=0", AUDITOR).await, 422, "VALIDATION_FAILED");
 }
 
 #[tokio::test]
 async fn every_bad_field_of_a_claim_is_listed_with_its_pointer() {
     let app = spawn_app().await;
-    let mut claim = wy_qualification(
-        "E-1",
-        "330723199005061130",
-        "6-31-01-03",
-        "master",
-        "C-1",
-        "2020-02-30",
-    );
+    let mut claim = wy_qualification("E-1", "330723199005061130", "6-31-01-03", "master", "C-1", "2020-02-30");
     claim["details"]["fee"] = json!("10.00");
     claim["surprise"] = json!(true);
     let a = app.api().post_claim(&claim).await;
     assert_problem(&a, 422, "VALIDATION_FAILED");
     let fields = a.error_fields();
-    for f in [
-        "/applicant/id_number",
-        "/event_date",
-        "/details/level",
-        "/details/fee",
-        "/surprise",
-    ] {
-        assert!(
-            fields.contains(&f.to_string()),
-            "{f} missing from {fields:?}"
-        );
+    for f in ["/applicant/id_number", "/event_date", "/details/level", "/details/fee", "/surprise"] {
+        assert!(fields.contains(&f.to_string()), "{f} missing from {fields:?}");
     }
 }
 
@@ -135,14 +92,7 @@ async fn every_bad_field_of_a_claim_is_listed_with_its_pointer() {
 async fn invalid_input_shapes_are_refused_with_the_right_code() {
     let app = spawn_app().await;
     let api = app.api();
-    let ok = wy_qualification(
-        "E-2",
-        &id_number("33072319900506003"),
-        "6-31-01-03",
-        "junior",
-        "C-2",
-        "2020-06-15",
-    );
+    let ok = wy_qualification("E-2", &id_number("33072319900506003"), "6-31-01-03", "junior", "C-2", "2020-06-15");
     let rows: Vec<(&str, serde_json::Value, &str, &str)> = vec![
         (
             "birth date 19900230",
@@ -168,24 +118,9 @@ async fn invalid_input_shapes_are_refused_with_the_right_code() {
             "/details/occupation_code",
             "invalid_format",
         ),
-        (
-            "claim id with a slash",
-            json!({"claim_id": "a/b"}),
-            "/claim_id",
-            "invalid_format",
-        ),
-        (
-            "unknown county",
-            json!({"county": "hangzhou"}),
-            "/county",
-            "invalid_value",
-        ),
-        (
-            "unknown department",
-            json!({"department": "ministry_of_magic"}),
-            "/department",
-            "invalid_value",
-        ),
+        ("claim id with a slash", json!({"claim_id": "a/b"}), "/claim_id", "invalid_format"),
+        ("unknown county", json!({"county": "hangzhou"}), "/county", "invalid_value"),
+        ("unknown department", json!({"department": "ministry_of_magic"}), "/department", "invalid_value"),
         (
             "bad employer credit code",
             json!({"applicant": {"employer": {"credit_code": "91330723MA00000157", "name": "x"}}}),
@@ -198,11 +133,7 @@ async fn invalid_input_shapes_are_refused_with_the_right_code() {
         merge(&mut c, &patch);
         let a = api.post_claim(&c).await;
         assert_eq!(a.status, 422, "{what}: {}", a.body);
-        let hit = a.body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["field"] == field && e["code"] == code);
+        let hit = a.body["errors"].as_array().unwrap().iter().any(|e| e["field"] == field && e["code"] == code);
         assert!(hit, "{what}: want {field} {code}, got {}", a.body["errors"]);
     }
 }

@@ -9,13 +9,9 @@ use crate::helpers::{spawn_app, Client, ADMIN, PLATFORM};
 
 /// Runs every case of a file against one server; returns the failures.
 pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let doc: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
-    let cases = doc["cases"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{} has no cases", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let cases = doc["cases"].as_array().unwrap_or_else(|| panic!("{} has no cases", path.display()));
     let mut failures = Vec::new();
     let mut steps = 0;
     for case in cases {
@@ -36,12 +32,8 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
             } else if let Some(c) = step.get("evaluate") {
                 api.post("/v1/evaluations", PLATFORM, c).await
             } else if let Some(id) = step.get("revoke").and_then(Value::as_str) {
-                api.post(
-                    &format!("/v1/claims/{id}/revocation"),
-                    PLATFORM,
-                    &json!({"reason": "scenario revocation"}),
-                )
-                .await
+                api.post(&format!("/v1/claims/{id}/revocation"), PLATFORM, &json!({"reason": "scenario revocation"}))
+                    .await
             } else if let Some(raw) = step.get("raw").and_then(Value::as_str) {
                 crate::helpers::answer(
                     api.client
@@ -85,10 +77,7 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
                 }
             }
             if expect.get("replayed") == Some(&Value::Bool(true))
-                && a.headers
-                    .get("idempotent-replayed")
-                    .and_then(|v| v.to_str().ok())
-                    != Some("true")
+                && a.headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()) != Some("true")
             {
                 problems.push("not marked Idempotent-Replayed".into());
             }
@@ -103,11 +92,7 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
                 }
             }
             if !problems.is_empty() {
-                failures.push(format!(
-                    "{} — {name} (step {i}): {}",
-                    path.display(),
-                    problems.join("; ")
-                ));
+                failures.push(format!("{} — {name} (step {i}): {}", path.display(), problems.join("; ")));
             }
         }
     }
@@ -131,22 +116,13 @@ async fn every_public_golden_case_passes_over_http() {
     let app = spawn_app().await;
     let (steps, failures) = run_file(&app.api(), &path).await;
     assert!(steps >= 66, "only {steps} steps ran");
-    assert!(
-        failures.is_empty(),
-        "{} golden step(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} golden step(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[tokio::test]
 async fn every_public_golden_case_passes_on_its_own_fresh_store() {
     let path = public_cases();
-    assert!(
-        path.exists(),
-        "*** The public golden cases are missing: {} ***",
-        path.display()
-    );
+    assert!(path.exists(), "*** The public golden cases are missing: {} ***", path.display());
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
@@ -175,10 +151,5 @@ async fn every_project_scenario_file_passes_over_http() {
         assert!(steps > 0, "{} has no steps", f.display());
         failures.append(&mut fails);
     }
-    assert!(
-        failures.is_empty(),
-        "{} scenario step(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} scenario step(s) failed:\n{}", failures.len(), failures.join("\n"));
 }

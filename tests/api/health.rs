@@ -14,12 +14,7 @@ async fn every_request_gets_a_request_id_and_a_given_one_is_echoed() {
     let app = spawn_app().await;
     let a = answer(app.client.get(app.api().url("/healthz"))).await;
     assert!(a.headers.get("x-request-id").is_some_and(|v| !v.is_empty()));
-    let b = answer(
-        app.client
-            .get(app.api().url("/healthz"))
-            .header("x-request-id", "abc-123"),
-    )
-    .await;
+    let b = answer(app.client.get(app.api().url("/healthz")).header("x-request-id", "abc-123")).await;
     assert_eq!(b.headers.get("x-request-id").unwrap(), "abc-123");
 }
 
@@ -40,14 +35,12 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
     assert_eq!(m.status, 200);
     let text = m.body.as_str().unwrap_or_default().to_string();
     assert!(
-        text.contains(
-            "subsidy_http_requests_total{method=\"POST\",route=\"/v1/claims\",status=\"201\"} 1"
-        ),
+        text.contains("subsidy_http_requests_total{method=\"POST\",route=\"/v1/claims\",status=\"201\"} 1"),
         "{text}"
     );
+    assert!(text.contains("subsidy_http_request_duration_seconds_bucket"), "{text}");
     assert!(
-        text.contains("subsidy_http_request_duration_seconds_bucket"),
+        text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"),
         "{text}"
     );
-    assert!(text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"), "{text}");
 }

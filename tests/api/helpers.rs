@@ -45,12 +45,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        store,
-        _dir: Some(dir),
-    }
+    TestApp { address, client: reqwest::Client::new(), store, _dir: Some(dir) }
 }
 
 /// The real binary, on a store directory of the caller's, on a random port.
@@ -68,10 +63,7 @@ impl BinaryApp {
     pub async fn start_with_log(store: &Path, log: Option<&Path>) -> Self {
         let port = free_port();
         let (level, stderr) = match log {
-            Some(p) => (
-                "debug",
-                Stdio::from(std::fs::File::create(p).expect("log file")),
-            ),
+            Some(p) => ("debug", Stdio::from(std::fs::File::create(p).expect("log file"))),
             None => ("warn", Stdio::null()),
         };
         let child = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
@@ -85,18 +77,10 @@ impl BinaryApp {
             .stderr(stderr)
             .spawn()
             .expect("the binary starts");
-        let mut app = Self {
-            address: format!("http://127.0.0.1:{port}"),
-            child,
-        };
+        let mut app = Self { address: format!("http://127.0.0.1:{port}"), child };
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if client
-                .get(format!("{}/readyz", app.address))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-            {
+            if client.get(format!("{}/readyz", app.address)).send().await.is_ok_and(|r| r.status() == 200) {
                 return app;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -108,10 +92,7 @@ impl BinaryApp {
 
     /// SIGTERM and wait: graceful shutdown.
     pub fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
 }
@@ -124,11 +105,7 @@ impl Drop for BinaryApp {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub struct Answer {
@@ -141,29 +118,17 @@ impl Answer {
     pub fn codes(&self) -> Vec<String> {
         self.body["reasons"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r["code"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
+            .map(|a| a.iter().map(|r| r["code"].as_str().unwrap_or("").to_string()).collect())
             .unwrap_or_default()
     }
     pub fn error_fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| r["field"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
+            .map(|a| a.iter().map(|r| r["field"].as_str().unwrap_or("").to_string()).collect())
             .unwrap_or_default()
     }
     pub fn content_type(&self) -> String {
-        self.headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
     }
 }
 
@@ -173,18 +138,11 @@ pub async fn answer(r: reqwest::RequestBuilder) -> Answer {
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer { status, headers, body }
 }
 
 pub fn base(address: &str) -> Client {
-    Client {
-        address: address.to_string(),
-        client: reqwest::Client::new(),
-    }
+    Client { address: address.to_string(), client: reqwest::Client::new() }
 }
 
 /// HTTP helpers bound to one server.
@@ -196,10 +154,7 @@ pub struct Client {
 
 impl TestApp {
     pub fn api(&self) -> Client {
-        Client {
-            address: self.address.clone(),
-            client: self.client.clone(),
-        }
+        Client { address: self.address.clone(), client: self.client.clone() }
     }
 }
 
@@ -239,35 +194,19 @@ impl Client {
         .await
     }
     pub async fn usage(&self, county: &str, id_number: &str, year: i32) -> Answer {
-        self.post(
-            "/v1/usage/query",
-            PLATFORM,
-            &json!({"county": county, "id_number": id_number, "year": year}),
-        )
-        .await
+        self.post("/v1/usage/query", PLATFORM, &json!({"county": county, "id_number": id_number, "year": year})).await
     }
 }
 
 /// A valid resident ID number with the given 17 leading digits.
 pub fn id_number(first17: &str) -> String {
     const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = first17
-        .bytes()
-        .zip(W)
-        .map(|(c, w)| u32::from(c - b'0') * w)
-        .sum();
+    let sum: u32 = first17.bytes().zip(W).map(|(c, w)| u32::from(c - b'0') * w).sum();
     format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char)
 }
 
 /// A Wuyi qualification-training claim of a person.
-pub fn wy_qualification(
-    claim_id: &str,
-    id: &str,
-    occupation: &str,
-    level: &str,
-    cert: &str,
-    date: &str,
-) -> Value {
+pub fn wy_qualification(claim_id: &str, id: &str, occupation: &str, level: &str, cert: &str, date: &str) -> Value {
     json!({
         "claim_id": claim_id, "county": "wuyi", "kind": "qualification_training", "event_date": date,
         "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "employed_in_county": true, "groups": ["enterprise_employee"]},

@@ -17,8 +17,7 @@ async fn the_same_claim_id_with_another_body_is_409() {
     assert_eq!(r.status, 409);
     assert_eq!(r.body["code"], "CLAIM_ID_CONFLICT");
     // Key order and spacing do not make another body.
-    let reordered: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string_pretty(&a).unwrap()).unwrap();
+    let reordered: serde_json::Value = serde_json::from_str(&serde_json::to_string_pretty(&a).unwrap()).unwrap();
     assert_eq!(api.post_claim(&reordered).await.status, 200);
 }
 
@@ -29,71 +28,29 @@ async fn a_batch_is_decided_in_order_and_one_bad_item_does_not_fail_the_rest() {
     let p = id_number("33072319870101002");
     let occ = ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01"];
     let mut claims: Vec<_> = (0..4)
-        .map(|i| {
-            wy_qualification(
-                &format!("B-{i}"),
-                &p,
-                occ[i],
-                "junior",
-                &format!("B-C{i}"),
-                "2020-05-01",
-            )
-        })
+        .map(|i| wy_qualification(&format!("B-{i}"), &p, occ[i], "junior", &format!("B-C{i}"), "2020-05-01"))
         .collect();
     claims.insert(2, json!({"claim_id": "B-bad", "county": "wuyi"}));
-    let r = api
-        .post("/v1/claims/batch", PLATFORM, &json!({"claims": claims}))
-        .await;
+    let r = api.post("/v1/claims/batch", PLATFORM, &json!({"claims": claims})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let results = r.body["results"].as_array().unwrap();
     assert_eq!(results.len(), 5);
-    let statuses: Vec<_> = results
-        .iter()
-        .map(|x| x["decision"]["status"].clone())
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![
-            json!("approved"),
-            json!("approved"),
-            json!(null),
-            json!("approved"),
-            json!("rejected")
-        ]
-    );
+    let statuses: Vec<_> = results.iter().map(|x| x["decision"]["status"].clone()).collect();
+    assert_eq!(statuses, vec![json!("approved"), json!("approved"), json!(null), json!("approved"), json!("rejected")]);
     assert_eq!(results[2]["claim_id"], "B-bad");
     assert_eq!(results[2]["error"]["code"], "VALIDATION_FAILED");
-    assert!(results[4]["decision"]["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|x| x["code"] == "ANNUAL_LIMIT_REACHED"));
+    assert!(results[4]["decision"]["reasons"].as_array().unwrap().iter().any(|x| x["code"] == "ANNUAL_LIMIT_REACHED"));
     // Each recorded decision is readable afterwards.
-    assert_eq!(
-        api.get("/v1/claims/B-3", PLATFORM).await.body["status"],
-        "rejected"
-    );
+    assert_eq!(api.get("/v1/claims/B-3", PLATFORM).await.body["status"], "rejected");
 }
 
 #[tokio::test]
 async fn a_batch_over_the_limit_or_empty_is_422() {
     let app = spawn_app().await;
     let api = app.api();
-    assert_eq!(
-        api.post("/v1/claims/batch", PLATFORM, &json!({"claims": []}))
-            .await
-            .status,
-        422
-    );
-    let many: Vec<_> = (0..1001)
-        .map(|i| json!({"claim_id": format!("X{i}")}))
-        .collect();
-    assert_eq!(
-        api.post("/v1/claims/batch", PLATFORM, &json!({"claims": many}))
-            .await
-            .status,
-        422
-    );
+    assert_eq!(api.post("/v1/claims/batch", PLATFORM, &json!({"claims": []})).await.status, 422);
+    let many: Vec<_> = (0..1001).map(|i| json!({"claim_id": format!("X{i}")})).collect();
+    assert_eq!(api.post("/v1/claims/batch", PLATFORM, &json!({"claims": many})).await.status, 422);
 }
 
 #[tokio::test]
@@ -105,37 +62,20 @@ async fn revocation_frees_the_limit_and_the_certificate_and_repeating_it_is_harm
     let first = wy_qualification("R-1", &p, "6-31-01-03", "junior", "R-CERT", "2020-05-01");
     assert_eq!(api.post_claim(&first).await.body["status"], "approved");
     let stolen = wy_qualification("R-2", &q, "6-31-01-03", "junior", "R-CERT", "2020-05-02");
-    assert!(api
-        .post_claim(&stolen)
-        .await
-        .codes()
-        .contains(&"CERTIFICATE_ALREADY_USED".into()));
+    assert!(api.post_claim(&stolen).await.codes().contains(&"CERTIFICATE_ALREADY_USED".into()));
     let rev = api.revoke("R-1").await;
     assert_eq!(rev.status, 200);
     assert_eq!(rev.body["status"], "revoked");
     assert_eq!(api.revoke("R-1").await.body["status"], "revoked");
     assert_eq!(api.usage("wuyi", &p, 2020).await.body["used"], 0);
     let again = wy_qualification("R-3", &q, "6-31-01-03", "junior", "R-CERT", "2020-05-03");
-    assert_eq!(
-        api.post_claim(&again).await.body["status"],
-        "approved",
-        "the certificate is free again"
-    );
-    assert_eq!(
-        api.get("/v1/claims/R-1", AUDITOR).await.body["status"],
-        "revoked"
-    );
+    assert_eq!(api.post_claim(&again).await.body["status"], "approved", "the certificate is free again");
+    assert_eq!(api.get("/v1/claims/R-1", AUDITOR).await.body["status"], "revoked");
     // A rejected claim cannot be revoked; an unknown one is not found.
     assert_eq!(api.revoke("R-2").await.body["code"], "CLAIM_NOT_REVOCABLE");
     assert_eq!(api.revoke("R-nope").await.status, 404);
     let events = api.get("/v1/claims/R-1/events", AUDITOR).await;
-    let kinds: Vec<_> = events
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].clone())
-        .collect();
+    let kinds: Vec<_> = events.body.as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
     assert_eq!(kinds, vec![json!("decided"), json!("revoked")]);
     assert_eq!(events.body[1]["key_id"], "local-platform");
 }
@@ -169,38 +109,30 @@ async fn a_restart_on_the_same_store_keeps_everything() {
     let occ = ["6-31-01-03", "6-18-02-04", "4-03-02-01"];
     let mut decisions = Vec::new();
     for (i, o) in occ.iter().enumerate() {
-        let c = wy_qualification(
-            &format!("RS-{i}"),
-            &p,
-            o,
-            "junior",
-            &format!("RS-C{i}"),
-            "2020-05-01",
-        );
+        let c = wy_qualification(&format!("RS-{i}"), &p, o, "junior", &format!("RS-C{i}"), "2020-05-01");
         let a = api.post_claim(&c).await;
         assert_eq!(a.status, 201);
         decisions.push(a.body);
     }
-    assert_eq!(api.put_directory("wuyi", &json!([{"credit_code": "91330723MA00000156", "name": "x", "listed_from": "2019-06-01"}])).await.status, 200);
+    assert_eq!(
+        api.put_directory(
+            "wuyi",
+            &json!([{"credit_code": "91330723MA00000156", "name": "x", "listed_from": "2019-06-01"}])
+        )
+        .await
+        .status,
+        200
+    );
     first.stop();
     let second = BinaryApp::start(&store).await;
     let api = crate::helpers::base(&second.address);
     for (i, d) in decisions.iter().enumerate() {
-        assert_eq!(
-            &api.get(&format!("/v1/claims/RS-{i}"), PLATFORM).await.body,
-            d
-        );
+        assert_eq!(&api.get(&format!("/v1/claims/RS-{i}"), PLATFORM).await.body, d);
     }
     assert_eq!(api.usage("wuyi", &p, 2020).await.body["used"], 3);
     let fourth = wy_qualification("RS-3", &p, "4-07-05-01", "junior", "RS-C3", "2020-06-01");
-    assert!(api
-        .post_claim(&fourth)
-        .await
-        .codes()
-        .contains(&"ANNUAL_LIMIT_REACHED".into()));
-    let dir_after = api
-        .get("/v1/directories/wuyi/trade-friction-enterprises", AUDITOR)
-        .await;
+    assert!(api.post_claim(&fourth).await.codes().contains(&"ANNUAL_LIMIT_REACHED".into()));
+    let dir_after = api.get("/v1/directories/wuyi/trade-friction-enterprises", AUDITOR).await;
     assert_eq!(dir_after.body["enterprises"].as_array().unwrap().len(), 1);
     second.stop();
 }

@@ -11,10 +11,7 @@ use crate::helpers::{spawn_app_with, AUDITOR, PLATFORM};
 async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_are_untouched() {
     let app = spawn_app_with(|s| {
         s.rate_limit.enabled = true;
-        s.rate_limit.auditor = Bucket {
-            per_second: 1,
-            burst: 2,
-        };
+        s.rate_limit.auditor = Bucket { per_second: 1, burst: 2 };
     })
     .await;
     let api = app.api();
@@ -27,11 +24,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after_and_others_are_untouched(
     assert_eq!(limited[0].body["code"], "RATE_LIMITED");
     assert!(limited[0].headers.get("retry-after").is_some());
     for _ in 0..20 {
-        assert_eq!(
-            api.get("/v1/claims?limit=1", PLATFORM).await.status,
-            200,
-            "the platform is not throttled"
-        );
+        assert_eq!(api.get("/v1/claims?limit=1", PLATFORM).await.status, 200, "the platform is not throttled");
     }
 }
 
@@ -41,16 +34,13 @@ async fn a_body_that_never_finishes_gets_408_and_frees_the_worker() {
     let addr = app.address.trim_start_matches("http://").to_string();
     let handle = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         write!(s, "POST /v1/claims HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PLATFORM}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"claim").unwrap();
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).to_string()
     });
-    let head = tokio::task::spawn_blocking(move || handle.join().unwrap())
-        .await
-        .unwrap();
+    let head = tokio::task::spawn_blocking(move || handle.join().unwrap()).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(head.contains("application/problem+json"), "{head}");
     assert_eq!(app.api().get("/healthz", "").await.status, 200);
@@ -59,14 +49,7 @@ async fn a_body_that_never_finishes_gets_408_and_frees_the_worker() {
 #[tokio::test]
 async fn an_unknown_field_in_a_batch_body_is_422() {
     let app = spawn_app_with(|_| {}).await;
-    let a = app
-        .api()
-        .post(
-            "/v1/claims/batch",
-            PLATFORM,
-            &json!({"claims": [{}], "extra": 1}),
-        )
-        .await;
+    let a = app.api().post("/v1/claims/batch", PLATFORM, &json!({"claims": [{}], "extra": 1})).await;
     assert_eq!(a.status, 422);
     assert!(a.error_fields().contains(&"/extra".to_string()));
 }

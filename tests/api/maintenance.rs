@@ -17,19 +17,8 @@ async fn check_export_and_import_round_trip_a_store() {
     let app = BinaryApp::start(&store).await;
     let api = crate::helpers::base(&app.address);
     let p = id_number("33072319930101001");
-    for (i, occ) in ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01"]
-        .iter()
-        .enumerate()
-    {
-        api.post_claim(&wy_qualification(
-            &format!("X-{i}"),
-            &p,
-            occ,
-            "junior",
-            &format!("X-C{i}"),
-            "2020-05-01",
-        ))
-        .await;
+    for (i, occ) in ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01"].iter().enumerate() {
+        api.post_claim(&wy_qualification(&format!("X-{i}"), &p, occ, "junior", &format!("X-C{i}"), "2020-05-01")).await;
     }
     api.revoke("X-1").await;
     api.put_directory(
@@ -40,61 +29,28 @@ async fn check_export_and_import_round_trip_a_store() {
     let before = api.get("/v1/claims/X-2", PLATFORM).await.body;
     app.stop();
 
-    let ok = bin()
-        .args(["check", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
+    let ok = bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
 
-    let export = bin()
-        .args(["export", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
+    let export = bin().args(["export", "--store"]).arg(&store).output().unwrap();
     assert!(export.status.success());
     let lines = String::from_utf8(export.stdout).unwrap();
     assert!(lines.lines().count() >= 4 + 5 + 2);
 
     let restored = dir.path().join("restored");
-    let mut import = bin()
-        .args(["import", "--store"])
-        .arg(&restored)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut import = bin().args(["import", "--store"]).arg(&restored).stdin(Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(import.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
     drop(import.stdin.take());
     assert!(import.wait().unwrap().success());
-    let check = bin()
-        .args(["check", "--store"])
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
-    let again = bin()
-        .args(["export", "--store"])
-        .arg(&restored)
-        .output()
-        .unwrap();
+    let check = bin().args(["check", "--store"]).arg(&restored).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let again = bin().args(["export", "--store"]).arg(&restored).output().unwrap();
     let sorted = |s: &str| {
         let mut v: Vec<_> = s.lines().map(str::to_string).collect();
         v.sort();
         v
     };
-    assert_eq!(
-        sorted(&lines),
-        sorted(&String::from_utf8(again.stdout).unwrap()),
-        "export ∘ import is the identity"
-    );
+    assert_eq!(sorted(&lines), sorted(&String::from_utf8(again.stdout).unwrap()), "export ∘ import is the identity");
 
     let app = BinaryApp::start(&restored).await;
     let api = crate::helpers::base(&app.address);
@@ -128,11 +84,7 @@ async fn check_reports_drift_and_exits_non_zero() {
         tree.insert(k, b"2".to_vec()).unwrap();
         db.flush().unwrap();
     }
-    let out = bin()
-        .args(["check", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
+    let out = bin().args(["check", "--store"]).arg(&store).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("drift"));
 }

@@ -10,12 +10,8 @@ async fn the_served_document_is_openapi_3_1_and_equals_the_checked_in_copy() {
     let app = spawn_app().await;
     let served = app.api().get("/openapi.json", "").await;
     assert_eq!(served.status, 200);
-    assert!(served.body["openapi"]
-        .as_str()
-        .unwrap_or("")
-        .starts_with("3.1"));
-    let file = std::fs::read_to_string("openapi/openapi.json")
-        .expect("openapi/openapi.json is checked in");
+    assert!(served.body["openapi"].as_str().unwrap_or("").starts_with("3.1"));
+    let file = std::fs::read_to_string("openapi/openapi.json").expect("openapi/openapi.json is checked in");
     let checked_in: Value = serde_json::from_str(&file).expect("openapi/openapi.json is JSON");
     assert!(
         served.body == checked_in,
@@ -31,45 +27,23 @@ async fn swagger_ui_is_served_and_the_bare_path_redirects() {
     assert!(page.content_type().starts_with("text/html"));
     let html = page.body.as_str().unwrap_or_default();
     assert!(html.contains("swagger"), "{html}");
-    let no_redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = no_redirect
-        .get(app.api().url("/swagger-ui"))
-        .send()
-        .await
-        .unwrap();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(app.api().url("/swagger-ui")).send().await.unwrap();
     assert!(r.status().is_redirection());
     assert_eq!(r.headers().get("location").unwrap(), "/swagger-ui/");
-    let init = answer(
-        app.client
-            .get(app.api().url("/swagger-ui/swagger-initializer.js")),
-    )
-    .await;
+    let init = answer(app.client.get(app.api().url("/swagger-ui/swagger-initializer.js"))).await;
     assert_eq!(init.status, 200);
-    assert!(init
-        .body
-        .as_str()
-        .unwrap_or_default()
-        .contains("/openapi.json"));
+    assert!(init.body.as_str().unwrap_or_default().contains("/openapi.json"));
 }
 
 #[tokio::test]
 async fn reason_codes_agree_between_the_service_the_document_and_the_spec() {
     let app = spawn_app().await;
     let served = app.api().get("/v1/reason-codes", "").await;
-    let served: Vec<String> = served
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["code"].as_str().unwrap().to_string())
-        .collect();
-    let code_enum: Vec<String> = subsidy_service::rules::ReasonCode::ALL
-        .iter()
-        .map(|c| c.as_str().to_string())
-        .collect();
+    let served: Vec<String> =
+        served.body.as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_string()).collect();
+    let code_enum: Vec<String> =
+        subsidy_service::rules::ReasonCode::ALL.iter().map(|c| c.as_str().to_string()).collect();
     assert_eq!(served, code_enum);
     let doc = subsidy_service::openapi::document();
     let doc = serde_json::to_value(&doc).unwrap();
@@ -82,19 +56,10 @@ async fn reason_codes_agree_between_the_service_the_document_and_the_spec() {
     assert_eq!(in_doc, code_enum);
     let spec = std::fs::read_to_string("../shared/spec/RULES.md").ok();
     if let Some(spec) = spec {
-        let section = spec
-            .split("## 5. Reason codes")
-            .nth(1)
-            .unwrap()
-            .split("## 6.")
-            .next()
-            .unwrap();
+        let section = spec.split("## 5. Reason codes").nth(1).unwrap().split("## 6.").next().unwrap();
         for word in section.split(|c: char| !(c.is_ascii_uppercase() || c == '_')) {
             if word.len() > 6 && word.contains('_') {
-                assert!(
-                    code_enum.contains(&word.to_string()),
-                    "RULES.md §5 names {word}, which the service lacks"
-                );
+                assert!(code_enum.contains(&word.to_string()), "RULES.md §5 names {word}, which the service lacks");
             }
         }
     }
@@ -105,15 +70,9 @@ async fn every_example_claim_of_the_document_is_approved_on_a_fresh_server() {
     let app = spawn_app().await;
     let api = app.api();
     let examples = subsidy_service::openapi::claim_examples();
-    let kinds: std::collections::BTreeSet<_> = examples
-        .iter()
-        .map(|(_, v)| v["kind"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        kinds.len(),
-        subsidy_service::domain::Kind::ALL.len(),
-        "one example per kind"
-    );
+    let kinds: std::collections::BTreeSet<_> =
+        examples.iter().map(|(_, v)| v["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds.len(), subsidy_service::domain::Kind::ALL.len(), "one example per kind");
     for (name, claim) in examples {
         let a = api.post_claim(&claim).await;
         assert_eq!(a.status, 201, "{name}: {}", a.body);

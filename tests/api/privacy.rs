@@ -3,9 +3,7 @@
 use crate::helpers::{id_number, spawn_app, wy_qualification, BinaryApp, PLATFORM};
 
 fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
-    walk(dir)
-        .iter()
-        .any(|f| std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+    walk(dir).iter().any(|f| std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -28,42 +26,22 @@ async fn id_numbers_stay_out_of_the_store_the_logs_and_the_metrics() {
     let log = dir.path().join("service.log");
     let app = BinaryApp::start_with_log(&store, Some(&log)).await;
     let api = crate::helpers::base(&app.address);
-    let people: Vec<String> = (0..20)
-        .map(|i| id_number(&format!("330723199107{:02}{:03}", i % 28 + 1, 100 + i)))
-        .collect();
+    let people: Vec<String> =
+        (0..20).map(|i| id_number(&format!("330723199107{:02}{:03}", i % 28 + 1, 100 + i))).collect();
     for (i, p) in people.iter().enumerate() {
-        let c = wy_qualification(
-            &format!("PD-{i}"),
-            p,
-            "6-31-01-03",
-            "junior",
-            &format!("PD-C{i}"),
-            "2020-06-15",
-        );
+        let c = wy_qualification(&format!("PD-{i}"), p, "6-31-01-03", "junior", &format!("PD-C{i}"), "2020-06-15");
         assert_eq!(api.post_claim(&c).await.status, 201);
         assert_eq!(api.usage("wuyi", p, 2020).await.status, 200);
         api.evaluate(&c).await;
     }
-    let metrics = api
-        .get("/metrics", PLATFORM)
-        .await
-        .body
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let metrics = api.get("/metrics", PLATFORM).await.body.as_str().unwrap_or_default().to_string();
     app.stop();
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("request completed"), "the log was written");
     for p in &people {
-        assert!(
-            !metrics.contains(p.as_str()),
-            "an ID number is in the metrics"
-        );
+        assert!(!metrics.contains(p.as_str()), "an ID number is in the metrics");
         assert!(!logs.contains(p.as_str()), "an ID number is in the logs");
-        assert!(
-            !files_contain(&store, p.as_bytes()),
-            "an ID number is in the store in clear"
-        );
+        assert!(!files_contain(&store, p.as_bytes()), "an ID number is in the store in clear");
     }
     // The masked form is what is kept.
     let masked = format!("{}********{}", &people[0][..6], &people[0][14..]);
@@ -75,21 +53,10 @@ async fn listings_show_id_numbers_masked() {
     let app = spawn_app().await;
     let api = app.api();
     let p = id_number("33072319910101001");
-    api.post_claim(&wy_qualification(
-        "PM-1",
-        &p,
-        "6-31-01-03",
-        "junior",
-        "PM-C1",
-        "2020-06-15",
-    ))
-    .await;
+    api.post_claim(&wy_qualification("PM-1", &p, "6-31-01-03", "junior", "PM-C1", "2020-06-15")).await;
     let list = api.get("/v1/claims", crate::helpers::AUDITOR).await;
     let text = list.body.to_string();
     assert!(!text.contains(&p));
-    assert_eq!(
-        list.body["claims"][0]["id_number_masked"],
-        format!("{}********{}", &p[..6], &p[14..])
-    );
+    assert_eq!(list.body["claims"][0]["id_number_masked"], format!("{}********{}", &p[..6], &p[14..]));
     assert!(app.store.exists());
 }

@@ -43,39 +43,20 @@ async fn report_totals_match_a_recount_of_stored_decisions() {
             continue;
         }
         granted += 1;
-        let amount = c["decision"]["amount"]
-            .as_str()
-            .unwrap()
-            .replace('.', "")
-            .parse::<i64>()
-            .unwrap();
+        let amount = c["decision"]["amount"].as_str().unwrap().replace('.', "").parse::<i64>().unwrap();
         cents += amount;
-        let e = by_dept
-            .entry(c["department"].as_str().unwrap().to_string())
-            .or_default();
+        let e = by_dept.entry(c["department"].as_str().unwrap().to_string()).or_default();
         e.0 += 1;
     }
     assert_eq!(report.body["granted"], granted);
-    assert_eq!(
-        report.body["amount"]
-            .as_str()
-            .unwrap()
-            .replace('.', "")
-            .parse::<i64>()
-            .unwrap(),
-        cents
-    );
+    assert_eq!(report.body["amount"].as_str().unwrap().replace('.', "").parse::<i64>().unwrap(), cents);
     for line in report.body["by_department"].as_array().unwrap() {
         let code = line["department"].as_str().unwrap();
         let want = by_dept.get(code).map_or(0, |x| x.0);
         assert_eq!(line["granted"], want, "department {code}");
     }
-    let kinds: Vec<&Value> = report.body["by_kind"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["kind"] == "qualification_training")
-        .collect();
+    let kinds: Vec<&Value> =
+        report.body["by_kind"].as_array().unwrap().iter().filter(|k| k["kind"] == "qualification_training").collect();
     assert_eq!(kinds[0]["granted"], granted);
     assert_eq!(api.get("/v1/reports/wuyi/2020", PLATFORM).await.status, 403);
 }

@@ -12,29 +12,15 @@ fn run_with(envs: &[(&str, &str)]) -> (bool, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 #[test]
 fn production_refuses_the_demo_keys_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("default.toml"),
-        std::fs::read_to_string("config/default.toml").unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("production.toml"),
-        std::fs::read_to_string("config/local.toml").unwrap(),
-    )
-    .unwrap();
-    let (ok, err) = run_with(&[
-        ("SUBSIDY_ENV", "production"),
-        ("SUBSIDY_CONFIG_DIR", dir.path().to_str().unwrap()),
-    ]);
+    std::fs::write(dir.path().join("default.toml"), std::fs::read_to_string("config/default.toml").unwrap()).unwrap();
+    std::fs::write(dir.path().join("production.toml"), std::fs::read_to_string("config/local.toml").unwrap()).unwrap();
+    let (ok, err) = run_with(&[("SUBSIDY_ENV", "production"), ("SUBSIDY_CONFIG_DIR", dir.path().to_str().unwrap())]);
     assert!(!ok);
     assert!(err.contains("demo key"), "{err}");
 }
@@ -43,10 +29,7 @@ fn production_refuses_the_demo_keys_and_says_why() {
 fn production_refuses_to_start_with_no_key() {
     let (ok, err) = run_with(&[
         ("SUBSIDY_ENV", "production"),
-        (
-            "SUBSIDY__PRIVACY__ID_HASH_SECRET",
-            "a-real-secret-of-enough-length",
-        ),
+        ("SUBSIDY__PRIVACY__ID_HASH_SECRET", "a-real-secret-of-enough-length"),
     ]);
     assert!(!ok);
     assert!(err.contains("no API key"), "{err}");
@@ -78,19 +61,12 @@ fn a_broken_policy_file_stops_the_start_with_its_reason() {
         for county in ["wuyi", "changxing"] {
             std::fs::create_dir_all(policies.join(county)).unwrap();
             for f in ["policy.toml", "reference.toml"] {
-                std::fs::copy(
-                    format!("config/policies/{county}/{f}"),
-                    policies.join(county).join(f),
-                )
-                .unwrap();
+                std::fs::copy(format!("config/policies/{county}/{f}"), policies.join(county).join(f)).unwrap();
             }
         }
         let wy = policies.join("wuyi/policy.toml");
         let text = std::fs::read_to_string(&wy).unwrap();
-        assert!(
-            text.contains(from),
-            "the fixture line `{from}` is in the Wuyi policy"
-        );
+        assert!(text.contains(from), "the fixture line `{from}` is in the Wuyi policy");
         std::fs::write(&wy, text.replacen(from, to, 1)).unwrap();
         let (ok, err) = run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())]);
         assert!(!ok, "started with a broken policy ({says})");
@@ -105,18 +81,11 @@ fn a_reference_total_that_does_not_add_up_stops_the_start() {
     for county in ["wuyi", "changxing"] {
         std::fs::create_dir_all(policies.join(county)).unwrap();
         for f in ["policy.toml", "reference.toml"] {
-            std::fs::copy(
-                format!("config/policies/{county}/{f}"),
-                policies.join(county).join(f),
-            )
-            .unwrap();
+            std::fs::copy(format!("config/policies/{county}/{f}"), policies.join(county).join(f)).unwrap();
         }
     }
     let r = policies.join("wuyi/reference.toml");
-    let text =
-        std::fs::read_to_string(&r)
-            .unwrap()
-            .replacen("\"2020\" = 18860", "\"2020\" = 18861", 1);
+    let text = std::fs::read_to_string(&r).unwrap().replacen("\"2020\" = 18860", "\"2020\" = 18861", 1);
     std::fs::write(&r, text).unwrap();
     let (ok, err) = run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())]);
     assert!(!ok);
