@@ -82,7 +82,16 @@ impl Application {
         if s.workers > 0 {
             server = server.workers(s.workers);
         }
-        Ok(Self { port, server: server.run(), ledger })
+        let server = server.run();
+        if settings.store.stop_on_failure {
+            let handle = server.handle();
+            ledger.on_store_failure(move || {
+                tracing::error!("the store cannot be written: stopping so that the supervisor restarts the service");
+                // The stop command is sent now; its completion is awaited by run_until_stopped.
+                drop(handle.stop(true));
+            });
+        }
+        Ok(Self { port, server, ledger })
     }
 
     pub fn port(&self) -> u16 {
@@ -96,7 +105,11 @@ impl Application {
         let ledger = self.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
         tracing::info!("stopped; store flushed");
-        result.context("server error")
+        result.context("server error")?;
+        if self.ledger.store_failed() {
+            anyhow::bail!("stopped because the store could not be written; restart on a repaired store");
+        }
+        Ok(())
     }
 }
 

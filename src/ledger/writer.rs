@@ -85,6 +85,26 @@ pub struct Ledger {
     tx: crossbeam_channel::Sender<Job>,
     handle: std::sync::Mutex<Option<JoinHandle<()>>>,
     pub directories: Directories,
+    failure: Arc<StoreFailure>,
+}
+
+/// sled refuses every write after an I/O error until it is reopened, so a
+/// failed commit is remembered and reported once (the service then stops so
+/// that its supervisor restarts it on the repaired store).
+#[derive(Default)]
+pub struct StoreFailure {
+    failed: std::sync::atomic::AtomicBool,
+    on_failure: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl StoreFailure {
+    fn report(&self) {
+        if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if let Some(f) = self.on_failure.get() {
+                f();
+            }
+        }
+    }
 }
 
 impl Ledger {
@@ -93,9 +113,26 @@ impl Ledger {
         let directories: Directories =
             Arc::new(RwLock::new(records.iter().map(|(c, r)| (*c, Arc::new(r.to_directory()))).collect()));
         let (tx, rx) = crossbeam_channel::unbounded();
-        let writer = Writer { store: store.clone(), policy, directories: directories.clone(), max: group_commit_max };
+        let failure = Arc::new(StoreFailure::default());
+        let writer = Writer {
+            store: store.clone(),
+            policy,
+            directories: directories.clone(),
+            max: group_commit_max,
+            failure: failure.clone(),
+        };
         let handle = std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(Arc::new(Self { store, tx, handle: std::sync::Mutex::new(Some(handle)), directories }))
+        Ok(Arc::new(Self { store, tx, handle: std::sync::Mutex::new(Some(handle)), directories, failure }))
+    }
+
+    /// Called once, from the writer, when a commit fails.
+    pub fn on_store_failure(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.failure.on_failure.set(Box::new(f));
+    }
+
+    /// Whether a commit has failed since start.
+    pub fn store_failed(&self) -> bool {
+        self.failure.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn directory(&self, county: County) -> Arc<Directory> {
@@ -252,6 +289,7 @@ struct Writer {
     policy: Arc<Policy>,
     directories: Directories,
     max: usize,
+    failure: Arc<StoreFailure>,
 }
 
 enum Reply {
@@ -334,6 +372,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "store commit failed; the group was not recorded");
+                self.failure.report();
                 let err = || LedgerError::Unavailable(e.clone());
                 for r in replies {
                     match r {

@@ -14,3 +14,4 @@ mod openapi;
 mod privacy;
 mod reports;
 mod startup;
+mod store_faults;

@@ -1,0 +1,95 @@
+//! A store that cannot be written: claims get 503, readiness fails, nothing is
+//! half-written, and a restart on the repaired store has every acknowledged decision.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{free_port, id_number, wy_qualification, BinaryApp, PLATFORM};
+
+#[tokio::test]
+async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    // The file-size limit makes the store's writes fail like a full disk (EFBIG);
+    // SIGXFSZ is ignored so the write fails instead of killing the process.
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f 640; exec '{}'", env!("CARGO_BIN_EXE_subsidy-service")))
+        .env("SUBSIDY__STORE__PATH", &store)
+        .env("SUBSIDY__SERVER__PORT", port.to_string())
+        .env("SUBSIDY__TELEMETRY__LEVEL", "error")
+        .env_remove("SUBSIDY_ENV")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = crate::helpers::base(&format!("http://127.0.0.1:{port}"));
+    let mut up = false;
+    for _ in 0..200 {
+        if api.client.get(api.url("/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the service started under the file-size limit");
+    let mut acknowledged = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..600 {
+        let mut c = wy_qualification(
+            &format!("FULL-{i}"),
+            &id_number(&format!("3307231990{:02}{:02}{:03}", i % 12 + 1, i % 28 + 1, i % 1000)),
+            "6-31-01-03",
+            "junior",
+            &format!("FULL-C{i}-{}", "x".repeat(120)),
+            "2020-06-15",
+        );
+        c["applicant"]["name"] = serde_json::json!("名".repeat(60));
+        // Once the store fails the service stops: a refused connection ends the load.
+        let Ok(resp) = api.client.post(api.url("/v1/claims")).bearer_auth(PLATFORM).json(&c).send().await else {
+            break;
+        };
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        match status {
+            201 => acknowledged.push((format!("FULL-{i}"), body)),
+            503 => {
+                assert_eq!(body["code"], "STORE_UNAVAILABLE");
+                refused.push(format!("FULL-{i}"));
+            }
+            s => panic!("unexpected status {s}: {body}"),
+        }
+    }
+    assert!(!acknowledged.is_empty(), "some claims were recorded before the disk filled");
+    assert!(!refused.is_empty(), "the store ran out of room");
+    let ready = api.client.get(api.url("/readyz")).send().await;
+    assert!(ready.is_err() || ready.is_ok_and(|r| r.status() == 503), "not ready while the store cannot be written");
+    // The service stops by itself so that its supervisor restarts it.
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = exited.expect("the service stopped after the store failed");
+    assert!(!status.success(), "a stop for a failed store exits non-zero");
+
+    // The disk is repaired: a restart has every acknowledged decision, none of the refused, and no drift.
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    for (id, decision) in &acknowledged {
+        assert_eq!(&api.get(&format!("/v1/claims/{id}"), PLATFORM).await.body, decision, "{id}");
+    }
+    for id in &refused {
+        assert_eq!(api.get(&format!("/v1/claims/{id}"), PLATFORM).await.status, 404, "{id} was answered 503");
+    }
+    app.stop();
+    let check =
+        Command::new(env!("CARGO_BIN_EXE_subsidy-service")).args(["check", "--store"]).arg(&store).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
