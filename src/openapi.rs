@@ -157,8 +157,18 @@ pub struct SafetyDetails {
 pub struct OnlineDayDoc {
     #[schema(value_type = String, format = Date)]
     pub date: String,
-    #[schema(minimum = 1, maximum = 24)]
-    pub class_hours: u32,
+    /// Class hours of the day (at most 2 decimal places, e.g. 4 or 3.5).
+    #[schema(schema_with = hours)]
+    pub class_hours: String,
+}
+
+/// A JSON number of hours, read exactly (never through a float).
+fn hours() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Number)
+        .minimum(Some(0))
+        .description(Some("Hours, a JSON number with at most 2 decimal places (a training day has 1 to 24)"))
+        .build()
 }
 
 /// `online_training` (WY).
@@ -172,7 +182,9 @@ pub struct OnlineDetails {
     #[schema(minimum = 1)]
     pub trainees: u32,
     pub days: Vec<OnlineDayDoc>,
-    pub repeated_hours: Option<u32>,
+    /// Hours repeating an earlier subsidised period's courseware (deducted in proportion).
+    #[schema(schema_with = hours)]
+    pub repeated_hours: Option<String>,
     /// Required for `platform_purchase`.
     /// Decimal string, ≥ 0, at most 2 places.
     pub invoice_amount: Option<String>,

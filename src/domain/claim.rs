@@ -2,6 +2,7 @@
 //! field reported at once by its JSON pointer.
 
 use chrono::NaiveDate;
+use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
 use super::codes::*;
@@ -46,7 +47,8 @@ pub struct Organization {
 #[derive(Debug, Clone)]
 pub struct OnlineDay {
     pub date: NaiveDate,
-    pub class_hours: u32,
+    /// Class hours of the day; halves and quarters allowed (3.5).
+    pub class_hours: Decimal,
 }
 
 /// `details`, by kind. Fields one county's table does not give are absent
@@ -97,7 +99,7 @@ pub enum Details {
         mode: OnlineMode,
         trainees: u32,
         days: Vec<OnlineDay>,
-        repeated_hours: u32,
+        repeated_hours: Decimal,
         invoice_amount: Option<Money>,
     },
     InstitutionInvestment {
@@ -303,6 +305,25 @@ fn p_count(min: u64, max: u64) -> impl Fn(&Value, &str) -> Result<u32, FieldErro
             return Err(FieldError::new(p, "out_of_range", format!("must be from {min} to {max}")));
         }
         Ok(n as u32)
+    }
+}
+
+/// Hours as a JSON number with at most 2 decimal places, `min` ≤ h ≤ `max`
+/// (read from the number's text, never through arithmetic on a float).
+fn p_hours(min: u32, max: u32) -> impl Fn(&Value, &str) -> Result<Decimal, FieldError> {
+    move |v, p| {
+        let Value::Number(n) = v else {
+            return Err(FieldError::new(p, "invalid_type", "must be a number of hours"));
+        };
+        let h: Decimal =
+            n.to_string().parse().map_err(|_| FieldError::new(p, "invalid_format", "hours such as 4 or 3.5"))?;
+        if h.scale() > 2 {
+            return Err(FieldError::new(p, "invalid_format", "hours have at most 2 decimal places"));
+        }
+        if h < Decimal::from(min) || h > Decimal::from(max) {
+            return Err(FieldError::new(p, "out_of_range", format!("from {min} to {max} hours")));
+        }
+        Ok(h)
     }
 }
 
@@ -687,7 +708,7 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
                     let base = format!("{p}/{i}");
                     let mut o = Obj::new(Some(day), &base, &mut inner);
                     let date = o.req("date", &mut inner, p_date);
-                    let class_hours = o.req("class_hours", &mut inner, p_count(1, 24));
+                    let class_hours = o.req("class_hours", &mut inner, p_hours(1, 24));
                     o.finish(&mut inner);
                     if let (Some(date), Some(class_hours)) = (date, class_hours) {
                         if out.iter().any(|d: &OnlineDay| d.date == date) {
@@ -701,7 +722,7 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
                 }
                 first_err.map_or(Ok(out), Err)
             });
-            let repeated_hours = d.opt("repeated_hours", e, p_count(0, 100_000)).unwrap_or(0);
+            let repeated_hours = d.opt("repeated_hours", e, p_hours(0, 100_000)).unwrap_or_default();
             let invoice_amount = d.opt("invoice_amount", e, p_money);
             if mode == Some(OnlineMode::PlatformPurchase)
                 && invoice_amount.is_none()
@@ -714,7 +735,7 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
                 ));
             }
             if let Some(days) = &days {
-                let total: u32 = days.iter().map(|d| d.class_hours).sum();
+                let total: Decimal = days.iter().map(|d| d.class_hours).sum();
                 if repeated_hours > total {
                     e.push(FieldError::new(
                         "/details/repeated_hours",

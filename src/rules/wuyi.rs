@@ -160,7 +160,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 reason.days = (!outside.is_empty()).then_some(outside);
                 ctx.rejections.push(reason);
             }
-            let min = *p.min_daily_class_hours.at(day);
+            let min = Decimal::from(*p.min_daily_class_hours.at(day));
             let short: Vec<_> = days.iter().filter(|d| d.class_hours < min).map(|d| d.date).collect();
             if !short.is_empty() {
                 let mut reason = Reason::new(ReasonCode::TrainingTooShort, &p.min_daily_class_hours.clause);
@@ -178,7 +178,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                     let mut gross = Decimal::ZERO;
                     let mut capped_days = Vec::new();
                     for d in days {
-                        let v = rate * Decimal::from(d.class_hours);
+                        let v = rate * d.class_hours;
                         if v > daily_cap {
                             capped_days.push(d.date);
                         }
@@ -200,9 +200,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                         reason.days = Some(capped_days);
                         ctx.adjust(reason);
                     }
-                    let total: u32 = days.iter().map(|d| d.class_hours).sum();
-                    if *repeated_hours > 0 {
-                        let ratio = Decimal::from(total - repeated_hours) / Decimal::from(total);
+                    let total: Decimal = days.iter().map(|d| d.class_hours).sum();
+                    if *repeated_hours > Decimal::ZERO && total > Decimal::ZERO {
+                        let ratio = (total - *repeated_hours) / total;
                         gross *= ratio;
                         ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)").ratio(ratio));
                         ctx.step_detail(

@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod ledger;
 mod limits;
+mod listing;
 mod maintenance;
 mod openapi;
 mod privacy;
