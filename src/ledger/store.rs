@@ -146,6 +146,8 @@ impl Store {
             .path(path)
             .cache_capacity(cache_capacity)
             .mode(sled::Mode::HighThroughput)
+            .use_compression(true)
+            .compression_factor(1)
             .open()
             .with_context(|| format!("opening the sled store at {}", path.display()))?;
         let tree = db.open_tree("ledger").context("opening the ledger tree")?;

@@ -78,7 +78,7 @@ async fn check_reports_drift_and_exits_non_zero() {
     app.stop();
     {
         // Tamper with a counter behind the ledger's back.
-        let db = sled::open(&store).unwrap();
+        let db = sled::Config::new().path(&store).use_compression(true).open().unwrap();
         let tree = db.open_tree("ledger").unwrap();
         let k = tree.scan_prefix(b"n\0usage:").next().unwrap().unwrap().0;
         tree.insert(k, b"2".to_vec()).unwrap();
