@@ -56,19 +56,7 @@ fn a_broken_policy_file_stops_the_start_with_its_reason() {
         ("[kinds.project_training]", "[kinds.teleportation]", "teleportation"),
     ];
     for (from, to, says) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let policies = dir.path().join("policies");
-        for county in ["wuyi", "changxing"] {
-            std::fs::create_dir_all(policies.join(county)).unwrap();
-            for f in ["policy.toml", "reference.toml"] {
-                std::fs::copy(format!("config/policies/{county}/{f}"), policies.join(county).join(f)).unwrap();
-            }
-        }
-        let wy = policies.join("wuyi/policy.toml");
-        let text = std::fs::read_to_string(&wy).unwrap();
-        assert!(text.contains(from), "the fixture line `{from}` is in the Wuyi policy");
-        std::fs::write(&wy, text.replacen(from, to, 1)).unwrap();
-        let (ok, err) = run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())]);
+        let (ok, err) = start_with_edited_policy("wuyi/policy.toml", from, to);
         assert!(!ok, "started with a broken policy ({says})");
         assert!(err.contains(says), "want `{says}` in: {err}");
     }
@@ -76,6 +64,13 @@ fn a_broken_policy_file_stops_the_start_with_its_reason() {
 
 #[test]
 fn a_reference_total_that_does_not_add_up_stops_the_start() {
+    let (ok, err) = start_with_edited_policy("wuyi/reference.toml", "\"2020\" = 18860", "\"2020\" = 18861");
+    assert!(!ok);
+    assert!(err.contains("add up"), "{err}");
+}
+
+/// Starts the binary on a copy of the policy data with one edit.
+fn start_with_edited_policy(file: &str, from: &str, to: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     for county in ["wuyi", "changxing"] {
@@ -84,10 +79,9 @@ fn a_reference_total_that_does_not_add_up_stops_the_start() {
             std::fs::copy(format!("config/policies/{county}/{f}"), policies.join(county).join(f)).unwrap();
         }
     }
-    let r = policies.join("wuyi/reference.toml");
-    let text = std::fs::read_to_string(&r).unwrap().replacen("\"2020\" = 18860", "\"2020\" = 18861", 1);
-    std::fs::write(&r, text).unwrap();
-    let (ok, err) = run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())]);
-    assert!(!ok);
-    assert!(err.contains("add up"), "{err}");
+    let path = policies.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "the fixture text `{from}` is in {file}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())])
 }
