@@ -153,3 +153,21 @@ async fn every_project_scenario_file_passes_over_http() {
     }
     assert!(failures.is_empty(), "{} scenario step(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+#[test]
+fn every_reason_code_is_expected_by_some_scenario() {
+    let mut expected = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("tests/scenarios").unwrap() {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for case in doc["cases"].as_array().unwrap() {
+            for step in case["steps"].as_array().unwrap() {
+                for r in step["expect"]["reasons"].as_array().into_iter().flatten() {
+                    expected.insert(r.as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    let missing: Vec<_> =
+        subsidy_service::rules::ReasonCode::ALL.iter().map(|c| c.as_str()).filter(|c| !expected.contains(*c)).collect();
+    assert!(missing.is_empty(), "no scenario expects {missing:?}");
+}
