@@ -65,6 +65,8 @@ enum Job {
         record: DirectoryRecord,
         reply: oneshot::Sender<Result<DirectoryRecord, LedgerError>>,
     },
+    /// Ends the writer after the jobs queued before it.
+    Stop,
 }
 
 impl Job {
@@ -162,19 +164,13 @@ impl Ledger {
         // The sentinel job ends the writer after everything queued before it.
         if let Ok(mut h) = self.handle.lock() {
             if let Some(h) = h.take() {
-                let _ = self.tx.send(Job::Directory {
-                    county: County::Wuyi,
-                    record: DirectoryRecord { enterprises: Vec::new(), updated_at: None, version: SHUTDOWN.into() },
-                    reply: oneshot::channel().0,
-                });
+                let _ = self.tx.send(Job::Stop);
                 let _ = h.join();
             }
         }
         let _ = self.store.flush();
     }
 }
-
-const SHUTDOWN: &str = "\0shutdown";
 
 /// Pending writes of a group over the committed tree.
 struct Overlay<'a> {
@@ -312,7 +308,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let stop = jobs.iter().any(|j| matches!(j, Job::Directory { record, .. } if record.version == SHUTDOWN));
+            let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
             self.group(jobs);
             if stop {
                 break;
@@ -335,10 +331,8 @@ impl Writer {
                     let r = self.revoke(&mut ov, &claim_id, reason, &key_id);
                     replies.push(Reply::Revoke(reply, r));
                 }
+                Job::Stop => {}
                 Job::Directory { county, record, reply } => {
-                    if record.version == SHUTDOWN {
-                        continue;
-                    }
                     ov.put_json(key(px::DIRECTORY, &[county.as_str()]), &record);
                     dirs.insert(county, Arc::new(record.to_directory()));
                     new_dirs.push((county, record.to_directory()));
