@@ -19,8 +19,9 @@ use crate::rules::{Decision, PolicyRef, Reason, ReasonCode, Revocation, Severity
 #[serde(deny_unknown_fields)]
 pub struct ApplicantDoc {
     /// 18 characters, GB 11643-1999 check digit, a real birth date. Personal data.
-    #[schema(example = "33072319900506123X", pattern = "^[0-9]{17}[0-9X]$")]
+    #[schema(example = "330723199005061233", pattern = "^[0-9]{17}[0-9X]$")]
     pub id_number: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub local_hukou: Option<bool>,
     /// Lives in the county and holds its residence permit.
@@ -40,6 +41,7 @@ pub struct OrganizationDoc {
     /// GB 32100-2015 unified social credit code.
     #[schema(example = "91330723MA00000156", pattern = "^[0-9A-HJ-NPQRTUWXY]{18}$")]
     pub credit_code: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// GB/T 4754: section letter and up to 4 digits.
     #[schema(example = "C3311", pattern = "^[A-T][0-9]{0,4}$")]
@@ -71,7 +73,9 @@ pub struct ClaimRequest {
 
 #[derive(Deserialize, ToSchema)]
 pub struct BatchRequest {
-    /// 1..1000 claims, decided in order.
+    /// 1..1000 claims, decided in order. Each item is validated on its own
+    /// and answered in `results` (a bad item does not fail the batch).
+    #[schema(min_items = 1, max_items = 1000)]
     pub claims: Vec<ClaimRequest>,
 }
 

@@ -113,73 +113,45 @@ impl Application {
     }
 }
 
-fn method_not_allowed() -> actix_web::Route {
-    web::to(|| async { actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed) })
+/// 405 with the `Allow` header naming the resource's methods (RFC 9110 §15.5.6).
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut resp = actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+        resp.headers_mut().insert(actix_web::http::header::ALLOW, HeaderValue::from_static(allow));
+        resp
+    })
+}
+
+/// A resource whose other methods get 405 with `Allow: {allow}`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(method_not_allowed(allow))
 }
 
 fn routes_config(cfg: &mut web::ServiceConfig) {
     use routes::*;
-    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)).default_service(method_not_allowed()))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)).default_service(method_not_allowed()))
-        .service(web::resource("/metrics").route(web::get().to(health::metrics)).default_service(method_not_allowed()))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .service(
-            web::resource("/v1/claims")
+            resource("/v1/claims", "GET, POST")
                 .route(web::post().to(claims::submit))
-                .route(web::get().to(claims::list))
-                .default_service(method_not_allowed()),
+                .route(web::get().to(claims::list)),
         )
+        .service(resource("/v1/claims/batch", "POST").route(web::post().to(claims::batch)))
+        .service(resource("/v1/claims/{claim_id}", "GET").route(web::get().to(claims::get)))
+        .service(resource("/v1/claims/{claim_id}/revocation", "POST").route(web::post().to(claims::revoke)))
+        .service(resource("/v1/claims/{claim_id}/events", "GET").route(web::get().to(claims::events)))
+        .service(resource("/v1/evaluations", "POST").route(web::post().to(claims::evaluate)))
+        .service(resource("/v1/usage/query", "POST").route(web::post().to(usage::query)))
+        .service(resource("/v1/policies", "GET").route(web::get().to(policies::list)))
+        .service(resource("/v1/policies/{county}", "GET").route(web::get().to(policies::get)))
+        .service(resource("/v1/reason-codes", "GET").route(web::get().to(policies::reason_codes)))
         .service(
-            web::resource("/v1/claims/batch")
-                .route(web::post().to(claims::batch))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/claims/{claim_id}")
-                .route(web::get().to(claims::get))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/claims/{claim_id}/revocation")
-                .route(web::post().to(claims::revoke))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/claims/{claim_id}/events")
-                .route(web::get().to(claims::events))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/evaluations")
-                .route(web::post().to(claims::evaluate))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/usage/query").route(web::post().to(usage::query)).default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/policies").route(web::get().to(policies::list)).default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/policies/{county}")
-                .route(web::get().to(policies::get))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/reason-codes")
-                .route(web::get().to(policies::reason_codes))
-                .default_service(method_not_allowed()),
-        )
-        .service(
-            web::resource("/v1/directories/{county}/trade-friction-enterprises")
+            resource("/v1/directories/{county}/trade-friction-enterprises", "GET, PUT")
                 .route(web::get().to(directories::get))
-                .route(web::put().to(directories::put))
-                .default_service(method_not_allowed()),
+                .route(web::put().to(directories::put)),
         )
-        .service(
-            web::resource("/v1/reports/{county}/{year}")
-                .route(web::get().to(reports::get))
-                .default_service(method_not_allowed()),
-        );
+        .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)));
 }
 
 /// Request id, tracing span, metrics and one log line per request; never the body.

@@ -243,9 +243,10 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     /// Why the grant is withdrawn (e.g. an objection during the public notice 公示).
-    #[schema(example = "公示期间收到异议，经核实不符合条件")]
+    #[schema(example = "公示期间收到异议，经核实不符合条件", min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -357,6 +358,7 @@ pub struct ListQuery {
     pub to: Option<NaiveDate>,
     pub department: Option<String>,
     /// 1..500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -14,11 +14,12 @@ use crate::problem::{ApiError, FieldError, Problem};
 use crate::rules::{LedgerView, Status};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     pub county: County,
-    #[schema(example = "330723199005060038")]
+    #[schema(example = "330723199005060038", pattern = "^[0-9]{17}[0-9X]$")]
     pub id_number: String,
-    #[schema(example = 2020)]
+    #[schema(example = 2020, minimum = 1900, maximum = 2100)]
     pub year: i32,
 }
 

@@ -62,6 +62,7 @@ async fn an_unknown_path_is_404_and_a_wrong_method_is_405() {
     assert_problem(&a, 404, "NOT_FOUND");
     let b = answer(app.client.delete(app.api().url("/v1/claims")).bearer_auth(PLATFORM)).await;
     assert_problem(&b, 405, "METHOD_NOT_ALLOWED");
+    assert_eq!(b.headers.get("allow").unwrap(), "GET, POST");
 }
 
 #[tokio::test]
