@@ -53,6 +53,7 @@ impl Application {
             ledger: ledger.clone(),
             pseudonymizer: Pseudonymizer::new(settings.privacy.id_hash_secret.expose()),
             metrics,
+            batch_permits: tokio::sync::Semaphore::new(2),
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
@@ -154,6 +155,17 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)));
 }
 
+/// A request id unique across restarts: a random per-process prefix and a counter
+/// (cheaper than a random UUID per request).
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Request id, tracing span, metrics and one log line per request; never the body.
 async fn observe(
     req: ServiceRequest,
@@ -165,7 +177,7 @@ async fn observe(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|c| c.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(next_request_id);
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());

@@ -231,8 +231,13 @@ impl<'a> Obj<'a> {
         self.map?.get(name).filter(|v| !v.is_null())
     }
 
-    fn path(&self, name: &str) -> String {
-        ptr(&self.base, name)
+    /// Pointer to one of the known field names (plain names: nothing to escape).
+    fn path(&self, name: &'static str) -> String {
+        let mut p = String::with_capacity(self.base.len() + 1 + name.len());
+        p.push_str(&self.base);
+        p.push('/');
+        p.push_str(name);
+        p
     }
 
     fn req<T>(

@@ -106,6 +106,7 @@ pub async fn batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitBatch)?;
+    let _permit = state.batch_permits.acquire().await.map_err(|e| internal(e.into()))?;
     let body = read_json(&req, payload, state.server.batch_body_limit).await?;
     let mut errs = only_fields(&body, &["claims"]);
     let max = state.server.max_batch_claims;

@@ -32,6 +32,9 @@ pub struct AppState {
     pub ledger: Arc<Ledger>,
     pub pseudonymizer: Pseudonymizer,
     pub metrics: Arc<Metrics>,
+    /// Batches read and parsed at once: the writer takes them one group at a
+    /// time anyway, so more would only hold megabytes of parsed bodies.
+    pub batch_permits: tokio::sync::Semaphore,
 }
 
 /// Most of an oversized body we read (and drop) so the client sees our 413
