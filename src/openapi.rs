@@ -72,6 +72,7 @@ pub struct ClaimRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1..1000 claims, decided in order. Each item is validated on its own
     /// and answered in `results` (a bad item does not fail the batch).

@@ -745,7 +745,7 @@ def main():
     p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--keep-store", action="store_true")
     p.add_argument("--self-test", action="store_true",
-                   help="plant one wrong acknowledgement in cycle 1: the run must then fail with one violation")
+                   help="plant one wrong acknowledgement in cycle 1: the run must then report it and fail")
     args = p.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(2**31)

@@ -104,8 +104,12 @@ pub struct DirectoryRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DirectoryEntry {
+    /// GB 32100-2015 unified social credit code.
+    #[schema(pattern = "^[0-9A-HJ-NPQRTUWXY]{18}$", example = "91330723MA00000156")]
     pub credit_code: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     pub listed_from: NaiveDate,
 }

@@ -361,7 +361,8 @@ pub struct ListQuery {
     /// 1..500, default 100.
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (digits).
+    #[param(pattern = "^[0-9]{1,20}$")]
     pub cursor: Option<String>,
 }
 

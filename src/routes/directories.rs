@@ -16,7 +16,9 @@ use crate::ledger::{DirectoryEntry, DirectoryRecord};
 use crate::problem::{ApiError, FieldError, Problem};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DirectoryBody {
+    /// The whole list; each credit code at most once.
     pub enterprises: Vec<DirectoryEntry>,
 }
 

@@ -84,10 +84,20 @@ pub async fn query(
             None
         }
     };
-    let year = match body.get("year").and_then(|v| v.as_i64()) {
-        Some(y) if (1900..=2100).contains(&y) => Some(y as i32),
-        _ => {
-            errs.push(FieldError::new("/year", "out_of_range", "a year such as 2020"));
+    let year = match body.get("year") {
+        Some(v) if v.is_i64() || v.is_u64() => match v.as_i64() {
+            Some(y) if (1900..=2100).contains(&y) => Some(y as i32),
+            _ => {
+                errs.push(FieldError::new("/year", "out_of_range", "a year from 1900 to 2100"));
+                None
+            }
+        },
+        Some(_) => {
+            errs.push(FieldError::new("/year", "invalid_type", "a whole number such as 2020"));
+            None
+        }
+        None => {
+            errs.push(FieldError::new("/year", "required", "this field is required"));
             None
         }
     };
