@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use crate::problem::FieldError;
 
 /// A non-negative amount of CNY with at most two decimal places, parsed from a
-/// decimal string. JSON numbers are refused: they would pass through `f64`.
+/// decimal string. JSON numbers are refused: they would pass through a binary float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Money(Decimal);
 
