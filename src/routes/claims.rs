@@ -203,16 +203,10 @@ pub async fn evaluate(
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let claim = state.parse(&body)?;
     let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
+    let policy = state.policy.county(claim.county);
     let directory = state.ledger.directory(claim.county);
-    let s = state.clone();
-    // The rules read the ledger: sled reads can touch the disk, so off the async workers.
-    let decision = blocking(move || {
-        let policy = s.policy.county(claim.county);
-        let view = StoreView(&s.ledger.store);
-        Ok(decide(&claim, person.as_deref(), &view, policy, &directory, Utc::now()).decision)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(decision))
+    let outcome = decide(&claim, person.as_deref(), &StoreView(&state.ledger.store), policy, &directory, Utc::now());
+    Ok(HttpResponse::Ok().json(outcome.decision))
 }
 
 fn claim_id_path(s: &str) -> Result<String, ApiError> {
