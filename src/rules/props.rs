@@ -35,16 +35,6 @@ fn policy() -> &'static Policy {
     P.get_or_init(|| Policy::load(Path::new("config/policies"), None).expect("policy loads"))
 }
 
-const LEVELS: [&str; 7] = [
-    "junior",
-    "intermediate",
-    "senior",
-    "technician",
-    "senior_technician",
-    "special_ability_junior",
-    "special_ability_advanced",
-];
-
 /// The largest amount a claim of this kind may get before uplifts.
 fn bound(kind: Kind, details: &Value) -> Decimal {
     let money = |k: &str| details[k].as_str().and_then(|s| s.parse::<Decimal>().ok()).unwrap_or_default();
@@ -89,7 +79,7 @@ prop_compose! {
                 }
             }
             if d.contains_key("level") && d.get("occupation_code").is_some() {
-                d.insert("level".into(), json!(LEVELS[level]));
+                d.insert("level".into(), json!(crate::domain::Level::ALL[level].as_str()));
             }
         }
         if let Some(a) = c["applicant"].as_object_mut() {

@@ -10,15 +10,7 @@ async fn fifty_simultaneous_claims_for_one_person_grant_exactly_three() {
     let api = app.api();
     let person = id_number("33072319880808001");
     let occupations = ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01", "4-10-01-01"];
-    let levels = [
-        "junior",
-        "intermediate",
-        "senior",
-        "technician",
-        "senior_technician",
-        "special_ability_junior",
-        "special_ability_advanced",
-    ];
+    let levels: Vec<&str> = subsidy_service::domain::Level::ALL.iter().map(|l| l.as_str()).collect();
     let claims: Vec<_> = (0..50)
         .map(|i| {
             wy_qualification(
