@@ -10,7 +10,7 @@ use chrono::Datelike;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::store::{key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim};
+use super::store::{encode_record, key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim};
 use crate::domain::County;
 use crate::rules::Status;
 
@@ -155,8 +155,8 @@ pub fn export(store: &Store, out: &mut impl Write) -> anyhow::Result<usize> {
         out.write_all(b"\n")?;
         n += 1;
     }
-    for kv in store.tree.scan_prefix(px::EVENT.as_bytes()) {
-        let e: Event = serde_json::from_slice(&kv?.1)?;
+    for e in store.all_events() {
+        let e = e?;
         serde_json::to_writer(&mut *out, &Line::Event(e))?;
         out.write_all(b"\n")?;
         n += 1;
@@ -189,12 +189,13 @@ pub fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
             serde_json::from_str(&line).with_context(|| format!("line {} is not an export record", i + 1))?;
         match parsed {
             Line::Claim(c) => {
+                max_event = max_event.max(c.decided_event.unwrap_or(0));
                 exp.add(&c);
-                batch.insert(key(px::CLAIM, &[&c.decision.claim_id]), serde_json::to_vec(&c)?);
+                batch.insert(key(px::CLAIM, &[&c.decision.claim_id]), encode_record(&c));
             }
             Line::Event(e) => {
                 max_event = max_event.max(e.seq);
-                batch.insert(key(px::EVENT, &[&e.claim_id, &format!("{:020}", e.seq)]), serde_json::to_vec(&e)?);
+                batch.insert(key(px::EVENT, &[&e.claim_id, &format!("{:020}", e.seq)]), encode_record(&e));
             }
             Line::Directory { county, record } => {
                 batch.insert(key(px::DIRECTORY, &[county.as_str()]), serde_json::to_vec(&record)?);

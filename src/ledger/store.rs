@@ -58,9 +58,30 @@ pub struct StoredClaim {
     pub parties: Vec<String>,
     pub seq: u64,
     pub recorded_by: String,
+    /// Sequence number of the `decided` event, which the record itself stands
+    /// for (no separate event is stored for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_event: Option<u64>,
 }
 
 impl StoredClaim {
+    /// The `decided` event this record stands for.
+    pub fn decided(&self) -> Option<Event> {
+        Some(Event {
+            seq: self.decided_event?,
+            claim_id: self.decision.claim_id.clone(),
+            event: "decided".into(),
+            at: self.decision.decided_at,
+            key_id: self.recorded_by.clone(),
+            // Only a granted claim can be revoked.
+            status: match self.decision.status {
+                crate::rules::Status::Revoked => crate::rules::Status::Approved,
+                s => s,
+            },
+            reason: None,
+        })
+    }
+
     pub fn visible_to(&self, scope: Option<&str>) -> bool {
         scope.is_none_or(|cc| self.parties.iter().any(|p| p == cc))
     }
@@ -150,8 +171,10 @@ impl Store {
             .path(path)
             .cache_capacity(cache_capacity)
             .mode(sled::Mode::HighThroughput)
-            .use_compression(true)
-            .compression_factor(1)
+            // Records are compressed one by one (`encode_record`): sled's own
+            // compression sets up a zstd context for every page it logs, which
+            // cost more than half of the writer's time (scripts/bench.d/RESULTS.md).
+            .use_compression(false)
             .open()
             .with_context(|| format!("opening the sled store at {}", path.display()))?;
         let tree = db.open_tree("ledger").context("opening the ledger tree")?;
@@ -181,13 +204,19 @@ impl Store {
     }
 
     pub fn claim(&self, claim_id: &str) -> anyhow::Result<Option<StoredClaim>> {
-        self.get_json(&key(px::CLAIM, &[claim_id]))
+        self.tree.get(key(px::CLAIM, &[claim_id]))?.map(|v| decode_record(&v)).transpose()
     }
 
-    pub fn events(&self, claim_id: &str) -> anyhow::Result<Vec<Event>> {
-        let mut prefix = key(px::EVENT, &[claim_id]);
+    /// A claim's history in order: its decision, then replays and revocation.
+    pub fn events(&self, claim: &StoredClaim) -> anyhow::Result<Vec<Event>> {
+        let mut prefix = key(px::EVENT, &[&claim.decision.claim_id]);
         prefix.push(0);
-        self.tree.scan_prefix(prefix).map(|kv| Ok(serde_json::from_slice(&kv?.1)?)).collect()
+        let mut events = claim.decided().into_iter().map(Ok).collect::<anyhow::Result<Vec<Event>>>()?;
+        for kv in self.tree.scan_prefix(prefix) {
+            events.push(decode_record(&kv?.1)?);
+        }
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
     }
 
     pub fn directory(&self, county: County) -> anyhow::Result<DirectoryRecord> {
@@ -232,7 +261,65 @@ impl Store {
 
     /// Every stored claim (for checks and exports).
     pub fn all_claims(&self) -> impl Iterator<Item = anyhow::Result<StoredClaim>> + '_ {
-        self.tree.scan_prefix(px::CLAIM.as_bytes()).map(|kv| Ok(serde_json::from_slice(&kv?.1)?))
+        self.tree.scan_prefix(px::CLAIM.as_bytes()).map(|kv| decode_record(&kv?.1))
+    }
+
+    /// Every stored event (for checks and exports).
+    pub fn all_events(&self) -> impl Iterator<Item = anyhow::Result<Event>> + '_ {
+        self.tree.scan_prefix(px::EVENT.as_bytes()).map(|kv| decode_record(&kv?.1))
+    }
+}
+
+/// Marks a compressed record: `Z`, the JSON's length (u32, little endian),
+/// then the zstd frame. A record that starts with `{` is plain JSON.
+const COMPRESSED: u8 = b'Z';
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<Option<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn with_zstd<R>(
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>, &mut zstd::bulk::Decompressor<'static>) -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some((zstd::bulk::Compressor::new(1)?, zstd::bulk::Decompressor::new()?));
+        }
+        match slot.as_mut() {
+            Some((c, d)) => f(c, d),
+            None => Err(std::io::Error::other("zstd context missing")),
+        }
+    })
+}
+
+/// A claim or event record as stored: its JSON, compressed with a zstd context
+/// reused by the thread (level 1).
+pub(crate) fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising our own records cannot fail.
+    let json = serde_json::to_vec(v).unwrap_or_default();
+    let Ok(len) = u32::try_from(json.len()) else { return json };
+    match with_zstd(|c, _| c.compress(&json)) {
+        Ok(z) if z.len() + 5 < json.len() => {
+            let mut out = Vec::with_capacity(z.len() + 5);
+            out.push(COMPRESSED);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&z);
+            out
+        }
+        _ => json,
+    }
+}
+
+pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(v: &[u8]) -> anyhow::Result<T> {
+    match v {
+        [COMPRESSED, a, b, c, d, z @ ..] => {
+            let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+            let json = with_zstd(|_, d| d.decompress(z, len)).context("decompressing a stored record")?;
+            serde_json::from_slice(&json).context("decoding a stored record")
+        }
+        _ => serde_json::from_slice(v).context("decoding a stored record"),
     }
 }
 

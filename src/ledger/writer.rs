@@ -9,7 +9,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
-use super::store::{key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
+use super::store::{decode_record, encode_record, key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
 use crate::domain::{Claim, County};
 use crate::policy::Policy;
 use crate::rules::{decide, Directory, LedgerView, Revocation, Status};
@@ -176,6 +176,7 @@ impl Ledger {
 struct Overlay<'a> {
     store: &'a Store,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    reports: HashMap<Vec<u8>, ReportTotals>,
     read_error: std::cell::RefCell<Option<String>>,
 }
 
@@ -213,6 +214,17 @@ impl<'a> Overlay<'a> {
     fn json<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> Option<T> {
         self.get(k).and_then(|v| serde_json::from_slice(&v).ok())
     }
+    fn claim(&self, k: &[u8]) -> Option<StoredClaim> {
+        let v = self.get(k)?;
+        match decode_record(&v) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // An undecodable record must not be taken for a missing one.
+                self.read_error.borrow_mut().get_or_insert(format!("{e:#}"));
+                None
+            }
+        }
+    }
     fn put_json<T: serde::Serialize>(&mut self, k: Vec<u8>, v: &T) {
         // Serialising our own records cannot fail.
         self.put(k, serde_json::to_vec(v).unwrap_or_default());
@@ -234,12 +246,17 @@ impl<'a> Overlay<'a> {
             status,
             reason,
         };
-        self.put_json(key(px::EVENT, &[claim_id, &format!("{seq:020}")]), &e);
+        self.put(key(px::EVENT, &[claim_id, &format!("{seq:020}")]), encode_record(&e));
     }
     fn report(&mut self, c: &StoredClaim, sign: Decimal) {
         let year = c.event_date.year().to_string();
         let k = key(px::REPORT, &[c.county.as_str(), &year]);
-        let mut r: ReportTotals = self.json(&k).unwrap_or_default();
+        // Decoded once per group and encoded once at commit.
+        if !self.reports.contains_key(&k) {
+            let r: ReportTotals = self.json(&k).unwrap_or_default();
+            self.reports.insert(k.clone(), r);
+        }
+        let Some(r) = self.reports.get_mut(&k) else { return };
         let bump = |t: &mut Tally| {
             if sign.is_sign_negative() {
                 t.count = t.count.saturating_sub(1);
@@ -250,11 +267,16 @@ impl<'a> Overlay<'a> {
         };
         bump(r.by_kind.entry(c.kind.as_str().to_string()).or_default());
         bump(r.by_department.entry(c.department.clone().unwrap_or_else(|| "unassigned".into())).or_default());
-        self.put_json(k, &r);
     }
-    fn commit(self) -> Result<(), String> {
-        if let Some(e) = self.read_error.into_inner() {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.reports.is_empty() && self.read_error.borrow().is_none()
+    }
+    fn commit(mut self) -> Result<(), String> {
+        if let Some(e) = self.read_error.take() {
             return Err(e);
+        }
+        for (k, r) in std::mem::take(&mut self.reports) {
+            self.put_json(k, &r);
         }
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {
@@ -317,7 +339,12 @@ impl Writer {
     }
 
     fn group(&self, jobs: Vec<Job>) {
-        let mut ov = Overlay { store: &self.store, writes: BTreeMap::new(), read_error: Default::default() };
+        let mut ov = Overlay {
+            store: &self.store,
+            writes: BTreeMap::new(),
+            reports: HashMap::new(),
+            read_error: Default::default(),
+        };
         let mut dirs: HashMap<County, Arc<Directory>> = self.directories.read().map(|d| d.clone()).unwrap_or_default();
         let mut new_dirs = Vec::new();
         let mut replies = Vec::new();
@@ -340,7 +367,7 @@ impl Writer {
                 }
             }
         }
-        let committed = if ov.writes.is_empty() && ov.read_error.borrow().is_none() { Ok(()) } else { ov.commit() };
+        let committed = if ov.is_empty() { Ok(()) } else { ov.commit() };
         match committed {
             Ok(()) => {
                 if !new_dirs.is_empty() {
@@ -388,7 +415,7 @@ impl Writer {
     fn claim(&self, ov: &mut Overlay, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
         let id = item.claim.claim_id.as_str().to_string();
         let ck = key(px::CLAIM, &[&id]);
-        if let Some(existing) = ov.json::<StoredClaim>(&ck) {
+        if let Some(existing) = ov.claim(&ck) {
             if existing.body_hash != item.body_hash {
                 return ItemResult::Conflict;
             }
@@ -423,20 +450,20 @@ impl Writer {
             parties: item.claim.party_codes().into_iter().map(str::to_string).collect(),
             seq,
             recorded_by: item.key_id.clone(),
+            decided_event: Some(ov.next_seq("event_seq")),
         };
         if decision.status == Status::Approved {
             apply_effects(ov, &stored, &id, Decimal::ONE);
             ov.report(&stored, Decimal::ONE);
         }
         ov.put(key(px::SEQ, &[&format!("{seq:020}")]), id.clone().into_bytes());
-        ov.put_json(ck, &stored);
-        ov.event(&id, "decided", &item.key_id, decision.status, None);
+        ov.put(ck, encode_record(&stored));
         ItemResult::New(decision)
     }
 
     fn revoke(&self, ov: &mut Overlay, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
         let ck = key(px::CLAIM, &[claim_id]);
-        let Some(mut stored) = ov.json::<StoredClaim>(&ck) else {
+        let Some(mut stored) = ov.claim(&ck) else {
             return RevokeResult::NotFound;
         };
         match stored.decision.status {
@@ -447,7 +474,7 @@ impl Writer {
                 ov.report(&stored, Decimal::NEGATIVE_ONE);
                 stored.decision.status = Status::Revoked;
                 stored.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });
-                ov.put_json(ck, &stored);
+                ov.put(ck, encode_record(&stored));
                 ov.event(claim_id, "revoked", key_id, Status::Revoked, Some(reason));
                 RevokeResult::Revoked(Box::new(stored.decision))
             }

@@ -338,7 +338,10 @@ pub async fn events(
     let found = blocking(move || {
         let c = s.ledger.store.claim(&lookup)?;
         Ok(match c {
-            Some(c) => Some((c, s.ledger.store.events(&lookup)?)),
+            Some(c) => {
+                let events = s.ledger.store.events(&c)?;
+                Some((c, events))
+            }
             None => None,
         })
     })

@@ -27,6 +27,8 @@ async fn check_export_and_import_round_trip_a_store() {
     )
     .await;
     let before = api.get("/v1/claims/X-2", PLATFORM).await.body;
+    let history = api.get("/v1/claims/X-1/events", PLATFORM).await.body;
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "decided and revoked: {history}");
     app.stop();
 
     let ok = bin().args(["check", "--store"]).arg(&store).output().unwrap();
@@ -35,7 +37,8 @@ async fn check_export_and_import_round_trip_a_store() {
     let export = bin().args(["export", "--store"]).arg(&store).output().unwrap();
     assert!(export.status.success());
     let lines = String::from_utf8(export.stdout).unwrap();
-    assert!(lines.lines().count() >= 4 + 5 + 2);
+    // Four claims (each carrying its `decided` event), the revocation, two directories.
+    assert_eq!(lines.lines().count(), 4 + 1 + 2);
 
     let restored = dir.path().join("restored");
     let mut import = bin().args(["import", "--store"]).arg(&restored).stdin(Stdio::piped()).spawn().unwrap();
@@ -55,6 +58,7 @@ async fn check_export_and_import_round_trip_a_store() {
     let app = BinaryApp::start(&restored).await;
     let api = crate::helpers::base(&app.address);
     assert_eq!(api.get("/v1/claims/X-2", PLATFORM).await.body, before);
+    assert_eq!(api.get("/v1/claims/X-1/events", PLATFORM).await.body, history);
     // Three granted, one revoked; the fourth was refused at the limit.
     assert_eq!(api.usage("wuyi", &p, 2020).await.body["used"], 2);
     app.stop();
@@ -78,7 +82,7 @@ async fn check_reports_drift_and_exits_non_zero() {
     app.stop();
     {
         // Tamper with a counter behind the ledger's back.
-        let db = sled::Config::new().path(&store).use_compression(true).open().unwrap();
+        let db = sled::Config::new().path(&store).open().unwrap();
         let tree = db.open_tree("ledger").unwrap();
         let k = tree.scan_prefix(b"n\0usage:").next().unwrap().unwrap().0;
         tree.insert(k, b"2".to_vec()).unwrap();
