@@ -17,6 +17,11 @@ const USAGE: &str = "usage:
   subsidy-service export --store PATH     write decisions, events and directories as JSON lines to stdout
   subsidy-service import --store PATH     restore JSON lines from stdin into an empty store";
 
+/// mimalloc instead of the system allocator: the ledger writer and sled
+/// allocate and free node copies at a high rate (scripts/bench.d/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
