@@ -6,11 +6,15 @@
 //! whole group as one atomic sled batch, flushes once, and only then answers
 //! each waiting request. Decisions touching the same person, certificate,
 //! institution or key are therefore serialised, and each reply is durable.
+//! A Bloom filter over the keys ([`Presence`]) spares the store the reads of
+//! keys it certainly lacks.
 
 mod maintenance;
+mod presence;
 mod store;
 mod writer;
 
 pub use maintenance::{check, export, import};
+pub use presence::{Presence, PresenceView};
 pub use store::*;
 pub use writer::*;

@@ -9,6 +9,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
+use super::presence::Presence;
 use super::store::{decode_record, encode_record, key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
 use crate::domain::{Claim, County};
 use crate::policy::Policy;
@@ -84,6 +85,7 @@ pub type Directories = Arc<RwLock<HashMap<County, Arc<Directory>>>>;
 /// Handle to the writer thread.
 pub struct Ledger {
     pub store: Store,
+    pub presence: Arc<Presence>,
     tx: crossbeam_channel::Sender<Job>,
     handle: std::sync::Mutex<Option<JoinHandle<()>>>,
     pub directories: Directories,
@@ -110,21 +112,28 @@ impl StoreFailure {
 }
 
 impl Ledger {
-    pub fn start(store: Store, policy: Arc<Policy>, group_commit_max: usize) -> anyhow::Result<Arc<Self>> {
+    pub fn start(
+        store: Store,
+        policy: Arc<Policy>,
+        group_commit_max: usize,
+        presence_keys: usize,
+    ) -> anyhow::Result<Arc<Self>> {
         let records = store.directories()?;
+        let presence = Arc::new(Presence::load(&store, presence_keys)?);
         let directories: Directories =
             Arc::new(RwLock::new(records.iter().map(|(c, r)| (*c, Arc::new(r.to_directory()))).collect()));
         let (tx, rx) = crossbeam_channel::unbounded();
         let failure = Arc::new(StoreFailure::default());
         let writer = Writer {
             store: store.clone(),
+            presence: presence.clone(),
             policy,
             directories: directories.clone(),
             max: group_commit_max,
             failure: failure.clone(),
         };
         let handle = std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(Arc::new(Self { store, tx, handle: std::sync::Mutex::new(Some(handle)), directories, failure }))
+        Ok(Arc::new(Self { store, presence, tx, handle: std::sync::Mutex::new(Some(handle)), directories, failure }))
     }
 
     /// Called once, from the writer, when a commit fails.
@@ -175,6 +184,7 @@ impl Ledger {
 /// Pending writes of a group over the committed tree.
 struct Overlay<'a> {
     store: &'a Store,
+    presence: &'a Presence,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     reports: HashMap<Vec<u8>, ReportTotals>,
     read_error: std::cell::RefCell<Option<String>>,
@@ -184,6 +194,9 @@ impl<'a> Overlay<'a> {
     fn get(&self, k: &[u8]) -> Option<Vec<u8>> {
         if let Some(v) = self.writes.get(k) {
             return v.clone();
+        }
+        if !self.presence.may_contain(k) {
+            return None;
         }
         match self.store.tree.get(k) {
             Ok(v) => v.map(|v| v.to_vec()),
@@ -281,7 +294,13 @@ impl<'a> Overlay<'a> {
         let mut batch = sled::Batch::default();
         for (k, v) in self.writes {
             match v {
-                Some(v) => batch.insert(k, v),
+                Some(v) => {
+                    // Before the write: the filter may over-report, never under-report.
+                    if Presence::tracks(&k) {
+                        self.presence.insert(&k);
+                    }
+                    batch.insert(k, v)
+                }
                 None => batch.remove(k),
             }
         }
@@ -304,6 +323,7 @@ impl LedgerView for Overlay<'_> {
 
 struct Writer {
     store: Store,
+    presence: Arc<Presence>,
     policy: Arc<Policy>,
     directories: Directories,
     max: usize,
@@ -341,6 +361,7 @@ impl Writer {
     fn group(&self, jobs: Vec<Job>) {
         let mut ov = Overlay {
             store: &self.store,
+            presence: &self.presence,
             writes: BTreeMap::new(),
             reports: HashMap::new(),
             read_error: Default::default(),

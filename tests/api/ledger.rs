@@ -131,6 +131,13 @@ async fn a_restart_on_the_same_store_keeps_everything() {
     }
     assert_eq!(api.usage("wuyi", &p, 2020).await.body["used"], 3);
     let fourth = wy_qualification("RS-3", &p, "4-07-05-01", "junior", "RS-C3", "2020-06-01");
+    // Evaluations see the reopened ledger (its key filter is rebuilt from the store).
+    assert!(api.evaluate(&fourth).await.codes().contains(&"ANNUAL_LIMIT_REACHED".into()));
+    let again = wy_qualification("RS-0b", &p, occ[0], "junior", "RS-C0", "2020-05-01");
+    let e = api.evaluate(&again).await;
+    assert_eq!(e.body["status"], "rejected");
+    let held: Vec<_> = e.body["reasons"].as_array().unwrap().iter().filter_map(|r| r["held_by"].as_str()).collect();
+    assert!(held.contains(&"RS-0"), "{}", e.body);
     assert!(api.post_claim(&fourth).await.codes().contains(&"ANNUAL_LIMIT_REACHED".into()));
     let dir_after = api.get("/v1/directories/wuyi/trade-friction-enterprises", AUDITOR).await;
     assert_eq!(dir_after.body["enterprises"].as_array().unwrap().len(), 1);
