@@ -341,8 +341,8 @@ fn p_date(v: &Value, p: &str) -> Result<NaiveDate, FieldError> {
     if s.len() != 10 {
         return Err(FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"));
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"))
+    // `FromStr` is chrono's ISO 8601 `YYYY-MM-DD` without a format string to interpret.
+    s.parse::<NaiveDate>().map_err(|_| FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"))
 }
 
 fn p_money(v: &Value, p: &str) -> Result<Money, FieldError> {

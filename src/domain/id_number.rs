@@ -35,8 +35,9 @@ impl IdNumber {
         if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
             return Err(FieldError::new(field, "invalid_format", "an ID number is 17 digits followed by a digit or X"));
         }
-        let birth = NaiveDate::parse_from_str(&s[6..14], "%Y%m%d")
-            .ok()
+        // The 17 leading characters are digits (checked above).
+        let n = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+        let birth = NaiveDate::from_ymd_opt(n(6..10) as i32, n(10..12), n(12..14))
             .filter(|d| d.year() >= 1900)
             .ok_or_else(|| FieldError::new(field, "invalid_date", "the birth-date segment is not a real date"))?;
         let sum: u32 = b[..17].iter().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();

@@ -10,7 +10,7 @@ use chrono::Datelike;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::store::{encode_record, key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim};
+use super::store::{encode_members, encode_record, key, members, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim};
 use crate::domain::County;
 use crate::rules::Status;
 
@@ -19,7 +19,8 @@ use crate::rules::Status;
 struct Expected {
     nums: BTreeMap<Vec<u8>, Decimal>,
     keys: BTreeMap<Vec<u8>, Vec<u8>>,
-    person_years: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Usage records, members sorted (the store keeps recording order).
+    usage: BTreeMap<Vec<u8>, Vec<String>>,
     seqs: BTreeMap<Vec<u8>, Vec<u8>>,
     reports: BTreeMap<Vec<u8>, ReportTotals>,
     max_seq: u64,
@@ -35,11 +36,7 @@ impl Expected {
         }
         let e = &c.effects;
         if let Some(k) = &e.count {
-            *self.nums.entry(key(px::NUM, &[k])).or_default() += Decimal::ONE;
-            if let Some(person) = &c.person {
-                let year = c.event_date.year().to_string();
-                self.person_years.insert(key(px::PERSON_YEAR, &[c.county.as_str(), person, &year, id]), Vec::new());
-            }
+            self.usage.entry(key(px::USAGE, &[k])).or_default().push(id.to_string());
         }
         for k in &e.keys {
             self.keys.insert(key(px::KEY, &[k]), id.as_bytes().to_vec());
@@ -64,6 +61,7 @@ impl Expected {
             exp.add(&c?);
         }
         exp.nums.retain(|_, v| !v.is_zero());
+        exp.usage.values_mut().for_each(|ids| ids.sort());
         Ok(exp)
     }
 }
@@ -87,15 +85,23 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
     for k in actual_nums.keys().filter(|k| !exp.nums.contains_key(*k)) {
         drift.push(format!("counter {}: stored, but no granted decision accounts for it", show(k)));
     }
+    let usage: BTreeMap<Vec<u8>, Vec<u8>> =
+        exp.usage.iter().map(|(k, ids)| (k.clone(), encode_members(ids))).collect();
+    let sorted_members = |v: &[u8]| {
+        let mut ids = members(Some(v));
+        ids.sort();
+        encode_members(&ids)
+    };
     for (prefix, want, what) in [
         (px::KEY, &exp.keys, "key"),
-        (px::PERSON_YEAR, &exp.person_years, "usage index"),
+        (px::USAGE, &usage, "usage record"),
         (px::SEQ, &exp.seqs, "order index"),
     ] {
         let mut actual = BTreeMap::new();
         for kv in store.tree.scan_prefix(prefix.as_bytes()) {
             let (k, v) = kv?;
-            actual.insert(k.to_vec(), v.to_vec());
+            let v = if prefix == px::USAGE { sorted_members(&v) } else { v.to_vec() };
+            actual.insert(k.to_vec(), v);
         }
         for (k, v) in want {
             if actual.get(k) != Some(v) {
@@ -206,7 +212,8 @@ pub fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
     for (k, v) in exp.nums.into_iter().filter(|(_, v)| !v.is_zero()) {
         batch.insert(k, v.normalize().to_string().into_bytes());
     }
-    for (k, v) in exp.keys.into_iter().chain(exp.person_years).chain(exp.seqs) {
+    let usage = exp.usage.into_iter().map(|(k, ids)| (k, encode_members(&ids)));
+    for (k, v) in exp.keys.into_iter().chain(usage).chain(exp.seqs) {
         batch.insert(k, v);
     }
     for (k, r) in exp.reports {

@@ -15,7 +15,7 @@ use super::store::{key, px, Store};
 use crate::rules::LedgerView;
 
 /// Prefixes whose keys the filter tracks.
-const TRACKED: [&str; 3] = [px::CLAIM, px::NUM, px::KEY];
+const TRACKED: [&str; 4] = [px::CLAIM, px::NUM, px::KEY, px::USAGE];
 
 /// False-positive rate at the filter's planned number of keys.
 const FALSE_POSITIVES: f64 = 0.01;
@@ -108,7 +108,7 @@ impl<'a> PresenceView<'a> {
 
 impl LedgerView for PresenceView<'_> {
     fn count(&self, k: &str) -> u32 {
-        self.absent(key(px::NUM, &[k]));
+        self.absent(key(px::USAGE, &[k]));
         0
     }
     fn holder(&self, k: &str) -> Option<String> {
@@ -130,10 +130,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&dir.path().join("s"), 1 << 20).expect("store");
         store.tree.insert(key(px::KEY, &["cert:A"]), b"C-1".to_vec()).expect("insert");
-        store.tree.insert(key(px::NUM, &["usage:wuyi:p1:2020"]), b"1".to_vec()).expect("insert");
+        store.tree.insert(key(px::USAGE, &["usage:wuyi:p1:2020"]), b"C-1".to_vec()).expect("insert");
         let p = Presence::load(&store, 1000).expect("filter");
         assert!(p.may_contain(&key(px::KEY, &["cert:A"])));
-        assert!(p.may_contain(&key(px::NUM, &["usage:wuyi:p1:2020"])));
+        assert!(p.may_contain(&key(px::USAGE, &["usage:wuyi:p1:2020"])));
         assert!(p.may_contain(&key(px::META, &["anything"])), "untracked prefixes are always read");
         let absent = (0..1000).filter(|i| !p.may_contain(&key(px::KEY, &[&format!("cert:{i}")]))).count();
         assert!(absent > 900, "a 1% filter rules out most new keys: {absent}");
@@ -145,7 +145,7 @@ mod tests {
         let guessed = view.needs_store();
         assert_eq!(view.holder("cert:A"), None);
         assert!(view.needs_store(), "a key that may exist sends the caller to the store");
-        assert!(!guessed || p.may_contain(&key(px::NUM, &["usage:wuyi:p2:2020"])));
+        assert!(!guessed || p.may_contain(&key(px::USAGE, &["usage:wuyi:p2:2020"])));
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub(crate) mod px {
     pub const EVENT: &str = "e\0";
     pub const REPORT: &str = "r\0";
     pub const DIRECTORY: &str = "d\0";
-    pub const PERSON_YEAR: &str = "p\0";
+    /// A person's counted claims of a year: `u\0usage:<county>:<person>:<year>`
+    /// → their ids, one per line (the count is their number).
+    pub const USAGE: &str = "u\0";
     pub const SEQ: &str = "s\0";
     pub const META: &str = "m\0";
 }
@@ -231,17 +233,9 @@ impl Store {
         Ok(self.get_json(&key(px::REPORT, &[county.as_str(), &year.to_string()]))?.unwrap_or_default())
     }
 
-    /// The claims counted for a person in a year (their ids).
-    pub fn person_year_claims(&self, county: County, person: &str, year: i32) -> anyhow::Result<Vec<String>> {
-        let mut prefix = key(px::PERSON_YEAR, &[county.as_str(), person, &year.to_string()]);
-        prefix.push(0);
-        self.tree
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, _) = kv?;
-                Ok(String::from_utf8_lossy(&k[prefix.len()..]).to_string())
-            })
-            .collect()
+    /// The claims counted under a usage key (a person's year), in recording order.
+    pub fn usage_claims(&self, usage_key: &str) -> anyhow::Result<Vec<String>> {
+        Ok(members(self.tree.get(key(px::USAGE, &[usage_key]))?.as_deref()))
     }
 
     /// Claims in recording order, from `after` (exclusive), at most `limit`.
@@ -323,6 +317,16 @@ pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(v: &[u8]) -> anyhow:
     }
 }
 
+/// The claim ids of a usage record.
+pub(crate) fn members(v: Option<&[u8]>) -> Vec<String> {
+    v.map(|v| String::from_utf8_lossy(v).lines().map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// A usage record's value (claim ids hold no line breaks).
+pub(crate) fn encode_members(ids: &[String]) -> Vec<u8> {
+    ids.join("\n").into_bytes()
+}
+
 pub(crate) fn parse_num(v: &[u8]) -> Decimal {
     std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or_default()
 }
@@ -332,7 +336,8 @@ pub struct StoreView<'a>(pub &'a Store);
 
 impl LedgerView for StoreView<'_> {
     fn count(&self, k: &str) -> u32 {
-        rust_decimal::prelude::ToPrimitive::to_u32(&self.total(k)).unwrap_or(u32::MAX)
+        let ids = self.0.tree.get(key(px::USAGE, &[k])).ok().flatten();
+        u32::try_from(members(ids.as_deref()).len()).unwrap_or(u32::MAX)
     }
     fn holder(&self, k: &str) -> Option<String> {
         self.0.tree.get(key(px::KEY, &[k])).ok().flatten().map(|v| String::from_utf8_lossy(&v).to_string())

@@ -5,12 +5,11 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use chrono::{Datelike, Utc};
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
 use super::presence::Presence;
-use super::store::{decode_record, encode_record, key, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
+use super::store::{decode_record, encode_members, encode_record, key, members, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
 use crate::domain::{Claim, County};
 use crate::policy::Policy;
 use crate::rules::{decide, Directory, LedgerView, Revocation, Status};
@@ -311,7 +310,7 @@ impl<'a> Overlay<'a> {
 
 impl LedgerView for Overlay<'_> {
     fn count(&self, k: &str) -> u32 {
-        self.num(k).to_u32().unwrap_or(u32::MAX)
+        u32::try_from(members(self.get(&key(px::USAGE, &[k])).as_deref()).len()).unwrap_or(u32::MAX)
     }
     fn holder(&self, k: &str) -> Option<String> {
         self.get(&key(px::KEY, &[k])).map(|v| String::from_utf8_lossy(&v).to_string())
@@ -507,15 +506,16 @@ impl Writer {
 fn apply_effects(ov: &mut Overlay, c: &StoredClaim, claim_id: &str, sign: Decimal) {
     let e = &c.effects;
     if let Some(count_key) = &e.count {
-        ov.add_num(count_key, sign);
-        if let Some(person) = &c.person {
-            let year = c.event_date.year().to_string();
-            let k = key(px::PERSON_YEAR, &[c.county.as_str(), person, &year, claim_id]);
-            if sign.is_sign_positive() {
-                ov.put(k, Vec::new());
-            } else {
-                ov.del(k);
-            }
+        let k = key(px::USAGE, &[count_key]);
+        let mut ids = members(ov.get(&k).as_deref());
+        ids.retain(|id| id != claim_id);
+        if sign.is_sign_positive() {
+            ids.push(claim_id.to_string());
+        }
+        if ids.is_empty() {
+            ov.del(k);
+        } else {
+            ov.put(k, encode_members(&ids));
         }
     }
     for k in &e.keys {

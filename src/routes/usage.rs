@@ -9,9 +9,8 @@ use utoipa::ToSchema;
 use super::{blocking, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{County, IdNumber, Kind};
-use crate::ledger::StoreView;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::rules::{LedgerView, Status};
+use crate::rules::Status;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -110,9 +109,11 @@ pub async fn query(
     let s = state.clone();
     let answer = blocking(move || {
         let store = &s.ledger.store;
-        let used = StoreView(store).count(&format!("usage:{county}:{person}:{year}"));
+        let mut ids = store.usage_claims(&format!("usage:{county}:{person}:{year}"))?;
+        let used = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+        ids.sort();
         let mut claims = Vec::new();
-        for id in store.person_year_claims(county, &person, year)? {
+        for id in ids {
             if let Some(c) = store.claim(&id)? {
                 claims.push(UsageClaim {
                     claim_id: id,

@@ -84,8 +84,8 @@ async fn check_reports_drift_and_exits_non_zero() {
         // Tamper with a counter behind the ledger's back.
         let db = sled::Config::new().path(&store).open().unwrap();
         let tree = db.open_tree("ledger").unwrap();
-        let k = tree.scan_prefix(b"n\0usage:").next().unwrap().unwrap().0;
-        tree.insert(k, b"2".to_vec()).unwrap();
+        let k = tree.scan_prefix(b"u\0usage:").next().unwrap().unwrap().0;
+        tree.insert(k, b"D-1\nD-X".to_vec()).unwrap();
         db.flush().unwrap();
     }
     let out = bin().args(["check", "--store"]).arg(&store).output().unwrap();
