@@ -11,13 +11,13 @@
 //!   response pays after the rules).
 //! - `person_key`: the HMAC-SHA256 pseudonym of one ID number.
 //! - `decide_kind/<county_kind>`: one `decide` for each example.
-//! - `sled_commit/{zstd,plain}/{64,1000}`: not the rules but the store under
-//!   them, for comparison: the writes one recorded claim makes (a ~1.3 KB
-//!   claim record, a ~160 B event and 7 small index/counter keys, as
-//!   `ledger::writer` writes them), N claims per `apply_batch` + `flush`, on
-//!   sled configured as `ledger::store::Store::open` does, with and without
-//!   `use_compression`. Reported per group; divide by N for one claim.
-//!   Run only these with `cargo bench --bench decide -- sled_commit`.
+//! - `sled_commit/{64,1000}`: not the rules but the store under them, for
+//!   comparison: the writes one recorded claim makes (its zstd-compressed
+//!   claim record, the order index, the usage record and two holder keys, as
+//!   `ledger::writer` writes them, plus the group's sequence counters and
+//!   report), N claims per `apply_batch` + `flush`, on sled configured as
+//!   `ledger::store::Store::open` does. Reported per group; divide by N for
+//!   one claim. Run only these with `cargo bench --bench decide -- sled_commit`.
 //!
 //! The ledger is empty (`EmptyLedger`); the trade-friction directory lists
 //! the examples' enterprises so the uplift steps are part of the trace.
@@ -124,20 +124,24 @@ fn benches(c: &mut Criterion) {
 }
 
 /// The keys and values one recorded claim writes (sizes as in the real store).
-fn claim_writes(n: u64, record: &[u8], event: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn claim_writes(n: u64, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let person = format!("p{:032x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let id = format!("BQ-{n}");
     vec![
         (format!("c\0{id}").into_bytes(), record.to_vec()),
-        (format!("e\0{id}\0{n:020}").into_bytes(), event.to_vec()),
         (format!("s\0{n:020}").into_bytes(), id.clone().into_bytes()),
-        (format!("n\0usage:wuyi:{person}:2020").into_bytes(), b"1".to_vec()),
-        (format!("p\0wuyi\0{person}\02020\0{id}").into_bytes(), Vec::new()),
+        (format!("u\0usage:wuyi:{person}:2020").into_bytes(), id.clone().into_bytes()),
         (
             format!("k\0wuyi:qualification_training:{person}:6-31-01-03:intermediate").into_bytes(),
             id.clone().into_bytes(),
         ),
         (format!("k\0cert:wuyi:qualification_training:BQZ{n}").into_bytes(), id.into_bytes()),
+    ]
+}
+
+/// Written once per group.
+fn group_writes(n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![
         (b"m\0claim_seq".to_vec(), n.to_string().into_bytes()),
         (b"m\0event_seq".to_vec(), n.to_string().into_bytes()),
         (
@@ -155,48 +159,47 @@ fn sled_benches(c: &mut Criterion) {
     let mut d =
         decide(claim, f.persons[0].as_deref(), &EmptyLedger, f.policy.county(claim.county), &f.directory, at).decision;
     d.recorded = true;
-    // A stored claim is the decision plus ~500 B of hashes, effects and parties.
-    let record = serde_json::to_vec(&serde_json::json!({"decision": d, "body_hash": "cc82ed3fb5675451525c053318d4646d7e45e4b54eba3641438a870491e9631c", "effects": {"count": "usage:wuyi:pc57e89eddb38486d642de56d82c7806e:2020", "keys": ["wuyi:qualification_training:pc57e89eddb38486d642de56d82c7806e:6-31-01-03:intermediate", "cert:wuyi:qualification_training:BQZ10300001"]}, "granted": "1000.00", "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15", "department": null, "person": "pc57e89eddb38486d642de56d82c7806e", "id_masked": "330723********0013", "parties": [], "seq": 8, "recorded_by": "local-platform"})).expect("json");
-    let event = br#"{"seq":8,"claim_id":"BQ-10300001","event":"decided","at":"2026-11-24T16:54:51.449579935Z","key_id":"local-platform","status":"approved"}"#;
+    // A stored claim is the decision plus ~500 B of hashes, effects and parties,
+    // compressed as `ledger::store` does (zstd level 1).
+    let json = serde_json::to_vec(&serde_json::json!({"decision": d, "body_hash": "cc82ed3fb5675451525c053318d4646d7e45e4b54eba3641438a870491e9631c", "effects": {"count": "usage:wuyi:pc57e89eddb38486d642de56d82c7806e:2020", "keys": ["wuyi:qualification_training:pc57e89eddb38486d642de56d82c7806e:6-31-01-03:intermediate", "cert:wuyi:qualification_training:BQZ10300001"]}, "granted": "1000.00", "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15", "department": null, "person": "pc57e89eddb38486d642de56d82c7806e", "id_masked": "330723********0013", "parties": [], "seq": 8, "recorded_by": "local-platform", "decided_event": 8})).expect("json");
+    let record = zstd::bulk::compress(&json, 1).expect("zstd");
     let mut g = c.benchmark_group("sled_commit");
     g.sample_size(10);
     g.warm_up_time(std::time::Duration::from_millis(500));
     g.measurement_time(std::time::Duration::from_secs(3));
-    for compress in [true, false] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = sled::Config::new()
-            .path(dir.path())
-            .cache_capacity(64 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .use_compression(compress);
-        if compress {
-            cfg = cfg.compression_factor(1);
-        }
-        let db = cfg.open().expect("sled");
-        let tree = db.open_tree("ledger").expect("tree");
-        let mut n = 0u64;
-        for per in [64u64, 1000] {
-            let name = format!("{}/{per}", if compress { "zstd" } else { "plain" });
-            g.bench_function(name, |b| {
-                b.iter(|| {
-                    let mut batch = sled::Batch::default();
-                    for _ in 0..per {
-                        n += 1;
-                        for (k, v) in claim_writes(n, &record, event) {
-                            batch.insert(k, v);
-                        }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .expect("sled");
+    let tree = db.open_tree("ledger").expect("tree");
+    let mut n = 0u64;
+    for per in [64u64, 1000] {
+        g.bench_function(per.to_string(), |b| {
+            b.iter(|| {
+                let mut batch = sled::Batch::default();
+                for _ in 0..per {
+                    n += 1;
+                    for (k, v) in claim_writes(n, &record) {
+                        batch.insert(k, v);
                     }
-                    tree.apply_batch(batch).expect("apply");
-                    db.flush().expect("flush");
-                })
-            });
-        }
-        eprintln!(
-            "sled_commit {}: {n} claims written, {} bytes on disk",
-            if compress { "zstd" } else { "plain" },
-            db.size_on_disk().unwrap_or(0)
-        );
+                }
+                for (k, v) in group_writes(n) {
+                    batch.insert(k, v);
+                }
+                tree.apply_batch(batch).expect("apply");
+                db.flush().expect("flush");
+            })
+        });
     }
+    eprintln!(
+        "sled_commit: {n} claims written ({} B record, {} B as JSON), {} bytes on disk",
+        record.len(),
+        json.len(),
+        db.size_on_disk().unwrap_or(0)
+    );
     g.finish();
 }
 
