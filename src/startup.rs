@@ -44,12 +44,8 @@ impl Application {
         };
         let policy = Arc::new(Policy::load(&settings.policy.dir, window_end).context("loading the policy data")?);
         let store = Store::open(&settings.store.path, settings.store.cache_capacity_bytes)?;
-        let ledger = Ledger::start(
-            store,
-            policy.clone(),
-            settings.store.group_commit_max,
-            settings.store.presence_filter_keys,
-        )?;
+        let ledger =
+            Ledger::start(store, policy.clone(), settings.store.group_commit_max, settings.store.presence_filter_keys)?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new()?);
         let state = web::Data::new(AppState {

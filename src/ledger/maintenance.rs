@@ -10,7 +10,10 @@ use chrono::Datelike;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::store::{encode_members, encode_record, key, members, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim};
+use super::store::{
+    encode_members, encode_record, key, members, parse_num, px, DirectoryRecord, Event, ReportTotals, Store,
+    StoredClaim,
+};
 use crate::domain::County;
 use crate::rules::Status;
 
@@ -85,18 +88,15 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
     for k in actual_nums.keys().filter(|k| !exp.nums.contains_key(*k)) {
         drift.push(format!("counter {}: stored, but no granted decision accounts for it", show(k)));
     }
-    let usage: BTreeMap<Vec<u8>, Vec<u8>> =
-        exp.usage.iter().map(|(k, ids)| (k.clone(), encode_members(ids))).collect();
+    let usage: BTreeMap<Vec<u8>, Vec<u8>> = exp.usage.iter().map(|(k, ids)| (k.clone(), encode_members(ids))).collect();
     let sorted_members = |v: &[u8]| {
         let mut ids = members(Some(v));
         ids.sort();
         encode_members(&ids)
     };
-    for (prefix, want, what) in [
-        (px::KEY, &exp.keys, "key"),
-        (px::USAGE, &usage, "usage record"),
-        (px::SEQ, &exp.seqs, "order index"),
-    ] {
+    for (prefix, want, what) in
+        [(px::KEY, &exp.keys, "key"), (px::USAGE, &usage, "usage record"), (px::SEQ, &exp.seqs, "order index")]
+    {
         let mut actual = BTreeMap::new();
         for kv in store.tree.scan_prefix(prefix.as_bytes()) {
             let (k, v) = kv?;

@@ -9,7 +9,10 @@ use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
 use super::presence::Presence;
-use super::store::{decode_record, encode_members, encode_record, key, members, parse_num, px, DirectoryRecord, Event, ReportTotals, Store, StoredClaim, Tally};
+use super::store::{
+    decode_record, encode_members, encode_record, key, members, parse_num, px, DirectoryRecord, Event, ReportTotals,
+    Store, StoredClaim, Tally,
+};
 use crate::domain::{Claim, County};
 use crate::policy::Policy;
 use crate::rules::{decide, Directory, LedgerView, Revocation, Status};
