@@ -1,13 +1,18 @@
 //! Prometheus metrics: requests by route and status with latency histograms,
-//! decisions by county, kind and status. Labels never carry personal data.
+//! decisions by county, kind and status, and the fill of the ledger's key
+//! filter. Labels never carry personal data.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub decisions: IntCounterVec,
+    /// Keys in the ledger's Bloom filter, and the number it was planned for
+    /// (past it, false positives and so store reads grow until a restart).
+    pub filter_keys: IntGauge,
+    pub filter_planned_keys: IntGauge,
 }
 
 impl Metrics {
@@ -29,8 +34,13 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        let filter_keys = IntGauge::new("ledger_filter_keys", "Keys in the ledger's key filter (approximate)")?;
+        let filter_planned_keys =
+            IntGauge::new("ledger_filter_planned_keys", "Keys the ledger's key filter was planned for at start")?;
         registry.register(Box::new(decisions.clone()))?;
-        Ok(Self { registry, requests, latency, decisions })
+        registry.register(Box::new(filter_keys.clone()))?;
+        registry.register(Box::new(filter_planned_keys.clone()))?;
+        Ok(Self { registry, requests, latency, decisions, filter_keys, filter_planned_keys })
     }
 
     pub fn render(&self) -> String {

@@ -39,5 +39,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let (keys, planned) = state.ledger.presence.load_factor();
+    state.metrics.filter_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    state.metrics.filter_planned_keys.set(i64::try_from(planned).unwrap_or(i64::MAX));
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

@@ -43,4 +43,9 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
         text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"),
         "{text}"
     );
+    // The claim record, its usage record and two unique keys are in the filter.
+    let gauge =
+        |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or_default();
+    assert!(gauge("subsidy_ledger_filter_keys ") >= 3, "{text}");
+    assert_eq!(gauge("subsidy_ledger_filter_planned_keys "), 10_000_000, "{text}");
 }
