@@ -338,11 +338,16 @@ fn p_year(v: &Value, p: &str) -> Result<i32, FieldError> {
 
 fn p_date(v: &Value, p: &str) -> Result<NaiveDate, FieldError> {
     let s = v.as_str().ok_or_else(|| FieldError::new(p, "invalid_type", "must be a date string YYYY-MM-DD"))?;
-    if s.len() != 10 {
-        return Err(FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"));
+    let invalid = || FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD");
+    // Exactly `DDDD-DD-DD`: no signs, spaces or one-digit months and days.
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    if !shaped {
+        return Err(invalid());
     }
-    // `FromStr` is chrono's ISO 8601 `YYYY-MM-DD` without a format string to interpret.
-    s.parse::<NaiveDate>().map_err(|_| FieldError::new(p, "invalid_date", "must be a real date YYYY-MM-DD"))
+    let n = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+    NaiveDate::from_ymd_opt(n(0..4) as i32, n(5..7), n(8..10)).ok_or_else(invalid)
 }
 
 fn p_money(v: &Value, p: &str) -> Result<Money, FieldError> {
@@ -942,6 +947,14 @@ mod tests {
 
     fn fields(v: &Value) -> Vec<(String, String)> {
         parse_claim(v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect()
+    }
+
+    #[test]
+    fn dates_are_exactly_yyyy_mm_dd_and_real() {
+        for bad in ["2020-1-01 ", "2020 -1-01", "2020-01-1 ", "2020-1-1  ", "+020-01-01", "2020-02-30", "2020/01/01"] {
+            assert!(p_date(&json!(bad), "/event_date").is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(p_date(&json!("2020-02-29"), "/event_date").ok(), NaiveDate::from_ymd_opt(2020, 2, 29));
     }
 
     #[test]

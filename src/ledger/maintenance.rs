@@ -27,6 +27,8 @@ struct Expected {
     seqs: BTreeMap<Vec<u8>, Vec<u8>>,
     reports: BTreeMap<Vec<u8>, ReportTotals>,
     max_seq: u64,
+    /// Highest event sequence number a claim's `decided` event uses.
+    max_decided_event: u64,
 }
 
 impl Expected {
@@ -34,6 +36,7 @@ impl Expected {
         let id = c.decision.claim_id.as_str();
         self.seqs.insert(key(px::SEQ, &[&format!("{:020}", c.seq)]), id.as_bytes().to_vec());
         self.max_seq = self.max_seq.max(c.seq);
+        self.max_decided_event = self.max_decided_event.max(c.decided_event.unwrap_or(0));
         if c.decision.status != Status::Approved {
             return;
         }
@@ -115,6 +118,19 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
         }
         for k in actual.keys().filter(|k| !want.contains_key(*k)) {
             drift.push(format!("{what} {}: stored, but no decision accounts for it", show(k)));
+        }
+    }
+    // The sequence counters must be past every number in use, or new claims
+    // and events would reuse numbers.
+    let mut max_event = exp.max_decided_event;
+    for e in store.all_events() {
+        max_event = max_event.max(e?.seq);
+    }
+    for (name, in_use) in [("claim_seq", exp.max_seq), ("event_seq", max_event)] {
+        let stored = store.tree.get(key(px::META, &[name]))?;
+        let counter = stored.as_deref().and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok()).unwrap_or(0);
+        if counter < in_use {
+            drift.push(format!("sequence counter {name}: stored {counter}, highest number in use {in_use}"));
         }
     }
     for kv in store.tree.scan_prefix(px::REPORT.as_bytes()) {

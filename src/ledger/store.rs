@@ -233,7 +233,8 @@ impl Store {
         Ok(self.get_json(&key(px::REPORT, &[county.as_str(), &year.to_string()]))?.unwrap_or_default())
     }
 
-    /// The claims counted under a usage key (a person's year), in recording order.
+    /// The claims counted under a usage key (a person's year): in recording
+    /// order as the writer keeps them, in claim-id order after an import.
     pub fn usage_claims(&self, usage_key: &str) -> anyhow::Result<Vec<String>> {
         Ok(members(self.tree.get(key(px::USAGE, &[usage_key]))?.as_deref()))
     }

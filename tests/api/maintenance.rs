@@ -86,9 +86,14 @@ async fn check_reports_drift_and_exits_non_zero() {
         let tree = db.open_tree("ledger").unwrap();
         let k = tree.scan_prefix(b"u\0usage:").next().unwrap().unwrap().0;
         tree.insert(k, b"D-1\nD-X".to_vec()).unwrap();
+        // And a sequence counter set back: new claims would reuse numbers.
+        tree.insert(b"m\0claim_seq".to_vec(), b"0".to_vec()).unwrap();
         db.flush().unwrap();
     }
     let out = bin().args(["check", "--store"]).arg(&store).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("drift"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("drift"), "{report}");
+    assert!(report.contains("usage record"), "{report}");
+    assert!(report.contains("sequence counter claim_seq: stored 0"), "{report}");
 }
