@@ -87,7 +87,7 @@ async fn check_reports_drift_and_exits_non_zero() {
         let k = tree.scan_prefix(b"u\0usage:").next().unwrap().unwrap().0;
         tree.insert(k, b"D-1\nD-X".to_vec()).unwrap();
         // And a sequence counter set back: new claims would reuse numbers.
-        tree.insert(b"m\0claim_seq".to_vec(), b"0".to_vec()).unwrap();
+        tree.insert(b"m\0claim_seq", b"0".to_vec()).unwrap();
         db.flush().unwrap();
     }
     let out = bin().args(["check", "--store"]).arg(&store).output().unwrap();
