@@ -346,7 +346,7 @@ fn p_date(v: &Value, p: &str) -> Result<NaiveDate, FieldError> {
     if !shaped {
         return Err(invalid());
     }
-    let n = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+    let n = |r: std::ops::Range<usize>| super::digits_value(&b[r]);
     NaiveDate::from_ymd_opt(n(0..4) as i32, n(5..7), n(8..10)).ok_or_else(invalid)
 }
 

@@ -36,7 +36,7 @@ impl IdNumber {
             return Err(FieldError::new(field, "invalid_format", "an ID number is 17 digits followed by a digit or X"));
         }
         // The 17 leading characters are digits (checked above).
-        let n = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'));
+        let n = |r: std::ops::Range<usize>| super::digits_value(&b[r]);
         let birth = NaiveDate::from_ymd_opt(n(6..10) as i32, n(10..12), n(12..14))
             .filter(|d| d.year() >= 1900)
             .ok_or_else(|| FieldError::new(field, "invalid_date", "the birth-date segment is not a real date"))?;

@@ -10,3 +10,9 @@ pub use claim::*;
 pub use codes::*;
 pub use id_number::{IdNumber, Sex};
 pub use money::{fmt2, Money};
+
+/// The number an all-ASCII-digit slice spells (the caller has checked the
+/// digits; at most 9 of them).
+pub(crate) fn digits_value(digits: &[u8]) -> u32 {
+    digits.iter().fold(0u32, |a, c| a * 10 + u32::from(c - b'0'))
+}
