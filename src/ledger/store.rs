@@ -213,7 +213,7 @@ impl Store {
     pub fn events(&self, claim: &StoredClaim) -> anyhow::Result<Vec<Event>> {
         let mut prefix = key(px::EVENT, &[&claim.decision.claim_id]);
         prefix.push(0);
-        let mut events = claim.decided().into_iter().map(Ok).collect::<anyhow::Result<Vec<Event>>>()?;
+        let mut events: Vec<Event> = claim.decided().into_iter().collect();
         for kv in self.tree.scan_prefix(prefix) {
             events.push(decode_record(&kv?.1)?);
         }
