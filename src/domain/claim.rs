@@ -566,6 +566,41 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
     }
 }
 
+/// The online training days, every bad entry reported (not only the first).
+fn online_days(d: &mut Obj, e: &mut Vec<FieldError>) -> Option<Vec<OnlineDay>> {
+    let p = d.path("days");
+    let Some(v) = d.raw("days") else {
+        if d.map.is_some() {
+            e.push(FieldError::new(p, "required", "this field is required"));
+        }
+        return None;
+    };
+    let Some(arr) = v.as_array() else {
+        e.push(FieldError::new(p, "invalid_type", "must be an array of {date, class_hours}"));
+        return None;
+    };
+    if arr.is_empty() || arr.len() > 366 {
+        e.push(FieldError::new(p, "out_of_range", "from 1 to 366 training days"));
+        return None;
+    }
+    let before = e.len();
+    let mut out: Vec<OnlineDay> = Vec::new();
+    for (i, day) in arr.iter().enumerate() {
+        let base = format!("{p}/{i}");
+        let mut o = Obj::new(Some(day), &base, e);
+        let date = o.req("date", e, p_date);
+        let class_hours = o.req("class_hours", e, p_hours(1, 24));
+        o.finish(e);
+        if let (Some(date), Some(class_hours)) = (date, class_hours) {
+            if out.iter().any(|d| d.date == date) {
+                e.push(FieldError::new(format!("{base}/date"), "duplicate", "each date appears once"));
+            }
+            out.push(OnlineDay { date, class_hours });
+        }
+    }
+    (e.len() == before).then_some(out)
+}
+
 fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<FieldError>) -> Option<Details> {
     let mut d = Obj::new(v, "/details", errs);
     let wy = county == County::Wuyi;
@@ -704,39 +739,12 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             let filing_reference = d.opt("filing_reference", e, p_str);
             let mode = d.req("mode", e, en!(OnlineMode));
             let trainees = d.req("trainees", e, p_count(1, 1_000_000));
-            let days = d.req("days", e, |v, p| {
-                let arr = v
-                    .as_array()
-                    .ok_or_else(|| FieldError::new(p, "invalid_type", "must be an array of {date, class_hours}"))?;
-                if arr.is_empty() || arr.len() > 366 {
-                    return Err(FieldError::new(p, "out_of_range", "from 1 to 366 training days"));
-                }
-                let mut out = Vec::new();
-                let mut first_err = None;
-                for (i, day) in arr.iter().enumerate() {
-                    let mut inner = Vec::new();
-                    let base = format!("{p}/{i}");
-                    let mut o = Obj::new(Some(day), &base, &mut inner);
-                    let date = o.req("date", &mut inner, p_date);
-                    let class_hours = o.req("class_hours", &mut inner, p_hours(1, 24));
-                    o.finish(&mut inner);
-                    if let (Some(date), Some(class_hours)) = (date, class_hours) {
-                        if out.iter().any(|d: &OnlineDay| d.date == date) {
-                            inner.push(FieldError::new(format!("{base}/date"), "duplicate", "each date appears once"));
-                        }
-                        out.push(OnlineDay { date, class_hours });
-                    }
-                    if let Some(err) = inner.into_iter().next() {
-                        first_err.get_or_insert(err);
-                    }
-                }
-                first_err.map_or(Ok(out), Err)
-            });
+            let days = online_days(&mut d, e);
             let repeated_hours = d.opt("repeated_hours", e, p_hours(0, 100_000)).unwrap_or_default();
             let invoice_amount = d.opt("invoice_amount", e, p_money);
             if mode == Some(OnlineMode::PlatformPurchase)
                 && invoice_amount.is_none()
-                && d.map.is_some_and(|m| !m.contains_key("invoice_amount"))
+                && d.map.is_some_and(|m| m.get("invoice_amount").is_none_or(Value::is_null))
             {
                 e.push(FieldError::new(
                     "/details/invoice_amount",
@@ -843,16 +851,9 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
             }
             let level = d.opt("level", e, en!(Level));
             let start_date = d.req("start_date", e, p_date);
+            // An end before the start is read, not refused: the training is
+            // shorter than the minimum (TRAINING_TOO_SHORT, I-14), a decision.
             let end_date = d.req("end_date", e, p_date);
-            if let (Some(s), Some(t)) = (start_date, end_date) {
-                if t < s {
-                    e.push(FieldError::new(
-                        "/details/end_date",
-                        "out_of_range",
-                        "the end date is before the start date",
-                    ));
-                }
-            }
             let fee = d.req("fee", e, p_money);
             (|| {
                 if has_occ == has_proj {

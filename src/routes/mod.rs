@@ -118,17 +118,29 @@ pub fn body_hash(v: &Value) -> String {
 impl AppState {
     /// Parses a claim body and checks what the policy data knows of it.
     pub fn parse(&self, body: &Value) -> Result<Claim, ApiError> {
-        let claim = parse_claim(body).map_err(ApiError::Validation)?;
-        if let Some(dep) = &claim.department {
-            if self.policy.county(claim.county).department(dep).is_none() {
-                return Err(ApiError::validation(
-                    "/department",
-                    "invalid_value",
-                    "not a department of the county's plan; see GET /v1/policies/{county}",
-                ));
+        // The department is checked against the county's plan even when other
+        // fields are bad, so that one answer names every bad field.
+        let county = body.get("county").and_then(|c| serde_json::from_value::<County>(c.clone()).ok());
+        let department = body.get("department").and_then(Value::as_str);
+        let bad_department = match (county, department) {
+            (Some(c), Some(dep)) if self.policy.county(c).department(dep).is_none() => Some(FieldError::new(
+                "/department",
+                "invalid_value",
+                "not a department of the county's plan; see GET /v1/policies/{county}",
+            )),
+            _ => None,
+        };
+        match (parse_claim(body), bad_department) {
+            (Ok(claim), None) => Ok(claim),
+            (Ok(_), Some(e)) => Err(ApiError::Validation(vec![e])),
+            (Err(errs), None) => Err(ApiError::Validation(errs)),
+            (Err(mut errs), Some(e)) => {
+                if !errs.iter().any(|x| x.field == "/department") {
+                    errs.push(e);
+                }
+                Err(ApiError::Validation(errs))
             }
         }
-        Ok(claim)
     }
 
     /// A claim ready for the ledger, refused if an institution key is not a party to it.

@@ -410,8 +410,11 @@ pub fn decide(
             }
         }
     } else {
+        // RULES §8 Stages: a claim failing eligibility or static checks stops
+        // there; ledger checks some kinds make while computing do not count.
         ctx.steps.clear();
         ctx.adjustments.clear();
+        ctx.ledger_rejections.clear();
     }
     let approved = !ctx.failed() && ctx.ledger_rejections.is_empty() && kind_entry.is_some();
     let mut reasons = Vec::new();

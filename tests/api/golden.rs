@@ -86,7 +86,12 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
                     problems.push(format!("error {:?} (want {e})", b.get("code")));
                 }
             }
-            if let Some(f) = expect.get("field").and_then(Value::as_str) {
+            // `field`: one bad field named; `fields`: every one of them named in one answer.
+            let fields = expect
+                .get("field")
+                .into_iter()
+                .chain(expect.get("fields").and_then(Value::as_array).into_iter().flatten());
+            for f in fields.filter_map(Value::as_str) {
                 if !a.error_fields().iter().any(|x| x == f) {
                     problems.push(format!("field {f} not in {:?}", a.error_fields()));
                 }
