@@ -420,7 +420,17 @@ fn organization(v: Option<&Value>, base: &str, errs: &mut Vec<FieldError>, requi
     Some(Organization { credit_code: credit_code?, name: name?, industry_code })
 }
 
-fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: bool) -> Option<Applicant> {
+/// What a kind needs of the applicant's employer.
+#[derive(Clone, Copy, PartialEq)]
+enum EmployerNeed {
+    Optional,
+    /// The enterprise is the payee (WY apprenticeship_employee).
+    Employer,
+    /// The amount depends on the employer's industry (CX apprenticeship).
+    WithIndustry,
+}
+
+fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, need: EmployerNeed) -> Option<Applicant> {
     let Some(v) = v else {
         errs.push(FieldError::new("/applicant", "required", "this kind needs the applicant"));
         return None;
@@ -454,7 +464,7 @@ fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: b
         })
         .unwrap_or_default();
     let employer_v = o.raw("employer");
-    let employer = if employer_v.is_none() && employer_required {
+    let employer = if employer_v.is_none() && need != EmployerNeed::Optional {
         errs.push(FieldError::new("/applicant/employer", "required", "this kind needs the employer"));
         None
     } else {
@@ -464,7 +474,7 @@ fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, employer_required: b
             industry_code: e.industry_code,
         })
     };
-    if employer_required {
+    if need == EmployerNeed::WithIndustry {
         if let Some(e) = &employer {
             if e.industry_code.is_none() {
                 errs.push(FieldError::new(
@@ -530,8 +540,12 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
                 ));
             }
         } else {
-            let employer_required = matches!(kind, Kind::ApprenticeshipEmployee | Kind::Apprenticeship);
-            applicant_p = applicant(applicant_v, &mut errs, employer_required);
+            let need = match kind {
+                Kind::ApprenticeshipEmployee => EmployerNeed::Employer,
+                Kind::Apprenticeship => EmployerNeed::WithIndustry,
+                _ => EmployerNeed::Optional,
+            };
+            applicant_p = applicant(applicant_v, &mut errs, need);
             if organization_v.is_some() {
                 errs.push(FieldError::new(
                     "/organization",
