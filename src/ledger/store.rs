@@ -360,18 +360,50 @@ pub(crate) fn parse_num(v: &[u8]) -> Decimal {
 }
 
 /// Reads the committed store (evaluations).
-pub struct StoreView<'a>(pub &'a Store);
+///
+/// An evaluation of a claim that is already recorded judges it as if it were
+/// decided afresh: what its own record holds (its place in the person's yearly
+/// usage, its unique keys, its share of running totals) does not count
+/// against it. The writer never decides a recorded claim again (a resubmission
+/// is a replay), so only evaluations need this.
+pub struct StoreView<'a> {
+    store: &'a Store,
+    own: Option<StoredClaim>,
+}
+
+impl<'a> StoreView<'a> {
+    /// `claim_id`: the claim being evaluated; its record, if any, is set aside.
+    pub fn new(store: &'a Store, claim_id: &str) -> anyhow::Result<Self> {
+        let own = store.claim(claim_id)?.filter(|c| c.decision.status == crate::rules::Status::Approved);
+        Ok(Self { store, own })
+    }
+
+    fn own_id(&self) -> Option<&str> {
+        self.own.as_ref().map(|c| c.decision.claim_id.as_str())
+    }
+}
 
 impl LedgerView for StoreView<'_> {
     fn count(&self, k: &str) -> u32 {
-        let ids = self.0.tree.get(key(px::USAGE, &[k])).ok().flatten();
-        u32::try_from(members(ids.as_deref()).len()).unwrap_or(u32::MAX)
+        let ids = self.store.tree.get(key(px::USAGE, &[k])).ok().flatten();
+        let ids = members(ids.as_deref());
+        u32::try_from(ids.iter().filter(|id| Some(id.as_str()) != self.own_id()).count()).unwrap_or(u32::MAX)
     }
     fn holder(&self, k: &str) -> Option<String> {
-        self.0.tree.get(key(px::KEY, &[k])).ok().flatten().map(|v| String::from_utf8_lossy(&v).to_string())
+        let v = self.store.tree.get(key(px::KEY, &[k])).ok().flatten()?;
+        let holder = String::from_utf8_lossy(&v).to_string();
+        (Some(holder.as_str()) != self.own_id()).then_some(holder)
     }
     fn total(&self, k: &str) -> Decimal {
-        self.0.tree.get(key(px::NUM, &[k])).ok().flatten().map(|v| parse_num(&v)).unwrap_or_default()
+        let stored = self.store.tree.get(key(px::NUM, &[k])).ok().flatten().map(|v| parse_num(&v)).unwrap_or_default();
+        let own: Decimal = self
+            .own
+            .iter()
+            .flat_map(|c| c.effects.totals.iter())
+            .filter(|(name, _)| name == k)
+            .map(|(_, amount)| *amount)
+            .sum();
+        (stored - own).max(Decimal::ZERO)
     }
 }
 

@@ -182,7 +182,7 @@ pub async fn batch(
     post, path = "/v1/evaluations", tag = "claims",
     request_body(content = ClaimRequest),
     responses(
-        (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored", body = Decision),
+        (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored. A claim id already recorded is judged afresh: its own record (its place in the yearly limit, its keys, its share of running totals) does not count against it", body = Decision),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
@@ -216,7 +216,7 @@ pub async fn evaluate(
     let s = state.clone();
     let decision = blocking(move || {
         let policy = s.policy.county(claim.county);
-        let view = StoreView(&s.ledger.store);
+        let view = StoreView::new(&s.ledger.store, claim.claim_id.as_str())?;
         Ok(decide(&claim, person.as_deref(), &view, policy, &directory, Utc::now()).decision)
     })
     .await?;
