@@ -1,16 +1,21 @@
 //! Builds the application: store, policy, writer, routes, server.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, Error, HttpResponse, HttpServer};
 use anyhow::Context;
 use chrono::NaiveDate;
+use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -167,6 +172,50 @@ fn next_request_id() -> String {
     format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The route label of a request: its resource pattern (`/v1/claims/{claim_id}`),
+/// never the concrete path. Static routes are remembered after their first
+/// router lookup (their number is bounded by the routes registered: only a
+/// path equal to its own pattern is kept).
+fn route_label(req: &ServiceRequest) -> Cow<'static, str> {
+    static STATIC: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
+    let known = STATIC.get_or_init(Default::default);
+    if let Some(label) = known.read().ok().and_then(|m| m.get(req.path()).copied()) {
+        return Cow::Borrowed(label);
+    }
+    match req.match_pattern() {
+        Some(pattern) if pattern == req.path() => {
+            let label: &'static str = Box::leak(pattern.into_boxed_str());
+            if let Ok(mut m) = known.write() {
+                m.insert(label.to_string(), label);
+            }
+            Cow::Borrowed(label)
+        }
+        Some(pattern) => Cow::Owned(pattern),
+        None => Cow::Borrowed("unmatched"),
+    }
+}
+
+/// The request counter and latency histogram of a static route, method and
+/// status, looked up once per thread (a labelled lookup hashes the labels and
+/// takes a lock on every request).
+fn route_metrics(m: &Metrics, route: &'static str, method: &Method, status: StatusCode) -> (IntCounter, Histogram) {
+    type Handles = HashMap<(&'static str, Method, StatusCode), (IntCounter, Histogram)>;
+    thread_local! {
+        static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
+    }
+    HANDLES.with(|h| {
+        h.borrow_mut()
+            .entry((route, method.clone(), status))
+            .or_insert_with(|| {
+                (
+                    m.requests.with_label_values(&[route, method.as_str(), status.as_str()]),
+                    m.latency.with_label_values(&[route, method.as_str()]),
+                )
+            })
+            .clone()
+    })
+}
+
 /// Request id, tracing span, metrics and one log line per request; never the body.
 async fn observe(
     req: ServiceRequest,
@@ -179,22 +228,31 @@ async fn observe(
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|c| c.is_ascii_graphic()))
         .map(str::to_string)
         .unwrap_or_else(next_request_id);
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = route_label(&req);
+    let method = req.method().clone();
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
-    let status = res.status().as_u16();
+    let status = res.status();
     let elapsed = started.elapsed();
     if let Some(m) = metrics {
-        m.requests.with_label_values(&[&route, &method, &status.to_string()]).inc();
-        m.latency.with_label_values(&[&route, &method]).observe(elapsed.as_secs_f64());
+        let (requests, latency) = match route {
+            Cow::Borrowed(r) => route_metrics(&m, r, &method, status),
+            Cow::Owned(ref r) => (
+                m.requests.with_label_values(&[r, method.as_str(), status.as_str()]),
+                m.latency.with_label_values(&[r, method.as_str()]),
+            ),
+        };
+        requests.inc();
+        latency.observe(elapsed.as_secs_f64());
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
-    span.in_scope(|| tracing::info!(status, latency_ms = elapsed.as_millis() as u64, "request completed"));
+    span.in_scope(|| {
+        tracing::info!(status = status.as_u16(), latency_ms = elapsed.as_millis() as u64, "request completed")
+    });
     Ok(res)
 }
 

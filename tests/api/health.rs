@@ -31,6 +31,10 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
         "2020-06-15",
     );
     assert_eq!(api.post_claim(&claim).await.status, 201);
+    // Twice, so that the second answer comes from the remembered static route.
+    assert_eq!(api.post_claim(&claim).await.status, 200);
+    assert_eq!(api.get("/v1/claims/M-1", PLATFORM).await.status, 200);
+    assert_eq!(api.get("/v1/claims/M-2", PLATFORM).await.status, 404);
     let m = api.get("/metrics", PLATFORM).await;
     assert_eq!(m.status, 200);
     let text = m.body.as_str().unwrap_or_default().to_string();
@@ -38,6 +42,20 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
         text.contains("subsidy_http_requests_total{method=\"POST\",route=\"/v1/claims\",status=\"201\"} 1"),
         "{text}"
     );
+    assert!(
+        text.contains("subsidy_http_requests_total{method=\"POST\",route=\"/v1/claims\",status=\"200\"} 1"),
+        "{text}"
+    );
+    // Dynamic routes are labelled by their pattern, never by the concrete path.
+    assert!(
+        text.contains("subsidy_http_requests_total{method=\"GET\",route=\"/v1/claims/{claim_id}\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("subsidy_http_requests_total{method=\"GET\",route=\"/v1/claims/{claim_id}\",status=\"404\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("M-1") && !text.contains("M-2"), "{text}");
     assert!(text.contains("subsidy_http_request_duration_seconds_bucket"), "{text}");
     assert!(
         text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"),
