@@ -195,21 +195,43 @@ fn route_label(req: &ServiceRequest) -> Cow<'static, str> {
     }
 }
 
+/// The method label: the standard methods by name, any other as `other`
+/// (a client can send any token as a method; labels must stay bounded).
+fn method_label(m: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN.iter().find(|k| *k == m).map_or("other", |k| k.as_str())
+}
+
 /// The request counter and latency histogram of a static route, method and
 /// status, looked up once per thread (a labelled lookup hashes the labels and
 /// takes a lock on every request).
-fn route_metrics(m: &Metrics, route: &'static str, method: &Method, status: StatusCode) -> (IntCounter, Histogram) {
-    type Handles = HashMap<(&'static str, Method, StatusCode), (IntCounter, Histogram)>;
+fn route_metrics(
+    m: &Metrics,
+    route: &'static str,
+    method: &'static str,
+    status: StatusCode,
+) -> (IntCounter, Histogram) {
+    type Handles = HashMap<(&'static str, &'static str, StatusCode), (IntCounter, Histogram)>;
     thread_local! {
         static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
     }
     HANDLES.with(|h| {
         h.borrow_mut()
-            .entry((route, method.clone(), status))
+            .entry((route, method, status))
             .or_insert_with(|| {
                 (
-                    m.requests.with_label_values(&[route, method.as_str(), status.as_str()]),
-                    m.latency.with_label_values(&[route, method.as_str()]),
+                    m.requests.with_label_values(&[route, method, status.as_str()]),
+                    m.latency.with_label_values(&[route, method]),
                 )
             })
             .clone()
@@ -229,7 +251,7 @@ async fn observe(
         .map(str::to_string)
         .unwrap_or_else(next_request_id);
     let route = route_label(&req);
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = Instant::now();
@@ -238,11 +260,10 @@ async fn observe(
     let elapsed = started.elapsed();
     if let Some(m) = metrics {
         let (requests, latency) = match route {
-            Cow::Borrowed(r) => route_metrics(&m, r, &method, status),
-            Cow::Owned(ref r) => (
-                m.requests.with_label_values(&[r, method.as_str(), status.as_str()]),
-                m.latency.with_label_values(&[r, method.as_str()]),
-            ),
+            Cow::Borrowed(r) => route_metrics(&m, r, method, status),
+            Cow::Owned(ref r) => {
+                (m.requests.with_label_values(&[r, method, status.as_str()]), m.latency.with_label_values(&[r, method]))
+            }
         };
         requests.inc();
         latency.observe(elapsed.as_secs_f64());

@@ -35,6 +35,10 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
     assert_eq!(api.post_claim(&claim).await.status, 200);
     assert_eq!(api.get("/v1/claims/M-1", PLATFORM).await.status, 200);
     assert_eq!(api.get("/v1/claims/M-2", PLATFORM).await.status, 404);
+    // Any token is a method to HTTP; the label of one that is not standard is `other`.
+    let brew = reqwest::Method::from_bytes(b"BREW").expect("a method token");
+    let a = app.client.request(brew, api.url("/healthz")).send().await.expect("answered");
+    assert_eq!(a.status(), 405);
     let m = api.get("/metrics", PLATFORM).await;
     assert_eq!(m.status, 200);
     let text = m.body.as_str().unwrap_or_default().to_string();
@@ -56,6 +60,11 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
         "{text}"
     );
     assert!(!text.contains("M-1") && !text.contains("M-2"), "{text}");
+    assert!(
+        text.contains("subsidy_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("BREW"), "{text}");
     assert!(text.contains("subsidy_http_request_duration_seconds_bucket"), "{text}");
     assert!(
         text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"),
