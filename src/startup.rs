@@ -221,13 +221,14 @@ fn route_metrics(
     method: &'static str,
     status: StatusCode,
 ) -> (IntCounter, Histogram) {
-    type Handles = HashMap<(&'static str, &'static str, StatusCode), (IntCounter, Histogram)>;
+    // Keyed by the registry too: servers in one process (tests) each have their own.
+    type Handles = HashMap<(usize, &'static str, &'static str, StatusCode), (IntCounter, Histogram)>;
     thread_local! {
         static HANDLES: RefCell<Handles> = RefCell::new(HashMap::new());
     }
     HANDLES.with(|h| {
         h.borrow_mut()
-            .entry((route, method, status))
+            .entry((std::ptr::from_ref(m) as usize, route, method, status))
             .or_insert_with(|| {
                 (
                     m.requests.with_label_values(&[route, method, status.as_str()]),
@@ -252,8 +253,9 @@ async fn observe(
         .unwrap_or_else(next_request_id);
     let route = route_label(&req);
     let method = method_label(req.method());
+    let method_name = req.method().clone();
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method_name, route = %route);
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status();

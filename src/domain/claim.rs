@@ -445,24 +445,7 @@ fn applicant(v: Option<&Value>, errs: &mut Vec<FieldError>, need: EmployerNeed) 
     let unemployment_registered = flag(&mut o, "unemployment_registered", errs);
     let receives_monthly_pension = flag(&mut o, "receives_monthly_pension", errs);
     let public_institution_staff = flag(&mut o, "public_institution_staff", errs);
-    let groups = o
-        .opt("groups", errs, |v, p| {
-            let arr =
-                v.as_array().ok_or_else(|| FieldError::new(p, "invalid_type", "must be an array of group names"))?;
-            let mut out = Vec::new();
-            let mut bad = None;
-            for (i, g) in arr.iter().enumerate() {
-                match en!(Group)(g, &format!("{p}/{i}")) {
-                    Ok(g) if !out.contains(&g) => out.push(g),
-                    Ok(_) => {}
-                    Err(e) => {
-                        bad.get_or_insert(e);
-                    }
-                }
-            }
-            bad.map_or(Ok(out), Err)
-        })
-        .unwrap_or_default();
+    let groups = group_list(&mut o, errs);
     let employer_v = o.raw("employer");
     let employer = if employer_v.is_none() && need != EmployerNeed::Optional {
         errs.push(FieldError::new("/applicant/employer", "required", "this kind needs the employer"));
@@ -578,6 +561,27 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
         }),
         _ => Err(vec![FieldError::new("", "invalid_value", "the claim could not be read")]),
     }
+}
+
+/// The applicant's groups, every unknown entry reported; repeats are ignored.
+fn group_list(o: &mut Obj, errs: &mut Vec<FieldError>) -> Vec<Group> {
+    let p = o.path("groups");
+    let Some(v) = o.raw("groups") else {
+        return Vec::new();
+    };
+    let Some(arr) = v.as_array() else {
+        errs.push(FieldError::new(p, "invalid_type", "must be an array of group names"));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, g) in arr.iter().enumerate() {
+        match en!(Group)(g, &format!("{p}/{i}")) {
+            Ok(g) if !out.contains(&g) => out.push(g),
+            Ok(_) => {}
+            Err(e) => errs.push(e),
+        }
+    }
+    out
 }
 
 /// The online training days, every bad entry reported (not only the first).

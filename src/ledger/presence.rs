@@ -66,6 +66,11 @@ impl Presence {
         !Self::tracks(k) || self.filter.contains(k)
     }
 
+    /// False only when no claim with this id is recorded.
+    pub fn may_hold_claim(&self, claim_id: &str) -> bool {
+        self.may_contain(&key(px::CLAIM, &[claim_id]))
+    }
+
     /// Called before the key is written. (The count of keys is approximate: a
     /// key already present, or taken for present, is not counted.)
     pub fn insert(&self, k: &[u8]) {

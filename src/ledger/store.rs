@@ -361,21 +361,31 @@ pub(crate) fn parse_num(v: &[u8]) -> Decimal {
 
 /// Reads the committed store (evaluations).
 ///
-/// An evaluation of a claim that is already recorded judges it as if it were
-/// decided afresh: what its own record holds (its place in the person's yearly
-/// usage, its unique keys, its share of running totals) does not count
-/// against it. The writer never decides a recorded claim again (a resubmission
-/// is a replay), so only evaluations need this.
+/// An evaluation of a claim that is already recorded (the same claim id and
+/// body) judges it as if it were decided afresh: what its own record holds
+/// (its place in the person's yearly usage, its unique keys, its share of
+/// running totals) does not count against it. Another body under a recorded
+/// id is judged against everything recorded, that record included. The writer
+/// never decides a recorded claim again (a resubmission is a replay), so only
+/// evaluations need this.
 pub struct StoreView<'a> {
     store: &'a Store,
     own: Option<StoredClaim>,
 }
 
 impl<'a> StoreView<'a> {
-    /// `claim_id`: the claim being evaluated; its record, if any, is set aside.
-    pub fn new(store: &'a Store, claim_id: &str) -> anyhow::Result<Self> {
-        let own = store.claim(claim_id)?.filter(|c| c.decision.status == crate::rules::Status::Approved);
+    /// Sets aside the record of `claim_id` if it holds this `body_hash` and
+    /// was granted (only a granted, unrevoked claim holds anything).
+    pub fn new(store: &'a Store, claim_id: &str, body_hash: &str) -> anyhow::Result<Self> {
+        let own = store
+            .claim(claim_id)?
+            .filter(|c| c.body_hash == body_hash && c.decision.status == crate::rules::Status::Approved);
         Ok(Self { store, own })
+    }
+
+    /// A view that sets nothing aside (the claim id is certainly not recorded).
+    pub fn whole(store: &'a Store) -> Self {
+        Self { store, own: None }
     }
 
     fn own_id(&self) -> Option<&str> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{blocking, internal, ledger_error, only_fields, read_json, AppState};
+use super::{blocking, body_hash, internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
 use crate::ledger::{Event, ItemResult, PresenceView, RevokeResult, StoreView};
@@ -216,7 +216,12 @@ pub async fn evaluate(
     let s = state.clone();
     let decision = blocking(move || {
         let policy = s.policy.county(claim.county);
-        let view = StoreView::new(&s.ledger.store, claim.claim_id.as_str())?;
+        let id = claim.claim_id.as_str();
+        let view = if s.ledger.presence.may_hold_claim(id) {
+            StoreView::new(&s.ledger.store, id, &body_hash(&body))?
+        } else {
+            StoreView::whole(&s.ledger.store)
+        };
         Ok(decide(&claim, person.as_deref(), &view, policy, &directory, Utc::now()).decision)
     })
     .await?;

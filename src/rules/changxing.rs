@@ -44,7 +44,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let key = format!("cumulative:{}:{}", ctx.county_key(), org);
             let cap = p.cumulative_cap.dec(day);
             let used = ctx.view.total(&key);
-            let remaining = (cap - used).max(Decimal::ZERO);
+            // What is left, in whole cents (a total recorded before grants
+            // were rounded into it may carry a fraction of a cent).
+            let remaining =
+                (cap - used).max(Decimal::ZERO).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
             let amount = if remaining.is_zero() {
                 let r = Reason::new(ReasonCode::InstitutionCapReached, &p.cumulative_cap.clause)
                     .cap(cap)

@@ -279,14 +279,14 @@ impl<'a> Ctx<'a> {
     fn person(&self) -> &'a str {
         self.person.unwrap_or("-")
     }
-    /// Takes a unique key; a key held by another claim refuses this one.
+    /// Takes a unique key; a key the ledger shows held refuses this one. (An
+    /// evaluation of a recorded claim gets a view that sets its own record
+    /// aside; the writer never decides a recorded claim again.)
     fn unique(&mut self, key: String, code: ReasonCode, clause: &str) {
         if let Some(holder) = self.view.holder(&key) {
-            if holder != self.claim.claim_id.as_str() {
-                let mut r = Reason::new(code, clause);
-                r.held_by = Some(holder);
-                self.ledger_rejections.push(r);
-            }
+            let mut r = Reason::new(code, clause);
+            r.held_by = Some(holder);
+            self.ledger_rejections.push(r);
         }
         self.effects.keys.push(key);
     }

@@ -66,6 +66,16 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
                     problems.push(format!("missing reason {r} (have {codes:?})"));
                 }
             }
+            // `reasons_exact` (the project's own files): exactly these codes, in any order.
+            if let Some(want) = expect.get("reasons_exact").and_then(Value::as_array) {
+                let mut want: Vec<&str> = want.iter().filter_map(Value::as_str).collect();
+                let mut have: Vec<&str> = codes.iter().map(String::as_str).collect();
+                want.sort_unstable();
+                have.sort_unstable();
+                if want != have {
+                    problems.push(format!("reasons {have:?} (want exactly {want:?})"));
+                }
+            }
             for r in expect["reasons_absent"].as_array().into_iter().flatten() {
                 if codes.iter().any(|c| Some(c.as_str()) == r.as_str()) {
                     problems.push(format!("unexpected reason {r}"));
