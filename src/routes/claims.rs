@@ -182,7 +182,7 @@ pub async fn batch(
     post, path = "/v1/evaluations", tag = "claims",
     request_body(content = ClaimRequest),
     responses(
-        (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored. A claim id already recorded is judged afresh: its own record (its place in the yearly limit, its keys, its share of running totals) does not count against it", body = Decision),
+        (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored. A claim already recorded (the same id and body) is judged afresh: its own record (its place in the yearly limit, its keys, its share of running totals) does not count against it; another body under a recorded id is judged against that record", body = Decision),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
