@@ -81,6 +81,10 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
                     problems.push(format!("unexpected reason {r}"));
                 }
             }
+            // `usage_absent` (the project's own files): the decision has no usage.
+            if expect.get("usage_absent") == Some(&Value::Bool(true)) && b.get("usage").is_some_and(|u| !u.is_null()) {
+                problems.push(format!("usage {} (want none)", b["usage"]));
+            }
             if let Some(u) = expect.get("usage_used") {
                 if b["usage"]["used"] != *u {
                     problems.push(format!("usage {} (want used {u})", b["usage"]));
