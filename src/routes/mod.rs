@@ -120,7 +120,7 @@ impl AppState {
     pub fn parse(&self, body: &Value) -> Result<Claim, ApiError> {
         // The department is checked against the county's plan even when other
         // fields are bad, so that one answer names every bad field.
-        let county = body.get("county").and_then(|c| serde_json::from_value::<County>(c.clone()).ok());
+        let county = body.get("county").and_then(Value::as_str).and_then(County::parse);
         let department = body.get("department").and_then(Value::as_str);
         let bad_department = match (county, department) {
             (Some(c), Some(dep)) if self.policy.county(c).department(dep).is_none() => Some(FieldError::new(

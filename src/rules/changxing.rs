@@ -4,7 +4,7 @@ use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, is_4050, Ctx, Grant, Reason, ReasonCode};
-use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Money, Payee, Programme, SafetyTrainingType};
+use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType};
 use crate::policy::ChangxingRules;
 
 /// `end` is at least `months` calendar months after `start` (I-14): the same
@@ -64,9 +64,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             } else {
                 gross
             };
-            // The running total holds what was granted (rounded), so that
-            // grants never add up past the cap.
-            ctx.effects.totals.push((key, Money::round(amount).value()));
+            ctx.effects.totals.push((key, amount));
             grant(amount)
         }
         Details::VocationalSchoolSenior { school_year, programme, in_senior_stage } => {
@@ -347,7 +345,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             };
             let stage_key = format!("{year_key}:{}", stage.as_str());
             ctx.unique(stage_key, ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(6)");
-            ctx.effects.totals.push((paid_key, Money::round(amount).value()));
+            ctx.effects.totals.push((paid_key, amount));
             // Once per apprentice-year: the first granted tranche counts.
             let count_key = format!("{year_key}:counted");
             let counts = ctx.view.holder(&count_key).is_none();

@@ -423,6 +423,11 @@ pub fn decide(
     reasons.append(&mut ctx.adjustments);
     reasons.append(&mut ctx.notices);
     let rounded = Money::round(amount);
+    // Running totals hold what is granted, in cents, so that grants never add
+    // up past a cumulative cap (the rules modules push unrounded amounts).
+    for (_, total) in &mut ctx.effects.totals {
+        *total = Money::round(*total).value();
+    }
     if approved {
         ctx.step("total", rounded.value(), &kind_entry.map(|k| k.clause.clone()).unwrap_or_default());
     }
