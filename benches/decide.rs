@@ -12,12 +12,11 @@
 //! - `person_key`: the HMAC-SHA256 pseudonym of one ID number.
 //! - `decide_kind/<county_kind>`: one `decide` for each example.
 //! - `sled_commit/{64,1000}`: not the rules but the store under them, for
-//!   comparison: the writes one recorded claim makes (its zstd-compressed
-//!   claim record, the order index, the usage record and two holder keys, as
-//!   `ledger::writer` writes them, plus the group's sequence counters and
-//!   report), N claims per `apply_batch` + `flush`, on sled configured as
-//!   `ledger::store::Store::open` does. Reported per group; divide by N for
-//!   one claim. Run only these with `cargo bench --bench decide -- sled_commit`.
+//!   comparison: the one write a recorded claim makes in layout v2 (its
+//!   record: a small header and the zstd-compressed body), N claims per
+//!   `apply_batch` + `flush` + `fdatasync` of sled's log, on sled configured
+//!   as `ledger::Store::open` does. Reported per group; divide by N for one
+//!   claim. Run only these with `cargo bench --bench decide -- sled_commit`.
 //!
 //! The ledger is empty (`EmptyLedger`); the trade-friction directory lists
 //! the examples' enterprises so the uplift steps are part of the trace.
@@ -75,6 +74,7 @@ fn benches(c: &mut Criterion) {
     let decide_one = |i: usize| {
         let claim = &f.claims[i];
         decide(claim, f.persons[i].as_deref(), &EmptyLedger, f.policy.county(claim.county), &f.directory, at)
+            .expect("an empty ledger never fails")
     };
     // Every example must give a decision with a trace (approved ones have steps).
     let approved = (0..n).filter(|&i| !decide_one(i).decision.calculation.is_empty()).count();
@@ -123,45 +123,18 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// The keys and values one recorded claim writes (sizes as in the real store).
-fn claim_writes(n: u64, record: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let person = format!("p{:032x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let id = format!("BQ-{n}");
-    vec![
-        (format!("c\0{id}").into_bytes(), record.to_vec()),
-        (format!("s\0{n:020}").into_bytes(), id.clone().into_bytes()),
-        (format!("u\0usage:wuyi:{person}:2020").into_bytes(), id.clone().into_bytes()),
-        (
-            format!("k\0wuyi:qualification_training:{person}:6-31-01-03:intermediate").into_bytes(),
-            id.clone().into_bytes(),
-        ),
-        (format!("k\0cert:wuyi:qualification_training:BQZ{n}").into_bytes(), id.into_bytes()),
-    ]
-}
-
-/// Written once per group.
-fn group_writes(n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-    vec![
-        (b"m\0claim_seq".to_vec(), n.to_string().into_bytes()),
-        (b"m\0event_seq".to_vec(), n.to_string().into_bytes()),
-        (
-            b"r\0wuyi\x002020".to_vec(),
-            format!("{{\"by_kind\":{{\"qualification_training\":{{\"count\":{n},\"amount\":\"{n}000\"}}}}}}")
-                .into_bytes(),
-        ),
-    ]
-}
-
 fn sled_benches(c: &mut Criterion) {
     let f = fixture();
     let at = Utc.with_ymd_and_hms(2021, 1, 15, 8, 0, 0).single().expect("time");
     let claim = &f.claims[0];
-    let mut d =
-        decide(claim, f.persons[0].as_deref(), &EmptyLedger, f.policy.county(claim.county), &f.directory, at).decision;
+    let mut d = decide(claim, f.persons[0].as_deref(), &EmptyLedger, f.policy.county(claim.county), &f.directory, at)
+        .expect("an empty ledger never fails")
+        .decision;
     d.recorded = true;
-    // A stored claim is the decision plus ~500 B of hashes, effects and parties,
-    // compressed as `ledger::store` does (zstd level 1).
-    let json = serde_json::to_vec(&serde_json::json!({"decision": d, "body_hash": "cc82ed3fb5675451525c053318d4646d7e45e4b54eba3641438a870491e9631c", "effects": {"count": "usage:wuyi:pc57e89eddb38486d642de56d82c7806e:2020", "keys": ["wuyi:qualification_training:pc57e89eddb38486d642de56d82c7806e:6-31-01-03:intermediate", "cert:wuyi:qualification_training:BQZ10300001"]}, "granted": "1000.00", "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15", "department": null, "person": "pc57e89eddb38486d642de56d82c7806e", "id_masked": "330723********0013", "parties": [], "seq": 8, "recorded_by": "local-platform", "decided_event": 8})).expect("json");
+    // A record body is the decision, the claim as submitted (sealed) and a
+    // few ids, compressed as `ledger::record` does (zstd level 1); the header
+    // adds ~150 B of ids, dates and key digests.
+    let json = serde_json::to_vec(&serde_json::json!({"decision": d, "body_hash": "cc82ed3fb5675451525c053318d4646d7e45e4b54eba3641438a870491e9631c", "submitted": f.values[0], "id_masked": "330723********0013", "recorded_by": "local-platform"})).expect("json");
     let record = zstd::bulk::compress(&json, 1).expect("zstd");
     let mut g = c.benchmark_group("sled_commit");
     g.sample_size(10);
@@ -174,7 +147,9 @@ fn sled_benches(c: &mut Criterion) {
         .mode(sled::Mode::HighThroughput)
         .open()
         .expect("sled");
-    let tree = db.open_tree("ledger").expect("tree");
+    let tree = db.open_tree("ledger-v2").expect("tree");
+    let log = std::fs::File::open(dir.path().join("db")).expect("sled's log");
+    let header = [7u8; 150];
     let mut n = 0u64;
     for per in [64u64, 1000] {
         g.bench_function(per.to_string(), |b| {
@@ -182,15 +157,13 @@ fn sled_benches(c: &mut Criterion) {
                 let mut batch = sled::Batch::default();
                 for _ in 0..per {
                     n += 1;
-                    for (k, v) in claim_writes(n, &record) {
-                        batch.insert(k, v);
-                    }
-                }
-                for (k, v) in group_writes(n) {
-                    batch.insert(k, v);
+                    let mut k = vec![b'R'];
+                    k.extend_from_slice(&n.to_be_bytes());
+                    batch.insert(k, [&header[..], &record[..]].concat());
                 }
                 tree.apply_batch(batch).expect("apply");
                 db.flush().expect("flush");
+                log.sync_data().expect("fdatasync");
             })
         });
     }

@@ -75,8 +75,6 @@ pub struct StoreSettings {
     pub path: PathBuf,
     pub group_commit_max: usize,
     pub cache_capacity_bytes: u64,
-    /// Keys the in-memory Bloom filter over the ledger is planned for.
-    pub presence_filter_keys: usize,
     /// After a failed write (disk full, I/O error) the store refuses all
     /// writes until reopened: stop the service so its supervisor restarts it.
     pub stop_on_failure: bool,

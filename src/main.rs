@@ -13,9 +13,11 @@ use subsidy_service::telemetry;
 const USAGE: &str = "usage:
   subsidy-service [serve]                 run the service (config/, SUBSIDY_ENV, SUBSIDY__*)
   subsidy-service openapi                 print the OpenAPI document
-  subsidy-service check  --store PATH     recount every ledger counter and key from the decisions; exit 1 on drift
-  subsidy-service export --store PATH     write decisions, events and directories as JSON lines to stdout
-  subsidy-service import --store PATH     restore JSON lines from stdin into an empty store";
+  subsidy-service check  --store PATH     recheck every record and recount what they hold; exit 1 on drift
+  subsidy-service export --store PATH     write records, events and directories as JSON lines to stdout
+  subsidy-service import --store PATH     restore JSON lines (an export of layout v1 or v2) from stdin into an empty store
+  subsidy-service import --store PATH --from V1_PATH
+                                          move a stopped store of layout v1 into an empty layout-v2 store";
 
 /// mimalloc instead of the system allocator: the ledger writer and sled
 /// allocate and free node copies at a high rate (scripts/bench.d/RESULTS.md).
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         Some("openapi") => openapi(),
         Some("check") => store_arg(&args).and_then(check),
         Some("export") => store_arg(&args).and_then(export),
-        Some("import") => store_arg(&args).and_then(import),
+        Some("import") => store_arg(&args).and_then(|p| import(p, &args)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -68,7 +70,7 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     let store = open(&path)?;
     let drift = ledger::check(&store)?;
     if drift.is_empty() {
-        println!("ok: every counter, key, index and report total matches the stored decisions");
+        println!("ok: every record decodes and agrees with itself; no key is held twice, no year over its limit");
         Ok(ExitCode::SUCCESS)
     } else {
         for d in &drift {
@@ -87,9 +89,25 @@ fn export(path: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&path, 64 << 20)?;
-    let n = ledger::import(&store, std::io::stdin().lock())?;
+fn import(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
+    let from = match args.iter().position(|a| a == "--from") {
+        Some(i) => Some(args.get(i + 1).map(PathBuf::from).context("--from needs the path of a layout-v1 store")?),
+        None => None,
+    };
+    let n = match from {
+        Some(old) => {
+            if old == path {
+                bail!("--from and --store must differ: layout v2 is written to a new store");
+            }
+            let v1 = Store::open_v1(&old)?;
+            let store = Store::open(&path, 64 << 20)?;
+            ledger::import_v1_store(&store, &v1)?
+        }
+        None => {
+            let store = Store::open(&path, 64 << 20)?;
+            ledger::import(&store, std::io::stdin().lock())?
+        }
+    };
     eprintln!("imported {n} records");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,10 +9,13 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub decisions: IntCounterVec,
-    /// Keys in the ledger's Bloom filter, and the number it was planned for
-    /// (past it, false positives and so store reads grow until a restart).
-    pub filter_keys: IntGauge,
-    pub filter_planned_keys: IntGauge,
+    /// The ledger's materialised state and durability, read at each scrape.
+    ledger_claims: IntGauge,
+    ledger_usage_keys: IntGauge,
+    ledger_unique_keys: IntGauge,
+    ledger_state_bytes: IntGauge,
+    ledger_fsyncs: IntGauge,
+    ledger_store_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -34,13 +37,34 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        let filter_keys = IntGauge::new("ledger_filter_keys", "Keys in the ledger's key filter (approximate)")?;
-        let filter_planned_keys =
-            IntGauge::new("ledger_filter_planned_keys", "Keys the ledger's key filter was planned for at start")?;
         registry.register(Box::new(decisions.clone()))?;
-        registry.register(Box::new(filter_keys.clone()))?;
-        registry.register(Box::new(filter_planned_keys.clone()))?;
-        Ok(Self { registry, requests, latency, decisions, filter_keys, filter_planned_keys })
+        let gauge = |name: &str, help: &str| -> anyhow::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(Self {
+            ledger_claims: gauge("ledger_claims", "Recorded claims")?,
+            ledger_usage_keys: gauge("ledger_usage_keys", "Person-years with counted grants in the ledger's state")?,
+            ledger_unique_keys: gauge("ledger_unique_keys", "Unique keys held in the ledger's state")?,
+            ledger_state_bytes: gauge("ledger_state_bytes", "Approximate bytes of the ledger's in-memory state")?,
+            ledger_fsyncs: gauge("ledger_fsyncs", "fsync/fdatasync calls that made groups durable since start")?,
+            ledger_store_bytes: gauge("ledger_store_bytes", "Bytes of the store on disk")?,
+            registry,
+            requests,
+            latency,
+            decisions,
+        })
+    }
+
+    pub fn observe_ledger(&self, s: &crate::ledger::LedgerStats) {
+        let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        set(&self.ledger_claims, s.state.claims);
+        set(&self.ledger_usage_keys, s.state.usage_keys as u64);
+        set(&self.ledger_unique_keys, s.state.unique_keys as u64);
+        set(&self.ledger_state_bytes, s.state.bytes as u64);
+        set(&self.ledger_fsyncs, s.fsyncs);
+        set(&self.ledger_store_bytes, s.size_on_disk);
     }
 
     pub fn render(&self) -> String {

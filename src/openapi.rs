@@ -606,7 +606,8 @@ impl Modify for Extras {
     ),
     paths(
         routes::claims::submit, routes::claims::batch, routes::claims::evaluate, routes::claims::list,
-        routes::claims::get, routes::claims::revoke, routes::claims::events, routes::usage::query,
+        routes::claims::get, routes::claims::submission, routes::claims::revoke, routes::claims::events,
+        routes::usage::query,
         routes::policies::list, routes::policies::get, routes::policies::reason_codes,
         routes::directories::get, routes::directories::put, routes::reports::get,
         routes::health::healthz, routes::health::readyz, routes::health::metrics,

@@ -21,17 +21,17 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::KeyTable;
 use crate::configuration::Settings;
-use crate::ledger::{Ledger, Store};
+use crate::ledger::{EmbeddedLedger, LedgerService, Store};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::privacy::Pseudonymizer;
+use crate::privacy::{Pseudonymizer, Sealer};
 use crate::problem::ApiError;
 use crate::routes::{self, AppState};
 
 pub struct Application {
     port: u16,
     server: Server,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn LedgerService>,
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -49,8 +49,8 @@ impl Application {
         };
         let policy = Arc::new(Policy::load(&settings.policy.dir, window_end).context("loading the policy data")?);
         let store = Store::open(&settings.store.path, settings.store.cache_capacity_bytes)?;
-        let ledger =
-            Ledger::start(store, policy.clone(), settings.store.group_commit_max, settings.store.presence_filter_keys)?;
+        let ledger: Arc<dyn LedgerService> =
+            EmbeddedLedger::start(store, policy.clone(), settings.store.group_commit_max)?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new()?);
         let state = web::Data::new(AppState {
@@ -58,6 +58,7 @@ impl Application {
             policy,
             ledger: ledger.clone(),
             pseudonymizer: Pseudonymizer::new(settings.privacy.id_hash_secret.expose()),
+            sealer: Sealer::new(settings.privacy.id_hash_secret.expose()),
             metrics,
             batch_permits: tokio::sync::Semaphore::new(2),
         });
@@ -92,11 +93,11 @@ impl Application {
         let server = server.run();
         if settings.store.stop_on_failure {
             let handle = server.handle();
-            ledger.on_store_failure(move || {
+            ledger.on_failure(Box::new(move || {
                 tracing::error!("the store cannot be written: stopping so that the supervisor restarts the service");
                 // The stop command is sent now; its completion is awaited by run_until_stopped.
                 drop(handle.stop(true));
-            });
+            }));
         }
         Ok(Self { port, server, ledger })
     }
@@ -109,11 +110,10 @@ impl Application {
     /// requests in flight), then stops the writer and flushes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        let ledger = self.ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.shutdown()).await?;
+        self.ledger.shutdown().await;
         tracing::info!("stopped; store flushed");
         result.context("server error")?;
-        if self.ledger.store_failed() {
+        if self.ledger.failed() {
             anyhow::bail!("stopped because the store could not be written; restart on a repaired store");
         }
         Ok(())
@@ -148,6 +148,7 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/claims/{claim_id}", "GET").route(web::get().to(claims::get)))
         .service(resource("/v1/claims/{claim_id}/revocation", "POST").route(web::post().to(claims::revoke)))
         .service(resource("/v1/claims/{claim_id}/events", "GET").route(web::get().to(claims::events)))
+        .service(resource("/v1/claims/{claim_id}/submission", "GET").route(web::get().to(claims::submission)))
         .service(resource("/v1/evaluations", "POST").route(web::post().to(claims::evaluate)))
         .service(resource("/v1/usage/query", "POST").route(web::post().to(usage::query)))
         .service(resource("/v1/policies", "GET").route(web::get().to(policies::list)))

@@ -1,20 +1,176 @@
-//! The ledger: the only code that touches sled.
+//! The ledger: every recorded decision and everything it holds (per-person
+//! yearly usage, unique keys, cumulative totals, tranches, report totals),
+//! behind one seam, [`LedgerService`]. Handlers call it and nothing else of
+//! the ledger: they never see a store, a key or a byte.
 //!
-//! One tree, keys by prefix. Every write goes through one writer thread that
-//! takes whatever claims are waiting (group commit), decides them in arrival
-//! order against the store plus the group's own pending writes, applies the
-//! whole group as one atomic sled batch, flushes once, and only then answers
-//! each waiting request. Decisions touching the same person, certificate,
-//! institution or key are therefore serialised, and each reply is durable.
-//! A Bloom filter over the keys ([`Presence`]) spares the store the reads of
-//! keys it certainly lacks.
+//! The embedded backend ([`EmbeddedLedger`], sled) is the default. Its
+//! layout v2 writes one record per claim: the claim as submitted (personal
+//! fields sealed), its decision and what it holds. The holdings of all
+//! records, summed, are the materialised [`state`] in memory, which the
+//! rules read: a claim is decided, recorded or evaluated without reading the
+//! store. One writer thread takes whatever claims are waiting (group
+//! commit), decides them in arrival order against the state plus the group's
+//! own changes, writes the group as one atomic batch, makes it durable on the
+//! device (`fdatasync`), then applies it to the state and answers.
 
+mod embedded;
+pub mod keys;
 mod maintenance;
-mod presence;
+pub mod record;
+pub mod state;
 mod store;
-mod writer;
 
-pub use maintenance::{check, export, import};
-pub use presence::{Presence, PresenceView};
-pub use store::*;
-pub use writer::*;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+pub use embedded::EmbeddedLedger;
+pub use maintenance::{check, export, import, import_v1_store};
+pub use record::{ClaimRecord, DirectoryEntry, DirectoryRecord, Event, RecordHeader, ReportTotals, Tally};
+pub use state::StateStats;
+pub use store::Store;
+
+use crate::domain::{Claim, County, Kind};
+use crate::rules::{Decision, Directory, Status};
+
+/// A parsed claim on its way to be recorded.
+pub struct ClaimItem {
+    pub claim: Claim,
+    /// SHA-256 of the canonical body: the same claim id with another body conflicts.
+    pub body_hash: String,
+    /// The person's keyed hash, for person-level kinds.
+    pub person: Option<String>,
+    pub id_masked: Option<String>,
+    /// The claim as submitted, personal fields sealed.
+    pub submitted: Value,
+    pub key_id: String,
+}
+
+/// A claim to evaluate: decided against the ledger, recorded nowhere.
+pub struct Evaluation {
+    pub claim: Claim,
+    pub person: Option<String>,
+    pub body_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ItemResult {
+    New(Decision),
+    Replayed(Decision),
+    Conflict,
+    /// The rules failed on this claim (a bug); nothing was recorded for it.
+    Failed,
+}
+
+#[derive(Debug)]
+pub enum RevokeResult {
+    Revoked(Box<Decision>),
+    NotFound,
+    NotRevocable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the store could not be written or read: {0}")]
+    Unavailable(String),
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+impl From<anyhow::Error> for LedgerError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Unavailable(format!("{e:#}"))
+    }
+}
+
+/// Which recorded claims a listing shows, and from where.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub county: Option<County>,
+    pub kind: Option<Kind>,
+    pub status: Option<Status>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub department: Option<String>,
+    /// An institution sees only claims naming it.
+    pub scope: Option<String>,
+    /// The cursor: claims recorded after this one.
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+impl ListFilter {
+    fn keeps(&self, h: &RecordHeader) -> bool {
+        h.visible_to(self.scope.as_deref())
+            && self.county.is_none_or(|x| x == h.county)
+            && self.kind.is_none_or(|x| x == h.kind)
+            && self.status.is_none_or(|x| x == h.status)
+            && self.from.is_none_or(|x| h.event_date >= x)
+            && self.to.is_none_or(|x| h.event_date <= x)
+            && self.department.as_ref().is_none_or(|x| h.department.as_ref() == Some(x))
+    }
+}
+
+/// One page of a listing.
+pub struct ListPage {
+    pub claims: Vec<ClaimRecord>,
+    /// The cursor of the next page, if there may be one.
+    pub next: Option<u64>,
+}
+
+/// A claim counted in a person's year.
+pub struct UsageEntry {
+    pub claim_id: String,
+    pub kind: Kind,
+    pub event_date: NaiveDate,
+    pub status: Status,
+    pub amount: String,
+}
+
+/// The ledger's seam. The embedded backend implements it; a networked one
+/// (a shared database for several replicas) implements the same calls.
+/// Every call that may wait on storage is async; a failed read or write is
+/// [`LedgerError::Unavailable`] (`503 STORE_UNAVAILABLE`), never "absent".
+#[async_trait::async_trait]
+pub trait LedgerService: Send + Sync {
+    /// Decides and records claims in order, each seeing the earlier ones'
+    /// effects, all durable before the answer.
+    async fn submit(&self, items: Vec<ClaimItem>) -> Result<Vec<ItemResult>, LedgerError>;
+    /// The decision a claim would get now, recording nothing.
+    async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError>;
+    /// A recorded claim.
+    async fn claim(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError>;
+    /// A recorded claim and its history in order: decided, replayed, revoked.
+    async fn events(&self, claim_id: &str) -> Result<Option<(ClaimRecord, Vec<Event>)>, LedgerError>;
+    /// Recorded claims in recording order.
+    async fn list(&self, filter: ListFilter) -> Result<ListPage, LedgerError>;
+    /// Withdraws a granted claim, releasing everything it holds.
+    async fn revoke(&self, claim_id: String, reason: String, key_id: String) -> Result<RevokeResult, LedgerError>;
+    /// The claims counted in a person's year, in claim-id order.
+    async fn usage(&self, county: County, person: String, year: i32) -> Result<Vec<UsageEntry>, LedgerError>;
+    /// The county's trade-friction directory as the rules read it.
+    fn directory(&self, county: County) -> Arc<Directory>;
+    /// The county's stored trade-friction directory.
+    async fn directory_record(&self, county: County) -> Result<DirectoryRecord, LedgerError>;
+    async fn put_directory(&self, county: County, record: DirectoryRecord) -> Result<DirectoryRecord, LedgerError>;
+    /// Running totals of granted claims for a county and year.
+    async fn report(&self, county: County, year: i32) -> Result<ReportTotals, LedgerError>;
+    /// Readiness: the store takes a durable write.
+    async fn probe(&self) -> Result<(), LedgerError>;
+    fn stats(&self) -> LedgerStats;
+    /// Called once when a write fails (the service then stops so that its
+    /// supervisor restarts it on a repaired store).
+    fn on_failure(&self, f: Box<dyn Fn() + Send + Sync>);
+    fn failed(&self) -> bool;
+    /// Finishes what is queued, then makes the store durable.
+    async fn shutdown(&self);
+}
+
+/// Figures for `/metrics` and the benchmark.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LedgerStats {
+    pub state: StateStats,
+    pub fsyncs: u64,
+    pub size_on_disk: u64,
+}

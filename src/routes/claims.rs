@@ -2,18 +2,19 @@
 //! revocation and history.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{blocking, body_hash, internal, ledger_error, only_fields, read_json, AppState};
+use super::{body_hash, internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
-use crate::ledger::{Event, ItemResult, PresenceView, RevokeResult, StoreView};
+use crate::ledger::{Evaluation, Event, ItemResult, ListFilter, RevokeResult};
 use crate::openapi::{BatchRequest, ClaimRequest};
+use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::rules::{decide, Decision, Status};
+use crate::rules::{Decision, Status};
 
 fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
     state.metrics.decisions.with_label_values(&[county, kind, d.status.as_str()]).inc();
@@ -203,28 +204,8 @@ pub async fn evaluate(
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let claim = state.parse(&body)?;
     let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
-    let policy = state.policy.county(claim.county);
-    let directory = state.ledger.directory(claim.county);
-    // First from memory: the Bloom filter answers for keys the ledger certainly
-    // lacks. Only when a key may exist is the claim decided again against the
-    // store, off the async workers.
-    let view = PresenceView::new(&state.ledger.presence);
-    let outcome = decide(&claim, person.as_deref(), &view, policy, &directory, Utc::now());
-    if !view.needs_store() {
-        return Ok(HttpResponse::Ok().json(outcome.decision));
-    }
-    let s = state.clone();
-    let decision = blocking(move || {
-        let policy = s.policy.county(claim.county);
-        let id = claim.claim_id.as_str();
-        let view = if s.ledger.presence.may_hold_claim(id) {
-            StoreView::new(&s.ledger.store, id, &body_hash(&body))?
-        } else {
-            StoreView::whole(&s.ledger.store)
-        };
-        Ok(decide(&claim, person.as_deref(), &view, policy, &directory, Utc::now()).decision)
-    })
-    .await?;
+    let decision =
+        state.ledger.evaluate(Evaluation { claim, person, body_hash: body_hash(&body) }).await.map_err(ledger_error)?;
     Ok(HttpResponse::Ok().json(decision))
 }
 
@@ -253,11 +234,53 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ReadClaim)?;
     let id = claim_id_path(&path)?;
-    let s = state.clone();
-    let lookup = id.clone();
-    let stored = blocking(move || s.ledger.store.claim(&lookup)).await?;
-    match stored {
-        Some(c) if c.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(c.decision)),
+    match state.ledger.claim(&id).await.map_err(ledger_error)? {
+        Some(c) if c.header.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(c.body.decision)),
+        _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
+    }
+}
+
+/// A recorded claim as it was submitted, with its decision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmittedClaim {
+    pub claim_id: String,
+    /// The claim as submitted, the applicant's ID number and name masked
+    /// (they are stored sealed). `null` for a claim recorded before the
+    /// store kept claims (moved from layout v1), which kept only its decision.
+    #[schema(value_type = Option<Object>)]
+    pub claim: Option<Value>,
+    pub decision: Decision,
+    /// The id of the API key that recorded it.
+    pub recorded_by: String,
+}
+
+/// The claim as submitted, as judged: what an auditor reads beside the decision.
+#[utoipa::path(
+    get, path = "/v1/claims/{claim_id}/submission", tag = "claims",
+    params(("claim_id" = String, Path, description = "The claim")),
+    responses(
+        (status = 200, description = "The claim as submitted (ID number and name masked) and its decision", body = SubmittedClaim),
+        (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role not allowed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such claim (or not one of this institution's)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn submission(
+    path: web::Path<String>,
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Operation::ReadClaim)?;
+    let id = claim_id_path(&path)?;
+    match state.ledger.claim(&id).await.map_err(ledger_error)? {
+        Some(c) if c.header.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(SubmittedClaim {
+            claim_id: c.header.claim_id,
+            claim: c.body.submitted.as_ref().map(Sealer::shown),
+            decision: c.body.decision,
+            recorded_by: c.body.recorded_by,
+        })),
         _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
     }
 }
@@ -349,21 +372,8 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ReadClaimEvents)?;
     let id = claim_id_path(&path)?;
-    let s = state.clone();
-    let lookup = id.clone();
-    let found = blocking(move || {
-        let c = s.ledger.store.claim(&lookup)?;
-        Ok(match c {
-            Some(c) => {
-                let events = s.ledger.store.events(&c)?;
-                Some((c, events))
-            }
-            None => None,
-        })
-    })
-    .await?;
-    match found {
-        Some((c, ev)) if c.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(ev)),
+    match state.ledger.events(&id).await.map_err(ledger_error)? {
+        Some((c, ev)) if c.header.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(ev)),
         _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
     }
 }
@@ -440,40 +450,30 @@ pub async fn list(
         ),
         None => None,
     };
-    let scope = caller.scope().map(str::to_string);
-    let s = state.clone();
-    let page = blocking(move || {
-        let mut out = Vec::new();
-        let mut next = None;
-        for row in s.ledger.store.claims_in_order(after) {
-            let (seq, c) = row?;
-            let keep = c.visible_to(scope.as_deref())
-                && q.county.is_none_or(|x| x == c.county)
-                && q.kind.is_none_or(|x| x == c.kind)
-                && q.status.is_none_or(|x| x == c.decision.status)
-                && q.from.is_none_or(|x| c.event_date >= x)
-                && q.to.is_none_or(|x| c.event_date <= x)
-                && q.department.as_ref().is_none_or(|x| c.department.as_ref() == Some(x));
-            if !keep {
-                continue;
-            }
-            if out.len() == limit {
-                break;
-            }
-            next = Some(seq);
-            out.push(ClaimSummary {
-                claim_id: c.decision.claim_id.clone(),
-                county: c.county,
-                kind: c.kind,
-                event_date: c.event_date,
-                department: c.department,
-                id_number_masked: c.id_masked,
-                decision: c.decision,
-            });
-        }
-        let next_cursor = if out.len() == limit { next.map(|n| n.to_string()) } else { None };
-        Ok(ClaimPage { claims: out, next_cursor })
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(page))
+    let filter = ListFilter {
+        county: q.county,
+        kind: q.kind,
+        status: q.status,
+        from: q.from,
+        to: q.to,
+        department: q.department,
+        scope: caller.scope().map(str::to_string),
+        after,
+        limit,
+    };
+    let page = state.ledger.list(filter).await.map_err(ledger_error)?;
+    let claims = page
+        .claims
+        .into_iter()
+        .map(|c| ClaimSummary {
+            claim_id: c.header.claim_id,
+            county: c.header.county,
+            kind: c.header.kind,
+            event_date: c.header.event_date,
+            department: c.header.department,
+            id_number_masked: c.body.id_masked,
+            decision: c.body.decision,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(ClaimPage { claims, next_cursor: page.next.map(|n| n.to_string()) }))
 }

@@ -59,8 +59,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ReadDirectory)?;
     let county = county_path(&path)?;
-    let s = state.clone();
-    let r = super::blocking(move || s.ledger.store.directory(county)).await?;
+    let r = state.ledger.directory_record(county).await.map_err(ledger_error)?;
     Ok(HttpResponse::Ok().json(answer(county.as_str(), r)))
 }
 

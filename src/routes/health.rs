@@ -25,22 +25,18 @@ pub async fn healthz() -> HttpResponse {
     (status = 503, description = "The store cannot be written", body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let s = state.clone();
-    match web::block(move || s.ledger.store.probe()).await {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready".into() })),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %format!("{e:#}"), "readiness probe failed");
+    match state.ledger.probe().await {
+        Ok(()) => Ok(HttpResponse::Ok().json(Health { status: "ready".into() })),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness probe failed");
             Err(ApiError::StoreUnavailable)
         }
-        Err(_) => Err(ApiError::StoreUnavailable),
     }
 }
 
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let (keys, planned) = state.ledger.presence.load_factor();
-    state.metrics.filter_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
-    state.metrics.filter_planned_keys.set(i64::try_from(planned).unwrap_or(i64::MAX));
+    state.metrics.observe_ledger(&state.ledger.stats());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }

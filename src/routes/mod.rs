@@ -19,18 +19,19 @@ use sha2::{Digest, Sha256};
 use crate::auth::Caller;
 use crate::configuration::ServerSettings;
 use crate::domain::{parse_claim, Claim, County};
-use crate::ledger::{ClaimItem, Ledger, LedgerError};
+use crate::ledger::{ClaimItem, LedgerError, LedgerService};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::privacy::Pseudonymizer;
+use crate::privacy::{Pseudonymizer, Sealer};
 use crate::problem::{ApiError, FieldError};
 
 /// What every handler shares; built once at start.
 pub struct AppState {
     pub server: ServerSettings,
     pub policy: Arc<Policy>,
-    pub ledger: Arc<Ledger>,
+    pub ledger: Arc<dyn LedgerService>,
     pub pseudonymizer: Pseudonymizer,
+    pub sealer: Sealer,
     pub metrics: Arc<Metrics>,
     /// Batches read and parsed at once: the writer takes them one group at a
     /// time anyway, so more would only hold megabytes of parsed bodies.
@@ -153,7 +154,8 @@ impl AppState {
         }
         let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));
         let id_masked = claim.applicant.as_ref().map(|a| a.id_number.masked());
-        Ok(ClaimItem { claim, body_hash: body_hash(body), person, id_masked, key_id: caller.key_id.clone() })
+        let submitted = self.sealer.seal_claim(body, id_masked.as_deref());
+        Ok(ClaimItem { claim, body_hash: body_hash(body), person, id_masked, submitted, key_id: caller.key_id.clone() })
     }
 }
 

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{blocking, county_path, AppState};
+use super::{county_path, ledger_error, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::fmt2;
 use crate::ledger::Tally;
@@ -77,8 +77,7 @@ pub async fn get(
         .ok()
         .filter(|y| (1900..=2100).contains(y))
         .ok_or_else(|| ApiError::NotFound(format!("no report for year `{year}`")))?;
-    let s = state.clone();
-    let totals = blocking(move || s.ledger.store.report(county, year)).await?;
+    let totals = state.ledger.report(county, year).await.map_err(ledger_error)?;
     let p = state.policy.county(county);
     let y = year.to_string();
     let by_kind = p

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{blocking, only_fields, read_json, AppState};
+use super::{only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{County, IdNumber, Kind};
 use crate::problem::{ApiError, FieldError, Problem};
@@ -106,26 +106,18 @@ pub async fn query(
     let person = state.pseudonymizer.person_key(&id);
     let policy = state.policy.county(county);
     let limit = *policy.common.annual_limit.at(NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or_default());
-    let s = state.clone();
-    let answer = blocking(move || {
-        let store = &s.ledger.store;
-        let mut ids = store.usage_claims(&format!("usage:{county}:{person}:{year}"))?;
-        let used = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-        ids.sort();
-        let mut claims = Vec::new();
-        for id in ids {
-            if let Some(c) = store.claim(&id)? {
-                claims.push(UsageClaim {
-                    claim_id: id,
-                    kind: c.kind,
-                    event_date: c.event_date,
-                    status: c.decision.status,
-                    amount: c.decision.amount,
-                });
-            }
-        }
-        Ok(UsageAnswer { county, year, used, limit, remaining: limit.saturating_sub(used), claims })
-    })
-    .await?;
+    let entries = state.ledger.usage(county, person, year).await.map_err(super::ledger_error)?;
+    let used = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+    let claims = entries
+        .into_iter()
+        .map(|e| UsageClaim {
+            claim_id: e.claim_id,
+            kind: e.kind,
+            event_date: e.event_date,
+            status: e.status,
+            amount: e.amount,
+        })
+        .collect();
+    let answer = UsageAnswer { county, year, used, limit, remaining: limit.saturating_sub(used), claims };
     Ok(HttpResponse::Ok().json(answer))
 }

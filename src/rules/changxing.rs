@@ -3,7 +3,7 @@
 use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 
-use super::{base_eligibility, grant, is_4050, Ctx, Grant, Reason, ReasonCode};
+use super::{base_eligibility, grant, is_4050, ApprenticePart, Ctx, Grant, LedgerKey, PersonScope, Reason, ReasonCode};
 use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType};
 use crate::policy::ChangxingRules;
 
@@ -41,9 +41,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 format!("{} × {}", investment_amount, p.rate.dec(day).normalize()),
             );
             let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
-            let key = format!("cumulative:{}:{}", ctx.county_key(), org);
+            let key = LedgerKey::Cumulative { county: claim.county, kind: claim.kind, organization: org.to_string() };
             let cap = p.cumulative_cap.dec(day);
-            let used = ctx.view.total(&key);
+            let used = ctx.total(&key);
             // What is left, in whole cents (a total recorded before grants
             // were rounded into it may carry a fraction of a cent).
             let remaining =
@@ -77,7 +77,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let amount = r.vocational_school_senior.amount.dec(day);
             ctx.step("base", amount, &r.vocational_school_senior.amount.clause);
             ctx.unique(
-                ctx.person_key(&format!("school_year:{school_year}")),
+                ctx.person_key(PersonScope::SchoolYear(school_year.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §3(2)",
             );
@@ -92,7 +92,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             }
             ctx.step("standard", v, &p.min.clause);
             ctx.unique(
-                ctx.person_key(&format!("school_year:{school_year}")),
+                ctx.person_key(PersonScope::SchoolYear(school_year.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §3(2)",
             );
@@ -108,7 +108,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let amount = p.amount.dec(day);
             ctx.step("base", amount, &p.amount.clause);
             ctx.unique(
-                ctx.person_key(&format!("school_year:{school_year}")),
+                ctx.person_key(PersonScope::SchoolYear(school_year.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §3(2)",
             );
@@ -155,7 +155,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             }
             let amount = ctx.cap(fee.value(), cap, &cap_param.clause);
             ctx.unique(
-                ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level)),
+                ctx.person_key(PersonScope::OccupationLevel {
+                    occupation: occupation_code.as_str().to_string(),
+                    level: level.to_string(),
+                }),
                 ReasonCode::DuplicateOccupationLevel,
                 "CX §5(2), I-5",
             );
@@ -178,12 +181,15 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let lvl = level.map_or("none", |l| l.as_str());
             match (occupation_code, project_code) {
                 (Some(o), _) => ctx.unique(
-                    ctx.person_key(&format!("{}:{lvl}", o.as_str())),
+                    ctx.person_key(PersonScope::OccupationLevel {
+                        occupation: o.as_str().to_string(),
+                        level: lvl.to_string(),
+                    }),
                     ReasonCode::DuplicateOccupationLevel,
                     "CX §5(2), I-5",
                 ),
                 (None, Some(pc)) => ctx.unique(
-                    ctx.person_key(&format!("project:{pc}:{lvl}")),
+                    ctx.person_key(PersonScope::ProjectLevel { project: pc.to_string(), level: lvl.to_string() }),
                     ReasonCode::DuplicateSubsidy,
                     "R-ONCE, CX §3(3)",
                 ),
@@ -208,7 +214,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 format!("{} days × {}", training_days, p.per_day.dec(day).normalize()),
             );
             ctx.unique(
-                ctx.person_key(&format!("training:{training_reference}")),
+                ctx.person_key(PersonScope::Training(training_reference.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §3(3)",
             );
@@ -222,7 +228,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let fee = fee.map(|f| f.value()).unwrap_or_default();
             ctx.step("fee", fee, "CX §3(4)");
             let amount = ctx.cap(fee, p.cap.dec(day), &p.cap.clause);
-            ctx.unique(ctx.person_key(project_code), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(4)");
+            ctx.unique(
+                ctx.person_key(PersonScope::Project(project_code.to_string())),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, CX §3(4)",
+            );
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
@@ -249,7 +259,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.step("fee", fee.value(), "CX §3(4)");
             let amount = ctx.cap(fee.value(), p.cap.dec(day), &p.cap.clause);
             ctx.unique(
-                ctx.person_key(&format!("training:{training_reference}")),
+                ctx.person_key(PersonScope::Training(training_reference.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §3(4)",
             );
@@ -283,7 +293,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ctx.step("uplift_trade_friction", amount, "CX §3(5)");
             }
             ctx.unique(
-                ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level)),
+                ctx.person_key(PersonScope::OccupationLevel {
+                    occupation: occupation_code.as_str().to_string(),
+                    level: level.to_string(),
+                }),
                 ReasonCode::DuplicateOccupationLevel,
                 "CX §3(5), I-5",
             );
@@ -307,8 +320,16 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let total_param = if manufacturing { &p.manufacturing } else { &p.other };
             let total = total_param.dec(day);
             ctx.step("yearly_total", total, &total_param.clause);
-            let year_key = ctx.person_key(&format!("apprentice_year:{training_year}"));
-            let paid_key = format!("tranche:{year_key}");
+            let year_key = |part| ctx.person_key(PersonScope::ApprenticeYear { year: training_year.to_string(), part });
+            let completion_key = year_key(ApprenticePart::Stage(ApprenticeshipStage::Completion.as_str().to_string()));
+            let stage_key = year_key(ApprenticePart::Stage(stage.as_str().to_string()));
+            let count_key = year_key(ApprenticePart::Counted);
+            let paid_key = LedgerKey::Tranche {
+                county: claim.county,
+                kind: claim.kind,
+                person: ctx.person().to_string(),
+                training_year: training_year.to_string(),
+            };
             let amount = match stage {
                 ApprenticeshipStage::Enrolment => {
                     let rate = p.first_tranche_rate.dec(day);
@@ -316,7 +337,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                     ctx.adjust(Reason::new(ReasonCode::TrancheFirst, &p.first_tranche_rate.clause).ratio(rate));
                     ctx.step("tranche_first", v, &p.first_tranche_rate.clause);
                     // An enrolment after a granted completion is a duplicate (RULES §8).
-                    if let Some(h) = ctx.view.holder(&format!("{year_key}:completion")) {
+                    if let Some(h) = ctx.holder(&completion_key) {
                         let mut r = Reason::new(ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(6)");
                         r.held_by = Some(h);
                         ctx.ledger_rejections.push(r);
@@ -324,7 +345,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                     v
                 }
                 ApprenticeshipStage::Completion => {
-                    let paid = ctx.view.total(&paid_key);
+                    let paid = ctx.total(&paid_key);
                     if paid > Decimal::ZERO {
                         let v = (total - paid).max(Decimal::ZERO);
                         ctx.adjust(
@@ -343,12 +364,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                     }
                 }
             };
-            let stage_key = format!("{year_key}:{}", stage.as_str());
             ctx.unique(stage_key, ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(6)");
             ctx.effects.totals.push((paid_key, amount));
             // Once per apprentice-year: the first granted tranche counts.
-            let count_key = format!("{year_key}:counted");
-            let counts = ctx.view.holder(&count_key).is_none();
+            let counts = ctx.holder(&count_key).is_none();
             if counts {
                 ctx.effects.keys.push(count_key);
             }
@@ -367,7 +386,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 _ => (ctx.person().to_string(), Payee::Person),
             };
             ctx.unique(
-                format!("{}:{}:{}", ctx.county_key(), recipient, title),
+                ctx.natural_key(&[&recipient, title.as_str()]),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §4(1), I-13",
             );
@@ -383,7 +402,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                 ctx.step("key_studio_bonus", amount, &p.key_bonus.clause);
             }
             ctx.unique(
-                format!("{}:{}:{}", ctx.county_key(), studio_id, level),
+                ctx.natural_key(&[studio_id.as_str(), level.as_str()]),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, CX §4(2), I-13",
             );
@@ -411,11 +430,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
                     ctx.cap(kept, max, &clause)
                 }
             };
-            ctx.unique(
-                format!("{}:{}", ctx.county_key(), contest_id),
-                ReasonCode::DuplicateSubsidy,
-                "R-ONCE, CX §4(4)",
-            );
+            ctx.unique(ctx.natural_key(&[contest_id.as_str()]), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §4(4)");
             grant(amount)
         }
         _ => None,

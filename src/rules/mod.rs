@@ -4,6 +4,7 @@
 //! (annual limit, duplicates, remaining cumulative cap).
 
 mod changxing;
+mod keys;
 #[cfg(test)]
 mod props;
 mod reasons;
@@ -16,34 +17,42 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use keys::{ApprenticePart, LedgerKey, PersonScope};
 pub use reasons::{ReasonCode, Severity};
 
 use crate::domain::{fmt2, Applicant, Claim, County, Group, Kind, Money, Payee};
 use crate::policy::{CountyPolicy, CountyRules};
 
-/// What the rules need to know of the ledger. The store implements it; tests
-/// implement it with a map.
+/// What the rules need to know of the ledger. The ledger implements it over
+/// its committed state (plus a group's pending effects); tests implement it
+/// with a map. A read that fails is an error, never "absent": the claim is
+/// then not decided (`503 STORE_UNAVAILABLE`).
 pub trait LedgerView {
-    /// A counter (e.g. a person's counted grants in a year).
-    fn count(&self, key: &str) -> u32;
+    /// How many granted claims a counter holds (a person's counted grants in a year).
+    fn count(&self, key: &LedgerKey) -> Result<u32, LedgerReadError>;
     /// The claim holding a unique key (certificate, same level, natural key).
-    fn holder(&self, key: &str) -> Option<String>;
+    fn holder(&self, key: &LedgerKey) -> Result<Option<String>, LedgerReadError>;
     /// A running total (an institution's cumulative grants, tranches paid).
-    fn total(&self, key: &str) -> Decimal;
+    fn total(&self, key: &LedgerKey) -> Result<Decimal, LedgerReadError>;
 }
+
+/// The ledger could not be read; nothing was decided.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("the ledger could not be read: {0}")]
+pub struct LedgerReadError(pub String);
 
 /// An empty ledger: what a claim would get with nothing recorded.
 pub struct EmptyLedger;
 
 impl LedgerView for EmptyLedger {
-    fn count(&self, _: &str) -> u32 {
-        0
+    fn count(&self, _: &LedgerKey) -> Result<u32, LedgerReadError> {
+        Ok(0)
     }
-    fn holder(&self, _: &str) -> Option<String> {
-        None
+    fn holder(&self, _: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
+        Ok(None)
     }
-    fn total(&self, _: &str) -> Decimal {
-        Decimal::ZERO
+    fn total(&self, _: &LedgerKey) -> Result<Decimal, LedgerReadError> {
+        Ok(Decimal::ZERO)
     }
 }
 
@@ -208,17 +217,14 @@ pub struct Revocation {
 }
 
 /// What a granted claim holds in the ledger; a revocation releases exactly this.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
     /// Counter incremented (the person's counted grants of a year).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<String>,
+    pub count: Option<LedgerKey>,
     /// Unique keys taken.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub keys: Vec<String>,
+    pub keys: Vec<LedgerKey>,
     /// Running totals raised, with the amount.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub totals: Vec<(String, Decimal)>,
+    pub totals: Vec<(LedgerKey, Decimal)>,
 }
 
 pub struct Outcome {
@@ -249,14 +255,13 @@ pub(crate) struct Ctx<'a> {
     notices: Vec<Reason>,
     steps: Vec<Step>,
     effects: Effects,
+    /// The first failed ledger read: the claim is then not decided.
+    read_error: Option<LedgerReadError>,
 }
 
 impl<'a> Ctx<'a> {
     fn day(&self) -> NaiveDate {
         self.claim.event_date
-    }
-    fn county_key(&self) -> String {
-        format!("{}:{}", self.claim.county, self.claim.kind)
     }
     fn reject(&mut self, code: ReasonCode, clause: &str) {
         self.rejections.push(Reason::new(code, clause));
@@ -279,11 +284,26 @@ impl<'a> Ctx<'a> {
     fn person(&self) -> &'a str {
         self.person.unwrap_or("-")
     }
+    /// Reads the ledger; a failed read is remembered and fails the decision.
+    fn read<T: Default>(&mut self, r: Result<T, LedgerReadError>) -> T {
+        r.unwrap_or_else(|e| {
+            self.read_error.get_or_insert(e);
+            T::default()
+        })
+    }
+    fn holder(&mut self, key: &LedgerKey) -> Option<String> {
+        let r = self.view.holder(key);
+        self.read(r)
+    }
+    fn total(&mut self, key: &LedgerKey) -> Decimal {
+        let r = self.view.total(key);
+        self.read(r)
+    }
     /// Takes a unique key; a key the ledger shows held refuses this one. (An
     /// evaluation of a recorded claim gets a view that sets its own record
     /// aside; the writer never decides a recorded claim again.)
-    fn unique(&mut self, key: String, code: ReasonCode, clause: &str) {
-        if let Some(holder) = self.view.holder(&key) {
+    fn unique(&mut self, key: LedgerKey, code: ReasonCode, clause: &str) {
+        if let Some(holder) = self.holder(&key) {
             let mut r = Reason::new(code, clause);
             r.held_by = Some(holder);
             self.ledger_rejections.push(r);
@@ -291,12 +311,24 @@ impl<'a> Ctx<'a> {
         self.effects.keys.push(key);
     }
     /// R-SAME-LEVEL / R-ONCE keys of a person.
-    fn person_key(&self, parts: &str) -> String {
-        format!("{}:{}:{}", self.county_key(), self.person(), parts)
+    fn person_key(&self, scope: PersonScope) -> LedgerKey {
+        LedgerKey::Person { county: self.claim.county, kind: self.claim.kind, person: self.person().to_string(), scope }
+    }
+    /// R-ONCE key of a claim without a person.
+    fn natural_key(&self, parts: &[&str]) -> LedgerKey {
+        LedgerKey::Natural {
+            county: self.claim.county,
+            kind: self.claim.kind,
+            parts: parts.iter().map(|p| p.to_string()).collect(),
+        }
     }
     /// R-CERT: one certificate backs at most one granted claim per county and kind.
     fn certificate(&mut self, number: &str) {
-        let key = format!("cert:{}:{}", self.county_key(), number.trim().to_uppercase());
+        let key = LedgerKey::Certificate {
+            county: self.claim.county,
+            kind: self.claim.kind,
+            number: number.trim().to_uppercase(),
+        };
         self.unique(key, ReasonCode::CertificateAlreadyUsed, "R-CERT");
     }
     /// R-UPLIFT-TF: the employer's listing on the county's directory on the event date.
@@ -336,7 +368,8 @@ impl<'a> Ctx<'a> {
 }
 
 /// Decides a claim. Deterministic: the same claim, ledger, policy, directory
-/// and `decided_at` give the same decision.
+/// and `decided_at` give the same decision. Fails only when the ledger cannot
+/// be read.
 pub fn decide(
     claim: &Claim,
     person: Option<&str>,
@@ -344,7 +377,7 @@ pub fn decide(
     policy: &CountyPolicy,
     directory: &Directory,
     decided_at: DateTime<Utc>,
-) -> Outcome {
+) -> Result<Outcome, LedgerReadError> {
     let mut ctx = Ctx {
         claim,
         policy,
@@ -357,6 +390,7 @@ pub fn decide(
         notices: Vec::new(),
         steps: Vec::new(),
         effects: Effects::default(),
+        read_error: None,
     };
     let common = &policy.common;
     let period = &common.period;
@@ -382,8 +416,13 @@ pub fn decide(
     let counts = kind_entry.is_some_and(|k| k.counts);
     let limit = *common.annual_limit.at(claim.event_date);
     let year = chrono::Datelike::year(&claim.event_date);
-    let usage_key = format!("usage:{}:{}:{}", claim.county, ctx.person(), year);
-    let used_before = if counts && person.is_some() { view.count(&usage_key) } else { 0 };
+    let usage_key = LedgerKey::Usage { county: claim.county, person: ctx.person().to_string(), year };
+    let used_before = if counts && person.is_some() {
+        let r = view.count(&usage_key);
+        ctx.read(r)
+    } else {
+        0
+    };
 
     let mut counted = false;
     let mut amount = Decimal::ZERO;
@@ -451,8 +490,11 @@ pub fn decide(
         recorded: false,
         revocation: None,
     };
+    if let Some(e) = ctx.read_error {
+        return Err(e);
+    }
     let effects = if approved { ctx.effects } else { Effects::default() };
-    Outcome { decision, effects, amount: if approved { rounded.value() } else { Decimal::ZERO } }
+    Ok(Outcome { decision, effects, amount: if approved { rounded.value() } else { Decimal::ZERO } })
 }
 
 /// Base eligibility (WY §2(1); CX I-2 with §3(3)), shared by both counties.

@@ -14,19 +14,19 @@ use crate::domain::parse_claim;
 use crate::policy::Policy;
 
 struct MapLedger {
-    counts: HashMap<String, u32>,
+    counts: HashMap<LedgerKey, u32>,
     total: Decimal,
 }
 
 impl LedgerView for MapLedger {
-    fn count(&self, k: &str) -> u32 {
-        self.counts.get(k).copied().unwrap_or(0)
+    fn count(&self, k: &LedgerKey) -> Result<u32, LedgerReadError> {
+        Ok(self.counts.get(k).copied().unwrap_or(0))
     }
-    fn holder(&self, _: &str) -> Option<String> {
-        None
+    fn holder(&self, _: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
+        Ok(None)
     }
-    fn total(&self, _: &str) -> Decimal {
-        self.total
+    fn total(&self, _: &LedgerKey) -> Result<Decimal, LedgerReadError> {
+        Ok(self.total)
     }
 }
 
@@ -107,12 +107,16 @@ proptest! {
             }
         }
         let view = MapLedger {
-            counts: [(format!("usage:{}:p1:{}", claim.county, chrono::Datelike::year(&claim.event_date)), used)].into(),
+            counts: [(
+                LedgerKey::Usage { county: claim.county, person: "p1".into(), year: chrono::Datelike::year(&claim.event_date) },
+                used,
+            )]
+            .into(),
             total: Decimal::new(total_used, 0),
         };
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let a = decide(&claim, Some("p1"), &view, p, &directory, at);
-        let b = decide(&claim, Some("p1"), &view, p, &directory, at);
+        let a = decide(&claim, Some("p1"), &view, p, &directory, at).expect("a map never fails");
+        let b = decide(&claim, Some("p1"), &view, p, &directory, at).expect("a map never fails");
         prop_assert_eq!(&a.decision, &b.decision, "the same input gives the same decision");
 
         let d = &a.decision;
@@ -152,8 +156,9 @@ fn the_generator_produces_both_approvals_and_rejections() {
         };
         parsed += 1;
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let d =
-            decide(&claim, Some("p1"), &EmptyLedger, policy().county(claim.county), &Directory::default(), at).decision;
+        let d = decide(&claim, Some("p1"), &EmptyLedger, policy().county(claim.county), &Directory::default(), at)
+            .expect("an empty ledger never fails")
+            .decision;
         match d.status {
             Status::Approved => approved += 1,
             _ => rejected += 1,

@@ -2,7 +2,7 @@
 
 use rust_decimal::Decimal;
 
-use super::{base_eligibility, grant, Ctx, Grant, Reason, ReasonCode};
+use super::{base_eligibility, grant, Ctx, Grant, PersonScope, Reason, ReasonCode};
 use crate::domain::{Details, Level, OnlineMode};
 use crate::policy::WuyiRules;
 
@@ -38,7 +38,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             if amount != base {
                 ctx.step("uplift_trade_friction", amount, "WY §4(2)");
             }
-            let key = ctx.person_key(&format!("{}:{}", occupation_code.as_str(), level));
+            let key = ctx.person_key(PersonScope::OccupationLevel {
+                occupation: occupation_code.as_str().to_string(),
+                level: level.to_string(),
+            });
             ctx.unique(key, ReasonCode::DuplicateOccupationLevel, "WY §4(1), I-5");
             ctx.certificate(certificate_number);
             Some(Grant { amount, payee: Some(*payee), counts: None })
@@ -73,7 +76,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 format!("{} class hours × {}", hours, rate.normalize()),
             );
             let amount = ctx.cap(gross, cap, &p.cap.clause);
-            ctx.unique(ctx.person_key(project_code), ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(1)2");
+            ctx.unique(
+                ctx.person_key(PersonScope::Project(project_code.to_string())),
+                ReasonCode::DuplicateSubsidy,
+                "R-ONCE, WY §4(1)2",
+            );
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
@@ -114,7 +121,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 None => maximum,
             };
             ctx.unique(
-                ctx.person_key(&format!("year:{training_year}")),
+                ctx.person_key(PersonScope::TrainingYear(training_year.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, WY §4(1)3",
             );
@@ -129,7 +136,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             ctx.step_detail("base", gross, "WY §4(1)4", format!("{} months × {}", months, monthly_allowance));
             let amount = ctx.cap(gross, p.yearly_cap.dec(day), &p.yearly_cap.clause);
             ctx.unique(
-                ctx.person_key(&format!("year:{training_year}")),
+                ctx.person_key(PersonScope::TrainingYear(training_year.to_string())),
                 ReasonCode::DuplicateSubsidy,
                 "R-ONCE, WY §4(1)4",
             );
@@ -238,7 +245,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 standard
             };
             let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
-            let key = format!("{}:{}:{}", ctx.county_key(), org, period_id);
+            let key = ctx.natural_key(&[org, period_id.as_str()]);
             ctx.unique(key, ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(3)");
             grant(amount)
         }

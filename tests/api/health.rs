@@ -70,9 +70,13 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
         text.contains("subsidy_decisions_total{county=\"wuyi\",kind=\"qualification_training\",status=\"approved\"} 1"),
         "{text}"
     );
-    // The claim record, its usage record and two unique keys are in the filter.
+    // The granted claim is in the ledger's state: its person-year and its two
+    // unique keys (occupation-level, certificate); the commit was fsynced.
     let gauge =
         |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok()).unwrap_or_default();
-    assert!(gauge("subsidy_ledger_filter_keys ") >= 3, "{text}");
-    assert_eq!(gauge("subsidy_ledger_filter_planned_keys "), 10_000_000, "{text}");
+    assert!(gauge("subsidy_ledger_claims ") >= 1, "{text}");
+    assert!(gauge("subsidy_ledger_usage_keys ") >= 1, "{text}");
+    assert!(gauge("subsidy_ledger_unique_keys ") >= 2, "{text}");
+    assert!(gauge("subsidy_ledger_state_bytes ") > 0, "{text}");
+    assert!(gauge("subsidy_ledger_fsyncs ") >= 1, "{text}");
 }

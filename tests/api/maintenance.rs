@@ -64,6 +64,18 @@ async fn check_export_and_import_round_trip_a_store() {
     app.stop();
 }
 
+/// A copy of a store's first claim record, written behind the ledger's back
+/// under a later number: a gap, a claim recorded twice, keys held twice.
+fn duplicate_first_record(store: &std::path::Path) {
+    let db = sled::Config::new().path(store).open().unwrap();
+    let tree = db.open_tree("ledger-v2").unwrap();
+    let (_, first) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+    let mut k = vec![b'R'];
+    k.extend_from_slice(&9u64.to_be_bytes());
+    tree.insert(k, first).unwrap();
+    db.flush().unwrap();
+}
+
 #[tokio::test]
 async fn check_reports_drift_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,20 +92,105 @@ async fn check_reports_drift_and_exits_non_zero() {
     ))
     .await;
     app.stop();
-    {
-        // Tamper with a counter behind the ledger's back.
-        let db = sled::Config::new().path(&store).open().unwrap();
-        let tree = db.open_tree("ledger").unwrap();
-        let k = tree.scan_prefix(b"u\0usage:").next().unwrap().unwrap().0;
-        tree.insert(k, b"D-1\nD-X".to_vec()).unwrap();
-        // And a sequence counter set back: new claims would reuse numbers.
-        tree.insert(b"m\0claim_seq", b"0".to_vec()).unwrap();
-        db.flush().unwrap();
-    }
+    duplicate_first_record(&store);
     let out = bin().args(["check", "--store"]).arg(&store).output().unwrap();
     assert!(!out.status.success());
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("drift"), "{report}");
-    assert!(report.contains("usage record"), "{report}");
-    assert!(report.contains("sequence counter claim_seq: stored 0"), "{report}");
+    assert!(report.contains("record 9 follows record 1"), "{report}");
+    assert!(report.contains("claim D-1 recorded twice"), "{report}");
+    assert!(report.contains("held by two granted claims"), "{report}");
+}
+
+#[tokio::test]
+async fn a_store_with_a_gap_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    let p = id_number("33072319930101003");
+    api.post_claim(&wy_qualification("G-1", &p, "6-31-01-03", "junior", "G-C1", "2020-05-01")).await;
+    app.stop();
+    duplicate_first_record(&store);
+    let out = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
+        .env("SUBSIDY__STORE__PATH", &store)
+        .env("SUBSIDY__SERVER__PORT", "0")
+        .env_remove("SUBSIDY_ENV")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("record 9 follows record 1: the store has a gap"), "{err}");
+}
+
+/// A store written by layout v1 (tests/fixtures: the public golden claims, a
+/// revocation and a directory, made by the release before v2) moves to v2
+/// with every decision, event, count and directory as it was.
+#[tokio::test]
+async fn a_layout_v1_store_moves_to_v2_with_every_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let untar = Command::new("tar")
+        .arg("-xzf")
+        .arg(fixtures.join("v1-store.tar.gz"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let old = dir.path().join("store");
+    let v1: Vec<serde_json::Value> = std::fs::read_to_string(fixtures.join("v1-store.export.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // The service refuses to start on a v1 store and names the command.
+    let refused = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
+        .env("SUBSIDY__STORE__PATH", &old)
+        .env("SUBSIDY__SERVER__PORT", "0")
+        .env_remove("SUBSIDY_ENV")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let msg = String::from_utf8_lossy(&refused.stderr);
+    assert!(msg.contains("layout v1") && msg.contains("subsidy-service import --store NEW_PATH --from"), "{msg}");
+
+    let new = dir.path().join("v2");
+    let import = bin().args(["import", "--store"]).arg(&new).arg("--from").arg(&old).output().unwrap();
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let check = bin().args(["check", "--store"]).arg(&new).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    let app = BinaryApp::start(&new).await;
+    let api = crate::helpers::base(&app.address);
+    let claims: Vec<&serde_json::Value> = v1.iter().filter(|l| l["type"] == "claim").collect();
+    assert!(claims.len() >= 60, "the fixture holds the golden claims");
+    for c in &claims {
+        let id = c["decision"]["claim_id"].as_str().unwrap();
+        let got = api.get(&format!("/v1/claims/{id}"), PLATFORM).await;
+        assert_eq!(got.status, 200, "{id}");
+        assert_eq!(got.body, c["decision"], "{id}: the decision is kept exactly");
+        // v1 kept no claim as submitted.
+        let sub = api.get(&format!("/v1/claims/{id}/submission"), PLATFORM).await;
+        assert_eq!(sub.body["claim"], serde_json::Value::Null, "{id}");
+    }
+    // The revoked claim's history and its released count.
+    let history = api.get("/v1/claims/T-5c301412-1/events", PLATFORM).await.body;
+    let kinds: Vec<&str> = history.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["decided", "revoked"]);
+    assert_eq!(api.usage("wuyi", "330723199005060038", 2020).await.body["used"], 0);
+    // The directory came along.
+    let d = api.get("/v1/directories/wuyi/trade-friction-enterprises", crate::helpers::AUDITOR).await;
+    assert_eq!(d.body["enterprises"][0]["credit_code"], "91330723MA00000156", "{}", d.body);
+    let mut report_years = 0;
+    for y in [2020, 2021] {
+        let r = api.get(&format!("/v1/reports/wuyi/{y}"), crate::helpers::AUDITOR).await;
+        assert_eq!(r.status, 200);
+        report_years += r.body["granted"].as_u64().unwrap();
+    }
+    let granted_wuyi =
+        claims.iter().filter(|c| c["county"] == "wuyi" && c["decision"]["status"] == "approved").count() as u64;
+    assert_eq!(report_years, granted_wuyi, "report totals recounted from the records");
+    app.stop();
 }

@@ -70,3 +70,32 @@ async fn listings_show_id_numbers_masked() {
     assert_eq!(list.body["claims"][0]["id_number_masked"], format!("{}********{}", &p[..6], &p[14..]));
     assert!(app.store.exists());
 }
+
+#[tokio::test]
+async fn the_claim_as_submitted_is_kept_and_shown_masked() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let p = id_number("33072319910101002");
+    let claim = wy_qualification("PS-1", &p, "6-31-01-03", "junior", "PS-C1", "2020-06-15");
+    let decided = api.post_claim(&claim).await;
+    assert_eq!(decided.status, 201);
+    let shown = api.get("/v1/claims/PS-1/submission", crate::helpers::AUDITOR).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["decision"], decided.body);
+    assert_eq!(shown.body["recorded_by"], "local-platform");
+    let kept = &shown.body["claim"];
+    // Everything the rules read is there as submitted ...
+    for field in ["claim_id", "county", "kind", "event_date", "details"] {
+        assert_eq!(kept[field], claim[field], "{field}");
+    }
+    assert_eq!(kept["applicant"]["groups"], claim["applicant"]["groups"]);
+    // ... but the ID number and name only masked, and nothing sealed is shown.
+    assert_eq!(kept["applicant"]["id_number"], format!("{}********{}", &p[..6], &p[14..]));
+    let name = claim["applicant"]["name"].as_str().unwrap();
+    assert_ne!(kept["applicant"]["name"], name);
+    assert!(kept.get("sealed").is_none());
+    assert!(!shown.body.to_string().contains(&p));
+    // An institution that is not a party sees nothing; an unknown id is 404.
+    assert_eq!(api.get("/v1/claims/PS-1/submission", crate::helpers::INSTITUTION).await.status, 404);
+    assert_eq!(api.get("/v1/claims/PS-404/submission", PLATFORM).await.status, 404);
+}

@@ -93,3 +93,45 @@ async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
         Command::new(env!("CARGO_BIN_EXE_subsidy-service")).args(["check", "--store"]).arg(&store).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
+
+/// A record that cannot be read is an error (503), never a missing claim:
+/// not a 404, not a fresh decision as if the claim were new.
+#[tokio::test]
+async fn an_unreadable_record_is_503_never_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    let claim =
+        wy_qualification("BAD-1", &id_number("33072319930101009"), "6-31-01-03", "junior", "BAD-C1", "2020-05-01");
+    assert_eq!(api.post_claim(&claim).await.status, 201);
+    app.stop();
+    {
+        // Keep the record's header (start-up reads only that), spoil its body.
+        let db = sled::Config::new().path(&store).open().unwrap();
+        let tree = db.open_tree("ledger-v2").unwrap();
+        let (k, v) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+        let header_len = u32::from_le_bytes(v[1..5].try_into().unwrap()) as usize;
+        let mut spoiled = v[..5 + header_len].to_vec();
+        spoiled.extend_from_slice(b"D\x01\xff\xff\x00\x00garbage");
+        tree.insert(k, spoiled).unwrap();
+        db.flush().unwrap();
+    }
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    for answer in [
+        api.get("/v1/claims/BAD-1", PLATFORM).await,
+        api.evaluate(&claim).await,
+        api.post_claim(&claim).await,
+        api.get("/v1/claims/BAD-1/events", PLATFORM).await,
+    ] {
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert_eq!(answer.body["code"], "STORE_UNAVAILABLE");
+    }
+    // The store itself is fine: other claims are decided and recorded.
+    let other =
+        wy_qualification("OK-1", &id_number("33072319930101010"), "6-31-01-03", "junior", "OK-C1", "2020-05-01");
+    assert_eq!(api.post_claim(&other).await.status, 201);
+    assert_eq!(api.get("/readyz", PLATFORM).await.status, 200);
+    app.stop();
+}

@@ -1,0 +1,122 @@
+//! How ledger keys become bytes: the only place that does it.
+//!
+//! A key's canonical form is the text layout v1 stored it under (so a store
+//! moved from v1 keeps every key it held); the materialised state holds the
+//! first 16 bytes of its SHA-256, which is also what a record keeps.
+
+use sha2::{Digest as _, Sha256};
+
+use crate::rules::{ApprenticePart, LedgerKey, PersonScope};
+
+/// A key as the state and the records hold it.
+pub type KeyDigest = [u8; 16];
+
+/// The canonical text of a key.
+pub fn canonical(k: &LedgerKey) -> String {
+    match k {
+        LedgerKey::Usage { county, person, year } => format!("usage:{county}:{person}:{year}"),
+        LedgerKey::Certificate { county, kind, number } => format!("cert:{county}:{kind}:{number}"),
+        LedgerKey::Person { county, kind, person, scope } => {
+            let scope = match scope {
+                PersonScope::OccupationLevel { occupation, level } => format!("{occupation}:{level}"),
+                PersonScope::ProjectLevel { project, level } => format!("project:{project}:{level}"),
+                PersonScope::Project(p) => p.clone(),
+                PersonScope::SchoolYear(y) => format!("school_year:{y}"),
+                PersonScope::TrainingYear(y) => format!("year:{y}"),
+                PersonScope::Training(r) => format!("training:{r}"),
+                PersonScope::ApprenticeYear { year, part } => match part {
+                    ApprenticePart::Stage(stage) => format!("apprentice_year:{year}:{stage}"),
+                    ApprenticePart::Counted => format!("apprentice_year:{year}:counted"),
+                },
+            };
+            format!("{county}:{kind}:{person}:{scope}")
+        }
+        LedgerKey::Natural { county, kind, parts } => format!("{county}:{kind}:{}", parts.join(":")),
+        LedgerKey::Cumulative { county, kind, organization } => format!("cumulative:{county}:{kind}:{organization}"),
+        LedgerKey::Tranche { county, kind, person, training_year } => {
+            format!("tranche:{county}:{kind}:{person}:apprentice_year:{training_year}")
+        }
+    }
+}
+
+/// The digest of a key's canonical text.
+pub fn digest(k: &LedgerKey) -> KeyDigest {
+    digest_text(&canonical(k))
+}
+
+/// The digest of a canonical text (a v1 record's effects are texts).
+pub fn digest_text(text: &str) -> KeyDigest {
+    let full = Sha256::digest(text.as_bytes());
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&full[..16]);
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{County, Kind};
+
+    #[test]
+    fn canonical_forms_are_the_v1_texts() {
+        let p = "p0123".to_string();
+        let cases = [
+            (LedgerKey::Usage { county: County::Wuyi, person: p.clone(), year: 2020 }, "usage:wuyi:p0123:2020"),
+            (
+                LedgerKey::Certificate {
+                    county: County::Changxing,
+                    kind: Kind::SafetyTraining,
+                    number: "AB1:RENEWAL".into(),
+                },
+                "cert:changxing:safety_training:AB1:RENEWAL",
+            ),
+            (
+                LedgerKey::Person {
+                    county: County::Wuyi,
+                    kind: Kind::QualificationTraining,
+                    person: p.clone(),
+                    scope: PersonScope::OccupationLevel { occupation: "6-31-01-03".into(), level: "junior".into() },
+                },
+                "wuyi:qualification_training:p0123:6-31-01-03:junior",
+            ),
+            (
+                LedgerKey::Person {
+                    county: County::Changxing,
+                    kind: Kind::Apprenticeship,
+                    person: p.clone(),
+                    scope: PersonScope::ApprenticeYear { year: "2020".into(), part: ApprenticePart::Counted },
+                },
+                "changxing:apprenticeship:p0123:apprentice_year:2020:counted",
+            ),
+            (
+                LedgerKey::Tranche {
+                    county: County::Changxing,
+                    kind: Kind::Apprenticeship,
+                    person: p.clone(),
+                    training_year: "2020".into(),
+                },
+                "tranche:changxing:apprenticeship:p0123:apprentice_year:2020",
+            ),
+            (
+                LedgerKey::Cumulative {
+                    county: County::Changxing,
+                    kind: Kind::InstitutionInvestment,
+                    organization: "91330522MA0EXMP048".into(),
+                },
+                "cumulative:changxing:institution_investment:91330522MA0EXMP048",
+            ),
+            (
+                LedgerKey::Natural {
+                    county: County::Changxing,
+                    kind: Kind::SkillContestFunding,
+                    parts: vec!["C-1".into()],
+                },
+                "changxing:skill_contest_funding:C-1",
+            ),
+        ];
+        for (k, text) in cases {
+            assert_eq!(canonical(&k), text);
+            assert_eq!(digest(&k), digest_text(text));
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The materialised state: everything the rules read of the ledger, in
+//! memory, rebuilt from the claim records' headers at start. Per-person
+//! usage, unique keys, running totals and report totals are never written to
+//! the store: each record carries what it holds, and the state is their sum.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use rust_decimal::Decimal;
+use smallvec::SmallVec;
+
+use super::keys::{digest, KeyDigest};
+use super::record::{Holdings, RecordHeader, ReportTotals, Tally};
+use crate::domain::County;
+use crate::rules::{LedgerKey, LedgerReadError, LedgerView, Status};
+
+/// Claim ids by recording order, and the order of an id: the ids live in one
+/// string (no allocation per claim), the table holds only sequence numbers.
+#[derive(Default)]
+pub struct IdIndex {
+    text: String,
+    /// End of each id in `text`; id of `seq` is `text[ends[seq-2]..ends[seq-1]]`.
+    ends: Vec<usize>,
+    table: hashbrown::HashTable<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl IdIndex {
+    pub fn len(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn id(&self, seq: u64) -> Option<&str> {
+        let i = usize::try_from(seq.checked_sub(1)?).ok()?;
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.text[start..end])
+    }
+
+    pub fn seq(&self, id: &str) -> Option<u64> {
+        let h = self.hasher.hash_one(id);
+        self.table.find(h, |s| self.id(*s) == Some(id)).copied()
+    }
+
+    /// Appends the claim recorded as `seq` (the next number; a gap is filled
+    /// with empty ids, which no claim has).
+    fn push(&mut self, seq: u64, id: &str) {
+        while self.len() + 1 < seq {
+            self.ends.push(self.text.len());
+        }
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+        let h = self.hasher.hash_one(id);
+        let (text, ends, hasher) = (&self.text, &self.ends, &self.hasher);
+        self.table.insert_unique(h, seq, |s| {
+            let i = (*s - 1) as usize;
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            hasher.hash_one(&text[start..ends[i]])
+        });
+    }
+
+    fn bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 8 + self.table.capacity() * 9
+    }
+}
+
+/// Claims counted under a usage key, in recording order (the limit is 3).
+pub type Seqs = SmallVec<[u64; 3]>;
+
+#[derive(Default)]
+pub struct State {
+    pub ids: IdIndex,
+    usage: HashMap<KeyDigest, Seqs>,
+    holders: HashMap<KeyDigest, u64>,
+    totals: HashMap<KeyDigest, Decimal>,
+    reports: HashMap<(County, i32), ReportTotals>,
+    /// The next event sequence number.
+    pub next_event: u64,
+}
+
+/// Sizes of the state, for metrics and the benchmark.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StateStats {
+    pub claims: u64,
+    pub usage_keys: usize,
+    pub unique_keys: usize,
+    pub totals: usize,
+    /// Approximate heap bytes of the state's tables.
+    pub bytes: usize,
+}
+
+impl State {
+    pub fn next_seq(&self) -> u64 {
+        self.ids.len() + 1
+    }
+
+    /// Adds a record read at start.
+    pub fn load(&mut self, seq: u64, h: &RecordHeader) {
+        self.ids.push(seq, &h.claim_id);
+        self.next_event = self.next_event.max(h.decided_event + 1);
+        if h.status == Status::Approved {
+            let mut c = Changes::default();
+            c.hold(self, seq, h, true);
+            self.apply(c);
+        }
+    }
+
+    pub fn usage(&self, k: &KeyDigest) -> &[u64] {
+        self.usage.get(k).map_or(&[], |s| s.as_slice())
+    }
+
+    pub fn report(&self, county: County, year: i32) -> ReportTotals {
+        self.reports.get(&(county, year)).cloned().unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> StateStats {
+        let entry = std::mem::size_of::<KeyDigest>() + 1;
+        StateStats {
+            claims: self.ids.len(),
+            usage_keys: self.usage.len(),
+            unique_keys: self.holders.len(),
+            totals: self.totals.len(),
+            bytes: self.ids.bytes()
+                + self.usage.capacity() * (entry + std::mem::size_of::<Seqs>())
+                + self.holders.capacity() * (entry + 8)
+                + self.totals.capacity() * (entry + 16),
+        }
+    }
+
+    /// Applies a committed group's changes.
+    pub fn apply(&mut self, c: Changes) {
+        for (seq, id) in c.new_ids {
+            self.ids.push(seq, &id);
+        }
+        for (k, v) in c.usage {
+            if v.is_empty() {
+                self.usage.remove(&k);
+            } else {
+                self.usage.insert(k, v);
+            }
+        }
+        for (k, v) in c.holders {
+            match v {
+                Some(s) => self.holders.insert(k, s),
+                None => self.holders.remove(&k),
+            };
+        }
+        for (k, v) in c.totals {
+            if v.is_zero() {
+                self.totals.remove(&k);
+            } else {
+                self.totals.insert(k, v);
+            }
+        }
+        for (k, v) in c.reports {
+            self.reports.insert(k, v);
+        }
+        self.next_event = self.next_event.max(c.next_event);
+    }
+}
+
+/// A group's changes over the committed state, applied once the group is durable.
+#[derive(Default)]
+pub struct Changes {
+    pub new_ids: Vec<(u64, String)>,
+    new_seq: HashMap<String, u64>,
+    usage: HashMap<KeyDigest, Seqs>,
+    holders: HashMap<KeyDigest, Option<u64>>,
+    totals: HashMap<KeyDigest, Decimal>,
+    reports: HashMap<(County, i32), ReportTotals>,
+    pub next_event: u64,
+}
+
+impl Changes {
+    pub fn for_group(state: &State) -> Self {
+        Self { next_event: state.next_event.max(1), ..Self::default() }
+    }
+
+    pub fn seq_of(&self, state: &State, id: &str) -> Option<u64> {
+        self.new_seq.get(id).copied().or_else(|| state.ids.seq(id))
+    }
+
+    pub fn next_seq(&self, state: &State) -> u64 {
+        state.next_seq() + self.new_ids.len() as u64
+    }
+
+    pub fn add_id(&mut self, seq: u64, id: &str) {
+        self.new_ids.push((seq, id.to_string()));
+        self.new_seq.insert(id.to_string(), seq);
+    }
+
+    pub fn take_event(&mut self) -> u64 {
+        let n = self.next_event;
+        self.next_event += 1;
+        n
+    }
+
+    fn id_of<'a>(&'a self, state: &'a State, seq: u64) -> Option<&'a str> {
+        state.ids.id(seq).or_else(|| {
+            let first = state.next_seq();
+            seq.checked_sub(first).and_then(|i| self.new_ids.get(i as usize)).map(|(_, id)| id.as_str())
+        })
+    }
+
+    fn usage_of(&self, state: &State, k: &KeyDigest) -> Seqs {
+        self.usage.get(k).cloned().unwrap_or_else(|| SmallVec::from_slice(state.usage(k)))
+    }
+
+    fn holder_of(&self, state: &State, k: &KeyDigest) -> Option<u64> {
+        match self.holders.get(k) {
+            Some(h) => *h,
+            None => state.holders.get(k).copied(),
+        }
+    }
+
+    fn total_of(&self, state: &State, k: &KeyDigest) -> Decimal {
+        self.totals.get(k).or_else(|| state.totals.get(k)).copied().unwrap_or_default()
+    }
+
+    /// Takes (`take`) or releases everything a granted claim holds.
+    pub fn hold(&mut self, state: &State, seq: u64, h: &RecordHeader, take: bool) {
+        let e: &Holdings = &h.holdings;
+        if let Some(k) = &e.count {
+            let mut seqs = self.usage_of(state, k);
+            seqs.retain(|s| *s != seq);
+            if take {
+                seqs.push(seq);
+            }
+            self.usage.insert(*k, seqs);
+        }
+        for k in &e.keys {
+            if take {
+                self.holders.insert(*k, Some(seq));
+            } else if self.holder_of(state, k) == Some(seq) {
+                self.holders.insert(*k, None);
+            }
+        }
+        for (k, amount) in &e.totals {
+            let v = self.total_of(state, k) + if take { *amount } else { -*amount };
+            self.totals.insert(*k, v.max(Decimal::ZERO));
+        }
+        let report = self.reports.entry((h.county, h.year())).or_insert_with(|| state.report(h.county, h.year()));
+        let bump = |t: &mut Tally| {
+            if take {
+                t.count += 1;
+                t.amount += h.granted;
+            } else {
+                t.count = t.count.saturating_sub(1);
+                t.amount -= h.granted;
+            }
+        };
+        bump(report.by_kind.entry(h.kind.as_str().to_string()).or_default());
+        bump(report.by_department.entry(h.department.clone().unwrap_or_else(|| "unassigned".into())).or_default());
+    }
+}
+
+/// The writer's view: committed state plus the group's changes so far.
+pub struct GroupView<'a> {
+    pub state: &'a State,
+    pub changes: &'a Changes,
+}
+
+impl LedgerView for GroupView<'_> {
+    fn count(&self, k: &LedgerKey) -> Result<u32, LedgerReadError> {
+        let d = digest(k);
+        let n = match self.changes.usage.get(&d) {
+            Some(s) => s.len(),
+            None => self.state.usage(&d).len(),
+        };
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+    fn holder(&self, k: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
+        let d = digest(k);
+        Ok(self.changes.holder_of(self.state, &d).map(|s| self.changes.id_of(self.state, s).unwrap_or("").to_string()))
+    }
+    fn total(&self, k: &LedgerKey) -> Result<Decimal, LedgerReadError> {
+        Ok(self.changes.total_of(self.state, &digest(k)))
+    }
+}
+
+/// An evaluation's view: the committed state, with the claim's own record
+/// set aside when it is the same claim (id and body) already granted.
+pub struct EvalView<'a> {
+    pub state: &'a State,
+    pub own: Option<(u64, &'a Holdings)>,
+}
+
+impl LedgerView for EvalView<'_> {
+    fn count(&self, k: &LedgerKey) -> Result<u32, LedgerReadError> {
+        let d = digest(k);
+        let n = self.state.usage(&d).iter().filter(|s| Some(**s) != self.own.map(|o| o.0)).count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+    fn holder(&self, k: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
+        let d = digest(k);
+        Ok(self
+            .state
+            .holders
+            .get(&d)
+            .filter(|s| Some(**s) != self.own.map(|o| o.0))
+            .map(|s| self.state.ids.id(*s).unwrap_or("").to_string()))
+    }
+    fn total(&self, k: &LedgerKey) -> Result<Decimal, LedgerReadError> {
+        let d = digest(k);
+        let stored = self.state.totals.get(&d).copied().unwrap_or_default();
+        let own: Decimal =
+            self.own.iter().flat_map(|(_, h)| h.totals.iter()).filter(|(name, _)| *name == d).map(|(_, a)| *a).sum();
+        Ok((stored - own).max(Decimal::ZERO))
+    }
+}
