@@ -71,6 +71,11 @@ if preload:
           f"{preload.get('conc', '?')} in flight) in {preload['seconds']} s = {preload['claims_per_s']:,} claims/s "
           f"(batch p50 {preload['batch_p50_ms']} ms, max {preload['batch_max_ms']} ms); "
           f"failed batches {preload['failed_batches']}, item errors {preload['item_errors']}.")
+for r in rows:
+    if r.get("fsyncs") and r["wrk"]["duration_us"]:
+        secs = r["wrk"]["duration_us"] / 1e6
+        print(f"Scenario {r['id']} ({r['phase']}): {r['fsyncs'] / secs:,.0f} fsyncs/s "
+              f"({r['wrk']['requests'] / r['fsyncs']:.1f} requests per fsync).")
 if meta:
     print("Run: " + ", ".join(f"{k} {v}" for k, v in meta.items()) + ".")
 
@@ -105,4 +110,7 @@ if loaded:
     if last["recorded"]:
         pc = last["store_bytes"] / last["recorded"]
         check(f"store ≤ 2 KB per claim at {last['phase']}", pc <= 2048, f"{pc:.0f} B")
+ready = next((v for k, v in meta.items() if k.startswith("restart to ready")), None)
+if ready:
+    check("ready ≤ 10 s after kill -9 with the preloaded store", float(ready.split()[0]) <= 10, ready)
 print("  decide ≤ 5 µs mean with trace: run `cargo bench --bench decide`")

@@ -143,3 +143,31 @@ async fn a_restart_on_the_same_store_keeps_everything() {
     assert_eq!(dir_after.body["enterprises"].as_array().unwrap().len(), 1);
     second.stop();
 }
+
+/// Every acknowledged group was synced to the device first: claims answered
+/// one at a time are at least as many `fdatasync`s.
+#[tokio::test]
+async fn every_acknowledged_claim_was_fsynced_first() {
+    let app = crate::helpers::spawn_app().await;
+    let api = app.api();
+    let fsyncs = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("subsidy_ledger_fsyncs ")?.trim().parse::<u64>().ok())
+            .expect("the fsync gauge")
+    };
+    let before = fsyncs(api.get("/metrics", crate::helpers::PLATFORM).await.body.as_str().unwrap());
+    for i in 0..10 {
+        let p = crate::helpers::id_number(&format!("3307231992010{:02}01", i + 10));
+        let c = crate::helpers::wy_qualification(
+            &format!("FS-{i}"),
+            &p,
+            "6-31-01-03",
+            "junior",
+            &format!("FS-C{i}"),
+            "2020-05-01",
+        );
+        assert_eq!(api.post_claim(&c).await.status, 201);
+    }
+    let after = fsyncs(api.get("/metrics", crate::helpers::PLATFORM).await.body.as_str().unwrap());
+    assert!(after >= before + 10, "10 claims acknowledged one at a time, {} fsyncs", after - before);
+}
