@@ -1,8 +1,8 @@
 //! The embedded backend: sled (layout v2) plus the materialised state, with
 //! one writer thread doing group commit.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 
@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::keys::digest;
 use super::record::{ClaimRecord, DirectoryRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals};
-use super::state::{Changes, EvalView, GroupView, State};
+use super::state::{Base, Changes, EvalView, GroupView, State};
 use super::store::{Store, WriteBatch};
 use super::{
     ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, RevokeResult,
@@ -108,18 +108,34 @@ impl EmbeddedLedger {
         }
         let directories: Directories =
             Arc::new(RwLock::new(store.directories()?.iter().map(|(c, r)| (*c, Arc::new(r.to_directory()))).collect()));
+        let (next_seq, next_event) = (state.next_seq(), state.next_event.max(1));
+        let dirs = directories.read().map(|d| d.clone()).unwrap_or_default();
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = crossbeam_channel::unbounded();
         let failure = Arc::new(StoreFailure::default());
+        let applied = Arc::new(AtomicU64::new(0));
+        let syncer = Syncer {
+            store: store.clone(),
+            state: state.clone(),
+            directories: directories.clone(),
+            failure: failure.clone(),
+            applied: applied.clone(),
+        };
         let writer = Writer {
             store: store.clone(),
             state: state.clone(),
             policy: policy.clone(),
-            directories: directories.clone(),
+            dirs,
             max: group_commit_max.max(1),
             failure: failure.clone(),
+            next_seq,
+            next_event,
+            inflight: VecDeque::new(),
+            groups: 0,
+            applied,
         };
-        let handle = std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx))?;
+        let handle =
+            std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx, syncer))?;
         Ok(Arc::new(Self { store, state, directories, policy, tx, handle: Mutex::new(Some(handle)), failure }))
     }
 
@@ -293,9 +309,17 @@ struct Writer {
     store: Arc<Store>,
     state: Arc<RwLock<State>>,
     policy: Arc<Policy>,
-    directories: Directories,
+    /// The directories as the writer decides with them (durable or not).
+    dirs: HashMap<County, Arc<Directory>>,
     max: usize,
     failure: Arc<StoreFailure>,
+    next_seq: u64,
+    next_event: u64,
+    /// Groups written to the store whose sync has not been applied yet, by number.
+    inflight: VecDeque<(u64, Arc<Changes>)>,
+    groups: u64,
+    /// The highest group number the syncer has made durable and applied.
+    applied: Arc<AtomicU64>,
 }
 
 enum Reply {
@@ -318,19 +342,92 @@ impl Reply {
     }
 }
 
-/// A group being decided: its changes to the state, its writes, and the
-/// records it wrote or read (a replay or revocation of a claim recorded
-/// earlier in the same group reads it here).
+/// A group written to the store, waiting to be made durable.
+struct Written {
+    number: u64,
+    changes: Arc<Changes>,
+    replies: Vec<Reply>,
+    directories: Vec<(County, Arc<Directory>)>,
+    written: usize,
+}
+
+/// A group being decided: its changes, its writes, and the records it wrote
+/// or read (a replay or revocation of a claim recorded earlier in the same
+/// group reads it here).
 struct Group<'a> {
-    state: &'a State,
+    base: Base<'a>,
     changes: Changes,
     batch: WriteBatch,
     records: HashMap<u64, ClaimRecord>,
     read_error: Option<String>,
 }
 
+/// Makes written groups durable and then visible: one sync (flush and
+/// `fdatasync`) covers every group written before it, so while one sync runs
+/// the writer decides and writes the next groups (group commit, pipelined).
+/// Groups are applied to the state and answered in order, only once durable.
+struct Syncer {
+    store: Arc<Store>,
+    state: Arc<RwLock<State>>,
+    directories: Directories,
+    failure: Arc<StoreFailure>,
+    applied: Arc<AtomicU64>,
+}
+
+impl Syncer {
+    fn run(self, rx: crossbeam_channel::Receiver<Written>) {
+        while let Ok(first) = rx.recv() {
+            let mut groups = vec![first];
+            groups.extend(rx.try_iter());
+            let synced = if self.failure.failed.load(Ordering::SeqCst) {
+                Err("an earlier write failed; the store refuses writes until it is reopened".to_string())
+            } else {
+                self.store.sync().map_err(|e| format!("{e:#}"))
+            };
+            match synced {
+                Ok(()) => {
+                    match self.state.write() {
+                        Ok(mut s) => groups.iter().for_each(|g| s.apply(&g.changes)),
+                        Err(_) => {
+                            tracing::error!("the ledger state lock is poisoned; the service must restart");
+                            self.failure.report();
+                        }
+                    }
+                    if let Ok(mut d) = self.directories.write() {
+                        for g in &groups {
+                            d.extend(g.directories.iter().cloned());
+                        }
+                    }
+                    let written: usize = groups.iter().map(|g| g.written).sum();
+                    if let Some(last) = groups.last() {
+                        self.applied.store(last.number, Ordering::SeqCst);
+                    }
+                    for g in groups {
+                        g.replies.into_iter().for_each(|r| r.send(None));
+                    }
+                    reclaim(written);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store sync failed; the groups were not recorded");
+                    self.failure.report();
+                    for g in groups {
+                        g.replies.into_iter().for_each(|r| r.send(Some(&e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Writer {
-    fn run(self, rx: crossbeam_channel::Receiver<Job>) {
+    fn run(mut self, rx: crossbeam_channel::Receiver<Job>, syncer: Syncer) {
+        let (tx, synced) = crossbeam_channel::unbounded();
+        let handle = std::thread::Builder::new().name("ledger-sync".into()).spawn(move || syncer.run(synced));
+        let Ok(handle) = handle else {
+            tracing::error!("could not start the ledger's sync thread");
+            self.failure.report();
+            return;
+        };
         while let Ok(first) = rx.recv() {
             let mut jobs = vec![first];
             let mut weight = jobs[0].weight();
@@ -344,28 +441,42 @@ impl Writer {
                 }
             }
             let stop = jobs.iter().any(|j| matches!(j, Job::Stop));
-            self.group(jobs);
+            if let Some(w) = self.group(jobs) {
+                if tx.send(w).is_err() {
+                    break;
+                }
+            }
             if stop {
                 break;
             }
         }
+        drop(tx);
+        let _ = handle.join();
     }
 
-    fn group(&self, jobs: Vec<Job>) {
+    /// Decides a group and writes it to the store; the syncer makes it durable.
+    fn group(&mut self, jobs: Vec<Job>) -> Option<Written> {
+        if self.failure.failed.load(Ordering::SeqCst) {
+            jobs.into_iter().for_each(|j| fail_job(j, "the store refuses writes until it is reopened"));
+            return None;
+        }
+        let applied = self.applied.load(Ordering::SeqCst);
+        while self.inflight.front().is_some_and(|(n, _)| *n <= applied) {
+            self.inflight.pop_front();
+        }
         let Ok(state) = self.state.read() else {
-            for j in jobs {
-                fail_job(j, "the ledger state lock is poisoned");
-            }
-            return;
+            jobs.into_iter().for_each(|j| fail_job(j, "the ledger state lock is poisoned"));
+            return None;
         };
+        let inflight: Vec<Arc<Changes>> = self.inflight.iter().map(|(_, c)| c.clone()).collect();
         let mut g = Group {
-            state: &state,
-            changes: Changes::for_group(&state),
+            base: Base { state: &state, inflight: &inflight },
+            changes: Changes::new(self.next_seq, self.next_event),
             batch: WriteBatch::default(),
             records: HashMap::new(),
             read_error: None,
         };
-        let mut dirs: HashMap<County, Arc<Directory>> = self.directories.read().map(|d| d.clone()).unwrap_or_default();
+        let mut dirs = self.dirs.clone();
         let mut new_dirs = Vec::new();
         let mut replies = Vec::new();
         for job in jobs {
@@ -380,8 +491,9 @@ impl Writer {
                 }
                 Job::Directory { county, record, reply } => {
                     g.batch.directory(county, &record);
-                    dirs.insert(county, Arc::new(record.to_directory()));
-                    new_dirs.push((county, Arc::new(record.to_directory())));
+                    let d = Arc::new(record.to_directory());
+                    dirs.insert(county, d.clone());
+                    new_dirs.push((county, d));
                     replies.push(Reply::Directory(reply, record));
                 }
                 Job::Stop => {}
@@ -389,42 +501,35 @@ impl Writer {
         }
         let Group { changes, batch, read_error, .. } = g;
         drop(state);
-        let written = batch.len;
         if let Some(e) = read_error {
             // Nothing is written: the group's claims get 503, the store stays
             // writable (a read failure is not a reason to stop).
             tracing::error!(error = %e, "a ledger read failed; the group was not recorded");
             replies.into_iter().for_each(|r| r.send(Some(&e)));
-            return;
+            return None;
         }
-        let committed = if written == 0 { Ok(()) } else { self.store.commit(batch).map_err(|e| format!("{e:#}")) };
-        match committed {
-            Ok(()) => {
-                // Durable: now visible to evaluations and the next group.
-                match self.state.write() {
-                    Ok(mut s) => s.apply(changes),
-                    Err(_) => {
-                        tracing::error!("the ledger state lock is poisoned; the service must restart");
-                        self.failure.report();
-                    }
-                }
-                if !new_dirs.is_empty() {
-                    if let Ok(mut d) = self.directories.write() {
-                        d.extend(new_dirs);
-                    }
-                }
-                replies.into_iter().for_each(|r| r.send(None));
-                reclaim(written);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed; the group was not recorded");
+        let written = batch.len;
+        if written > 0 {
+            if let Err(e) = self.store.write(batch) {
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, "store write failed; the group was not recorded");
                 self.failure.report();
                 replies.into_iter().for_each(|r| r.send(Some(&e)));
+                return None;
             }
         }
+        // Written: what follows is decided against it.
+        self.next_seq = changes.next_seq();
+        self.next_event = changes.next_event;
+        self.dirs = dirs;
+        self.groups += 1;
+        let changes = Arc::new(changes);
+        self.inflight.push_back((self.groups, changes.clone()));
+        Some(Written { number: self.groups, changes, replies, directories: new_dirs, written })
     }
 
-    /// A recorded claim, from this group's records or the store.
+    /// A recorded claim, from this group's records or the store (which holds
+    /// the groups written before, durable or not yet).
     fn record(&self, g: &mut Group, seq: u64) -> Option<ClaimRecord> {
         if let Some(r) = g.records.get(&seq) {
             return Some(r.clone());
@@ -443,15 +548,7 @@ impl Writer {
         }
     }
 
-    fn event(
-        g: &mut Group,
-        claim_seq: u64,
-        claim_id: &str,
-        kind: &str,
-        key_id: &str,
-        status: Status,
-        reason: Option<String>,
-    ) {
+    fn event(g: &mut Group, claim_seq: u64, claim_id: &str, kind: &str, key_id: &str, status: Status, reason: Option<String>) {
         let e = Event {
             seq: g.changes.take_event(),
             claim_id: claim_id.into(),
@@ -466,7 +563,7 @@ impl Writer {
 
     fn claim(&self, g: &mut Group, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
         let id = item.claim.claim_id.as_str().to_string();
-        if let Some(seq) = g.changes.seq_of(g.state, &id) {
+        if let Some(seq) = g.changes.seq_of(g.base, &id) {
             let Some(existing) = self.record(g, seq) else { return ItemResult::Failed };
             if existing.body.body_hash != item.body_hash {
                 return ItemResult::Conflict;
@@ -479,7 +576,7 @@ impl Writer {
         let dir = dirs.get(&county).cloned().unwrap_or_default();
         // A bug in the rules must not take the writer (and every later claim) down.
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let view = GroupView { state: g.state, changes: &g.changes };
+            let view = GroupView { base: g.base, changes: &g.changes };
             decide(&item.claim, item.person.as_deref(), &view, policy, &dir, Utc::now())
         }));
         let outcome = match decided {
@@ -495,7 +592,7 @@ impl Writer {
         };
         let mut decision = outcome.decision;
         decision.recorded = true;
-        let seq = g.changes.next_seq(g.state);
+        let seq = g.changes.next_seq();
         let e = &outcome.effects;
         let header = RecordHeader {
             claim_id: id.clone(),
@@ -526,7 +623,7 @@ impl Writer {
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {
-            g.changes.hold(g.state, seq, &record.header, true);
+            g.changes.hold(g.base, seq, &record.header, true);
         }
         g.batch.record(&record);
         g.records.insert(seq, record);
@@ -534,13 +631,13 @@ impl Writer {
     }
 
     fn revoke(&self, g: &mut Group, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
-        let Some(seq) = g.changes.seq_of(g.state, claim_id) else { return RevokeResult::NotFound };
+        let Some(seq) = g.changes.seq_of(g.base, claim_id) else { return RevokeResult::NotFound };
         let Some(mut r) = self.record(g, seq) else { return RevokeResult::NotFound };
         match r.header.status {
             Status::Rejected => RevokeResult::NotRevocable,
             Status::Revoked => RevokeResult::Revoked(Box::new(r.body.decision)),
             Status::Approved => {
-                g.changes.hold(g.state, seq, &r.header, false);
+                g.changes.hold(g.base, seq, &r.header, false);
                 r.header.status = Status::Revoked;
                 r.body.decision.status = Status::Revoked;
                 r.body.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });

@@ -104,8 +104,8 @@ impl State {
         self.next_event = self.next_event.max(h.decided_event + 1);
         if h.status == Status::Approved {
             let mut c = Changes::default();
-            c.hold(self, seq, h, true);
-            self.apply(c);
+            c.hold(Base { state: self, inflight: &[] }, seq, h, true);
+            self.apply(&c);
         }
     }
 
@@ -131,41 +131,90 @@ impl State {
         }
     }
 
-    /// Applies a committed group's changes.
-    pub fn apply(&mut self, c: Changes) {
-        for (seq, id) in c.new_ids {
-            self.ids.push(seq, &id);
-        }
-        for (k, v) in c.usage {
-            if v.is_empty() {
-                self.usage.remove(&k);
-            } else {
-                self.usage.insert(k, v);
+    /// Applies a durable group's changes (values are absolute, so applying
+    /// a group the state already reflects changes nothing).
+    pub fn apply(&mut self, c: &Changes) {
+        for (seq, id) in &c.new_ids {
+            if self.ids.len() < *seq {
+                self.ids.push(*seq, id);
             }
         }
-        for (k, v) in c.holders {
+        for (k, v) in &c.usage {
+            if v.is_empty() {
+                self.usage.remove(k);
+            } else {
+                self.usage.insert(*k, v.clone());
+            }
+        }
+        for (k, v) in &c.holders {
             match v {
-                Some(s) => self.holders.insert(k, s),
-                None => self.holders.remove(&k),
+                Some(s) => self.holders.insert(*k, *s),
+                None => self.holders.remove(k),
             };
         }
-        for (k, v) in c.totals {
+        for (k, v) in &c.totals {
             if v.is_zero() {
-                self.totals.remove(&k);
+                self.totals.remove(k);
             } else {
-                self.totals.insert(k, v);
+                self.totals.insert(*k, *v);
             }
         }
-        for (k, v) in c.reports {
-            self.reports.insert(k, v);
+        for (k, v) in &c.reports {
+            self.reports.insert(*k, v.clone());
         }
         self.next_event = self.next_event.max(c.next_event);
     }
 }
 
-/// A group's changes over the committed state, applied once the group is durable.
+/// What the writer decides against: the durable state, plus the groups
+/// written to the store but not yet durable (oldest first), each holding the
+/// absolute values it set.
+#[derive(Clone, Copy)]
+pub struct Base<'a> {
+    pub state: &'a State,
+    pub inflight: &'a [std::sync::Arc<Changes>],
+}
+
+impl Base<'_> {
+    fn layers(&self) -> impl Iterator<Item = &Changes> {
+        self.inflight.iter().rev().map(|c| &**c)
+    }
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        self.layers().find_map(|c| c.new_seq.get(id).copied()).or_else(|| self.state.ids.seq(id))
+    }
+    fn id_of(&self, seq: u64) -> Option<&str> {
+        self.state.ids.id(seq).or_else(|| self.layers().find_map(|c| c.id_of(seq)))
+    }
+    fn usage(&self, k: &KeyDigest) -> Seqs {
+        self.layers()
+            .find_map(|c| c.usage.get(k).cloned())
+            .unwrap_or_else(|| SmallVec::from_slice(self.state.usage(k)))
+    }
+    fn holder(&self, k: &KeyDigest) -> Option<u64> {
+        match self.layers().find_map(|c| c.holders.get(k)) {
+            Some(h) => *h,
+            None => self.state.holders.get(k).copied(),
+        }
+    }
+    fn total(&self, k: &KeyDigest) -> Decimal {
+        self.layers()
+            .find_map(|c| c.totals.get(k))
+            .or_else(|| self.state.totals.get(k))
+            .copied()
+            .unwrap_or_default()
+    }
+    fn report(&self, county: County, year: i32) -> ReportTotals {
+        self.layers()
+            .find_map(|c| c.reports.get(&(county, year)).cloned())
+            .unwrap_or_else(|| self.state.report(county, year))
+    }
+}
+
+/// A group's changes over its base, applied to the state once the group is durable.
 #[derive(Default)]
 pub struct Changes {
+    /// The first sequence number this group may give.
+    first_seq: u64,
     pub new_ids: Vec<(u64, String)>,
     new_seq: HashMap<String, u64>,
     usage: HashMap<KeyDigest, Seqs>,
@@ -176,16 +225,16 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub fn for_group(state: &State) -> Self {
-        Self { next_event: state.next_event.max(1), ..Self::default() }
+    pub fn new(next_seq: u64, next_event: u64) -> Self {
+        Self { first_seq: next_seq, next_event, ..Self::default() }
     }
 
-    pub fn seq_of(&self, state: &State, id: &str) -> Option<u64> {
-        self.new_seq.get(id).copied().or_else(|| state.ids.seq(id))
+    pub fn seq_of(&self, base: Base, id: &str) -> Option<u64> {
+        self.new_seq.get(id).copied().or_else(|| base.seq_of(id))
     }
 
-    pub fn next_seq(&self, state: &State) -> u64 {
-        state.next_seq() + self.new_ids.len() as u64
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq + self.new_ids.len() as u64
     }
 
     pub fn add_id(&mut self, seq: u64, id: &str) {
@@ -199,33 +248,30 @@ impl Changes {
         n
     }
 
-    fn id_of<'a>(&'a self, state: &'a State, seq: u64) -> Option<&'a str> {
-        state.ids.id(seq).or_else(|| {
-            let first = state.next_seq();
-            seq.checked_sub(first).and_then(|i| self.new_ids.get(i as usize)).map(|(_, id)| id.as_str())
-        })
+    fn id_of(&self, seq: u64) -> Option<&str> {
+        seq.checked_sub(self.first_seq).and_then(|i| self.new_ids.get(i as usize)).map(|(_, id)| id.as_str())
     }
 
-    fn usage_of(&self, state: &State, k: &KeyDigest) -> Seqs {
-        self.usage.get(k).cloned().unwrap_or_else(|| SmallVec::from_slice(state.usage(k)))
+    fn usage_of(&self, base: Base, k: &KeyDigest) -> Seqs {
+        self.usage.get(k).cloned().unwrap_or_else(|| base.usage(k))
     }
 
-    fn holder_of(&self, state: &State, k: &KeyDigest) -> Option<u64> {
+    fn holder_of(&self, base: Base, k: &KeyDigest) -> Option<u64> {
         match self.holders.get(k) {
             Some(h) => *h,
-            None => state.holders.get(k).copied(),
+            None => base.holder(k),
         }
     }
 
-    fn total_of(&self, state: &State, k: &KeyDigest) -> Decimal {
-        self.totals.get(k).or_else(|| state.totals.get(k)).copied().unwrap_or_default()
+    fn total_of(&self, base: Base, k: &KeyDigest) -> Decimal {
+        self.totals.get(k).copied().unwrap_or_else(|| base.total(k))
     }
 
     /// Takes (`take`) or releases everything a granted claim holds.
-    pub fn hold(&mut self, state: &State, seq: u64, h: &RecordHeader, take: bool) {
+    pub fn hold(&mut self, base: Base, seq: u64, h: &RecordHeader, take: bool) {
         let e: &Holdings = &h.holdings;
         if let Some(k) = &e.count {
-            let mut seqs = self.usage_of(state, k);
+            let mut seqs = self.usage_of(base, k);
             seqs.retain(|s| *s != seq);
             if take {
                 seqs.push(seq);
@@ -235,15 +281,15 @@ impl Changes {
         for k in &e.keys {
             if take {
                 self.holders.insert(*k, Some(seq));
-            } else if self.holder_of(state, k) == Some(seq) {
+            } else if self.holder_of(base, k) == Some(seq) {
                 self.holders.insert(*k, None);
             }
         }
         for (k, amount) in &e.totals {
-            let v = self.total_of(state, k) + if take { *amount } else { -*amount };
+            let v = self.total_of(base, k) + if take { *amount } else { -*amount };
             self.totals.insert(*k, v.max(Decimal::ZERO));
         }
-        let report = self.reports.entry((h.county, h.year())).or_insert_with(|| state.report(h.county, h.year()));
+        let report = self.reports.entry((h.county, h.year())).or_insert_with(|| base.report(h.county, h.year()));
         let bump = |t: &mut Tally| {
             if take {
                 t.count += 1;
@@ -258,9 +304,9 @@ impl Changes {
     }
 }
 
-/// The writer's view: committed state plus the group's changes so far.
+/// The writer's view: its base plus the group's changes so far.
 pub struct GroupView<'a> {
-    pub state: &'a State,
+    pub base: Base<'a>,
     pub changes: &'a Changes,
 }
 
@@ -269,16 +315,18 @@ impl LedgerView for GroupView<'_> {
         let d = digest(k);
         let n = match self.changes.usage.get(&d) {
             Some(s) => s.len(),
-            None => self.state.usage(&d).len(),
+            None => self.base.usage(&d).len(),
         };
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
     fn holder(&self, k: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
         let d = digest(k);
-        Ok(self.changes.holder_of(self.state, &d).map(|s| self.changes.id_of(self.state, s).unwrap_or("").to_string()))
+        Ok(self.changes.holder_of(self.base, &d).map(|s| {
+            self.changes.id_of(s).or_else(|| self.base.id_of(s)).unwrap_or("").to_string()
+        }))
     }
     fn total(&self, k: &LedgerKey) -> Result<Decimal, LedgerReadError> {
-        Ok(self.changes.total_of(self.state, &digest(k)))
+        Ok(self.changes.total_of(self.base, &digest(k)))
     }
 }
 

@@ -182,8 +182,13 @@ impl Store {
 
     /// Applies a group atomically, then makes it durable on the device.
     pub fn commit(&self, batch: WriteBatch) -> anyhow::Result<()> {
-        self.tree.apply_batch(batch.batch).context("writing a group")?;
+        self.write(batch)?;
         self.sync()
+    }
+
+    /// Applies a group atomically (durable only after the next [`Store::sync`]).
+    pub fn write(&self, batch: WriteBatch) -> anyhow::Result<()> {
+        self.tree.apply_batch(batch.batch).context("writing a group")
     }
 
     /// sled's flush, then `fdatasync`.

@@ -118,10 +118,24 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
     (steps, failures)
 }
 
+/// The public golden cases: the copy vendored in the repository (so a clone
+/// tests on its own), or `SUBSIDY_GOLDEN_CASES`.
 fn public_cases() -> PathBuf {
-    std::env::var_os("SUBSIDY_GOLDEN_CASES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/spec/cases/public.json"))
+    std::env::var_os("SUBSIDY_GOLDEN_CASES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(VENDORED))
+}
+
+const VENDORED: &str = "tests/golden/public.json";
+
+/// The vendored copy equals the specification's, where the specification is
+/// beside the repository (a clone on its own has only the copy).
+#[test]
+fn the_vendored_golden_cases_equal_the_specifications() {
+    let vendored = std::fs::read(VENDORED).expect("tests/golden/public.json is part of the repository");
+    let doc: Value = serde_json::from_slice(&vendored).expect("the vendored cases are JSON");
+    assert!(doc["cases"].as_array().is_some_and(|c| c.len() >= 60), "the vendored file holds the cases");
+    if let Ok(spec) = std::fs::read("../shared/spec/cases/public.json") {
+        assert!(spec == vendored, "tests/golden/public.json differs from ../shared/spec/cases/public.json: copy it again");
+    }
 }
 
 #[tokio::test]
@@ -129,7 +143,7 @@ async fn every_public_golden_case_passes_over_http() {
     let path = public_cases();
     assert!(
         path.exists(),
-        "\n\n*** The public golden cases are missing: {} ***\n*** Set SUBSIDY_GOLDEN_CASES to the path of spec/cases/public.json. ***\n\n",
+        "\n\n*** The public golden cases are missing: {} ***\n*** They are vendored at tests/golden/public.json; SUBSIDY_GOLDEN_CASES overrides the path. ***\n\n",
         path.display()
     );
     let app = spawn_app().await;
