@@ -134,8 +134,7 @@ impl EmbeddedLedger {
             groups: 0,
             applied,
         };
-        let handle =
-            std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx, syncer))?;
+        let handle = std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx, syncer))?;
         Ok(Arc::new(Self { store, state, directories, policy, tx, handle: Mutex::new(Some(handle)), failure }))
     }
 
@@ -499,8 +498,11 @@ impl Writer {
                 Job::Stop => {}
             }
         }
-        let Group { changes, batch, read_error, .. } = g;
+        let Group { changes, mut batch, read_error, records, .. } = g;
         drop(state);
+        if read_error.is_none() {
+            encode_records(&mut batch, records.into_values().collect());
+        }
         if let Some(e) = read_error {
             // Nothing is written: the group's claims get 503, the store stays
             // writable (a read failure is not a reason to stop).
@@ -548,7 +550,15 @@ impl Writer {
         }
     }
 
-    fn event(g: &mut Group, claim_seq: u64, claim_id: &str, kind: &str, key_id: &str, status: Status, reason: Option<String>) {
+    fn event(
+        g: &mut Group,
+        claim_seq: u64,
+        claim_id: &str,
+        kind: &str,
+        key_id: &str,
+        status: Status,
+        reason: Option<String>,
+    ) {
         let e = Event {
             seq: g.changes.take_event(),
             claim_id: claim_id.into(),
@@ -616,16 +626,17 @@ impl Writer {
             body: RecordBody {
                 decision: decision.clone(),
                 body_hash: item.body_hash,
-                submitted: Some(item.submitted),
+                // Stored from the section encoded before the writer.
+                submitted: None,
                 id_masked: item.id_masked,
                 recorded_by: item.key_id,
             },
+            claim_section: Some(item.claim_section),
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {
             g.changes.hold(g.base, seq, &record.header, true);
         }
-        g.batch.record(&record);
         g.records.insert(seq, record);
         ItemResult::New(decision)
     }
@@ -641,13 +652,38 @@ impl Writer {
                 r.header.status = Status::Revoked;
                 r.body.decision.status = Status::Revoked;
                 r.body.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });
-                g.batch.record(&r);
                 Self::event(g, seq, claim_id, "revoked", key_id, Status::Revoked, Some(reason));
                 let decision = r.body.decision.clone();
                 g.records.insert(seq, r);
                 RevokeResult::Revoked(Box::new(decision))
             }
         }
+    }
+}
+
+/// Encodes a group's new and changed records into its batch: the decisions'
+/// JSON and compression are most of a record's cost, so a large group (a
+/// batch) is encoded on two threads.
+fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) {
+    records.sort_by_key(|r| r.seq);
+    let encoded: Vec<(u64, Vec<u8>)> = if records.len() >= 256 {
+        let (a, b) = records.split_at(records.len() / 2);
+        let enc = |rs: &[ClaimRecord]| rs.iter().map(|r| (r.seq, r.encode())).collect::<Vec<_>>();
+        std::thread::scope(|s| {
+            let other = s.spawn(|| enc(b));
+            let mut first = enc(a);
+            match other.join() {
+                Ok(second) => first.extend(second),
+                // Encoding cannot panic; if it did, encode that half here.
+                Err(_) => first.extend(enc(b)),
+            }
+            first
+        })
+    } else {
+        records.iter().map(|r| (r.seq, r.encode())).collect()
+    };
+    for (seq, bytes) in encoded {
+        batch.record_bytes(seq, bytes);
     }
 }
 

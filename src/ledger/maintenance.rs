@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{digest_text, KeyDigest};
 use super::record::{
-    decode_record, ClaimRecord, DirectoryRecord, Event, Holdings, LegacyClaim, RecordBody, RecordHeader,
+    decode_record, ClaimPart, ClaimRecord, DirectoryRecord, Event, Holdings, LegacyClaim, RecordBody, RecordHeader,
 };
 use super::store::{Store, WriteBatch};
 use crate::domain::{County, Kind};
@@ -121,7 +121,9 @@ struct ExportRecord {
     keys: Vec<String>,
     #[serde(default)]
     totals: Vec<(String, rust_decimal::Decimal)>,
-    body: RecordBody,
+    decision: crate::rules::Decision,
+    #[serde(flatten)]
+    claim: ClaimPart,
 }
 
 fn hex16(s: &str) -> anyhow::Result<KeyDigest> {
@@ -146,7 +148,13 @@ impl ExportRecord {
             count: h.holdings.count.map(hex::encode),
             keys: h.holdings.keys.iter().map(hex::encode).collect(),
             totals: h.holdings.totals.iter().map(|(k, v)| (hex::encode(k), *v)).collect(),
-            body: r.body,
+            decision: r.body.decision,
+            claim: ClaimPart {
+                body_hash: r.body.body_hash,
+                submitted: r.body.submitted,
+                id_masked: r.body.id_masked,
+                recorded_by: r.body.recorded_by,
+            },
         }
     }
 
@@ -169,7 +177,14 @@ impl ExportRecord {
                     totals: self.totals.iter().map(|(k, v)| Ok((hex16(k)?, *v))).collect::<anyhow::Result<_>>()?,
                 },
             },
-            body: self.body,
+            body: RecordBody {
+                decision: self.decision,
+                body_hash: self.claim.body_hash,
+                submitted: self.claim.submitted,
+                id_masked: self.claim.id_masked,
+                recorded_by: self.claim.recorded_by,
+            },
+            claim_section: None,
         })
     }
 }
@@ -241,6 +256,7 @@ fn from_v1(c: LegacyClaim, seq: u64, decided_event: u64) -> ClaimRecord {
             id_masked: c.id_masked,
             recorded_by: c.recorded_by,
         },
+        claim_section: None,
     }
 }
 

@@ -23,7 +23,6 @@ mod store;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use serde_json::Value;
 
 pub use embedded::EmbeddedLedger;
 pub use maintenance::{check, export, import, import_v1_store};
@@ -42,8 +41,10 @@ pub struct ClaimItem {
     /// The person's keyed hash, for person-level kinds.
     pub person: Option<String>,
     pub id_masked: Option<String>,
-    /// The claim as submitted, personal fields sealed.
-    pub submitted: Value,
+    /// The record's claim section ([`record::ClaimPart`]: the claim as
+    /// submitted, personal fields sealed, and who recorded it), encoded by
+    /// the caller so that the writer does not.
+    pub claim_section: Arc<[u8]>,
     pub key_id: String,
 }
 

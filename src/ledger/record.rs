@@ -76,8 +76,10 @@ struct WireHeader {
     totals: Vec<(KeyDigest, [u8; 16])>,
 }
 
-/// The compressed part of a record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The compressed part of a record, in two sections: the decision, and the
+/// claim as submitted with who recorded it (encoded before the claim
+/// reaches the writer, see [`ClaimPart::encode`]).
+#[derive(Debug, Clone)]
 pub struct RecordBody {
     pub decision: Decision,
     /// SHA-256 of the canonical body: the same claim id with another body conflicts.
@@ -85,12 +87,28 @@ pub struct RecordBody {
     /// The claim as submitted, ID number and name masked and sealed
     /// (`crate::privacy::Sealer`). Absent for claims moved from layout v1,
     /// which kept only the decision.
+    pub submitted: Option<Value>,
+    pub id_masked: Option<String>,
+    /// The id (never the secret) of the API key that recorded it.
+    pub recorded_by: String,
+}
+
+/// The claim section of a record body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClaimPart {
+    pub body_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_masked: Option<String>,
-    /// The id (never the secret) of the API key that recorded it.
     pub recorded_by: String,
+}
+
+impl ClaimPart {
+    /// The section as stored (compressed JSON).
+    pub fn encode(&self) -> Vec<u8> {
+        encode_record(self)
+    }
 }
 
 /// A recorded claim (layout v2).
@@ -100,6 +118,8 @@ pub struct ClaimRecord {
     pub seq: u64,
     pub header: RecordHeader,
     pub body: RecordBody,
+    /// The claim section already encoded (a new claim's, made off the writer).
+    pub claim_section: Option<std::sync::Arc<[u8]>>,
 }
 
 impl ClaimRecord {
@@ -138,12 +158,26 @@ impl ClaimRecord {
         };
         // Encoding plain values into a Vec cannot fail.
         let head = postcard::to_allocvec(&wire).unwrap_or_default();
-        let body = encode_record(&self.body);
-        let mut out = Vec::with_capacity(5 + head.len() + body.len());
+        let decision = encode_record(&self.body.decision);
+        let claim: std::borrow::Cow<[u8]> = match &self.claim_section {
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(
+                ClaimPart {
+                    body_hash: self.body.body_hash.clone(),
+                    submitted: self.body.submitted.clone(),
+                    id_masked: self.body.id_masked.clone(),
+                    recorded_by: self.body.recorded_by.clone(),
+                }
+                .encode(),
+            ),
+        };
+        let mut out = Vec::with_capacity(9 + head.len() + decision.len() + claim.len());
         out.push(RECORD_V2);
         out.extend_from_slice(&(head.len() as u32).to_le_bytes());
         out.extend_from_slice(&head);
-        out.extend_from_slice(&body);
+        out.extend_from_slice(&(decision.len() as u32).to_le_bytes());
+        out.extend_from_slice(&decision);
+        out.extend_from_slice(&claim);
         out
     }
 
@@ -154,11 +188,25 @@ impl ClaimRecord {
 
     pub fn decode(seq: u64, v: &[u8]) -> anyhow::Result<Self> {
         let (header, body) = split(v)?;
-        let body: RecordBody = decode_record(body)?;
-        if body.decision.claim_id != header.claim_id {
-            bail!("record {seq}: the header names claim {} but the body {}", header.claim_id, body.decision.claim_id);
+        let [a, b, c, d, rest @ ..] = body else { bail!("record {seq}: the body is cut short") };
+        let dlen = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+        if rest.len() < dlen {
+            bail!("record {seq}: the decision is cut short");
         }
-        Ok(Self { seq, header, body })
+        let (decision, claim) = rest.split_at(dlen);
+        let decision: Decision = decode_record(decision).with_context(|| format!("record {seq}: the decision"))?;
+        let claim: ClaimPart = decode_record(claim).with_context(|| format!("record {seq}: the claim"))?;
+        if decision.claim_id != header.claim_id {
+            bail!("record {seq}: the header names claim {} but the decision {}", header.claim_id, decision.claim_id);
+        }
+        let body = RecordBody {
+            decision,
+            body_hash: claim.body_hash,
+            submitted: claim.submitted,
+            id_masked: claim.id_masked,
+            recorded_by: claim.recorded_by,
+        };
+        Ok(Self { seq, header, body, claim_section: None })
     }
 }
 

@@ -186,9 +186,7 @@ impl Base<'_> {
         self.state.ids.id(seq).or_else(|| self.layers().find_map(|c| c.id_of(seq)))
     }
     fn usage(&self, k: &KeyDigest) -> Seqs {
-        self.layers()
-            .find_map(|c| c.usage.get(k).cloned())
-            .unwrap_or_else(|| SmallVec::from_slice(self.state.usage(k)))
+        self.layers().find_map(|c| c.usage.get(k).cloned()).unwrap_or_else(|| SmallVec::from_slice(self.state.usage(k)))
     }
     fn holder(&self, k: &KeyDigest) -> Option<u64> {
         match self.layers().find_map(|c| c.holders.get(k)) {
@@ -197,11 +195,7 @@ impl Base<'_> {
         }
     }
     fn total(&self, k: &KeyDigest) -> Decimal {
-        self.layers()
-            .find_map(|c| c.totals.get(k))
-            .or_else(|| self.state.totals.get(k))
-            .copied()
-            .unwrap_or_default()
+        self.layers().find_map(|c| c.totals.get(k)).or_else(|| self.state.totals.get(k)).copied().unwrap_or_default()
     }
     fn report(&self, county: County, year: i32) -> ReportTotals {
         self.layers()
@@ -321,9 +315,10 @@ impl LedgerView for GroupView<'_> {
     }
     fn holder(&self, k: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
         let d = digest(k);
-        Ok(self.changes.holder_of(self.base, &d).map(|s| {
-            self.changes.id_of(s).or_else(|| self.base.id_of(s)).unwrap_or("").to_string()
-        }))
+        Ok(self
+            .changes
+            .holder_of(self.base, &d)
+            .map(|s| self.changes.id_of(s).or_else(|| self.base.id_of(s)).unwrap_or("").to_string()))
     }
     fn total(&self, k: &LedgerKey) -> Result<Decimal, LedgerReadError> {
         Ok(self.changes.total_of(self.base, &digest(k)))

@@ -68,6 +68,9 @@ impl WriteBatch {
     pub fn record(&mut self, r: &ClaimRecord) {
         self.put(&record_key(r.seq), r.encode());
     }
+    pub fn record_bytes(&mut self, seq: u64, encoded: Vec<u8>) {
+        self.put(&record_key(seq), encoded);
+    }
     pub fn event(&mut self, claim_seq: u64, e: &Event) {
         self.put(&event_key(claim_seq, e.seq), encode_record(e));
     }

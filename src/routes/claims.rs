@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{body_hash, internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
-use crate::ledger::{Evaluation, Event, ItemResult, ListFilter, RevokeResult};
+use crate::ledger::{ClaimItem, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
 use crate::openapi::{BatchRequest, ClaimRequest};
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
@@ -127,30 +127,36 @@ pub async fn batch(
         }
         None => None,
     };
-    let claims = match (errs.is_empty(), claims) {
-        (true, Some(c)) => c,
-        _ => return Err(ApiError::Validation(errs)),
+    if !errs.is_empty() || claims.is_none() {
+        return Err(ApiError::Validation(errs));
+    }
+    let mut body = body;
+    let Some(Value::Array(claims)) = body.get_mut("claims").map(Value::take) else {
+        return Err(ApiError::Validation(errs));
     };
-    let mut results: Vec<BatchItem> = Vec::with_capacity(claims.len());
+    // Parsing, sealing and encoding are most of a batch's work before the
+    // ledger: the second half is prepared on the blocking pool meanwhile.
+    let mut claims = claims;
+    let second = claims.split_off(claims.len() / 2);
+    let offset = claims.len();
+    let s = state.clone();
+    let c = caller.clone();
+    let other = web::block(move || prepare_all(&s, &c, &second, offset));
+    let mut prepared = prepare_all(&state, &caller, &claims, 0);
+    prepared.extend(other.await.map_err(|e| internal(anyhow::anyhow!("{e}")))?);
+    let mut results: Vec<BatchItem> = Vec::with_capacity(prepared.len());
     let mut items = Vec::new();
     let mut slots = Vec::new();
     let mut labels = Vec::new();
-    for (i, c) in claims.iter().enumerate() {
-        let claim_id = peek_claim_id(c);
-        match state.prepare(c, &caller) {
+    for (i, (claim_id, p)) in prepared.into_iter().enumerate() {
+        match p {
             Ok(item) => {
                 labels.push((item.claim.county, item.claim.kind));
                 items.push(item);
                 slots.push(i);
                 results.push(BatchItem { claim_id, decision: None, replayed: false, error: None });
             }
-            Err(e) => {
-                let mut p = e.problem();
-                for fe in &mut p.errors {
-                    fe.field = format!("/claims/{i}{}", fe.field);
-                }
-                results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(p) });
-            }
+            Err(p) => results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(p) }),
         }
     }
     if !items.is_empty() {
@@ -176,6 +182,30 @@ pub async fn batch(
         }
     }
     Ok(HttpResponse::Ok().json(BatchResponse { results }))
+}
+
+/// Prepares claims of a batch (`offset`: the index of the first in the batch):
+/// each with its id, and the item or the problem naming its bad fields.
+fn prepare_all(
+    state: &AppState,
+    caller: &Caller,
+    claims: &[Value],
+    offset: usize,
+) -> Vec<(Option<String>, Result<ClaimItem, Problem>)> {
+    claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let prepared = state.prepare(c, caller).map_err(|e| {
+                let mut p = e.problem();
+                for fe in &mut p.errors {
+                    fe.field = format!("/claims/{}{}", i + offset, fe.field);
+                }
+                p
+            });
+            (peek_claim_id(c), prepared)
+        })
+        .collect()
 }
 
 /// The decision a claim would get now, recording nothing.

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Caller;
 use crate::configuration::ServerSettings;
 use crate::domain::{parse_claim, Claim, County};
+use crate::ledger::record::ClaimPart;
 use crate::ledger::{ClaimItem, LedgerError, LedgerService};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -154,8 +155,16 @@ impl AppState {
         }
         let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));
         let id_masked = claim.applicant.as_ref().map(|a| a.id_number.masked());
-        let submitted = self.sealer.seal_claim(body, id_masked.as_deref());
-        Ok(ClaimItem { claim, body_hash: body_hash(body), person, id_masked, submitted, key_id: caller.key_id.clone() })
+        let body_hash = body_hash(body);
+        let claim_section = ClaimPart {
+            body_hash: body_hash.clone(),
+            submitted: Some(self.sealer.seal_claim(body, id_masked.as_deref())),
+            id_masked: id_masked.clone(),
+            recorded_by: caller.key_id.clone(),
+        }
+        .encode()
+        .into();
+        Ok(ClaimItem { claim, body_hash, person, id_masked, claim_section, key_id: caller.key_id.clone() })
     }
 }
 
