@@ -176,7 +176,8 @@ impl LedgerService for EmbeddedLedger {
         let store = self.store.clone();
         let record = blocking(move || store.record(seq)).await?;
         // Only the same body, granted, sets its own record aside.
-        let own = record.filter(|r| r.body.body_hash == e.body_hash && r.header.status == Status::Approved);
+        let hash = crate::domain::body_hash(&e.body);
+        let own = record.filter(|r| r.body.body_hash == hash && r.header.status == Status::Approved);
         self.decide_now(&e, own.as_ref().map(|r| (r.seq, &r.header.holdings)))
     }
 
@@ -353,8 +354,7 @@ struct Written {
 /// A group being decided: its changes, its writes, and the records it wrote
 /// or read (a replay or revocation of a claim recorded earlier in the same
 /// group reads it here).
-struct Group<'a> {
-    base: Base<'a>,
+struct Group {
     changes: Changes,
     batch: WriteBatch,
     records: HashMap<u64, ClaimRecord>,
@@ -463,13 +463,8 @@ impl Writer {
         while self.inflight.front().is_some_and(|(n, _)| *n <= applied) {
             self.inflight.pop_front();
         }
-        let Ok(state) = self.state.read() else {
-            jobs.into_iter().for_each(|j| fail_job(j, "the ledger state lock is poisoned"));
-            return None;
-        };
         let inflight: Vec<Arc<Changes>> = self.inflight.iter().map(|(_, c)| c.clone()).collect();
         let mut g = Group {
-            base: Base { state: &state, inflight: &inflight },
             changes: Changes::new(self.next_seq, self.next_event),
             batch: WriteBatch::default(),
             records: HashMap::new(),
@@ -478,14 +473,37 @@ impl Writer {
         let mut dirs = self.dirs.clone();
         let mut new_dirs = Vec::new();
         let mut replies = Vec::new();
+        // The state is read-locked claim by claim, never across a group, so
+        // that applying a durable group (the syncer) and evaluations never
+        // wait for a whole group to be decided. What the writer sees stays
+        // the same: the groups in flight hold the values they set.
+        let poisoned = || "the ledger state lock is poisoned".to_string();
         for job in jobs {
             match job {
                 Job::Claims { items, reply } => {
-                    let results = items.into_iter().map(|item| self.claim(&mut g, &dirs, item)).collect();
+                    let mut results = Vec::with_capacity(items.len());
+                    for item in items {
+                        let Ok(state) = self.state.read() else {
+                            g.read_error.get_or_insert_with(poisoned);
+                            results.push(ItemResult::Failed);
+                            continue;
+                        };
+                        let base = Base { state: &state, inflight: &inflight };
+                        results.push(self.claim(&mut g, base, &dirs, item));
+                    }
                     replies.push(Reply::Claims(reply, results));
                 }
                 Job::Revoke { claim_id, reason, key_id, reply } => {
-                    let r = self.revoke(&mut g, &claim_id, reason, &key_id);
+                    let r = match self.state.read() {
+                        Ok(state) => {
+                            let base = Base { state: &state, inflight: &inflight };
+                            self.revoke(&mut g, base, &claim_id, reason, &key_id)
+                        }
+                        Err(_) => {
+                            g.read_error.get_or_insert_with(poisoned);
+                            RevokeResult::NotFound
+                        }
+                    };
                     replies.push(Reply::Revoke(reply, r));
                 }
                 Job::Directory { county, record, reply } => {
@@ -498,8 +516,7 @@ impl Writer {
                 Job::Stop => {}
             }
         }
-        let Group { changes, mut batch, read_error, records, .. } = g;
-        drop(state);
+        let Group { changes, mut batch, read_error, records } = g;
         if read_error.is_none() {
             encode_records(&mut batch, records.into_values().collect());
         }
@@ -571,9 +588,9 @@ impl Writer {
         g.batch.event(claim_seq, &e);
     }
 
-    fn claim(&self, g: &mut Group, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
+    fn claim(&self, g: &mut Group, base: Base, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
         let id = item.claim.claim_id.as_str().to_string();
-        if let Some(seq) = g.changes.seq_of(g.base, &id) {
+        if let Some(seq) = g.changes.seq_of(base, &id) {
             let Some(existing) = self.record(g, seq) else { return ItemResult::Failed };
             if existing.body.body_hash != item.body_hash {
                 return ItemResult::Conflict;
@@ -586,7 +603,7 @@ impl Writer {
         let dir = dirs.get(&county).cloned().unwrap_or_default();
         // A bug in the rules must not take the writer (and every later claim) down.
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let view = GroupView { base: g.base, changes: &g.changes };
+            let view = GroupView { base, changes: &g.changes };
             decide(&item.claim, item.person.as_deref(), &view, policy, &dir, Utc::now())
         }));
         let outcome = match decided {
@@ -635,20 +652,20 @@ impl Writer {
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {
-            g.changes.hold(g.base, seq, &record.header, true);
+            g.changes.hold(base, seq, &record.header, true);
         }
         g.records.insert(seq, record);
         ItemResult::New(decision)
     }
 
-    fn revoke(&self, g: &mut Group, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
-        let Some(seq) = g.changes.seq_of(g.base, claim_id) else { return RevokeResult::NotFound };
+    fn revoke(&self, g: &mut Group, base: Base, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
+        let Some(seq) = g.changes.seq_of(base, claim_id) else { return RevokeResult::NotFound };
         let Some(mut r) = self.record(g, seq) else { return RevokeResult::NotFound };
         match r.header.status {
             Status::Rejected => RevokeResult::NotRevocable,
             Status::Revoked => RevokeResult::Revoked(Box::new(r.body.decision)),
             Status::Approved => {
-                g.changes.hold(g.base, seq, &r.header, false);
+                g.changes.hold(base, seq, &r.header, false);
                 r.header.status = Status::Revoked;
                 r.body.decision.status = Status::Revoked;
                 r.body.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });

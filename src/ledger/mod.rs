@@ -52,7 +52,8 @@ pub struct ClaimItem {
 pub struct Evaluation {
     pub claim: Claim,
     pub person: Option<String>,
-    pub body_hash: String,
+    /// The body as sent: hashed only when its claim id is already recorded.
+    pub body: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]

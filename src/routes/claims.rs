@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{body_hash, internal, ledger_error, only_fields, read_json, AppState};
+use super::{internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
 use crate::ledger::{ClaimItem, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
@@ -234,8 +234,7 @@ pub async fn evaluate(
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let claim = state.parse(&body)?;
     let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
-    let decision =
-        state.ledger.evaluate(Evaluation { claim, person, body_hash: body_hash(&body) }).await.map_err(ledger_error)?;
+    let decision = state.ledger.evaluate(Evaluation { claim, person, body }).await.map_err(ledger_error)?;
     Ok(HttpResponse::Ok().json(decision))
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 use actix_web::{http::header, web, HttpRequest};
 use futures_util::StreamExt;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::configuration::ServerSettings;
@@ -80,42 +79,7 @@ pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usiz
     serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
-/// SHA-256 of the body with object keys sorted: retries that differ only in
-/// key order or spacing are the same body.
-pub fn body_hash(v: &Value) -> String {
-    fn canon(v: &Value, out: &mut Vec<u8>) {
-        match v {
-            Value::Object(m) => {
-                out.push(b'{');
-                let mut keys: Vec<_> = m.keys().collect();
-                keys.sort();
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
-                    out.push(b':');
-                    canon(&m[k], out);
-                }
-                out.push(b'}');
-            }
-            Value::Array(a) => {
-                out.push(b'[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    canon(x, out);
-                }
-                out.push(b']');
-            }
-            other => out.extend_from_slice(other.to_string().as_bytes()),
-        }
-    }
-    let mut buf = Vec::new();
-    canon(v, &mut buf);
-    hex::encode(Sha256::digest(&buf))
-}
+pub use crate::domain::body_hash;
 
 impl AppState {
     /// Parses a claim body and checks what the policy data knows of it.
