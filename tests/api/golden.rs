@@ -14,6 +14,7 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
     let cases = doc["cases"].as_array().unwrap_or_else(|| panic!("{} has no cases", path.display()));
     let mut failures = Vec::new();
     let mut steps = 0;
+    let mut clauses: std::collections::HashMap<String, std::collections::HashSet<String>> = Default::default();
     for case in cases {
         let name = case["name"].as_str().unwrap_or("?");
         for (i, step) in case["steps"].as_array().into_iter().flatten().enumerate() {
@@ -95,6 +96,15 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
             {
                 problems.push("not marked Idempotent-Replayed".into());
             }
+            if let Some(county) = step.get("submit").or(step.get("evaluate")).and_then(|c| c["county"].as_str()) {
+                if b.get("calculation").is_some() {
+                    let clauses = clauses.entry(county.to_string()).or_insert_with(Default::default);
+                    if clauses.is_empty() {
+                        collect_clauses(&api.get(&format!("/v1/policies/{county}"), PLATFORM).await.body, clauses);
+                    }
+                    problems.extend(trace_problems(b, clauses));
+                }
+            }
             if let Some(e) = expect.get("error") {
                 if b.get("code") != Some(e) {
                     problems.push(format!("error {:?} (want {e})", b.get("code")));
@@ -120,6 +130,93 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
 
 /// The public golden cases: the copy vendored in the repository (so a clone
 /// tests on its own), or `SUBSIDY_GOLDEN_CASES`.
+/// Every `clause` the county's policy data (as served) cites.
+fn collect_clauses(v: &Value, out: &mut std::collections::HashSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("clause", Value::String(c)) => out.extend(references(c)),
+                    _ => collect_clauses(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_clauses(x, out)),
+        _ => {}
+    }
+}
+
+/// The references a clause cites: `WY §2(3)3, §4(1)3` cites `WY §2(3)3` and
+/// `WY §4(1)3`; `WY §4(1)4, I-16` cites `WY §4(1)4` and `I-16`.
+fn references(clause: &str) -> Vec<String> {
+    let mut county = "";
+    clause
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if let Some((c, _)) = p.split_once(' ').filter(|(c, _)| matches!(*c, "WY" | "CX")) {
+                county = c;
+                p.to_string()
+            } else if p.starts_with('§') {
+                format!("{county} {p}")
+            } else {
+                p.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Reason codes a claim gets from what the ledger holds (RULES §8 Stages: the
+/// only refusals that come after the amount is computed).
+const LEDGER_REFUSALS: [&str; 5] = [
+    "ANNUAL_LIMIT_REACHED",
+    "CERTIFICATE_ALREADY_USED",
+    "DUPLICATE_SUBSIDY",
+    "DUPLICATE_OCCUPATION_LEVEL",
+    "INSTITUTION_CAP_REACHED",
+];
+
+/// What every decision's calculation trace must satisfy: an approved
+/// decision shows its steps and ends on its amount; each step's amount has
+/// two places and cites only references of the county's policy data; a decision
+/// refused before the amount stage has no steps at all.
+fn trace_problems(d: &Value, clauses: &std::collections::HashSet<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let steps = d["calculation"].as_array().cloned().unwrap_or_default();
+    for s in &steps {
+        let amount = s["amount"].as_str().unwrap_or("");
+        if amount.split_once('.').is_none_or(|(_, cents)| cents.len() != 2) {
+            problems.push(format!("step {} amount {amount:?} is not in cents", s["step"]));
+        }
+        let clause = s["clause"].as_str().unwrap_or("");
+        let cited = references(clause);
+        if cited.is_empty() || cited.iter().any(|r| !clauses.contains(r)) {
+            problems.push(format!("step {} cites {clause:?}, which the policy data does not", s["step"]));
+        }
+    }
+    match d["status"].as_str() {
+        Some("approved") => match steps.last() {
+            None => problems.push("an approved decision without calculation steps".into()),
+            Some(last) if last["amount"] != d["amount"] || last["step"] != "total" => {
+                problems.push(format!("the last step {last} is not the total {}", d["amount"]))
+            }
+            Some(_) => {}
+        },
+        Some("rejected") => {
+            let static_refusal =
+                d["reasons"].as_array().into_iter().flatten().any(|r| {
+                    r["severity"] == "rejection" && !LEDGER_REFUSALS.contains(&r["code"].as_str().unwrap_or(""))
+                });
+            if static_refusal && !steps.is_empty() {
+                problems.push(format!("refused before the amount stage, yet {} steps", steps.len()));
+            }
+        }
+        _ => {}
+    }
+    problems
+}
+
 fn public_cases() -> PathBuf {
     std::env::var_os("SUBSIDY_GOLDEN_CASES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(VENDORED))
 }
@@ -134,7 +231,10 @@ fn the_vendored_golden_cases_equal_the_specifications() {
     let doc: Value = serde_json::from_slice(&vendored).expect("the vendored cases are JSON");
     assert!(doc["cases"].as_array().is_some_and(|c| c.len() >= 60), "the vendored file holds the cases");
     if let Ok(spec) = std::fs::read("../shared/spec/cases/public.json") {
-        assert!(spec == vendored, "tests/golden/public.json differs from ../shared/spec/cases/public.json: copy it again");
+        assert!(
+            spec == vendored,
+            "tests/golden/public.json differs from ../shared/spec/cases/public.json: copy it again"
+        );
     }
 }
 
