@@ -98,7 +98,7 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
             }
             if let Some(county) = step.get("submit").or(step.get("evaluate")).and_then(|c| c["county"].as_str()) {
                 if b.get("calculation").is_some() {
-                    let clauses = clauses.entry(county.to_string()).or_insert_with(Default::default);
+                    let clauses = clauses.entry(county.to_string()).or_default();
                     if clauses.is_empty() {
                         collect_clauses(&api.get(&format!("/v1/policies/{county}"), PLATFORM).await.body, clauses);
                     }
