@@ -162,10 +162,24 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
     if profile != "local" && profile != "production" {
         bail!("SUBSIDY_ENV must be `local` or `production`, not `{profile}`");
     }
+    // A file of the configuration directory, else the repository's copy built
+    // into the binary (so the binary runs from any directory).
+    let file = |name: &str, built_in: &'static str| -> Box<dyn config::Source + Send + Sync> {
+        let path = dir.join(name);
+        if path.exists() {
+            Box::new(config::File::from(path))
+        } else {
+            Box::new(config::File::from_str(built_in, config::FileFormat::Toml))
+        }
+    };
+    let profile_file = match profile {
+        "production" => file("production.toml", include_str!("../config/production.toml")),
+        _ => file("local.toml", include_str!("../config/local.toml")),
+    };
     let settings: Settings = config::Config::builder()
         .set_override("profile", profile)?
-        .add_source(config::File::from(dir.join("default.toml")))
-        .add_source(config::File::from(dir.join(format!("{profile}.toml"))))
+        .add_source(vec![file("default.toml", include_str!("../config/default.toml"))])
+        .add_source(vec![profile_file])
         .add_source(
             config::Environment::with_prefix("SUBSIDY").prefix_separator("__").separator("__").try_parsing(true),
         )

@@ -301,6 +301,10 @@ impl Policy {
     /// Loads `dir/<county>/policy.toml` and `dir/<county>/reference.toml` for
     /// every county, refusing anything inconsistent.
     pub fn load(dir: &Path, epidemic_window_end: Option<NaiveDate>) -> anyhow::Result<Self> {
+        if dir == Path::new(DEFAULT_DIR) && !dir.exists() {
+            tracing::info!("no ./{DEFAULT_DIR}: using the policy data built into the binary");
+            return Self::embedded(epidemic_window_end);
+        }
         let mut counties = BTreeMap::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading policy directory {}", dir.display()))? {
             let entry = entry?;
@@ -323,18 +327,65 @@ impl Policy {
     }
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+/// The default policy directory (relative to the working directory).
+pub const DEFAULT_DIR: &str = "config/policies";
+
+/// The policy data of the repository, built into the binary: a binary run
+/// outside the repository (or in a container without `config/`) uses it
+/// when `./config/policies` does not exist.
+const EMBEDDED: [(County, &str, &str); 2] = [
+    (
+        County::Wuyi,
+        include_str!("../../config/policies/wuyi/policy.toml"),
+        include_str!("../../config/policies/wuyi/reference.toml"),
+    ),
+    (
+        County::Changxing,
+        include_str!("../../config/policies/changxing/policy.toml"),
+        include_str!("../../config/policies/changxing/reference.toml"),
+    ),
+];
+
+impl Policy {
+    /// The policy data built into the binary.
+    pub fn embedded(epidemic_window_end: Option<NaiveDate>) -> anyhow::Result<Self> {
+        let mut counties = BTreeMap::new();
+        for (county, policy, reference) in EMBEDDED {
+            let name = format!("built-in {county}");
+            let p = county_from_text(&name, policy, reference, county, epidemic_window_end)
+                .with_context(|| format!("policy of {name}"))?;
+            counties.insert(county, p);
+        }
+        Ok(Self { counties })
+    }
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(name: &str, text: &str) -> anyhow::Result<T> {
+    toml::from_str(text).with_context(|| format!("{name} is not valid"))
 }
 
 fn load_county(dir: &Path, county: County, epidemic_window_end: Option<NaiveDate>) -> anyhow::Result<CountyPolicy> {
-    let reference: Reference = read_toml(&dir.join("reference.toml"))?;
-    let path = dir.join("policy.toml");
-    let mut table: toml::Table = read_toml(&path)?;
-    let rules_table = table.remove("rules").with_context(|| format!("{}: no [rules] section", path.display()))?;
-    let common: Common = table.try_into().with_context(|| format!("{} is not valid", path.display()))?;
-    let invalid = || format!("{}: [rules] is not valid", path.display());
+    let read = |f: &str| {
+        let path = dir.join(f);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let name = dir.display().to_string();
+    county_from_text(&name, &read("policy.toml")?, &read("reference.toml")?, county, epidemic_window_end)
+}
+
+fn county_from_text(
+    dir: &str,
+    policy: &str,
+    reference: &str,
+    county: County,
+    epidemic_window_end: Option<NaiveDate>,
+) -> anyhow::Result<CountyPolicy> {
+    let reference: Reference = read_toml(&format!("{dir}/reference.toml"), reference)?;
+    let path = format!("{dir}/policy.toml");
+    let mut table: toml::Table = read_toml(&path, policy)?;
+    let rules_table = table.remove("rules").with_context(|| format!("{path}: no [rules] section"))?;
+    let common: Common = table.try_into().with_context(|| format!("{path} is not valid"))?;
+    let invalid = || format!("{path}: [rules] is not valid");
     let rules = match county {
         County::Wuyi => {
             let mut rules: WuyiRules = rules_table.try_into().with_context(invalid)?;

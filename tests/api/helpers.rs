@@ -61,12 +61,18 @@ impl BinaryApp {
 
     /// Starts the binary; with `log`, its logs (debug level, JSON) go to that file.
     pub async fn start_with_log(store: &Path, log: Option<&Path>) -> Self {
+        Self::start_in(store, log, Path::new(env!("CARGO_MANIFEST_DIR"))).await
+    }
+
+    /// Starts the binary in the working directory `cwd`.
+    pub async fn start_in(store: &Path, log: Option<&Path>, cwd: &Path) -> Self {
         let port = free_port();
         let (level, stderr) = match log {
             Some(p) => ("debug", Stdio::from(std::fs::File::create(p).expect("log file"))),
             None => ("warn", Stdio::null()),
         };
         let child = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
+            .current_dir(cwd)
             .env("SUBSIDY__STORE__PATH", store)
             .env("SUBSIDY__SERVER__PORT", port.to_string())
             .env("SUBSIDY__TELEMETRY__LEVEL", level)

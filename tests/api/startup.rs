@@ -85,3 +85,33 @@ fn start_with_edited_policy(file: &str, from: &str, to: &str) -> (bool, String) 
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
     run_with(&[("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())])
 }
+
+/// The binary carries its default configuration and policy data: started in
+/// a directory without `config/`, it serves with the local profile's demo keys
+/// and the same policy versions as the repository's files.
+#[tokio::test]
+async fn the_binary_runs_from_any_directory_on_its_built_in_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::BinaryApp::start_in(&dir.path().join("store"), None, dir.path()).await;
+    let api = crate::helpers::base(&app.address);
+    let claim = crate::helpers::wy_qualification(
+        "EMB-1",
+        &crate::helpers::id_number("33072319900101021"),
+        "6-31-01-03",
+        "junior",
+        "EMB-C1",
+        "2020-05-01",
+    );
+    let answer = api.post_claim(&claim).await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let built_in = api.get("/v1/policies/wuyi", crate::helpers::PLATFORM).await.body;
+    let files = subsidy_service::policy::Policy::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(built_in["version"], files.county(subsidy_service::domain::County::Wuyi).version.as_str());
+    assert_eq!(answer.body["policy"]["version"], built_in["version"]);
+    assert!(!dir.path().join("config").exists());
+    app.stop();
+}
