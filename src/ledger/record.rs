@@ -140,7 +140,9 @@ impl ClaimRecord {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    /// The record as stored: its header and its body, under two keys of the
+    /// same atomic write (start-up and listings read only the headers).
+    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
         let h = &self.header;
         let wire = WireHeader {
             claim_id: h.claim_id.clone(),
@@ -156,8 +158,9 @@ impl ClaimRecord {
             keys: h.holdings.keys.clone(),
             totals: h.holdings.totals.iter().map(|(k, v)| (*k, v.serialize())).collect(),
         };
+        let mut head = vec![RECORD_V2];
         // Encoding plain values into a Vec cannot fail.
-        let head = postcard::to_allocvec(&wire).unwrap_or_default();
+        head.extend_from_slice(&postcard::to_allocvec(&wire).unwrap_or_default());
         let decision = encode_record(&self.body.decision);
         let claim: std::borrow::Cow<[u8]> = match &self.claim_section {
             Some(c) => std::borrow::Cow::Borrowed(c),
@@ -171,24 +174,41 @@ impl ClaimRecord {
                 .encode(),
             ),
         };
-        let mut out = Vec::with_capacity(9 + head.len() + decision.len() + claim.len());
-        out.push(RECORD_V2);
-        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(&(decision.len() as u32).to_le_bytes());
-        out.extend_from_slice(&decision);
-        out.extend_from_slice(&claim);
-        out
+        let mut body = Vec::with_capacity(5 + decision.len() + claim.len());
+        body.push(RECORD_V2);
+        body.extend_from_slice(&(decision.len() as u32).to_le_bytes());
+        body.extend_from_slice(&decision);
+        body.extend_from_slice(&claim);
+        (head, body)
     }
 
-    /// The header alone (start-up, listings): no decompression.
+    /// A stored header: no decompression.
     pub fn decode_header(v: &[u8]) -> anyhow::Result<RecordHeader> {
-        Ok(split(v)?.0)
+        let [RECORD_V2, head @ ..] = v else { bail!("not a layout-v2 record header") };
+        let w: WireHeader = postcard::from_bytes(head).context("decoding a claim record's header")?;
+        let event_date =
+            NaiveDate::from_num_days_from_ce_opt(w.event_day).context("a claim record's date is out of range")?;
+        Ok(RecordHeader {
+            claim_id: w.claim_id,
+            status: w.status,
+            county: w.county,
+            kind: w.kind,
+            event_date,
+            department: w.department,
+            granted: Decimal::deserialize(w.granted),
+            parties: w.parties,
+            decided_event: w.decided_event,
+            holdings: Holdings {
+                count: w.count,
+                keys: w.keys,
+                totals: w.totals.into_iter().map(|(k, v)| (k, Decimal::deserialize(v))).collect(),
+            },
+        })
     }
 
-    pub fn decode(seq: u64, v: &[u8]) -> anyhow::Result<Self> {
-        let (header, body) = split(v)?;
-        let [a, b, c, d, rest @ ..] = body else { bail!("record {seq}: the body is cut short") };
+    pub fn decode(seq: u64, header: &[u8], body: &[u8]) -> anyhow::Result<Self> {
+        let header = Self::decode_header(header).with_context(|| format!("record {seq}: the header"))?;
+        let [RECORD_V2, a, b, c, d, rest @ ..] = body else { bail!("record {seq}: not a layout-v2 body") };
         let dlen = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
         if rest.len() < dlen {
             bail!("record {seq}: the decision is cut short");
@@ -208,37 +228,6 @@ impl ClaimRecord {
         };
         Ok(Self { seq, header, body, claim_section: None })
     }
-}
-
-fn split(v: &[u8]) -> anyhow::Result<(RecordHeader, &[u8])> {
-    let [RECORD_V2, a, b, c, d, rest @ ..] = v else {
-        bail!("not a layout-v2 claim record");
-    };
-    let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
-    if rest.len() < len {
-        bail!("a claim record is cut short");
-    }
-    let (head, body) = rest.split_at(len);
-    let w: WireHeader = postcard::from_bytes(head).context("decoding a claim record's header")?;
-    let event_date =
-        NaiveDate::from_num_days_from_ce_opt(w.event_day).context("a claim record's date is out of range")?;
-    let header = RecordHeader {
-        claim_id: w.claim_id,
-        status: w.status,
-        county: w.county,
-        kind: w.kind,
-        event_date,
-        department: w.department,
-        granted: Decimal::deserialize(w.granted),
-        parties: w.parties,
-        decided_event: w.decided_event,
-        holdings: Holdings {
-            count: w.count,
-            keys: w.keys,
-            totals: w.totals.into_iter().map(|(k, v)| (k, Decimal::deserialize(v))).collect(),
-        },
-    };
-    Ok((header, body))
 }
 
 /// A claim record of layout v1 (a store written before v2, or its export):

@@ -1,8 +1,9 @@
 //! The embedded store (sled), layout v2: the only code that touches sled.
 //!
 //! One tree; keys by a one-byte prefix:
-//! - `R` + seq (u64, big endian) → a claim record ([`ClaimRecord`]): one
-//!   write per claim, in recording order;
+//! - `H` + seq (u64, big endian) → a claim record's header and `R` + seq →
+//!   its body ([`ClaimRecord`]): one record per claim, in recording order,
+//!   written together (start-up and listings read only the headers);
 //! - `E` + claim seq + event seq → a replay or revocation event;
 //! - `D` + county → the trade-friction directory;
 //! - `M` + name → metadata (`layout` = `2`, the readiness probe).
@@ -24,6 +25,7 @@ use super::record::{decode_record, encode_record, ClaimRecord, DirectoryRecord, 
 use crate::domain::County;
 
 const RECORD: u8 = b'R';
+const HEADER: u8 = b'H';
 const EVENT: u8 = b'E';
 const DIRECTORY: u8 = b'D';
 const META: u8 = b'M';
@@ -34,6 +36,12 @@ const TREE_V1: &str = "ledger";
 
 pub(crate) fn record_key(seq: u64) -> [u8; 9] {
     let mut k = [RECORD; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn header_key(seq: u64) -> [u8; 9] {
+    let mut k = [HEADER; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
 }
@@ -66,10 +74,11 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn record(&mut self, r: &ClaimRecord) {
-        self.put(&record_key(r.seq), r.encode());
+        self.record_bytes(r.seq, r.encode());
     }
-    pub fn record_bytes(&mut self, seq: u64, encoded: Vec<u8>) {
-        self.put(&record_key(seq), encoded);
+    pub fn record_bytes(&mut self, seq: u64, (header, body): (Vec<u8>, Vec<u8>)) {
+        self.put(&header_key(seq), header);
+        self.put(&record_key(seq), body);
     }
     pub fn event(&mut self, claim_seq: u64, e: &Event) {
         self.put(&event_key(claim_seq, e.seq), encode_record(e));
@@ -219,25 +228,48 @@ impl Store {
     }
 
     pub fn record(&self, seq: u64) -> anyhow::Result<Option<ClaimRecord>> {
-        self.tree.get(record_key(seq))?.map(|v| ClaimRecord::decode(seq, &v)).transpose()
+        match (self.tree.get(header_key(seq))?, self.tree.get(record_key(seq))?) {
+            (Some(h), Some(b)) => Ok(Some(ClaimRecord::decode(seq, &h, &b)?)),
+            (None, None) => Ok(None),
+            _ => bail!("record {seq}: its header and body are not both stored"),
+        }
     }
 
     /// Every record's header, in recording order (start-up, listings).
     pub fn headers(&self, after: u64) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader)>> + '_ {
-        self.tree.range(record_key(after.saturating_add(1))..record_key(u64::MAX)).map(|kv| {
+        self.tree.range(header_key(after.saturating_add(1))..=header_key(u64::MAX)).map(|kv| {
             let (k, v) = kv?;
             let seq = seq_of(&k)?;
             Ok((seq, ClaimRecord::decode_header(&v).with_context(|| format!("record {seq}"))?))
         })
     }
 
-    /// Every record, whole, in recording order (checks and exports).
+    /// Every record, whole, in recording order (checks and exports); a body
+    /// without its header is an error too.
     pub fn records(&self) -> impl Iterator<Item = anyhow::Result<ClaimRecord>> + '_ {
-        self.tree.scan_prefix([RECORD]).map(|kv| {
-            let (k, v) = kv?;
-            let seq = seq_of(&k)?;
-            ClaimRecord::decode(seq, &v).with_context(|| format!("record {seq}"))
-        })
+        let orphans = self.tree.scan_prefix([RECORD]).filter_map(|kv| match kv {
+            Ok((k, _)) => match seq_of(&k) {
+                Ok(seq) => match self.tree.contains_key(header_key(seq)) {
+                    Ok(true) => None,
+                    Ok(false) => Some(Err(anyhow::anyhow!("record {seq}: a body without its header"))),
+                    Err(e) => Some(Err(e.into())),
+                },
+                Err(e) => Some(Err(e)),
+            },
+            Err(e) => Some(Err(e.into())),
+        });
+        self.tree
+            .scan_prefix([HEADER])
+            .map(|kv| {
+                let (k, h) = kv?;
+                let seq = seq_of(&k)?;
+                let b = self
+                    .tree
+                    .get(record_key(seq))?
+                    .with_context(|| format!("record {seq}: a header without its body"))?;
+                ClaimRecord::decode(seq, &h, &b)
+            })
+            .chain(orphans)
     }
 
     /// A claim's replay and revocation events, in order.
@@ -269,7 +301,7 @@ impl Store {
 
     /// Whether the store holds no claim, event or directory.
     pub fn is_empty(&self) -> anyhow::Result<bool> {
-        for p in [RECORD, EVENT, DIRECTORY] {
+        for p in [HEADER, RECORD, EVENT, DIRECTORY] {
             if self.tree.scan_prefix([p]).next().transpose()?.is_some() {
                 return Ok(false);
             }

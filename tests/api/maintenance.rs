@@ -69,10 +69,12 @@ async fn check_export_and_import_round_trip_a_store() {
 fn duplicate_first_record(store: &std::path::Path) {
     let db = sled::Config::new().path(store).open().unwrap();
     let tree = db.open_tree("ledger-v2").unwrap();
-    let (_, first) = tree.scan_prefix(b"R").next().unwrap().unwrap();
-    let mut k = vec![b'R'];
-    k.extend_from_slice(&9u64.to_be_bytes());
-    tree.insert(k, first).unwrap();
+    for prefix in [b'H', b'R'] {
+        let (_, first) = tree.scan_prefix([prefix]).next().unwrap().unwrap();
+        let mut k = vec![prefix];
+        k.extend_from_slice(&9u64.to_be_bytes());
+        tree.insert(k, first).unwrap();
+    }
     db.flush().unwrap();
 }
 

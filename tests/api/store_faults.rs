@@ -110,11 +110,8 @@ async fn an_unreadable_record_is_503_never_absent() {
         // Keep the record's header (start-up reads only that), spoil its body.
         let db = sled::Config::new().path(&store).open().unwrap();
         let tree = db.open_tree("ledger-v2").unwrap();
-        let (k, v) = tree.scan_prefix(b"R").next().unwrap().unwrap();
-        let header_len = u32::from_le_bytes(v[1..5].try_into().unwrap()) as usize;
-        let mut spoiled = v[..5 + header_len].to_vec();
-        spoiled.extend_from_slice(b"D\x01\xff\xff\x00\x00garbage");
-        tree.insert(k, spoiled).unwrap();
+        let (k, _) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+        tree.insert(k, b"\x02\x05\x00\x00\x00garbage".to_vec()).unwrap();
         db.flush().unwrap();
     }
     let app = BinaryApp::start(&store).await;
