@@ -11,7 +11,9 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::keys::digest;
-use super::record::{ClaimRecord, DirectoryRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals};
+use super::record::{
+    ClaimRecord, DirectoryRecord, EncodedRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals,
+};
 use super::state::{Base, Changes, EvalView, GroupView, State};
 use super::store::{Store, WriteBatch};
 use super::{
@@ -683,7 +685,7 @@ impl Writer {
 /// batch) is encoded on two threads.
 fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) {
     records.sort_by_key(|r| r.seq);
-    let encoded: Vec<(u64, (Vec<u8>, Vec<u8>))> = if records.len() >= 256 {
+    let encoded: Vec<(u64, EncodedRecord)> = if records.len() >= 256 {
         let (a, b) = records.split_at(records.len() / 2);
         let enc = |rs: &[ClaimRecord]| rs.iter().map(|r| (r.seq, r.encode())).collect::<Vec<_>>();
         std::thread::scope(|s| {

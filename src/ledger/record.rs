@@ -111,6 +111,9 @@ impl ClaimPart {
     }
 }
 
+/// A record as stored: its header and its body.
+pub type EncodedRecord = (Vec<u8>, Vec<u8>);
+
 /// A recorded claim (layout v2).
 #[derive(Debug, Clone)]
 pub struct ClaimRecord {
@@ -142,7 +145,7 @@ impl ClaimRecord {
 
     /// The record as stored: its header and its body, under two keys of the
     /// same atomic write (start-up and listings read only the headers).
-    pub fn encode(&self) -> (Vec<u8>, Vec<u8>) {
+    pub fn encode(&self) -> EncodedRecord {
         let h = &self.header;
         let wire = WireHeader {
             claim_id: h.claim_id.clone(),

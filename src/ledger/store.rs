@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use chrono::Utc;
 
-use super::record::{decode_record, encode_record, ClaimRecord, DirectoryRecord, Event, RecordHeader};
+use super::record::{decode_record, encode_record, ClaimRecord, DirectoryRecord, EncodedRecord, Event, RecordHeader};
 use crate::domain::County;
 
 const RECORD: u8 = b'R';
@@ -76,7 +76,7 @@ impl WriteBatch {
     pub fn record(&mut self, r: &ClaimRecord) {
         self.record_bytes(r.seq, r.encode());
     }
-    pub fn record_bytes(&mut self, seq: u64, (header, body): (Vec<u8>, Vec<u8>)) {
+    pub fn record_bytes(&mut self, seq: u64, (header, body): EncodedRecord) {
         self.put(&header_key(seq), header);
         self.put(&record_key(seq), body);
     }
