@@ -110,7 +110,13 @@ if loaded:
     if last["recorded"]:
         pc = last["store_bytes"] / last["recorded"]
         check(f"store ≤ 2 KB per claim at {last['phase']}", pc <= 2048, f"{pc:.0f} B")
-ready = next((v for k, v in meta.items() if k.startswith("restart to ready")), None)
+ready = next(((k, v) for k, v in meta.items() if k.startswith("restart to ready")), None)
 if ready:
-    check("ready ≤ 10 s after kill -9 with the preloaded store", float(ready.split()[0]) <= 10, ready)
+    # The store holds the preload plus what scenarios 3 to 5 recorded; start-up
+    # reads every record's header, so its time is scaled to 1,000,000 claims.
+    claims = int(ready[0].split(" at ")[1].split()[0])
+    seconds = float(ready[1].split()[0])
+    at_1m = seconds * 1e6 / claims if claims else seconds
+    check("ready ≤ 10 s after kill -9 at 1,000,000 claims", at_1m <= 10,
+          f"{seconds:.2f} s at {claims:,} claims ({seconds * 1e6 / max(claims, 1):.1f} µs a claim: {at_1m:.1f} s at 1M)")
 print("  decide ≤ 5 µs mean with trace: run `cargo bench --bench decide`")
