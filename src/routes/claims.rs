@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
-use crate::ledger::{ClaimItem, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
+use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
 use crate::openapi::{BatchRequest, ClaimRequest};
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
@@ -244,6 +244,17 @@ fn claim_id_path(s: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no claim `{}`", s.chars().take(64).collect::<String>())))
 }
 
+/// The recorded claim a path names, if the caller may see it (an institution
+/// sees only claims naming it; any other is not found).
+async fn visible_claim(path: &str, caller: &Caller, state: &AppState) -> Result<ClaimRecord, ApiError> {
+    caller.require(Operation::ReadClaim)?;
+    let id = claim_id_path(path)?;
+    match state.ledger.claim(&id).await.map_err(ledger_error)? {
+        Some(c) if c.header.visible_to(caller.scope()) => Ok(c),
+        _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
+    }
+}
+
 /// The stored decision of a claim (`revoked` once revoked).
 #[utoipa::path(
     get, path = "/v1/claims/{claim_id}", tag = "claims",
@@ -261,12 +272,7 @@ pub async fn get(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Operation::ReadClaim)?;
-    let id = claim_id_path(&path)?;
-    match state.ledger.claim(&id).await.map_err(ledger_error)? {
-        Some(c) if c.header.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(c.body.decision)),
-        _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
-    }
+    Ok(HttpResponse::Ok().json(visible_claim(&path, &caller, &state).await?.body.decision))
 }
 
 /// A recorded claim as it was submitted, with its decision.
@@ -301,17 +307,13 @@ pub async fn submission(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Operation::ReadClaim)?;
-    let id = claim_id_path(&path)?;
-    match state.ledger.claim(&id).await.map_err(ledger_error)? {
-        Some(c) if c.header.visible_to(caller.scope()) => Ok(HttpResponse::Ok().json(SubmittedClaim {
-            claim_id: c.header.claim_id,
-            claim: c.body.submitted.as_ref().map(Sealer::shown),
-            decision: c.body.decision,
-            recorded_by: c.body.recorded_by,
-        })),
-        _ => Err(ApiError::NotFound(format!("no claim `{id}`"))),
-    }
+    let c = visible_claim(&path, &caller, &state).await?;
+    Ok(HttpResponse::Ok().json(SubmittedClaim {
+        claim_id: c.header.claim_id,
+        claim: c.body.submitted.as_ref().map(Sealer::shown),
+        decision: c.body.decision,
+        recorded_by: c.body.recorded_by,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
