@@ -1,9 +1,14 @@
 //! The embedded store (sled), layout v2: the only code that touches sled.
 //!
 //! One tree; keys by a one-byte prefix:
-//! - `H` + seq (u64, big endian) → a claim record's header and `R` + seq →
-//!   its body ([`ClaimRecord`]): one record per claim, in recording order,
-//!   written together (start-up and listings read only the headers);
+//! - `H` + first seq (u64, big endian) → a page of claim records' headers,
+//!   and `R` + first seq → the page of their bodies ([`ClaimRecord`]): the
+//!   records of a group in recording order, up to 64 records (or ~48 KB of
+//!   bodies) a page, so a group of claims costs two sled inserts per page,
+//!   not one per claim (sled copies the leaf it inserts into). Start-up and
+//!   listings read only the header pages; an index of the pages (their first
+//!   numbers) is kept in memory. A revocation rewrites its record's pages in
+//!   the same atomic write;
 //! - `E` + claim seq + event seq → a replay or revocation event;
 //! - `D` + county → the trade-friction directory;
 //! - `M` + name → metadata (`layout` = `2`, the readiness probe).
@@ -34,16 +39,75 @@ const META: u8 = b'M';
 const TREE_V2: &str = "ledger-v2";
 const TREE_V1: &str = "ledger";
 
-pub(crate) fn record_key(seq: u64) -> [u8; 9] {
+pub(crate) fn record_key(first: u64) -> [u8; 9] {
     let mut k = [RECORD; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k[1..].copy_from_slice(&first.to_be_bytes());
     k
 }
 
-pub(crate) fn header_key(seq: u64) -> [u8; 9] {
+pub(crate) fn header_key(first: u64) -> [u8; 9] {
     let mut k = [HEADER; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k[1..].copy_from_slice(&first.to_be_bytes());
     k
+}
+
+/// Most records in a page, and the body bytes after which a page is closed
+/// (sled stores a value over ~128 KB as a file of its own).
+const PAGE_RECORDS: usize = 64;
+const PAGE_BYTES: usize = 48 * 1024;
+const PAGE_V1: u8 = 1;
+
+/// A page's values: the count, each entry's length, then the entries.
+fn encode_page(entries: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + entries.len() * 4 + entries.iter().map(|e| e.len()).sum::<usize>());
+    out.push(PAGE_V1);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+    }
+    for e in entries {
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+fn decode_page(v: &[u8]) -> anyhow::Result<Vec<&[u8]>> {
+    let [PAGE_V1, a, b, rest @ ..] = v else { bail!("not a page of records") };
+    let n = u16::from_le_bytes([*a, *b]) as usize;
+    if rest.len() < n * 4 {
+        bail!("a page of records is cut short");
+    }
+    let (lens, mut data) = rest.split_at(n * 4);
+    let mut out = Vec::with_capacity(n);
+    for l in lens.chunks_exact(4) {
+        let len = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+        if data.len() < len {
+            bail!("a page of records is cut short");
+        }
+        let (e, rest) = data.split_at(len);
+        out.push(e);
+        data = rest;
+    }
+    Ok(out)
+}
+
+/// The pages of the store by their first record number (recording order).
+#[derive(Default)]
+struct Pages {
+    /// (first seq, records in the page), ascending and contiguous.
+    pages: Vec<(u64, u32)>,
+}
+
+impl Pages {
+    fn next_seq(&self) -> u64 {
+        self.pages.last().map_or(1, |(f, n)| f + u64::from(*n))
+    }
+    /// The page holding `seq`: its first number and count.
+    fn of(&self, seq: u64) -> Option<(u64, u32)> {
+        let i = self.pages.partition_point(|(f, _)| *f <= seq).checked_sub(1)?;
+        let (f, n) = self.pages[i];
+        (seq < f + u64::from(n)).then_some((f, n))
+    }
 }
 
 pub(crate) fn event_key(claim_seq: u64, event_seq: u64) -> [u8; 17] {
@@ -69,6 +133,8 @@ fn meta_key(name: &str) -> Vec<u8> {
 #[derive(Default)]
 pub struct WriteBatch {
     batch: sled::Batch,
+    /// New and changed records, paged when the batch is written.
+    records: std::collections::BTreeMap<u64, EncodedRecord>,
     pub len: usize,
 }
 
@@ -76,9 +142,9 @@ impl WriteBatch {
     pub fn record(&mut self, r: &ClaimRecord) {
         self.record_bytes(r.seq, r.encode());
     }
-    pub fn record_bytes(&mut self, seq: u64, (header, body): EncodedRecord) {
-        self.put(&header_key(seq), header);
-        self.put(&record_key(seq), body);
+    pub fn record_bytes(&mut self, seq: u64, encoded: EncodedRecord) {
+        self.records.insert(seq, encoded);
+        self.len += 1;
     }
     pub fn event(&mut self, claim_seq: u64, e: &Event) {
         self.put(&event_key(claim_seq, e.seq), encode_record(e));
@@ -143,6 +209,7 @@ pub struct Store {
     tree: sled::Tree,
     device: Mutex<DeviceSync>,
     fsyncs: AtomicU64,
+    pages: std::sync::RwLock<Pages>,
 }
 
 impl Store {
@@ -177,7 +244,14 @@ impl Store {
             db.flush()?;
         }
         let device = Mutex::new(DeviceSync::open(path)?);
-        Ok(Self { db, tree, device, fsyncs: AtomicU64::new(0) })
+        let mut pages = Pages::default();
+        for kv in tree.scan_prefix([HEADER]) {
+            let (k, v) = kv?;
+            let first = seq_of(&k)?;
+            let n = decode_page(&v).with_context(|| format!("the header page of record {first}"))?.len();
+            pages.pages.push((first, n as u32));
+        }
+        Ok(Self { db, tree, device, fsyncs: AtomicU64::new(0), pages: std::sync::RwLock::new(pages) })
     }
 
     /// Opens a store of layout v1, read only in effect (for `import --from`).
@@ -198,9 +272,70 @@ impl Store {
         self.sync()
     }
 
-    /// Applies a group atomically (durable only after the next [`Store::sync`]).
+    /// Applies a group atomically (durable only after the next [`Store::sync`]):
+    /// its new records as new pages, changed records by rewriting their pages.
     pub fn write(&self, batch: WriteBatch) -> anyhow::Result<()> {
-        self.tree.apply_batch(batch.batch).context("writing a group")
+        let WriteBatch { batch: mut sled_batch, records, .. } = batch;
+        let mut index = self.pages.write().map_err(|_| anyhow::anyhow!("the page index lock is poisoned"))?;
+        let next = index.next_seq();
+        let mut new_pages = Vec::new();
+        let mut changed: std::collections::BTreeMap<u64, Vec<(u64, EncodedRecord)>> = Default::default();
+        let mut fresh: Vec<(u64, EncodedRecord)> = Vec::new();
+        for (seq, r) in records {
+            if seq < next {
+                let (first, _) = index.of(seq).with_context(|| format!("record {seq} is in no page"))?;
+                changed.entry(first).or_default().push((seq, r));
+            } else {
+                fresh.push((seq, r));
+            }
+        }
+        for (first, edits) in changed {
+            let (h, b) = (self.tree.get(header_key(first))?, self.tree.get(record_key(first))?);
+            let (Some(h), Some(b)) = (h, b) else { bail!("the page of record {first} is missing") };
+            let mut heads: Vec<Vec<u8>> = decode_page(&h)?.into_iter().map(<[u8]>::to_vec).collect();
+            let mut bodies: Vec<Vec<u8>> = decode_page(&b)?.into_iter().map(<[u8]>::to_vec).collect();
+            for (seq, (hh, bb)) in edits {
+                let i = (seq - first) as usize;
+                let (Some(hs), Some(bs)) = (heads.get_mut(i), bodies.get_mut(i)) else {
+                    bail!("record {seq} is not in its page");
+                };
+                *hs = hh;
+                *bs = bb;
+            }
+            let hv: Vec<&[u8]> = heads.iter().map(Vec::as_slice).collect();
+            let bv: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+            sled_batch.insert(&header_key(first), encode_page(&hv));
+            sled_batch.insert(&record_key(first), encode_page(&bv));
+        }
+        let mut expected = next;
+        let mut page: Vec<(u64, EncodedRecord)> = Vec::new();
+        let mut bytes = 0;
+        let mut flush = |page: &mut Vec<(u64, EncodedRecord)>, sled_batch: &mut sled::Batch| {
+            if let Some((first, _)) = page.first() {
+                let hv: Vec<&[u8]> = page.iter().map(|(_, (h, _))| h.as_slice()).collect();
+                let bv: Vec<&[u8]> = page.iter().map(|(_, (_, b))| b.as_slice()).collect();
+                sled_batch.insert(&header_key(*first), encode_page(&hv));
+                sled_batch.insert(&record_key(*first), encode_page(&bv));
+                new_pages.push((*first, page.len() as u32));
+            }
+            page.clear();
+        };
+        for (seq, r) in fresh {
+            if seq != expected {
+                bail!("record {seq} would follow record {}: records are written in order", expected - 1);
+            }
+            expected += 1;
+            bytes += r.1.len();
+            page.push((seq, r));
+            if page.len() == PAGE_RECORDS || bytes >= PAGE_BYTES {
+                flush(&mut page, &mut sled_batch);
+                bytes = 0;
+            }
+        }
+        flush(&mut page, &mut sled_batch);
+        self.tree.apply_batch(sled_batch).context("writing a group")?;
+        index.pages.extend(new_pages);
+        Ok(())
     }
 
     /// sled's flush, then `fdatasync`.
@@ -228,30 +363,51 @@ impl Store {
     }
 
     pub fn record(&self, seq: u64) -> anyhow::Result<Option<ClaimRecord>> {
-        match (self.tree.get(header_key(seq))?, self.tree.get(record_key(seq))?) {
-            (Some(h), Some(b)) => Ok(Some(ClaimRecord::decode(seq, &h, &b)?)),
-            (None, None) => Ok(None),
-            _ => bail!("record {seq}: its header and body are not both stored"),
+        let page = self.pages.read().map_err(|_| anyhow::anyhow!("the page index lock is poisoned"))?.of(seq);
+        let Some((first, _)) = page else { return Ok(None) };
+        let (Some(h), Some(b)) = (self.tree.get(header_key(first))?, self.tree.get(record_key(first))?) else {
+            bail!("the page of record {seq} is missing");
+        };
+        let i = (seq - first) as usize;
+        let (heads, bodies) = (decode_page(&h)?, decode_page(&b)?);
+        match (heads.get(i), bodies.get(i)) {
+            (Some(h), Some(b)) => Ok(Some(ClaimRecord::decode(seq, h, b)?)),
+            _ => bail!("record {seq}: not in its page"),
         }
     }
 
-    /// Every record's header, in recording order (start-up, listings).
+    /// Every record's header after `after`, in recording order (start-up, listings).
     pub fn headers(&self, after: u64) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader)>> + '_ {
-        self.tree.range(header_key(after.saturating_add(1))..=header_key(u64::MAX)).map(|kv| {
-            let (k, v) = kv?;
-            let seq = seq_of(&k)?;
-            Ok((seq, ClaimRecord::decode_header(&v).with_context(|| format!("record {seq}"))?))
-        })
+        let start = self.pages.read().ok().and_then(|p| p.of(after.saturating_add(1))).map_or(after + 1, |(f, _)| f);
+        self.tree.range(header_key(start)..=header_key(u64::MAX)).flat_map(
+            move |kv| -> Vec<anyhow::Result<(u64, RecordHeader)>> {
+                let page = || -> anyhow::Result<Vec<(u64, RecordHeader)>> {
+                    let (k, v) = kv?;
+                    let first = seq_of(&k)?;
+                    decode_page(&v)?
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, h)| {
+                            let seq = first + i as u64;
+                            Ok((seq, ClaimRecord::decode_header(h).with_context(|| format!("record {seq}"))?))
+                        })
+                        .collect()
+                };
+                match page() {
+                    Ok(rows) => rows.into_iter().filter(|(seq, _)| *seq > after).map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                }
+            },
+        )
     }
 
-    /// Every record, whole, in recording order (checks and exports); a body
-    /// without its header is an error too.
+    /// Every record, whole, in recording order (checks and exports).
     pub fn records(&self) -> impl Iterator<Item = anyhow::Result<ClaimRecord>> + '_ {
-        let orphans = self.tree.scan_prefix([RECORD]).filter_map(|kv| match kv {
+        let bodies_without_headers = self.tree.scan_prefix([RECORD]).filter_map(|kv| match kv {
             Ok((k, _)) => match seq_of(&k) {
-                Ok(seq) => match self.tree.contains_key(header_key(seq)) {
+                Ok(first) => match self.tree.contains_key(header_key(first)) {
                     Ok(true) => None,
-                    Ok(false) => Some(Err(anyhow::anyhow!("record {seq}: a body without its header"))),
+                    Ok(false) => Some(Err(anyhow::anyhow!("record {first}: a page of bodies without its headers"))),
                     Err(e) => Some(Err(e.into())),
                 },
                 Err(e) => Some(Err(e)),
@@ -260,16 +416,28 @@ impl Store {
         });
         self.tree
             .scan_prefix([HEADER])
-            .map(|kv| {
-                let (k, h) = kv?;
-                let seq = seq_of(&k)?;
-                let b = self
-                    .tree
-                    .get(record_key(seq))?
-                    .with_context(|| format!("record {seq}: a header without its body"))?;
-                ClaimRecord::decode(seq, &h, &b)
+            .flat_map(move |kv| -> Vec<anyhow::Result<ClaimRecord>> {
+                let page = || -> anyhow::Result<Vec<anyhow::Result<ClaimRecord>>> {
+                    let (k, h) = kv?;
+                    let first = seq_of(&k)?;
+                    let b = self
+                        .tree
+                        .get(record_key(first))?
+                        .with_context(|| format!("record {first}: a page of headers without its bodies"))?;
+                    let (heads, bodies) = (decode_page(&h)?, decode_page(&b)?);
+                    if heads.len() != bodies.len() {
+                        bail!("record {first}: the page holds {} headers and {} bodies", heads.len(), bodies.len());
+                    }
+                    Ok(heads
+                        .iter()
+                        .zip(&bodies)
+                        .enumerate()
+                        .map(|(i, (h, b))| ClaimRecord::decode(first + i as u64, h, b))
+                        .collect())
+                };
+                page().unwrap_or_else(|e| vec![Err(e)])
             })
-            .chain(orphans)
+            .chain(bodies_without_headers)
     }
 
     /// A claim's replay and revocation events, in order.
@@ -312,4 +480,29 @@ impl Store {
 
 fn seq_of(k: &[u8]) -> anyhow::Result<u64> {
     Ok(u64::from_be_bytes(k.get(1..9).context("a short record key")?.try_into()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_round_trip_and_the_index_finds_each_records_page() {
+        let entries: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+        let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        let page = encode_page(&refs);
+        assert_eq!(decode_page(&page).expect("decodes"), refs);
+        assert!(decode_page(&page[..page.len() - 1]).is_err(), "a cut page is an error");
+        assert!(decode_page(b"garbage").is_err());
+        let index = Pages { pages: vec![(1, 3), (4, 64), (68, 1)] };
+        assert_eq!(index.of(1), Some((1, 3)));
+        assert_eq!(index.of(3), Some((1, 3)));
+        assert_eq!(index.of(4), Some((4, 64)));
+        assert_eq!(index.of(67), Some((4, 64)));
+        assert_eq!(index.of(68), Some((68, 1)));
+        assert_eq!(index.of(69), None);
+        assert_eq!(index.of(0), None);
+        assert_eq!(index.next_seq(), 69);
+        assert_eq!(Pages::default().next_seq(), 1);
+    }
 }
