@@ -307,7 +307,6 @@ impl Store {
             sled_batch.insert(&header_key(first), encode_page(&hv));
             sled_batch.insert(&record_key(first), encode_page(&bv));
         }
-        let mut expected = next;
         let mut page: Vec<(u64, EncodedRecord)> = Vec::new();
         let mut bytes = 0;
         let mut flush = |page: &mut Vec<(u64, EncodedRecord)>, sled_batch: &mut sled::Batch| {
@@ -320,11 +319,10 @@ impl Store {
             }
             page.clear();
         };
-        for (seq, r) in fresh {
+        for (expected, (seq, r)) in (next..).zip(fresh) {
             if seq != expected {
                 bail!("record {seq} would follow record {}: records are written in order", expected - 1);
             }
-            expected += 1;
             bytes += r.1.len();
             page.push((seq, r));
             if page.len() == PAGE_RECORDS || bytes >= PAGE_BYTES {
