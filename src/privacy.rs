@@ -32,6 +32,46 @@ impl Pseudonymizer {
     }
 }
 
+/// The hashes of a claim's body that idempotency compares: keyed (HMAC with
+/// the configured secret; what layout v2 stores, so that a stored hash
+/// cannot be used to guess the ID number and name it was taken over) and
+/// plain SHA-256 (what layout v1 stored; records moved from v1 keep it).
+#[derive(Debug, Clone)]
+pub struct BodyHashes {
+    pub keyed: String,
+    pub plain: String,
+}
+
+/// Marks a keyed body hash.
+const KEYED: &str = "hmac:";
+
+impl BodyHashes {
+    /// Whether a stored hash is of this body.
+    pub fn matches(&self, stored: &str) -> bool {
+        if stored.starts_with(KEYED) {
+            stored == self.keyed
+        } else {
+            stored == self.plain
+        }
+    }
+}
+
+impl Pseudonymizer {
+    /// The body's hashes (object keys sorted, spacing ignored).
+    pub fn body_hashes(&self, body: &serde_json::Value) -> BodyHashes {
+        use sha2::Digest;
+        let canonical = crate::domain::canonical_body(body);
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        mac.update(b"claim body\0");
+        mac.update(&canonical);
+        BodyHashes {
+            keyed: format!("{KEYED}{}", hex::encode(mac.finalize().into_bytes())),
+            plain: hex::encode(Sha256::digest(&canonical)),
+        }
+    }
+}
+
 /// Seals the personal fields of a claim as submitted (the applicant's ID
 /// number and name) with ChaCha20-Poly1305 before it is stored. The key is
 /// derived from the same configured secret as the person keys (HMAC-SHA256
@@ -149,5 +189,21 @@ mod tests {
         assert_eq!(s.unseal_claim(&sealed).expect("opens"), body);
         let err = Sealer::new("another").unseal_claim(&sealed).expect_err("another secret");
         assert!(err.to_string().contains("do not open"));
+    }
+
+    #[test]
+    fn a_body_hash_is_keyed_and_a_v1_plain_hash_still_matches() {
+        let body = serde_json::json!({"claim_id": "S-1", "applicant": {"id_number": "330723199005060038"}});
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{"applicant": {"id_number": "330723199005060038"}, "claim_id": "S-1"}"#).unwrap();
+        let p = Pseudonymizer::new("secret");
+        let h = p.body_hashes(&body);
+        assert!(h.keyed.starts_with("hmac:"));
+        assert_eq!(h.plain, crate::domain::body_hash(&body));
+        assert!(h.matches(&h.keyed) && h.matches(&h.plain));
+        assert!(p.body_hashes(&reordered).matches(&h.keyed), "key order is not a different body");
+        assert!(!Pseudonymizer::new("other").body_hashes(&body).matches(&h.keyed), "the hash depends on the secret");
+        let other = serde_json::json!({"claim_id": "S-2"});
+        assert!(!p.body_hashes(&other).matches(&h.keyed) && !p.body_hashes(&other).matches(&h.plain));
     }
 }

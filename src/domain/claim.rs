@@ -953,40 +953,46 @@ fn parse_details(kind: Kind, county: County, v: Option<&Value>, errs: &mut Vec<F
 
 /// SHA-256 of the body with object keys sorted: retries that differ only in
 /// key order or spacing are the same body.
-pub fn body_hash(v: &Value) -> String {
-    fn canon(v: &Value, out: &mut Vec<u8>) {
-        match v {
-            Value::Object(m) => {
-                out.push(b'{');
-                let mut keys: Vec<_> = m.keys().collect();
-                keys.sort();
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
-                    out.push(b':');
-                    canon(&m[k], out);
+fn canon(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => {
+            out.push(b'{');
+            let mut keys: Vec<_> = m.keys().collect();
+            keys.sort();
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
                 }
-                out.push(b'}');
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                canon(&m[k], out);
             }
-            Value::Array(a) => {
-                out.push(b'[');
-                for (i, x) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    canon(x, out);
-                }
-                out.push(b']');
-            }
-            other => out.extend_from_slice(other.to_string().as_bytes()),
+            out.push(b'}');
         }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canon(x, out);
+            }
+            out.push(b']');
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
     }
+}
+
+pub fn body_hash(v: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(canonical_body(v)))
+}
+
+/// The body with object keys sorted and no spacing (what a body hash hashes).
+pub fn canonical_body(v: &Value) -> Vec<u8> {
     let mut buf = Vec::new();
     canon(v, &mut buf);
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(&buf))
+    buf
 }
 
 #[cfg(test)]

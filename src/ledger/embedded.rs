@@ -153,12 +153,17 @@ impl EmbeddedLedger {
         Ok(self.state.read().map_err(|_| poisoned())?.ids.seq(claim_id))
     }
 
-    fn decide_now(&self, e: &Evaluation, own: Option<(u64, &Holdings)>) -> Result<Decision, LedgerError> {
-        let county = e.claim.county;
+    fn decide_now(
+        &self,
+        claim: &crate::domain::Claim,
+        person: Option<&str>,
+        own: Option<(u64, &Holdings)>,
+    ) -> Result<Decision, LedgerError> {
+        let county = claim.county;
         let directory = self.directory(county);
         let state = self.state.read().map_err(|_| poisoned())?;
         let view = EvalView { state: &state, own };
-        let outcome = decide(&e.claim, e.person.as_deref(), &view, self.policy.county(county), &directory, Utc::now())
+        let outcome = decide(claim, person, &view, self.policy.county(county), &directory, Utc::now())
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
         Ok(outcome.decision)
     }
@@ -173,14 +178,17 @@ impl LedgerService for EmbeddedLedger {
     async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError> {
         // A claim id never recorded: decided from memory, no store read.
         let Some(seq) = self.seq_of(e.claim.claim_id.as_str())? else {
-            return self.decide_now(&e, None);
+            return self.decide_now(&e.claim, e.person.as_deref(), None);
         };
         let store = self.store.clone();
         let record = blocking(move || store.record(seq)).await?;
         // Only the same body, granted, sets its own record aside.
-        let hash = crate::domain::body_hash(&e.body);
-        let own = record.filter(|r| r.body.body_hash == hash && r.header.status == Status::Approved);
-        self.decide_now(&e, own.as_ref().map(|r| (r.seq, &r.header.holdings)))
+        let Some(record) = record else {
+            return Err(LedgerError::Unavailable(format!("record {seq} is missing from the store")));
+        };
+        let hashes = (e.body_hashes)();
+        let own = Some(record).filter(|r| hashes.matches(&r.body.body_hash) && r.header.status == Status::Approved);
+        self.decide_now(&e.claim, e.person.as_deref(), own.as_ref().map(|r| (r.seq, &r.header.holdings)))
     }
 
     async fn claim(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
@@ -191,11 +199,13 @@ impl LedgerService for EmbeddedLedger {
 
     async fn events(&self, claim_id: &str) -> Result<Option<(ClaimRecord, Vec<Event>)>, LedgerError> {
         let Some(seq) = self.seq_of(claim_id)? else { return Ok(None) };
+        // Only durable events: a group being synced is not shown yet.
+        let durable = self.state.read().map_err(|_| poisoned())?.next_event;
         let store = self.store.clone();
         blocking(move || {
-            let Some(r) = store.record(seq)? else { return Ok(None) };
+            let r = store.record(seq)?.with_context(|| format!("record {seq} is missing from the store"))?;
             let mut events = vec![r.decided()];
-            events.extend(store.events_of(seq)?);
+            events.extend(store.events_of(seq)?.into_iter().filter(|e| e.seq < durable));
             events.sort_by_key(|e| e.seq);
             Ok(Some((r, events)))
         })
@@ -203,12 +213,18 @@ impl LedgerService for EmbeddedLedger {
     }
 
     async fn list(&self, filter: ListFilter) -> Result<ListPage, LedgerError> {
+        // Only durable claims: a group being synced is not listed yet (its
+        // numbers would be given again if it were lost).
+        let durable = self.state.read().map_err(|_| poisoned())?.next_seq();
         let store = self.store.clone();
         blocking(move || {
             let mut claims = Vec::new();
             let mut last = None;
             for row in store.headers(filter.after.unwrap_or(0)) {
                 let (seq, h) = row?;
+                if seq >= durable {
+                    break;
+                }
                 if !filter.keeps(&h) {
                     continue;
                 }
@@ -236,15 +252,14 @@ impl LedgerService for EmbeddedLedger {
         blocking(move || {
             let mut out = Vec::new();
             for seq in seqs {
-                if let Some(r) = store.record(seq)? {
-                    out.push(UsageEntry {
-                        claim_id: r.header.claim_id,
-                        kind: r.header.kind,
-                        event_date: r.header.event_date,
-                        status: r.header.status,
-                        amount: r.body.decision.amount,
-                    });
-                }
+                let r = store.record(seq)?.with_context(|| format!("record {seq} is missing from the store"))?;
+                out.push(UsageEntry {
+                    claim_id: r.header.claim_id,
+                    kind: r.header.kind,
+                    event_date: r.header.event_date,
+                    status: r.header.status,
+                    amount: r.body.decision.amount,
+                });
             }
             out.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
             Ok(out)
@@ -594,7 +609,7 @@ impl Writer {
         let id = item.claim.claim_id.as_str().to_string();
         if let Some(seq) = g.changes.seq_of(base, &id) {
             let Some(existing) = self.record(g, seq) else { return ItemResult::Failed };
-            if existing.body.body_hash != item.body_hash {
+            if !item.body_hash.matches(&existing.body.body_hash) {
                 return ItemResult::Conflict;
             }
             Self::event(g, seq, &id, "replayed", &item.key_id, existing.header.status, None);
@@ -644,7 +659,7 @@ impl Writer {
             header,
             body: RecordBody {
                 decision: decision.clone(),
-                body_hash: item.body_hash,
+                body_hash: item.body_hash.keyed,
                 // Stored from the section encoded before the writer.
                 submitted: None,
                 id_masked: item.id_masked,

@@ -36,8 +36,8 @@ use crate::rules::{Decision, Directory, Status};
 /// A parsed claim on its way to be recorded.
 pub struct ClaimItem {
     pub claim: Claim,
-    /// SHA-256 of the canonical body: the same claim id with another body conflicts.
-    pub body_hash: String,
+    /// The body's hashes: the same claim id with another body conflicts.
+    pub body_hash: crate::privacy::BodyHashes,
     /// The person's keyed hash, for person-level kinds.
     pub person: Option<String>,
     pub id_masked: Option<String>,
@@ -52,8 +52,8 @@ pub struct ClaimItem {
 pub struct Evaluation {
     pub claim: Claim,
     pub person: Option<String>,
-    /// The body as sent: hashed only when its claim id is already recorded.
-    pub body: serde_json::Value,
+    /// The body's hashes, computed only when its claim id is already recorded.
+    pub body_hashes: Box<dyn FnOnce() -> crate::privacy::BodyHashes + Send>,
 }
 
 #[derive(Debug, Clone)]

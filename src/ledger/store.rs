@@ -168,7 +168,6 @@ struct DeviceSync {
     db_file: File,
     blobs: PathBuf,
     synced_blobs: HashSet<OsString>,
-    blobs_seen: Option<std::time::SystemTime>,
 }
 
 impl DeviceSync {
@@ -176,29 +175,36 @@ impl DeviceSync {
         let db_file = File::open(path.join("db")).context("opening sled's log file to sync it")?;
         // The store's directory entries themselves (db, conf, blobs).
         File::open(path)?.sync_all()?;
-        Ok(Self { db_file, blobs: path.join("blobs"), synced_blobs: HashSet::new(), blobs_seen: None })
+        Ok(Self { db_file, blobs: path.join("blobs"), synced_blobs: HashSet::new() })
     }
 
     fn sync(&mut self) -> std::io::Result<u64> {
         self.db_file.sync_data()?;
         let mut syncs = 1;
-        let modified = std::fs::metadata(&self.blobs).and_then(|m| m.modified()).ok();
-        if modified.is_some() && modified != self.blobs_seen {
-            let mut present = HashSet::new();
-            for e in std::fs::read_dir(&self.blobs)? {
-                let e = e?;
-                let name = e.file_name();
-                if !self.synced_blobs.contains(&name) {
-                    File::open(e.path())?.sync_data()?;
-                    syncs += 1;
-                }
-                present.insert(name);
+        // Listed at every sync (a directory's mtime is too coarse to tell
+        // that a file was added since the last look); it holds few files.
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(syncs),
+            Err(e) => return Err(e),
+        };
+        let mut present = HashSet::new();
+        let mut added = false;
+        for e in entries {
+            let e = e?;
+            let name = e.file_name();
+            if !self.synced_blobs.contains(&name) {
+                File::open(e.path())?.sync_data()?;
+                syncs += 1;
+                added = true;
             }
+            present.insert(name);
+        }
+        if added {
             File::open(&self.blobs)?.sync_all()?;
-            self.synced_blobs = present;
-            self.blobs_seen = modified;
             syncs += 1;
         }
+        self.synced_blobs = present;
         Ok(syncs)
     }
 }
@@ -361,6 +367,20 @@ impl Store {
     }
 
     pub fn record(&self, seq: u64) -> anyhow::Result<Option<ClaimRecord>> {
+        // A record's header and body are two reads; a revocation rewriting
+        // the page in between would pair an old header with a new decision.
+        // They name the same status when read together: read again if not.
+        let mut tries = 0;
+        loop {
+            let Some(r) = self.record_once(seq)? else { return Ok(None) };
+            tries += 1;
+            if r.header.status == r.body.decision.status || tries == 3 {
+                return Ok(Some(r));
+            }
+        }
+    }
+
+    fn record_once(&self, seq: u64) -> anyhow::Result<Option<ClaimRecord>> {
         let page = self.pages.read().map_err(|_| anyhow::anyhow!("the page index lock is poisoned"))?.of(seq);
         let Some((first, _)) = page else { return Ok(None) };
         let (Some(h), Some(b)) = (self.tree.get(header_key(first))?, self.tree.get(record_key(first))?) else {
@@ -376,7 +396,9 @@ impl Store {
 
     /// Every record's header after `after`, in recording order (start-up, listings).
     pub fn headers(&self, after: u64) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader)>> + '_ {
-        let start = self.pages.read().ok().and_then(|p| p.of(after.saturating_add(1))).map_or(after + 1, |(f, _)| f);
+        let from = after.saturating_add(1);
+        // Without the index (a poisoned lock) every page is scanned, none skipped.
+        let start = self.pages.read().map_or(1, |p| p.of(from).map_or(from, |(f, _)| f));
         self.tree.range(header_key(start)..=header_key(u64::MAX)).flat_map(
             move |kv| -> Vec<anyhow::Result<(u64, RecordHeader)>> {
                 let page = || -> anyhow::Result<Vec<(u64, RecordHeader)>> {

@@ -36,7 +36,7 @@ fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid claim: every bad field listed", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable: not acknowledged, so not counted on; a write that failed may still have reached the store. Retry with the same claim_id (a recorded claim replays, 200)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -95,7 +95,7 @@ pub struct BatchResponse {
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a batch: `claims` missing, empty or over 1000", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable; nothing recorded", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable: not acknowledged, so not counted on; a write that failed may still have reached the store. Retry with the same claim_id (a recorded claim replays, 200)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -234,7 +234,11 @@ pub async fn evaluate(
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
     let claim = state.parse(&body)?;
     let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
-    let decision = state.ledger.evaluate(Evaluation { claim, person, body }).await.map_err(ledger_error)?;
+    let decision = {
+        let s = state.clone();
+        let body_hashes = Box::new(move || s.pseudonymizer.body_hashes(&body));
+        state.ledger.evaluate(Evaluation { claim, person, body_hashes }).await.map_err(ledger_error)?
+    };
     Ok(HttpResponse::Ok().json(decision))
 }
 
@@ -338,7 +342,7 @@ pub struct RevocationRequest {
         (status = 409, description = "A rejected claim cannot be revoked (`CLAIM_NOT_REVOCABLE`)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason given", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable: not acknowledged; retry (repeating it is harmless)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -76,7 +76,7 @@ pub async fn get(
         (status = 404, description = "No such county", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad credit codes, duplicates or dates", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable; nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable: not acknowledged; retry (repeating it is harmless)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -79,8 +79,6 @@ pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usiz
     serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
-pub use crate::domain::body_hash;
-
 impl AppState {
     /// Parses a claim body and checks what the policy data knows of it.
     pub fn parse(&self, body: &Value) -> Result<Claim, ApiError> {
@@ -119,9 +117,9 @@ impl AppState {
         }
         let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));
         let id_masked = claim.applicant.as_ref().map(|a| a.id_number.masked());
-        let body_hash = body_hash(body);
+        let body_hash = self.pseudonymizer.body_hashes(body);
         let claim_section = ClaimPart {
-            body_hash: body_hash.clone(),
+            body_hash: body_hash.keyed.clone(),
             submitted: Some(self.sealer.seal_claim(body, id_masked.as_deref())),
             id_masked: id_masked.clone(),
             recorded_by: caller.key_id.clone(),

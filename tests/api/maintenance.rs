@@ -177,10 +177,31 @@ async fn a_layout_v1_store_moves_to_v2_with_every_decision() {
         let sub = api.get(&format!("/v1/claims/{id}/submission"), PLATFORM).await;
         assert_eq!(sub.body["claim"], serde_json::Value::Null, "{id}");
     }
+    // A retry of a v1 claim with the same body replays (v1 stored a plain body
+    // hash, v2 a keyed one: both are recognised); another body conflicts.
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/public.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let original = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["steps"].as_array().unwrap())
+        .find_map(|s| s.get("submit").filter(|c| c["claim_id"] == "T-5c301412-1"))
+        .unwrap()
+        .clone();
+    let replay = api.post_claim(&original).await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.headers.get("idempotent-replayed").unwrap(), "true");
+    let mut changed = original.clone();
+    changed["event_date"] = serde_json::json!("2020-06-16");
+    assert_eq!(api.post_claim(&changed).await.status, 409);
     // The revoked claim's history and its released count.
     let history = api.get("/v1/claims/T-5c301412-1/events", PLATFORM).await.body;
     let kinds: Vec<&str> = history.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["decided", "revoked"]);
+    assert_eq!(kinds, ["decided", "revoked", "replayed"]);
     assert_eq!(api.usage("wuyi", "330723199005060038", 2020).await.body["used"], 0);
     // The directory came along.
     let d = api.get("/v1/directories/wuyi/trade-friction-enterprises", crate::helpers::AUDITOR).await;
