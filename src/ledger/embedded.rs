@@ -288,6 +288,14 @@ impl LedgerService for EmbeddedLedger {
         if self.failed() {
             return Err(LedgerError::Unavailable("a write has failed since start".into()));
         }
+        // A writer that ended without being stopped (a bug) records nothing:
+        // not ready, and the service stops so that its supervisor restarts it.
+        let writer_ended = self.handle.lock().map_or(true, |h| h.as_ref().is_some_and(|h| h.is_finished()));
+        if writer_ended {
+            tracing::error!("the ledger writer has ended; stopping");
+            self.failure.report();
+            return Err(LedgerError::Stopped);
+        }
         let store = self.store.clone();
         blocking(move || store.probe()).await
     }
