@@ -155,13 +155,3 @@ pub fn only_fields(v: &Value, allowed: &[&str]) -> Vec<FieldError> {
         None => vec![FieldError::new("", "invalid_type", "the body must be a JSON object")],
     }
 }
-
-/// Runs blocking store work off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(f).await.map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?.map_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "store read failed");
-        ApiError::StoreUnavailable
-    })
-}

@@ -114,14 +114,8 @@ async fn a_store_with_a_gap_does_not_start() {
     api.post_claim(&wy_qualification("G-1", &p, "6-31-01-03", "junior", "G-C1", "2020-05-01")).await;
     app.stop();
     duplicate_first_record(&store);
-    let out = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
-        .env("SUBSIDY__STORE__PATH", &store)
-        .env("SUBSIDY__SERVER__PORT", "0")
-        .env_remove("SUBSIDY_ENV")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (started, err) = crate::startup::run_with(&[("SUBSIDY__STORE__PATH", store.to_str().unwrap())]);
+    assert!(!started);
     assert!(err.contains("record 9 follows record 1: the store has a gap"), "{err}");
 }
 
@@ -148,14 +142,8 @@ async fn a_layout_v1_store_moves_to_v2_with_every_decision() {
         .collect();
 
     // The service refuses to start on a v1 store and names the command.
-    let refused = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
-        .env("SUBSIDY__STORE__PATH", &old)
-        .env("SUBSIDY__SERVER__PORT", "0")
-        .env_remove("SUBSIDY_ENV")
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let msg = String::from_utf8_lossy(&refused.stderr);
+    let (started, msg) = crate::startup::run_with(&[("SUBSIDY__STORE__PATH", old.to_str().unwrap())]);
+    assert!(!started);
     assert!(msg.contains("layout v1") && msg.contains("subsidy-service import --store NEW_PATH --from"), "{msg}");
 
     let new = dir.path().join("v2");

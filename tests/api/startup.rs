@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-fn run_with(envs: &[(&str, &str)]) -> (bool, String) {
+/// Runs the binary on a fresh store (`SUBSIDY__STORE__PATH` in `envs`
+/// overrides it) until it exits: whether it succeeded, and what it printed.
+pub fn run_with(envs: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_subsidy-service"));
     cmd.env("SUBSIDY__STORE__PATH", dir.path().join("store"))
