@@ -97,13 +97,15 @@ impl EmbeddedLedger {
     pub fn start(store: Store, policy: Arc<Policy>, group_commit_max: usize) -> anyhow::Result<Arc<Self>> {
         let store = Arc::new(store);
         let mut state = State::default();
-        for row in store.headers(0) {
-            let (seq, h) = row?;
-            if seq != state.next_seq() {
-                anyhow::bail!("record {seq} follows record {}: the store has a gap", state.next_seq() - 1);
+        let mut pending = Changes::default();
+        store.load(|seq, h| {
+            state.load(seq, &h, &mut pending)?;
+            if seq % 65_536 == 0 {
+                state.apply(&std::mem::take(&mut pending));
             }
-            state.load(seq, &h);
-        }
+            Ok(())
+        })?;
+        state.apply(&pending);
         for e in store.events() {
             let (_, e) = e?;
             state.next_event = state.next_event.max(e.seq + 1);

@@ -98,15 +98,19 @@ impl State {
         self.ids.len() + 1
     }
 
-    /// Adds a record read at start.
-    pub fn load(&mut self, seq: u64, h: &RecordHeader) {
+    /// Adds a record read at start; what it holds goes into `pending`, which
+    /// the caller applies now and then (one report copy and one apply for
+    /// many records, not one per record).
+    pub fn load(&mut self, seq: u64, h: &RecordHeader, pending: &mut Changes) -> anyhow::Result<()> {
+        if seq != self.next_seq() {
+            anyhow::bail!("record {seq} follows record {}: the store has a gap", self.next_seq() - 1);
+        }
         self.ids.push(seq, &h.claim_id);
         self.next_event = self.next_event.max(h.decided_event + 1);
         if h.status == Status::Approved {
-            let mut c = Changes::default();
-            c.hold(Base { state: self, inflight: &[] }, seq, h, true);
-            self.apply(&c);
+            pending.hold(Base { state: self, inflight: &[] }, seq, h, true);
         }
+        Ok(())
     }
 
     pub fn usage(&self, k: &KeyDigest) -> &[u64] {

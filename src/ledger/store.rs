@@ -250,14 +250,7 @@ impl Store {
             db.flush()?;
         }
         let device = Mutex::new(DeviceSync::open(path)?);
-        let mut pages = Pages::default();
-        for kv in tree.scan_prefix([HEADER]) {
-            let (k, v) = kv?;
-            let first = seq_of(&k)?;
-            let n = decode_page(&v).with_context(|| format!("the header page of record {first}"))?.len();
-            pages.pages.push((first, n as u32));
-        }
-        Ok(Self { db, tree, device, fsyncs: AtomicU64::new(0), pages: std::sync::RwLock::new(pages) })
+        Ok(Self { db, tree, device, fsyncs: AtomicU64::new(0), pages: Default::default() })
     }
 
     /// Opens a store of layout v1, read only in effect (for `import --from`).
@@ -394,7 +387,27 @@ impl Store {
         }
     }
 
-    /// Every record's header after `after`, in recording order (start-up, listings).
+    /// Reads every record's header once, in recording order, and builds the
+    /// index of the pages: start-up of a store that will be read by record
+    /// number or written to ([`Store::record`], [`Store::headers`] and
+    /// [`Store::write`] need the index; exports and checks do not).
+    pub fn load(&self, mut each: impl FnMut(u64, RecordHeader) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let mut pages = Pages::default();
+        for kv in self.tree.scan_prefix([HEADER]) {
+            let (k, v) = kv?;
+            let first = seq_of(&k)?;
+            let heads = decode_page(&v).with_context(|| format!("the header page of record {first}"))?;
+            for (i, h) in heads.iter().enumerate() {
+                let seq = first + i as u64;
+                each(seq, ClaimRecord::decode_header(h).with_context(|| format!("record {seq}"))?)?;
+            }
+            pages.pages.push((first, heads.len() as u32));
+        }
+        *self.pages.write().map_err(|_| anyhow::anyhow!("the page index lock is poisoned"))? = pages;
+        Ok(())
+    }
+
+    /// Every record's header after `after`, in recording order (listings).
     pub fn headers(&self, after: u64) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader)>> + '_ {
         let from = after.saturating_add(1);
         // Without the index (a poisoned lock) every page is scanned, none skipped.
