@@ -36,6 +36,7 @@ pub enum Operation {
     ReadDirectory,
     WriteDirectory,
     ReadReport,
+    Simulate,
 }
 
 use Operation as Op;
@@ -55,6 +56,7 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Op::ReadDirectory, &[Auditor, Admin]),
     (Op::WriteDirectory, &[Admin]),
     (Op::ReadReport, &[Auditor, Admin]),
+    (Op::Simulate, &[Auditor, Admin]),
 ];
 
 pub fn allowed(role: Role, op: Operation) -> bool {
@@ -216,6 +218,7 @@ mod tests {
             Op::ReadDirectory,
             Op::WriteDirectory,
             Op::ReadReport,
+            Op::Simulate,
         ];
         for op in ops {
             assert_eq!(PERMISSIONS.iter().filter(|(o, _)| *o == op).count(), 1, "{op:?}");

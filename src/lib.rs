@@ -13,5 +13,6 @@ pub mod privacy;
 pub mod problem;
 pub mod routes;
 pub mod rules;
+pub mod simulation;
 pub mod startup;
 pub mod telemetry;

@@ -610,6 +610,7 @@ impl Modify for Extras {
         routes::usage::query,
         routes::policies::list, routes::policies::get, routes::policies::reason_codes,
         routes::directories::get, routes::directories::put, routes::reports::get,
+        routes::simulations::simulate,
         routes::health::healthz, routes::health::readyz, routes::health::metrics,
     ),
     components(schemas(
@@ -623,6 +624,7 @@ impl Modify for Extras {
         (name = "policies", description = "The policies and reason codes in force"),
         (name = "directories", description = "Trade-friction directories"),
         (name = "reports", description = "Plan against actual, for auditors"),
+        (name = "simulations", description = "Policy what-if: recorded claims replayed under changed parameters"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -61,6 +61,7 @@ impl Application {
             sealer: Sealer::new(settings.privacy.id_hash_secret.expose()),
             metrics,
             batch_permits: tokio::sync::Semaphore::new(2),
+            simulations: Default::default(),
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
@@ -159,7 +160,8 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(directories::get))
                 .route(web::put().to(directories::put)),
         )
-        .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)));
+        .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)))
+        .service(resource("/v1/simulations", "POST").route(web::post().to(simulations::simulate)));
 }
 
 /// A request id unique across restarts: a random per-process prefix and a counter

@@ -17,8 +17,8 @@ use super::record::{
 use super::state::{Base, Changes, EvalView, GroupView, State};
 use super::store::{Store, WriteBatch};
 use super::{
-    ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, RevokeResult,
-    UsageEntry,
+    ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, ReplayFilter,
+    RevokeResult, Submissions, Submitted, UsageEntry,
 };
 use crate::domain::County;
 use crate::policy::Policy;
@@ -267,6 +267,15 @@ impl LedgerService for EmbeddedLedger {
             Ok(out)
         })
         .await
+    }
+
+    fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError> {
+        let durable = self.state.read().map_err(|_| poisoned())?.next_seq();
+        let rows = self.store.submissions(durable, move |h| filter.keeps(h));
+        Ok(Box::new(rows.map(|row| {
+            let (seq, h, part) = row?;
+            Ok(Submitted { seq, claim_id: h.claim_id, submitted: part.submitted })
+        })))
     }
 
     fn directory(&self, county: County) -> Arc<Directory> {

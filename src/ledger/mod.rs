@@ -130,6 +130,32 @@ pub struct UsageEntry {
     pub amount: String,
 }
 
+/// Which recorded claims a replay reads: a county's granted or rejected
+/// claims (revoked ones left out) with event dates in `from..=to`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayFilter {
+    pub county: County,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl ReplayFilter {
+    fn keeps(&self, h: &RecordHeader) -> bool {
+        h.county == self.county && h.status != Status::Revoked && (self.from..=self.to).contains(&h.event_date)
+    }
+}
+
+/// A recorded claim as it was submitted (personal fields sealed), for replay.
+pub struct Submitted {
+    pub seq: u64,
+    pub claim_id: String,
+    /// `None` for a record moved from layout v1, which kept only the decision.
+    pub submitted: Option<serde_json::Value>,
+}
+
+/// Recorded claims read one after another (see [`LedgerService::submissions`]).
+pub type Submissions = Box<dyn Iterator<Item = Result<Submitted, LedgerError>> + Send>;
+
 /// The ledger's seam. The embedded backend implements it; a networked one
 /// (a shared database for several replicas) implements the same calls.
 /// Every call that may wait on storage is async; a failed read or write is
@@ -151,6 +177,10 @@ pub trait LedgerService: Send + Sync {
     async fn revoke(&self, claim_id: String, reason: String, key_id: String) -> Result<RevokeResult, LedgerError>;
     /// The claims counted in a person's year, in claim-id order.
     async fn usage(&self, county: County, person: String, year: i32) -> Result<Vec<UsageEntry>, LedgerError>;
+    /// The claims as submitted that `filter` selects, in recording order, as
+    /// far as they are durable now (later claims are not read). The iterator
+    /// reads the store as it goes: consume it off the async workers.
+    fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError>;
     /// The county's trade-friction directory as the rules read it.
     fn directory(&self, county: County) -> Arc<Directory>;
     /// The county's stored trade-friction directory.

@@ -209,6 +209,14 @@ impl ClaimRecord {
         })
     }
 
+    /// The claim section of a stored body alone (the decision left compressed).
+    pub fn decode_claim_part(seq: u64, body: &[u8]) -> anyhow::Result<ClaimPart> {
+        let [RECORD_V2, a, b, c, d, rest @ ..] = body else { bail!("record {seq}: not a layout-v2 body") };
+        let dlen = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+        let claim = rest.get(dlen..).with_context(|| format!("record {seq}: the decision is cut short"))?;
+        decode_record(claim).with_context(|| format!("record {seq}: the claim"))
+    }
+
     pub fn decode(seq: u64, header: &[u8], body: &[u8]) -> anyhow::Result<Self> {
         let header = Self::decode_header(header).with_context(|| format!("record {seq}: the header"))?;
         let [RECORD_V2, a, b, c, d, rest @ ..] = body else { bail!("record {seq}: not a layout-v2 body") };

@@ -26,7 +26,9 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use chrono::Utc;
 
-use super::record::{decode_record, encode_record, ClaimRecord, DirectoryRecord, EncodedRecord, Event, RecordHeader};
+use super::record::{
+    decode_record, encode_record, ClaimPart, ClaimRecord, DirectoryRecord, EncodedRecord, Event, RecordHeader,
+};
 use crate::domain::County;
 
 const RECORD: u8 = b'R';
@@ -471,6 +473,51 @@ impl Store {
                 page().unwrap_or_else(|e| vec![Err(e)])
             })
             .chain(bodies_without_headers)
+    }
+
+    /// The claim sections (the claim as submitted) of the records numbered
+    /// below `before` whose header `keep` accepts, in recording order, for
+    /// replaying recorded claims (policy simulations). Pages without such a
+    /// record are skipped without reading their bodies.
+    pub fn submissions(
+        self: &std::sync::Arc<Self>,
+        before: u64,
+        keep: impl Fn(&RecordHeader) -> bool + Send + 'static,
+    ) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader, ClaimPart)>> + Send + 'static {
+        let store = self.clone();
+        let pages = self.tree.range(header_key(1)..header_key(before.max(1)));
+        pages.flat_map(move |kv| -> Vec<anyhow::Result<(u64, RecordHeader, ClaimPart)>> {
+            let page = || -> anyhow::Result<Vec<(u64, RecordHeader, ClaimPart)>> {
+                let (k, v) = kv?;
+                let first = seq_of(&k)?;
+                let mut kept = Vec::new();
+                for (i, h) in decode_page(&v)?.into_iter().enumerate() {
+                    let seq = first + i as u64;
+                    let h = ClaimRecord::decode_header(h).with_context(|| format!("record {seq}"))?;
+                    if seq < before && keep(&h) {
+                        kept.push((i, seq, h));
+                    }
+                }
+                if kept.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let b = store
+                    .tree
+                    .get(record_key(first))?
+                    .with_context(|| format!("record {first}: a page of headers without its bodies"))?;
+                let bodies = decode_page(&b)?;
+                kept.into_iter()
+                    .map(|(i, seq, h)| {
+                        let body = bodies.get(i).with_context(|| format!("record {seq}: not in its page"))?;
+                        Ok((seq, h, ClaimRecord::decode_claim_part(seq, body)?))
+                    })
+                    .collect()
+            };
+            match page() {
+                Ok(rows) => rows.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            }
+        })
     }
 
     /// A claim's replay and revocation events, in order.

@@ -63,6 +63,10 @@ struct ParamRepr<T> {
     from: Option<NaiveDate>,
     #[serde(default)]
     history: Option<Vec<Dated<T>>>,
+    /// The served form's name for `history` (`GET /v1/policies/{county}`),
+    /// so that a served policy loads back as it is (policy simulations).
+    #[serde(default)]
+    values: Option<Vec<Dated<T>>>,
     #[serde(default)]
     note: Option<String>,
 }
@@ -84,9 +88,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Param<T> {
         if r.clause.trim().is_empty() {
             return Err(D::Error::custom("a value without a clause"));
         }
-        let values = match (r.value, r.history) {
-            (Some(value), None) => vec![Dated { from: r.from, value }],
-            (None, Some(h)) if !h.is_empty() && r.from.is_none() => h,
+        let values = match (r.value, r.history, r.values) {
+            (Some(value), None, None) => vec![Dated { from: r.from, value }],
+            (None, Some(h), None) | (None, None, Some(h)) if !h.is_empty() && r.from.is_none() => h,
             _ => return Err(D::Error::custom("give either `value` (optionally `from`) or a non-empty `history`")),
         };
         for w in values.windows(2) {
@@ -396,12 +400,155 @@ fn county_from_text(
         }
         County::Changxing => CountyRules::Changxing(Box::new(rules_table.try_into().with_context(invalid)?)),
     };
-    check(county, &common, &rules, &reference)?;
-    let canonical = serde_json::to_vec(&serde_json::json!({
-        "common": &common, "rules": &rules, "reference": &reference,
-    }))?;
-    let version = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
-    Ok(CountyPolicy { common, rules, reference, version })
+    CountyPolicy::assemble(county, common, rules, reference)
+}
+
+impl CountyPolicy {
+    /// Checks loaded data and gives it its version: the SHA-256 of its
+    /// canonical JSON ([`CountyPolicy::source`]).
+    fn assemble(county: County, common: Common, rules: CountyRules, reference: Reference) -> anyhow::Result<Self> {
+        check(county, &common, &rules, &reference)?;
+        let mut p = CountyPolicy { common, rules, reference, version: String::new() };
+        let canonical = serde_json::to_vec(&p.source())?;
+        p.version = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
+        Ok(p)
+    }
+
+    /// The loaded data as one JSON document; it loads back as it is.
+    fn source(&self) -> serde_json::Value {
+        serde_json::json!({ "common": &self.common, "rules": &self.rules, "reference": &self.reference })
+    }
+
+    fn from_source(county: County, source: &serde_json::Value) -> anyhow::Result<Self> {
+        let part = |k: &str| source.get(k).cloned().unwrap_or_default();
+        let common: Common = serde_json::from_value(part("common"))?;
+        let rules = match county {
+            County::Wuyi => CountyRules::Wuyi(Box::new(serde_json::from_value(part("rules"))?)),
+            County::Changxing => CountyRules::Changxing(Box::new(serde_json::from_value(part("rules"))?)),
+        };
+        let reference: Reference = serde_json::from_value(part("reference"))?;
+        Self::assemble(county, common, rules, reference)
+    }
+
+    /// This policy with parameters changed (policy simulations, API.md §8):
+    /// each change names a parameter by its JSON pointer in the served policy
+    /// document (`GET /v1/policies/{county}`) and gives a value of the same
+    /// shape, from a date or for the whole period. The result passes the
+    /// same load-time checks as the data files and has its own version.
+    pub fn with_changes(&self, changes: &[ParamChange]) -> Result<Self, Vec<ChangeError>> {
+        let county = self.county();
+        let mut source = self.source();
+        let mut errors = Vec::new();
+        for (index, c) in changes.iter().enumerate() {
+            let parameter = |message: String| ChangeError { index, field: ChangeField::Parameter, message };
+            let Some(pointer) = source_pointer(&c.parameter) else {
+                errors.push(parameter(format!("`{}` is not a parameter of the {county} policy document", c.parameter)));
+                continue;
+            };
+            let mut next = source.clone();
+            let Some(param) = next.pointer_mut(&pointer).and_then(serde_json::Value::as_object_mut) else {
+                errors.push(parameter(format!("`{}` names nothing in the {county} policy document", c.parameter)));
+                continue;
+            };
+            let cited = param.get("clause").is_some_and(serde_json::Value::is_string);
+            let Some(values) = param.get_mut("values").and_then(serde_json::Value::as_array_mut).filter(|_| cited)
+            else {
+                errors.push(parameter(format!(
+                    "`{}` is not a parameter (an object with a `clause` and dated values)",
+                    c.parameter
+                )));
+                continue;
+            };
+            let dated = |from: Option<NaiveDate>| {
+                let mut o = serde_json::Map::new();
+                if let Some(f) = from {
+                    o.insert("from".into(), f.to_string().into());
+                }
+                o.insert("value".into(), c.value.clone());
+                serde_json::Value::Object(o)
+            };
+            match c.from {
+                // The new value for the whole period.
+                None => *values = vec![dated(None)],
+                // Earlier dates keep the values in force; the new one from `from`.
+                Some(from) => {
+                    values.retain(|v| {
+                        v.get("from")
+                            .and_then(serde_json::Value::as_str)
+                            .and_then(|d| d.parse::<NaiveDate>().ok())
+                            .is_none_or(|d| d < from)
+                    });
+                    values.push(dated(Some(from)));
+                }
+            }
+            match Self::from_source(county, &next) {
+                Ok(_) => source = next,
+                Err(e) => errors.push(ChangeError {
+                    index,
+                    field: ChangeField::Value,
+                    message: format!("the changed policy does not load: {e:#}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Self::from_source(county, &source).map_err(|e| {
+            vec![ChangeError {
+                index: changes.len().saturating_sub(1),
+                field: ChangeField::Value,
+                message: format!("the changed policy does not load: {e:#}"),
+            }]
+        })
+    }
+}
+
+/// A parameter change of a policy simulation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamChange {
+    /// JSON pointer into `GET /v1/policies/{county}`.
+    pub parameter: String,
+    pub value: serde_json::Value,
+    /// The date from which the new value applies (earlier dates keep the value in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeField {
+    Parameter,
+    Value,
+}
+
+impl ChangeField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Parameter => "parameter",
+            Self::Value => "value",
+        }
+    }
+}
+
+/// A change that cannot be made: the parameter it names, or its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeError {
+    pub index: usize,
+    pub field: ChangeField,
+    pub message: String,
+}
+
+/// Where a pointer of the served document lies in [`CountyPolicy::source`].
+fn source_pointer(served: &str) -> Option<String> {
+    let first = served.strip_prefix('/')?.split('/').next()?;
+    let section = match first {
+        "document" | "period" | "annual_limit" | "eligibility" | "trade_friction" | "public_notice" | "kinds" => {
+            "/common"
+        }
+        "rules" => "",
+        "plan" | "departments" | "schools" | "targets" => "/reference",
+        _ => return None,
+    };
+    Some(format!("{section}{served}"))
 }
 
 fn check(county: County, common: &Common, rules: &CountyRules, reference: &Reference) -> anyhow::Result<()> {
@@ -477,5 +624,76 @@ mod tests {
         assert!(toml::from_str::<Param<Amount>>(no_clause).unwrap_err().to_string().contains("clause"));
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = \"12a\"").is_err());
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = 12.5").is_err());
+    }
+
+    fn change(parameter: &str, value: serde_json::Value, from: Option<&str>) -> ParamChange {
+        ParamChange { parameter: parameter.into(), value, from: from.map(|d| d.parse().unwrap()) }
+    }
+
+    #[test]
+    fn a_served_policy_loads_back_as_it_is() {
+        for p in Policy::embedded(None).unwrap().counties() {
+            let same = p.with_changes(&[]).unwrap();
+            assert_eq!(same.version, p.version, "{}", p.county());
+            assert_eq!(same.source(), p.source());
+        }
+    }
+
+    #[test]
+    fn a_change_replaces_a_parameter_or_takes_over_from_its_date() {
+        let policy = Policy::embedded(None).unwrap();
+        let wuyi = policy.county(County::Wuyi);
+        let day = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let level = "/rules/qualification_training/levels/intermediate";
+        let whole = wuyi.with_changes(&[change(level, "1300".into(), None)]).unwrap();
+        assert_ne!(whole.version, wuyi.version);
+        let CountyRules::Wuyi(r) = &whole.rules else { panic!("wuyi rules") };
+        let p = &r.qualification_training.levels[&crate::domain::Level::Intermediate];
+        assert_eq!(p.dec(day("2020-03-01")), Decimal::new(1300, 0));
+        assert_eq!(p.clause, "WY §4(1)1", "the clause stays");
+
+        let dated = wuyi.with_changes(&[change("/annual_limit", 2.into(), Some("2021-01-01"))]).unwrap();
+        assert_eq!(*dated.common.annual_limit.at(day("2020-12-31")), 3);
+        assert_eq!(*dated.common.annual_limit.at(day("2021-01-01")), 2);
+        let again = dated.with_changes(&[change("/annual_limit", 4.into(), Some("2020-06-01"))]).unwrap();
+        assert_eq!(*again.common.annual_limit.at(day("2020-05-31")), 3);
+        assert_eq!(
+            *again.common.annual_limit.at(day("2021-06-01")),
+            4,
+            "a later value from before the new date is replaced"
+        );
+    }
+
+    #[test]
+    fn bad_changes_name_their_parameter_or_value() {
+        let policy = Policy::embedded(None).unwrap();
+        let wuyi = policy.county(County::Wuyi);
+        let errors = wuyi
+            .with_changes(&[
+                change("/rules/qualification_training/levels/grandmaster", "1".into(), None),
+                change("/annual_limit", "three".into(), None),
+                change("/period", "2020-01-01".into(), None),
+                change("annual_limit", 2.into(), None),
+                change("/rules/project_training/cap", 1000.into(), None),
+                change("/rules/project_training/cap", "-5".into(), None),
+            ])
+            .unwrap_err();
+        let got: Vec<(usize, ChangeField)> = errors.iter().map(|e| (e.index, e.field)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, ChangeField::Parameter),
+                (1, ChangeField::Value),
+                (2, ChangeField::Parameter),
+                (3, ChangeField::Parameter),
+                (4, ChangeField::Value),
+                (5, ChangeField::Value),
+            ]
+        );
+        // A change that breaks a load-time check of the whole policy.
+        let friction = change("/trade_friction/kinds", serde_json::json!(["craftsman_award"]), None);
+        let e = wuyi.with_changes(&[friction]).unwrap_err();
+        assert_eq!((e[0].index, e[0].field), (0, ChangeField::Value));
+        assert!(e[0].message.contains("does not offer"), "{}", e[0].message);
     }
 }

@@ -6,6 +6,7 @@ pub mod directories;
 pub mod health;
 pub mod policies;
 pub mod reports;
+pub mod simulations;
 pub mod usage;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// Batches read and parsed at once: the writer takes them one group at a
     /// time anyway, so more would only hold megabytes of parsed bodies.
     pub batch_permits: tokio::sync::Semaphore,
+    /// Counties with a simulation running (one at a time per county).
+    pub simulations: simulations::Running,
 }
 
 /// Most of an oversized body we read (and drop) so the client sees our 413

@@ -14,5 +14,6 @@ mod maintenance;
 mod openapi;
 mod privacy;
 mod reports;
+mod simulations;
 mod startup;
 mod store_faults;

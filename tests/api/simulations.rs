@@ -1,0 +1,193 @@
+//! Policy simulations (API.md §8): claims recorded over HTTP, replayed under
+//! changes whose effects are worked out by hand.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{id_number, spawn_app, wy_qualification, Client, ADMIN, AUDITOR, INSTITUTION, PLATFORM};
+
+fn cx_key_group(claim_id: &str, id: &str, level: &str, cert: &str, fee: &str) -> Value {
+    json!({
+        "claim_id": claim_id, "county": "changxing", "kind": "key_group_training", "event_date": "2020-05-20",
+        "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "groups": ["unemployed"], "unemployment_registered": true},
+        "institution": {"credit_code": "91330522MA0EXMP035", "name": "长兴技师学院"},
+        "details": {"occupation_code": "4-03-02-01", "level": level, "certificate_number": cert, "fee": fee}
+    })
+}
+
+async fn record(api: &Client, claim: &Value, status: &str) {
+    let a = api.post_claim(claim).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["status"], status, "{} {}", claim["claim_id"], a.body);
+}
+
+async fn simulate(api: &Client, body: Value) -> Value {
+    let a = api.post("/v1/simulations", AUDITOR, &body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+}
+
+fn brief(status: &str, amount: &str) -> Value {
+    json!({"status": status, "amount": amount})
+}
+
+/// The sample's claims, each with both runs' status and amount (reasons aside).
+fn sample(c: &Value) -> Vec<(String, Value, Value)> {
+    c["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let b = |run: &str| json!({"status": x[run]["status"], "amount": x[run]["amount"]});
+            (x["claim_id"].as_str().unwrap().to_string(), b("baseline"), b("simulated"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn simulations_replay_recorded_claims_under_changed_figures() {
+    let app = spawn_app().await;
+    let api = app.api();
+    // Wuyi qualification training (WY §4(1)1: intermediate 1000, junior 800; 3 a year).
+    let a = id_number("33072319900101001");
+    let b = id_number("33072319910202002");
+    let pensioner = id_number("33072319500303003");
+    let gone = id_number("33072319920404004");
+    record(&api, &wy_qualification("SIM-A1", &a, "6-31-01-03", "intermediate", "SIM-C1", "2020-06-15"), "approved")
+        .await;
+    record(&api, &wy_qualification("SIM-A2", &a, "6-31-01-04", "junior", "SIM-C2", "2020-07-15"), "approved").await;
+    // b: three grants in 2021 (the third is the one a limit of 2 refuses).
+    record(&api, &wy_qualification("SIM-B1", &b, "6-31-01-03", "intermediate", "SIM-C3", "2021-03-01"), "approved")
+        .await;
+    record(&api, &wy_qualification("SIM-B2", &b, "6-31-01-04", "junior", "SIM-C4", "2021-04-01"), "approved").await;
+    record(&api, &wy_qualification("SIM-B3", &b, "6-31-01-05", "junior", "SIM-C5", "2021-05-01"), "approved").await;
+    let mut p = wy_qualification("SIM-P1", &pensioner, "6-31-01-03", "intermediate", "SIM-C6", "2020-06-15");
+    p["applicant"]["receives_monthly_pension"] = json!(true);
+    record(&api, &p, "rejected").await;
+    // A revoked grant is left out of both runs.
+    record(&api, &wy_qualification("SIM-R1", &gone, "6-31-01-03", "intermediate", "SIM-C7", "2020-08-01"), "approved")
+        .await;
+    assert_eq!(api.revoke("SIM-R1").await.status, 200);
+    // Changxing key-group training (CX §3(3): min(fee, cap), senior cap 1500, junior 1000).
+    let c = id_number("33052219850505005");
+    let d = id_number("33052219860606006");
+    let e = id_number("33052219870707007");
+    record(&api, &cx_key_group("SIM-K1", &c, "senior", "SIM-K-C1", "1200.00"), "approved").await;
+    record(&api, &cx_key_group("SIM-K2", &d, "senior", "SIM-K-C2", "1600.00"), "approved").await;
+    record(&api, &cx_key_group("SIM-K3", &e, "junior", "SIM-K-C3", "900.00"), "approved").await;
+
+    // What the real ledger shows before; it must show the same after.
+    let real = |api: Client, b: String| async move {
+        (
+            api.get("/v1/reports/wuyi/2021", AUDITOR).await.body,
+            api.get("/v1/reports/changxing/2020", AUDITOR).await.body,
+            api.usage("wuyi", &b, 2021).await.body,
+            api.get("/v1/claims/SIM-B3/events", AUDITOR).await.body,
+            api.get("/v1/claims?limit=100", AUDITOR).await.body,
+        )
+    };
+    let before = real(api.clone(), b.clone()).await;
+
+    // No changes: both runs equal.
+    let same = simulate(&api, json!({"county": "wuyi"})).await;
+    assert_eq!(same["claims_replayed"], 6, "revoked claim left out: {same}");
+    assert_eq!(same["baseline"], same["simulated"]);
+    assert_eq!(same["policy_version"], same["simulated_policy_version"]);
+    assert_eq!(same["changed"], json!({"claims": 0, "status": 0, "amount": 0}));
+    assert_eq!(same["claims"], json!([]));
+    assert_eq!(same["baseline"]["granted"], json!({"count": 5, "amount": "4400.00"}));
+    let policy = api.get("/v1/policies/wuyi", PLATFORM).await.body;
+    assert_eq!((&same["from"], &same["to"]), (&policy["period"]["from"], &policy["period"]["to"]));
+    assert_eq!(same["policy_version"], policy["version"]);
+
+    // A level's fixed amount raised: every such amount moves, no status changes.
+    let raised = simulate(
+        &api,
+        json!({"county": "wuyi", "changes": [{"parameter": "/rules/qualification_training/levels/intermediate", "value": "1300"}]}),
+    )
+    .await;
+    assert_ne!(raised["simulated_policy_version"], raised["policy_version"]);
+    assert_eq!(raised["changed"], json!({"claims": 2, "status": 0, "amount": 2}));
+    assert_eq!(raised["baseline"]["granted"], json!({"count": 5, "amount": "4400.00"}));
+    assert_eq!(raised["simulated"]["granted"], json!({"count": 5, "amount": "5000.00"}));
+    assert_eq!(raised["simulated"]["by_kind"]["qualification_training"], json!({"count": 5, "amount": "5000.00"}));
+    assert_eq!(raised["simulated"]["by_department"]["unassigned"], json!({"count": 5, "amount": "5000.00"}));
+    assert_eq!(
+        sample(&raised),
+        vec![
+            ("SIM-A1".into(), brief("approved", "1000.00"), brief("approved", "1300.00")),
+            ("SIM-B1".into(), brief("approved", "1000.00"), brief("approved", "1300.00")),
+        ]
+    );
+
+    // The yearly limit lowered to 2 from 2021: b's third grant of 2021 is refused.
+    let limited = simulate(
+        &api,
+        json!({"county": "wuyi", "from": "2020-01-01", "to": "2021-12-31",
+               "changes": [{"parameter": "/annual_limit", "value": 2, "from": "2021-01-01"}], "sample": 5}),
+    )
+    .await;
+    assert_eq!(limited["changed"], json!({"claims": 1, "status": 1, "amount": 1}));
+    assert_eq!(sample(&limited), vec![("SIM-B3".into(), brief("approved", "800.00"), brief("rejected", "0.00"))]);
+    let reasons = &limited["claims"][0]["simulated"]["reasons"];
+    assert!(reasons.as_array().unwrap().contains(&json!("ANNUAL_LIMIT_REACHED")), "{reasons}");
+    assert_eq!(limited["simulated"]["granted"], json!({"count": 4, "amount": "3600.00"}));
+
+    // The window selects claims by event date.
+    let only_2021 = simulate(&api, json!({"county": "wuyi", "from": "2021-01-01"})).await;
+    assert_eq!(only_2021["claims_replayed"], 3);
+
+    // A cap lowered: fees above it are capped, fees below it stay.
+    let capped = simulate(
+        &api,
+        json!({"county": "changxing", "changes": [{"parameter": "/rules/key_group_training/caps/senior", "value": "1300"}], "sample": 0}),
+    )
+    .await;
+    assert_eq!(capped["claims_replayed"], 3);
+    assert_eq!(capped["baseline"]["granted"], json!({"count": 3, "amount": "3600.00"}));
+    assert_eq!(capped["simulated"]["granted"], json!({"count": 3, "amount": "3400.00"}));
+    assert_eq!(capped["changed"], json!({"claims": 1, "status": 0, "amount": 1}));
+    assert_eq!(capped["claims"], json!([]), "sample 0 lists none");
+    let capped = simulate(
+        &api,
+        json!({"county": "changxing", "changes": [{"parameter": "/rules/key_group_training/caps/senior", "value": "1300"}]}),
+    )
+    .await;
+    assert_eq!(sample(&capped), vec![("SIM-K2".into(), brief("approved", "1500.00"), brief("approved", "1300.00"))]);
+
+    // Nothing of the real ledger moved, and claims are still decided.
+    assert_eq!(real(api.clone(), b.clone()).await, before);
+    let after = wy_qualification("SIM-A3", &a, "6-31-01-05", "intermediate", "SIM-C8", "2020-09-01");
+    record(&api, &after, "approved").await;
+}
+
+#[tokio::test]
+async fn bad_simulations_name_every_bad_field_and_only_auditors_and_admins_run_them() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let body = json!({"county": "wuyi", "changes": [
+        {"parameter": "/rules/qualification_training/levels/grandmaster", "value": "1"},
+        {"parameter": "/annual_limit", "value": "three"},
+        {"parameter": "/period", "value": "2020-01-01"},
+        {"parameter": "/trade_friction/kinds", "value": ["craftsman_award"]},
+    ]});
+    let a = api.post("/v1/simulations", ADMIN, &body).await;
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert_eq!(a.body["code"], "VALIDATION_FAILED");
+    assert_eq!(
+        a.error_fields(),
+        vec!["/changes/0/parameter", "/changes/1/value", "/changes/2/parameter", "/changes/3/value"]
+    );
+    let a = api.post("/v1/simulations", AUDITOR, &json!({"county": "narnia", "sample": -1, "to": "soon"})).await;
+    assert_eq!(a.status, 422);
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, vec!["/county", "/sample", "/to"]);
+    for key in [PLATFORM, INSTITUTION] {
+        let a = api.post("/v1/simulations", key, &json!({"county": "wuyi"})).await;
+        assert_eq!(a.status, 403, "{}", a.body);
+    }
+    let a = api.post("/v1/simulations", ADMIN, &json!({"county": "changxing"})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["claims_replayed"], 0);
+    assert_eq!(a.body["baseline"]["granted"], json!({"count": 0, "amount": "0.00"}));
+}
