@@ -97,6 +97,20 @@ pub struct PolicySettings {
     pub epidemic_window_end: String,
 }
 
+impl PolicySettings {
+    /// Loads and checks the policy data these settings name.
+    pub fn load(&self) -> anyhow::Result<crate::policy::Policy> {
+        let window_end = match self.epidemic_window_end.trim() {
+            "" => None,
+            s => Some(
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .with_context(|| format!("policy.epidemic_window_end `{s}` is not a date"))?,
+            ),
+        };
+        crate::policy::Policy::load(&self.dir, window_end).context("loading the policy data")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacySettings {

@@ -17,7 +17,13 @@ const USAGE: &str = "usage:
   subsidy-service export --store PATH     write records, events and directories as JSON lines to stdout
   subsidy-service import --store PATH     restore JSON lines (an export of layout v1 or v2) from stdin into an empty store
   subsidy-service import --store PATH --from V1_PATH
-                                          move a stopped store of layout v1 into an empty layout-v2 store";
+                                          move a stopped store of layout v1 into an empty layout-v2 store
+  subsidy-service simulate --store PATH --county COUNTY --changes FILE
+                  [--from DATE] [--to DATE] [--sample N] [--json OUT] [--csv OUT]
+                                          replay a stopped store's recorded claims under the policy in force and
+                                          under the changes in FILE (a JSON list of changes, or a whole
+                                          POST /v1/simulations body); print the comparison, and write it as
+                                          JSON (everything) or CSV (the totals side by side)";
 
 /// mimalloc instead of the system allocator: the ledger writer and sled
 /// allocate and free node copies at a high rate (scripts/bench.d/RESULTS.md).
@@ -32,6 +38,7 @@ fn main() -> ExitCode {
         Some("check") => store_arg(&args).and_then(check),
         Some("export") => store_arg(&args).and_then(export),
         Some("import") => store_arg(&args).and_then(|p| import(p, &args)),
+        Some("simulate") => store_arg(&args).and_then(|p| simulate(p, &args)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -44,6 +51,14 @@ fn main() -> ExitCode {
             eprintln!("subsidy-service: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The value after `--name`, if the flag is given.
+fn flag<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => Ok(Some(args.get(i + 1).map(String::as_str).with_context(|| format!("{name} needs a value"))?)),
+        None => Ok(None),
     }
 }
 
@@ -109,6 +124,81 @@ fn import(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
         }
     };
     eprintln!("imported {n} records");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
+    use serde_json::{json, Value};
+    use subsidy_service::ledger::ReplayFilter;
+    use subsidy_service::privacy::{Pseudonymizer, Sealer};
+    use subsidy_service::simulation::{parse_request, Simulation};
+
+    let file = flag(args, "--changes")?.context("--changes FILE is required")?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let given: Value = serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))?;
+    let mut body = match given {
+        Value::Array(changes) => json!({ "changes": changes }),
+        Value::Object(o) => Value::Object(o),
+        _ => bail!("{file} holds neither a list of changes nor a simulation request"),
+    };
+    for name in ["county", "from", "to"] {
+        if let Some(v) = flag(args, &format!("--{name}"))? {
+            body[name] = v.into();
+        }
+    }
+    if let Some(n) = flag(args, "--sample")? {
+        body["sample"] = n.parse::<u64>().map_or_else(|_| Value::from(n), Value::from);
+    }
+    let request = match parse_request(&body) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {} ({})", e.field, e.message, e.code);
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let settings = get_settings()?;
+    let policy = settings.policy.load()?;
+    let baseline = policy.county(request.county);
+    let simulated = match baseline.with_changes(&request.changes) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("/changes/{}/{}: {}", e.index, e.field.as_str(), e.message);
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let store = std::sync::Arc::new(open(&path)?);
+    let directory = store.directory(request.county)?.to_directory();
+    let period = &baseline.common.period;
+    let filter = ReplayFilter {
+        county: request.county,
+        from: request.from.unwrap_or(period.from),
+        to: request.to.unwrap_or(period.to),
+    };
+    let secret = settings.privacy.id_hash_secret.expose();
+    let started = std::time::Instant::now();
+    let comparison = Simulation {
+        baseline,
+        simulated: &simulated,
+        directory: &directory,
+        from: filter.from,
+        to: filter.to,
+        sample: request.sample,
+    }
+    .run(ledger::replay_store(&store, filter), &Sealer::new(secret), &Pseudonymizer::new(secret))?;
+    print!("{}", comparison.table());
+    eprintln!("replayed in {:.2} s", started.elapsed().as_secs_f64());
+    if let Some(out) = flag(args, "--json")? {
+        let f = std::fs::File::create(out).with_context(|| format!("creating {out}"))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &comparison)?;
+    }
+    if let Some(out) = flag(args, "--csv")? {
+        let f = std::fs::File::create(out).with_context(|| format!("creating {out}"))?;
+        comparison.write_csv(std::io::BufWriter::new(f))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

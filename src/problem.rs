@@ -101,6 +101,18 @@ impl FieldError {
     }
 }
 
+/// Refuses unknown fields of a small JSON object body, listing them all.
+pub fn only_fields(v: &serde_json::Value, allowed: &[&str]) -> Vec<FieldError> {
+    match v.as_object() {
+        Some(m) => m
+            .keys()
+            .filter(|k| !allowed.contains(&k.as_str()))
+            .map(|k| FieldError::new(format!("/{k}"), "unknown_field", "this field is not part of this request"))
+            .collect(),
+        None => vec![FieldError::new("", "invalid_type", "the body must be a JSON object")],
+    }
+}
+
 /// The problem+json body (RFC 9457).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Problem {

@@ -11,13 +11,130 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::{fmt2, parse_claim, Claim, County};
 use crate::ledger::{LedgerError, Submissions};
-use crate::policy::CountyPolicy;
+use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
+use crate::problem::{only_fields, FieldError};
 use crate::rules::{decide, Directory, LedgerKey, LedgerReadError, LedgerView, Status};
+
+/// Changes one simulation may make.
+pub const MAX_CHANGES: usize = 100;
+/// Changed claims one answer may list.
+pub const MAX_SAMPLE: usize = 1000;
+const DEFAULT_SAMPLE: usize = 20;
+
+/// A simulation request (API.md §8), checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub county: County,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub changes: Vec<ParamChange>,
+    pub sample: usize,
+}
+
+fn date_at(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Option<NaiveDate> {
+    let parsed = v.as_str().filter(|s| s.len() == 10).and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
+    if parsed.is_none() {
+        errs.push(FieldError::new(field, "invalid_date", "a date YYYY-MM-DD"));
+    }
+    parsed
+}
+
+/// Checks a simulation request, naming every bad field.
+pub fn parse_request(body: &Value) -> Result<Request, Vec<FieldError>> {
+    let mut errs = only_fields(body, &["county", "from", "to", "changes", "sample"]);
+    let county = match body.get("county") {
+        Some(Value::String(s)) => County::parse(s).or_else(|| {
+            errs.push(FieldError::new("/county", "invalid_value", "`wuyi` or `changxing`"));
+            None
+        }),
+        Some(_) => {
+            errs.push(FieldError::new("/county", "invalid_type", "must be a string"));
+            None
+        }
+        None => {
+            if body.is_object() {
+                errs.push(FieldError::new("/county", "required", "this field is required"));
+            }
+            None
+        }
+    };
+    let from = body.get("from").filter(|v| !v.is_null()).and_then(|v| date_at(v, "/from", &mut errs));
+    let to = body.get("to").filter(|v| !v.is_null()).and_then(|v| date_at(v, "/to", &mut errs));
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            errs.push(FieldError::new("/to", "out_of_range", "`to` is before `from`"));
+        }
+    }
+    let sample = match body.get("sample").filter(|v| !v.is_null()) {
+        None => DEFAULT_SAMPLE,
+        Some(v) => match v.as_u64() {
+            Some(n) if n as usize <= MAX_SAMPLE => n as usize,
+            _ => {
+                errs.push(FieldError::new("/sample", "out_of_range", format!("a whole number from 0 to {MAX_SAMPLE}")));
+                0
+            }
+        },
+    };
+    let mut changes = Vec::new();
+    match body.get("changes").filter(|v| !v.is_null()) {
+        None => {}
+        Some(Value::Array(list)) if list.len() > MAX_CHANGES => {
+            errs.push(FieldError::new("/changes", "out_of_range", format!("at most {MAX_CHANGES} changes")));
+        }
+        Some(Value::Array(list)) => {
+            for (i, c) in list.iter().enumerate() {
+                let base = format!("/changes/{i}");
+                for f in only_fields(c, &["parameter", "value", "from"]) {
+                    errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
+                }
+                if !c.is_object() {
+                    continue;
+                }
+                let parameter = match c.get("parameter") {
+                    Some(Value::String(s)) if s.starts_with('/') && s.len() <= 300 => Some(s.clone()),
+                    Some(Value::String(_)) => {
+                        errs.push(FieldError::new(
+                            format!("{base}/parameter"),
+                            "invalid_format",
+                            "a JSON pointer such as /annual_limit",
+                        ));
+                        None
+                    }
+                    Some(_) => {
+                        errs.push(FieldError::new(format!("{base}/parameter"), "invalid_type", "must be a string"));
+                        None
+                    }
+                    None => {
+                        errs.push(FieldError::new(format!("{base}/parameter"), "required", "this field is required"));
+                        None
+                    }
+                };
+                let value = c.get("value").filter(|v| !v.is_null()).cloned();
+                if value.is_none() {
+                    errs.push(FieldError::new(format!("{base}/value"), "required", "this field is required"));
+                }
+                let from = c.get("from").filter(|v| !v.is_null());
+                let from_date = from.and_then(|v| date_at(v, &format!("{base}/from"), &mut errs));
+                if let (Some(parameter), Some(value)) = (parameter, value) {
+                    if from.is_none() || from_date.is_some() {
+                        changes.push(ParamChange { parameter, value, from: from_date });
+                    }
+                }
+            }
+        }
+        Some(_) => errs.push(FieldError::new("/changes", "invalid_type", "must be an array of changes")),
+    }
+    match (errs.is_empty(), county) {
+        (true, Some(county)) => Ok(Request { county, from, to, changes, sample }),
+        _ => Err(errs),
+    }
+}
 
 /// A ledger that lives for one run: what the run's grants hold.
 #[derive(Default)]
@@ -263,6 +380,98 @@ impl Simulation<'_> {
     }
 }
 
+/// One line of the side-by-side totals: what both runs granted under a heading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TotalsLine {
+    /// `granted`, `kind` or `department`.
+    pub section: &'static str,
+    pub name: String,
+    pub baseline_count: u64,
+    #[serde(serialize_with = "as_amount")]
+    pub baseline_amount: Decimal,
+    pub simulated_count: u64,
+    #[serde(serialize_with = "as_amount")]
+    pub simulated_amount: Decimal,
+    pub count_change: i64,
+    #[serde(serialize_with = "as_amount")]
+    pub amount_change: Decimal,
+}
+
+impl Comparison {
+    /// Both runs' totals side by side: the whole, then by kind, then by department.
+    pub fn lines(&self) -> Vec<TotalsLine> {
+        let line = |section, name: &str, b: Option<&Granted>, s: Option<&Granted>| {
+            let (b, s) = (b.cloned().unwrap_or_default(), s.cloned().unwrap_or_default());
+            TotalsLine {
+                section,
+                name: name.to_string(),
+                baseline_count: b.count,
+                baseline_amount: b.amount,
+                simulated_count: s.count,
+                simulated_amount: s.amount,
+                count_change: i64::try_from(s.count).unwrap_or(i64::MAX) - i64::try_from(b.count).unwrap_or(i64::MAX),
+                amount_change: s.amount - b.amount,
+            }
+        };
+        let mut out = vec![line("granted", "all", Some(&self.baseline.granted), Some(&self.simulated.granted))];
+        for (section, b, s) in [
+            ("kind", &self.baseline.by_kind, &self.simulated.by_kind),
+            ("department", &self.baseline.by_department, &self.simulated.by_department),
+        ] {
+            let names: std::collections::BTreeSet<&String> = b.keys().chain(s.keys()).collect();
+            out.extend(names.into_iter().map(|n| line(section, n, b.get(n), s.get(n))));
+        }
+        out
+    }
+
+    /// The comparison as a text table, for a terminal.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{} {}..{}: {} claims replayed ({} without the claim as submitted)",
+            self.county, self.from, self.to, self.claims_replayed, self.claims_without_submission
+        );
+        let _ = writeln!(t, "policy    {}\nsimulated {}\n", self.policy_version, self.simulated_policy_version);
+        let _ = writeln!(
+            t,
+            "{:<40} {:>8} {:>14} {:>8} {:>14} {:>8} {:>14}",
+            "", "baseline", "amount", "simul.", "amount", "change", "amount"
+        );
+        for l in self.lines() {
+            let _ = writeln!(
+                t,
+                "{:<40} {:>8} {:>14} {:>8} {:>14} {:>+8} {:>14}",
+                format!("{} {}", l.section, l.name),
+                l.baseline_count,
+                fmt2(l.baseline_amount),
+                l.simulated_count,
+                fmt2(l.simulated_amount),
+                l.count_change,
+                fmt2(l.amount_change),
+            );
+        }
+        let c = &self.changed;
+        let _ = writeln!(t, "\nchanged: {} claims ({} in status, {} in amount)", c.claims, c.status, c.amount);
+        for x in &self.claims {
+            let b = |r: &Brief| format!("{:?} {}", r.status, fmt2(r.amount)).to_lowercase();
+            let _ = writeln!(t, "  {:<40} {:>22} -> {}", x.claim_id, b(&x.baseline), b(&x.simulated));
+        }
+        t
+    }
+
+    /// The side-by-side totals as CSV (a header, then [`Comparison::lines`]).
+    pub fn write_csv(&self, out: impl std::io::Write) -> anyhow::Result<()> {
+        let mut w = csv::Writer::from_writer(out);
+        for l in self.lines() {
+            w.serialize(l)?;
+        }
+        w.flush()?;
+        Ok(())
+    }
+}
+
 /// A recorded claim as the rules read it: its sealed fields opened, parsed as
 /// when it arrived. `None` for a record without the claim as submitted.
 fn decode(
@@ -280,4 +489,49 @@ fn decode(
     })?;
     let person = claim.applicant.as_ref().map(|a| pseudonymizer.person_key(&a.id_number));
     Ok(Some(Replay { claim, person }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fields(v: Value) -> Vec<String> {
+        match parse_request(&v) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|f| f.field).collect(),
+        }
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let bad = json!({
+            "county": "hangzhou", "from": "2020-13-01", "to": 5, "sample": 1001, "extra": 1,
+            "changes": [
+                {"parameter": "annual_limit", "value": 2},
+                {"value": 2, "from": "2021-02-30", "note": "x"},
+                {"parameter": "/annual_limit"}
+            ]
+        });
+        let mut got = fields(bad);
+        got.sort();
+        let mut want = vec![
+            "/county",
+            "/from",
+            "/to",
+            "/sample",
+            "/extra",
+            "/changes/0/parameter",
+            "/changes/1/parameter",
+            "/changes/1/from",
+            "/changes/1/note",
+            "/changes/2/value",
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(fields(json!({"county": "wuyi", "from": "2021-01-01", "to": "2020-01-01"})), vec!["/to"]);
+        assert_eq!(fields(json!({"county": "wuyi", "changes": {}})), vec!["/changes"]);
+        assert!(fields(json!({"county": "changxing", "changes": [], "sample": 0})).is_empty());
+    }
 }

@@ -14,7 +14,6 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, Error, HttpResponse, HttpServer};
 use anyhow::Context;
-use chrono::NaiveDate;
 use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
@@ -23,7 +22,6 @@ use crate::auth::KeyTable;
 use crate::configuration::Settings;
 use crate::ledger::{EmbeddedLedger, LedgerService, Store};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
 use crate::privacy::{Pseudonymizer, Sealer};
 use crate::problem::ApiError;
 use crate::routes::{self, AppState};
@@ -40,14 +38,7 @@ impl Application {
     /// Opens the store, loads and checks the policy, starts the writer and
     /// binds the listener (port 0 picks a free port).
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
-        let window_end = match settings.policy.epidemic_window_end.trim() {
-            "" => None,
-            s => Some(
-                NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                    .with_context(|| format!("policy.epidemic_window_end `{s}` is not a date"))?,
-            ),
-        };
-        let policy = Arc::new(Policy::load(&settings.policy.dir, window_end).context("loading the policy data")?);
+        let policy = Arc::new(settings.policy.load()?);
         let store = Store::open(&settings.store.path, settings.store.cache_capacity_bytes)?;
         let ledger: Arc<dyn LedgerService> =
             EmbeddedLedger::start(store, policy.clone(), settings.store.group_commit_max)?;

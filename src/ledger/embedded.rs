@@ -87,6 +87,16 @@ fn poisoned() -> LedgerError {
     LedgerError::Unavailable("the ledger state lock is poisoned".into())
 }
 
+/// The claims as submitted that `filter` selects among the records numbered
+/// below `before`.
+pub(crate) fn replay(store: &Arc<Store>, before: u64, filter: ReplayFilter) -> Submissions {
+    let rows = store.submissions(before, move |h| filter.keeps(h));
+    Box::new(rows.map(|row| {
+        let (seq, h, part) = row?;
+        Ok(Submitted { seq, claim_id: h.claim_id, submitted: part.submitted })
+    }))
+}
+
 /// Runs blocking store work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> Result<T, LedgerError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| LedgerError::Unavailable(e.to_string()))?.map_err(Into::into)
@@ -271,11 +281,7 @@ impl LedgerService for EmbeddedLedger {
 
     fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError> {
         let durable = self.state.read().map_err(|_| poisoned())?.next_seq();
-        let rows = self.store.submissions(durable, move |h| filter.keeps(h));
-        Ok(Box::new(rows.map(|row| {
-            let (seq, h, part) = row?;
-            Ok(Submitted { seq, claim_id: h.claim_id, submitted: part.submitted })
-        })))
+        Ok(replay(&self.store, durable, filter))
     }
 
     fn directory(&self, county: County) -> Arc<Directory> {

@@ -156,6 +156,12 @@ pub struct Submitted {
 /// Recorded claims read one after another (see [`LedgerService::submissions`]).
 pub type Submissions = Box<dyn Iterator<Item = Result<Submitted, LedgerError>> + Send>;
 
+/// The claims as submitted that `filter` selects in a stopped store (the
+/// offline `simulate` command).
+pub fn replay_store(store: &Arc<Store>, filter: ReplayFilter) -> Submissions {
+    embedded::replay(store, u64::MAX, filter)
+}
+
 /// The ledger's seam. The embedded backend implements it; a networked one
 /// (a shared database for several replicas) implements the same calls.
 /// Every call that may wait on storage is async; a failed read or write is

@@ -24,6 +24,7 @@ use crate::ledger::{ClaimItem, LedgerError, LedgerService};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::privacy::{Pseudonymizer, Sealer};
+pub use crate::problem::only_fields;
 use crate::problem::{ApiError, FieldError};
 
 /// What every handler shares; built once at start.
@@ -145,16 +146,4 @@ pub fn internal(e: anyhow::Error) -> ApiError {
 /// A county named in a path; unknown counties are not found.
 pub fn county_path(s: &str) -> Result<County, ApiError> {
     County::parse(s).ok_or_else(|| ApiError::NotFound(format!("no county `{s}`; counties are wuyi and changxing")))
-}
-
-/// Refuses unknown fields of a small JSON object body, listing them all.
-pub fn only_fields(v: &Value, allowed: &[&str]) -> Vec<FieldError> {
-    match v.as_object() {
-        Some(m) => m
-            .keys()
-            .filter(|k| !allowed.contains(&k.as_str()))
-            .map(|k| FieldError::new(format!("/{k}"), "unknown_field", "this field is not part of this request"))
-            .collect(),
-        None => vec![FieldError::new("", "invalid_type", "the body must be a JSON object")],
-    }
 }

@@ -4,24 +4,18 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{ledger_error, only_fields, read_json, AppState};
+use super::{ledger_error, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::County;
 use crate::ledger::{LedgerError, ReplayFilter};
-use crate::policy::{ChangeError, ParamChange};
+use crate::policy::ChangeError;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::simulation::{Comparison, Simulation};
+use crate::simulation::{parse_request, Comparison, Simulation};
 
-/// Changes one simulation may make.
-pub const MAX_CHANGES: usize = 100;
-/// Changed claims one answer may list.
-pub const MAX_SAMPLE: usize = 1000;
-const DEFAULT_SAMPLE: usize = 20;
 /// Seconds a client is asked to wait while its county's simulation runs.
 const RETRY_AFTER_SECS: u64 = 5;
 const BODY_LIMIT: usize = 256 * 1024;
@@ -88,112 +82,6 @@ pub struct SimulationRequest {
     pub sample: Option<u32>,
 }
 
-struct Parsed {
-    county: County,
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-    changes: Vec<ParamChange>,
-    sample: usize,
-}
-
-fn date_at(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Option<NaiveDate> {
-    let parsed = v.as_str().filter(|s| s.len() == 10).and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
-    if parsed.is_none() {
-        errs.push(FieldError::new(field, "invalid_date", "a date YYYY-MM-DD"));
-    }
-    parsed
-}
-
-fn parse(body: &Value) -> Result<Parsed, Vec<FieldError>> {
-    let mut errs = only_fields(body, &["county", "from", "to", "changes", "sample"]);
-    let county = match body.get("county") {
-        Some(Value::String(s)) => County::parse(s).or_else(|| {
-            errs.push(FieldError::new("/county", "invalid_value", "`wuyi` or `changxing`"));
-            None
-        }),
-        Some(_) => {
-            errs.push(FieldError::new("/county", "invalid_type", "must be a string"));
-            None
-        }
-        None => {
-            if body.is_object() {
-                errs.push(FieldError::new("/county", "required", "this field is required"));
-            }
-            None
-        }
-    };
-    let from = body.get("from").filter(|v| !v.is_null()).and_then(|v| date_at(v, "/from", &mut errs));
-    let to = body.get("to").filter(|v| !v.is_null()).and_then(|v| date_at(v, "/to", &mut errs));
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            errs.push(FieldError::new("/to", "out_of_range", "`to` is before `from`"));
-        }
-    }
-    let sample = match body.get("sample").filter(|v| !v.is_null()) {
-        None => DEFAULT_SAMPLE,
-        Some(v) => match v.as_u64() {
-            Some(n) if n as usize <= MAX_SAMPLE => n as usize,
-            _ => {
-                errs.push(FieldError::new("/sample", "out_of_range", format!("a whole number from 0 to {MAX_SAMPLE}")));
-                0
-            }
-        },
-    };
-    let mut changes = Vec::new();
-    match body.get("changes").filter(|v| !v.is_null()) {
-        None => {}
-        Some(Value::Array(list)) if list.len() > MAX_CHANGES => {
-            errs.push(FieldError::new("/changes", "out_of_range", format!("at most {MAX_CHANGES} changes")));
-        }
-        Some(Value::Array(list)) => {
-            for (i, c) in list.iter().enumerate() {
-                let base = format!("/changes/{i}");
-                for f in only_fields(c, &["parameter", "value", "from"]) {
-                    errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
-                }
-                if !c.is_object() {
-                    continue;
-                }
-                let parameter = match c.get("parameter") {
-                    Some(Value::String(s)) if s.starts_with('/') && s.len() <= 300 => Some(s.clone()),
-                    Some(Value::String(_)) => {
-                        errs.push(FieldError::new(
-                            format!("{base}/parameter"),
-                            "invalid_format",
-                            "a JSON pointer such as /annual_limit",
-                        ));
-                        None
-                    }
-                    Some(_) => {
-                        errs.push(FieldError::new(format!("{base}/parameter"), "invalid_type", "must be a string"));
-                        None
-                    }
-                    None => {
-                        errs.push(FieldError::new(format!("{base}/parameter"), "required", "this field is required"));
-                        None
-                    }
-                };
-                let value = c.get("value").filter(|v| !v.is_null()).cloned();
-                if value.is_none() {
-                    errs.push(FieldError::new(format!("{base}/value"), "required", "this field is required"));
-                }
-                let from = c.get("from").filter(|v| !v.is_null());
-                let from_date = from.and_then(|v| date_at(v, &format!("{base}/from"), &mut errs));
-                if let (Some(parameter), Some(value)) = (parameter, value) {
-                    if from.is_none() || from_date.is_some() {
-                        changes.push(ParamChange { parameter, value, from: from_date });
-                    }
-                }
-            }
-        }
-        Some(_) => errs.push(FieldError::new("/changes", "invalid_type", "must be an array of changes")),
-    }
-    match (errs.is_empty(), county) {
-        (true, Some(county)) => Ok(Parsed { county, from, to, changes, sample }),
-        _ => Err(errs),
-    }
-}
-
 fn change_errors(errs: Vec<ChangeError>) -> ApiError {
     ApiError::Validation(
         errs.into_iter()
@@ -241,7 +129,7 @@ pub async fn simulate(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::Simulate)?;
     let body = read_json(&req, payload, BODY_LIMIT).await?;
-    let p = parse(&body).map_err(ApiError::Validation)?;
+    let p = parse_request(&body).map_err(ApiError::Validation)?;
     let baseline = state.policy.county(p.county);
     let simulated = baseline.with_changes(&p.changes).map_err(change_errors)?;
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
@@ -280,47 +168,7 @@ pub async fn simulate(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    fn fields(v: Value) -> Vec<String> {
-        match parse(&v) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.into_iter().map(|f| f.field).collect(),
-        }
-    }
-
-    #[test]
-    fn every_bad_field_is_named() {
-        let bad = json!({
-            "county": "hangzhou", "from": "2020-13-01", "to": 5, "sample": 1001, "extra": 1,
-            "changes": [
-                {"parameter": "annual_limit", "value": 2},
-                {"value": 2, "from": "2021-02-30", "note": "x"},
-                {"parameter": "/annual_limit"}
-            ]
-        });
-        let mut got = fields(bad);
-        got.sort();
-        let mut want = vec![
-            "/county",
-            "/from",
-            "/to",
-            "/sample",
-            "/extra",
-            "/changes/0/parameter",
-            "/changes/1/parameter",
-            "/changes/1/from",
-            "/changes/1/note",
-            "/changes/2/value",
-        ];
-        want.sort();
-        assert_eq!(got, want);
-        assert_eq!(fields(json!({"county": "wuyi", "from": "2021-01-01", "to": "2020-01-01"})), vec!["/to"]);
-        assert_eq!(fields(json!({"county": "wuyi", "changes": {}})), vec!["/changes"]);
-        assert!(fields(json!({"county": "changxing", "changes": [], "sample": 0})).is_empty());
-    }
 
     #[test]
     fn one_simulation_per_county_at_a_time() {

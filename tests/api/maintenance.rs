@@ -205,3 +205,68 @@ async fn a_layout_v1_store_moves_to_v2_with_every_decision() {
     assert_eq!(report_years, granted_wuyi, "report totals recounted from the records");
     app.stop();
 }
+
+#[tokio::test]
+async fn the_offline_simulation_answers_as_the_service_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    let p = id_number("33072319940101001");
+    for (i, (occ, level)) in [
+        ("6-31-01-03", "intermediate"),
+        ("6-18-02-04", "junior"),
+        ("4-03-02-01", "intermediate"),
+        ("4-07-05-01", "junior"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let claim = wy_qualification(&format!("SO-{i}"), &p, occ, level, &format!("SO-C{i}"), "2021-05-01");
+        assert_eq!(api.post_claim(&claim).await.status, 201);
+    }
+    let changes = json!([
+        {"parameter": "/rules/qualification_training/levels/intermediate", "value": "1200"},
+        {"parameter": "/annual_limit", "value": 2}
+    ]);
+    let online =
+        api.post("/v1/simulations", crate::helpers::AUDITOR, &json!({"county": "wuyi", "changes": changes})).await;
+    assert_eq!(online.status, 200, "{}", online.body);
+    // The first intermediate grant raised to 1200; the second refused at the limit of 2; the
+    // fourth claim was refused at the limit of 3 and stays refused.
+    assert_eq!(online.body["changed"], json!({"claims": 2, "status": 1, "amount": 2}));
+    app.stop();
+
+    let file = dir.path().join("changes.json");
+    std::fs::write(&file, changes.to_string()).unwrap();
+    let (json_out, csv_out) = (dir.path().join("out.json"), dir.path().join("out.csv"));
+    let run = bin()
+        .args(["simulate", "--store"])
+        .arg(&store)
+        .args(["--county", "wuyi", "--changes"])
+        .arg(&file)
+        .arg("--json")
+        .arg(&json_out)
+        .arg("--csv")
+        .arg(&csv_out)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{table}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(table.contains("changed: 2 claims (1 in status, 2 in amount)"), "{table}");
+    let offline: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    assert_eq!(offline, online.body, "the same engine offline and online");
+    let csv = std::fs::read_to_string(&csv_out).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("section,name,baseline_count,baseline_amount,simulated_count,simulated_amount,count_change,amount_change")
+    );
+    assert_eq!(lines.next(), Some("granted,all,3,2800.00,2,2000.00,-1,-800.00"), "{csv}");
+
+    let mut bad = bin();
+    let bad = bad.args(["simulate", "--store"]).arg(&store).args(["--county", "wuyi", "--changes"]).arg(&file);
+    let bad = bad.args(["--sample", "5000"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/sample"));
+}
