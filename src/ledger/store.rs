@@ -196,7 +196,9 @@ impl DeviceSync {
             let e = e?;
             let name = e.file_name();
             if !self.synced_blobs.contains(&name) {
-                File::open(e.path())?.sync_data()?;
+                if !sync_file(&e.path())? {
+                    continue;
+                }
                 syncs += 1;
                 added = true;
             }
@@ -208,6 +210,18 @@ impl DeviceSync {
         }
         self.synced_blobs = present;
         Ok(syncs)
+    }
+}
+
+/// Syncs a file's data to the device; `false` when the file is gone: sled
+/// removes a blob whose value was replaced, possibly between the listing of
+/// the blob directory and this call, and a removed blob holds nothing that
+/// must survive.
+fn sync_file(path: &Path) -> std::io::Result<bool> {
+    match File::open(path) {
+        Ok(f) => f.sync_data().map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -565,6 +579,17 @@ fn seq_of(k: &[u8]) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_removed_before_its_sync_is_skipped_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("1234");
+        std::fs::write(&blob, b"value").unwrap();
+        assert!(sync_file(&blob).unwrap());
+        std::fs::remove_file(&blob).unwrap();
+        assert!(!sync_file(&blob).unwrap(), "a blob sled removed meanwhile");
+        assert!(sync_file(&dir.path().join("no-such-dir/x")).is_ok_and(|synced| !synced));
+    }
 
     #[test]
     fn pages_round_trip_and_the_index_finds_each_records_page() {
