@@ -131,9 +131,13 @@ impl Sealer {
 
     /// The claim exactly as submitted.
     pub fn unseal_claim(&self, stored: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.unseal_owned(stored.clone())
+    }
+
+    /// [`Sealer::unseal_claim`] of a claim the caller gives up.
+    pub fn unseal_owned(&self, mut v: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         use anyhow::Context;
         use chacha20poly1305::aead::Aead;
-        let mut v = stored.clone();
         let Some(sealed) = v.as_object_mut().and_then(|o| o.remove("sealed")) else { return Ok(v) };
         let field = |k: &str| -> anyhow::Result<Vec<u8>> {
             hex::decode(sealed.get(k).and_then(serde_json::Value::as_str).context("a sealed claim lacks a field")?)

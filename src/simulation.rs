@@ -6,7 +6,7 @@
 //! caps and tranches act as they did, and the two runs' decisions are
 //! compared claim by claim.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -15,7 +15,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::{fmt2, parse_claim, Claim, County};
-use crate::ledger::{LedgerError, Submissions};
+use crate::ledger::keys::{digest, KeyDigest};
+use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
 use crate::problem::{only_fields, FieldError};
@@ -136,23 +137,25 @@ pub fn parse_request(body: &Value) -> Result<Request, Vec<FieldError>> {
     }
 }
 
-/// A ledger that lives for one run: what the run's grants hold.
+/// A ledger that lives for one run: what the run's grants hold, under the
+/// keys' digests as in the real ledger (a few bytes a key, so that a run over
+/// a million claims stays small).
 #[derive(Default)]
 struct Scratch {
-    counts: HashMap<LedgerKey, u32>,
-    holders: HashMap<LedgerKey, String>,
-    totals: HashMap<LedgerKey, Decimal>,
+    counts: hashbrown::HashMap<KeyDigest, u32>,
+    holders: hashbrown::HashMap<KeyDigest, String>,
+    totals: hashbrown::HashMap<KeyDigest, Decimal>,
 }
 
 impl LedgerView for Scratch {
     fn count(&self, key: &LedgerKey) -> Result<u32, LedgerReadError> {
-        Ok(self.counts.get(key).copied().unwrap_or(0))
+        Ok(self.counts.get(&digest(key)).copied().unwrap_or(0))
     }
     fn holder(&self, key: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
-        Ok(self.holders.get(key).cloned())
+        Ok(self.holders.get(&digest(key)).cloned())
     }
     fn total(&self, key: &LedgerKey) -> Result<Decimal, LedgerReadError> {
-        Ok(self.totals.get(key).copied().unwrap_or_default())
+        Ok(self.totals.get(&digest(key)).copied().unwrap_or_default())
     }
 }
 
@@ -258,13 +261,13 @@ impl<'a> Run<'a> {
         if d.status == Status::Approved {
             let e = o.effects;
             if let Some(k) = e.count {
-                *self.ledger.counts.entry(k).or_default() += 1;
+                *self.ledger.counts.entry(digest(&k)).or_default() += 1;
             }
             for k in e.keys {
-                self.ledger.holders.insert(k, r.claim.claim_id.as_str().to_string());
+                self.ledger.holders.insert(digest(&k), r.claim.claim_id.as_str().to_string());
             }
             for (k, v) in e.totals {
-                *self.ledger.totals.entry(k).or_default() += v;
+                *self.ledger.totals.entry(digest(&k)).or_default() += v;
             }
             let t = &mut self.totals;
             t.granted.add(o.amount);
@@ -293,62 +296,97 @@ pub struct Simulation<'a> {
     pub sample: usize,
 }
 
-/// Claims decoded at a time: one thread decodes the next chunk while the
-/// other decides this one.
-const CHUNK: usize = 2048;
+/// Claims read, decoded and decided at a time.
+const CHUNK: usize = 1024;
+/// Threads opening and parsing recorded claims.
+const DECODERS: usize = 2;
+
+type Decoded = Result<Vec<Option<Replay>>, LedgerError>;
 
 impl Simulation<'_> {
     /// Replays `source` (the recorded claims in recording order) in both
-    /// runs. Runs on the calling thread and one more, which reads the store,
-    /// opens the sealed fields and parses the claims.
+    /// runs, as a pipeline of chunks: one thread reads the store, two open the
+    /// sealed fields and parse the claims, and the two runs decide each chunk
+    /// side by side (the simulated run on a thread of its own), in order.
     pub fn run(
         &self,
         source: Submissions,
         sealer: &Sealer,
         pseudonymizer: &Pseudonymizer,
     ) -> Result<Comparison, LedgerError> {
-        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<Option<Replay>>, LedgerError>>(4);
+        let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<Submitted>)>(DECODERS * 2);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<(usize, Decoded)>(DECODERS * 2);
         std::thread::scope(|s| {
+            let read_failed = done_tx.clone();
             s.spawn(move || {
                 let mut chunk = Vec::with_capacity(CHUNK);
+                let mut index = 0;
                 for row in source {
-                    let decoded = row.and_then(|r| decode(r.claim_id, r.submitted, sealer, pseudonymizer));
-                    match decoded {
+                    match row {
                         Ok(r) => chunk.push(r),
                         Err(e) => {
-                            let _ = tx.send(Err(e));
+                            let _ = read_failed.send((index, Err(e)));
                             return;
                         }
                     }
-                    if chunk.len() == CHUNK
-                        && tx.send(Ok(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err()
-                    {
-                        return;
+                    if chunk.len() == CHUNK {
+                        if work_tx.send((index, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
+                            return;
+                        }
+                        index += 1;
                     }
                 }
-                let _ = tx.send(Ok(chunk));
+                let _ = work_tx.send((index, chunk));
             });
-            self.decide_all(rx)
+            for _ in 0..DECODERS {
+                let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+                s.spawn(move || {
+                    for (index, chunk) in work_rx {
+                        let decoded = chunk
+                            .into_iter()
+                            .map(|r| decode(r.claim_id, r.submitted, sealer, pseudonymizer))
+                            .collect::<Result<Vec<_>, _>>();
+                        if done_tx.send((index, decoded)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop((work_rx, done_tx));
+            self.decide_all(in_order(done_rx), s)
         })
     }
 
-    fn decide_all(
-        &self,
-        rx: crossbeam_channel::Receiver<Result<Vec<Option<Replay>>, LedgerError>>,
+    fn decide_all<'s, 'e: 's>(
+        &'e self,
+        chunks: impl Iterator<Item = Decoded>,
+        scope: &'s std::thread::Scope<'s, 'e>,
     ) -> Result<Comparison, LedgerError> {
         let mut baseline = Run::new(self.baseline, self.directory);
-        let mut simulated = Run::new(self.simulated, self.directory);
+        // The simulated run decides each chunk on its own thread meanwhile.
+        let (sim_tx, sim_rx) = crossbeam_channel::bounded::<std::sync::Arc<Vec<Option<Replay>>>>(1);
+        let (briefs_tx, briefs_rx) = crossbeam_channel::bounded::<Result<Vec<Brief>, LedgerError>>(1);
+        let simulated_run = scope.spawn(move || {
+            let mut simulated = Run::new(self.simulated, self.directory);
+            for chunk in sim_rx {
+                let briefs = chunk.iter().flatten().map(|r| simulated.decide(r)).collect();
+                if briefs_tx.send(briefs).is_err() {
+                    break;
+                }
+            }
+            simulated.totals
+        });
         let (mut replayed, mut without) = (0, 0);
         let mut changed = ChangedCounts::default();
         let mut claims = Vec::new();
-        for chunk in rx {
-            for r in chunk? {
-                let Some(r) = r else {
-                    without += 1;
-                    continue;
-                };
+        for chunk in chunks {
+            let chunk = std::sync::Arc::new(chunk?);
+            sim_tx.send(chunk.clone()).map_err(|_| LedgerError::Unavailable("the simulated run stopped".into()))?;
+            let base: Vec<Brief> = chunk.iter().flatten().map(|r| baseline.decide(r)).collect::<Result<_, _>>()?;
+            let sim = briefs_rx.recv().map_err(|_| LedgerError::Unavailable("the simulated run stopped".into()))??;
+            without += chunk.iter().filter(|r| r.is_none()).count() as u64;
+            for ((r, b), s) in chunk.iter().flatten().zip(base).zip(sim) {
                 replayed += 1;
-                let (b, s) = (baseline.decide(&r)?, simulated.decide(&r)?);
                 let (status, amount) = (b.status != s.status, b.amount != s.amount);
                 if status || amount {
                     changed.claims += 1;
@@ -364,6 +402,9 @@ impl Simulation<'_> {
                 }
             }
         }
+        drop(sim_tx);
+        let simulated =
+            simulated_run.join().map_err(|_| LedgerError::Unavailable("the simulated run failed".into()))?;
         Ok(Comparison {
             county: self.baseline.county(),
             from: self.from,
@@ -373,11 +414,31 @@ impl Simulation<'_> {
             claims_replayed: replayed,
             claims_without_submission: without,
             baseline: baseline.totals,
-            simulated: simulated.totals,
+            simulated,
             changed,
             claims,
         })
     }
+}
+
+/// Chunks numbered 0, 1, 2… arriving in any order, given back in order.
+fn in_order(rx: crossbeam_channel::Receiver<(usize, Decoded)>) -> impl Iterator<Item = Decoded> {
+    let mut waiting = BTreeMap::new();
+    let mut next = 0;
+    std::iter::from_fn(move || loop {
+        if let Some(chunk) = waiting.remove(&next) {
+            next += 1;
+            return Some(chunk);
+        }
+        match rx.recv() {
+            // A failed read ends the replay wherever it happened.
+            Ok((_, Err(e))) => return Some(Err(e)),
+            Ok((index, chunk)) => {
+                waiting.insert(index, chunk);
+            }
+            Err(_) => return None,
+        }
+    })
 }
 
 /// One line of the side-by-side totals: what both runs granted under a heading.
@@ -482,7 +543,7 @@ fn decode(
 ) -> Result<Option<Replay>, LedgerError> {
     let Some(stored) = submitted else { return Ok(None) };
     let unreadable = |why: String| LedgerError::Unavailable(format!("recorded claim {claim_id}: {why}"));
-    let body = sealer.unseal_claim(&stored).map_err(|e| unreadable(format!("{e:#}")))?;
+    let body = sealer.unseal_owned(stored).map_err(|e| unreadable(format!("{e:#}")))?;
     let claim = parse_claim(&body).map_err(|errs| {
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         unreadable(format!("the claim as submitted no longer parses ({})", fields.join(", ")))
