@@ -132,6 +132,21 @@ async fn simulations_replay_recorded_claims_under_changed_figures() {
     assert!(reasons.as_array().unwrap().contains(&json!("ANNUAL_LIMIT_REACHED")), "{reasons}");
     assert_eq!(limited["simulated"]["granted"], json!({"count": 4, "amount": "3600.00"}));
 
+    // Both changes at once (the README's example).
+    let both = simulate(
+        &api,
+        json!({"county": "wuyi", "sample": 2, "changes": [
+            {"parameter": "/rules/qualification_training/levels/intermediate", "value": "1300"},
+            {"parameter": "/annual_limit", "value": 2, "from": "2021-01-01"}]}),
+    )
+    .await;
+    assert_eq!(both["changed"], json!({"claims": 3, "status": 1, "amount": 3}));
+    assert_eq!(both["simulated"]["granted"], json!({"count": 4, "amount": "4200.00"}));
+    assert_eq!(sample(&both).len(), 2, "bounded by sample");
+    if std::env::var_os("SHOW_SIMULATION").is_some() {
+        eprintln!("{}", serde_json::to_string_pretty(&both).unwrap());
+    }
+
     // The window selects claims by event date.
     let only_2021 = simulate(&api, json!({"county": "wuyi", "from": "2021-01-01"})).await;
     assert_eq!(only_2021["claims_replayed"], 3);
