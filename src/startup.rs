@@ -72,6 +72,7 @@ impl Application {
                 .wrap(from_fn(observe))
                 .configure(routes_config)
                 .service(web::redirect("/swagger-ui", "/swagger-ui/"))
+                .service(web::redirect("/reports", "/reports/"))
                 .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi.clone()))
                 .default_service(web::to(not_found))
         })
@@ -152,6 +153,7 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(directories::put)),
         )
         .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)))
+        .service(resource("/reports/", "GET").route(web::get().to(reports::page)))
         .service(resource("/v1/simulations", "POST").route(web::post().to(simulations::simulate)));
 }
 

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -54,17 +55,60 @@ pub struct Report {
     pub by_department: Vec<DepartmentLine>,
 }
 
-/// Plan against actual for a county and year (revoked and rejected claims excluded).
+/// The CSV form of a report: a row for the whole, then one per kind and one
+/// per department (count, amount, the attachment's plan figure where there is
+/// one), after the byte-order mark spreadsheet programs need to read UTF-8.
+fn to_csv(r: &Report) -> Result<Vec<u8>, ApiError> {
+    let mut w = csv::Writer::from_writer("\u{feff}".as_bytes().to_vec());
+    let plan = |p: Option<u32>| p.map(|n| n.to_string()).unwrap_or_default();
+    let fail = |e: csv::Error| ApiError::Internal(e.into());
+    w.write_record(["county", "year", "section", "code", "name_zh", "clause", "granted", "amount", "plan"])
+        .map_err(fail)?;
+    let (county, year) = (r.county.as_str(), r.year.to_string());
+    let granted = r.granted.to_string();
+    let total = plan(r.plan_total);
+    w.write_record([county, &year, "total", "", "", &r.plan_clause, &granted, &r.amount, &total]).map_err(fail)?;
+    for k in &r.by_kind {
+        let n = k.granted.to_string();
+        w.write_record([county, &year, "kind", &k.kind, &k.title_zh, &k.clause, &n, &k.amount, ""]).map_err(fail)?;
+    }
+    for d in &r.by_department {
+        let (n, p) = (d.granted.to_string(), plan(d.plan));
+        let name = d.name_zh.as_deref().unwrap_or("");
+        w.write_record([county, &year, "department", &d.department, name, "", &n, &d.amount, &p]).map_err(fail)?;
+    }
+    w.into_inner().map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))
+}
+
+/// `Accept` names `text/csv` ahead of JSON (or without it).
+fn wants_csv(req: &HttpRequest) -> bool {
+    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return false };
+    let types: Vec<String> =
+        accept.split(',').map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).collect();
+    let position = |m: &str| types.iter().position(|t| t == m);
+    match (position("text/csv"), position("application/json")) {
+        (Some(c), Some(j)) => c < j,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Plan against actual for a county and year (revoked and rejected claims
+/// excluded), as JSON or, with `Accept: text/csv`, as CSV.
 #[utoipa::path(get, path = "/v1/reports/{county}/{year}", tag = "reports",
     params(("county" = String, Path, description = "`wuyi` or `changxing`"), ("year" = i32, Path, description = "Calendar year of the event dates")),
     responses(
-        (status = 200, description = "Counts and amounts by kind and department beside the plan", body = Report),
+        (status = 200, description = "Counts and amounts by kind and department beside the plan; `text/csv` (UTF-8 with a byte-order mark): a `total` row, one `kind` row per kind and one `department` row per department", content(
+            (Report = "application/json"),
+            (String = "text/csv", example = "county,year,section,code,name_zh,clause,granted,amount,plan\nwuyi,2020,total,,,WY 附件,8,15600.00,18860\nwuyi,2020,kind,qualification_training,职业资格培训补贴,\"WY §2(3)1, §4(1)1\",8,15600.00,\nwuyi,2020,department,education,县教育局,,2,4000.00,2000\n"),
+        )),
         (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Auditors and administrators only", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such county or year", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn get(
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     caller: Caller,
     state: web::Data<AppState>,
@@ -120,7 +164,7 @@ pub async fn get(
     }));
     let granted = totals.by_kind.values().map(|t| t.count).sum();
     let amount: Decimal = totals.by_kind.values().map(|t| t.amount).sum();
-    Ok(HttpResponse::Ok().json(Report {
+    let report = Report {
         county: county.as_str().into(),
         year,
         document: p.common.document.number.clone(),
@@ -131,5 +175,31 @@ pub async fn get(
         amount: fmt2(amount),
         by_kind,
         by_department,
-    }))
+    };
+    if wants_csv(&req) {
+        let name = format!("report-{}-{}.csv", report.county, report.year);
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
+            .insert_header((header::VARY, "Accept"))
+            .body(to_csv(&report)?));
+    }
+    Ok(HttpResponse::Ok().insert_header((header::VARY, "Accept")).json(report))
+}
+
+/// The report page (`/reports/`): county and year chosen in the browser,
+/// granted against plan drawn as bars. Static and self-contained (no
+/// external assets); it shows nothing until an auditor's or admin's key is
+/// given, and the key stays in the page.
+pub async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .body(include_str!("reports.html"))
 }

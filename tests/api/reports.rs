@@ -59,4 +59,75 @@ async fn report_totals_match_a_recount_of_stored_decisions() {
         report.body["by_kind"].as_array().unwrap().iter().filter(|k| k["kind"] == "qualification_training").collect();
     assert_eq!(kinds[0]["granted"], granted);
     assert_eq!(api.get("/v1/reports/wuyi/2020", PLATFORM).await.status, 403);
+
+    // The same report as CSV, row for row.
+    let csv = api.client.get(api.url("/v1/reports/wuyi/2020")).bearer_auth(AUDITOR).header("Accept", "text/csv").send();
+    let csv = csv.await.unwrap();
+    assert_eq!(csv.status(), 200);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    if std::env::var_os("SHOW_REPORT_CSV").is_some() {
+        eprintln!("{text}");
+    }
+    let text = text.strip_prefix('\u{feff}').expect("a byte-order mark for spreadsheet programs");
+    let rows: Vec<csv::StringRecord> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().collect()).collect();
+    assert_eq!(rows[0], ["county", "year", "section", "code", "name_zh", "clause", "granted", "amount", "plan"]);
+    let total = &rows[1];
+    assert_eq!(total[..3], ["wuyi", "2020", "total"]);
+    assert_eq!(total[6], report.body["granted"].to_string());
+    assert_eq!(total[7], report.body["amount"].as_str().unwrap());
+    assert_eq!(total[8], "18860");
+    let kinds = report.body["by_kind"].as_array().unwrap();
+    let departments = report.body["by_department"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 + kinds.len() + departments.len());
+    for (row, k) in rows[2..].iter().zip(kinds) {
+        assert_eq!(
+            (row[2], row[3], row[6], row[7]),
+            ("kind", k["kind"].as_str().unwrap(), &*k["granted"].to_string(), k["amount"].as_str().unwrap())
+        );
+    }
+    for (row, d) in rows[2 + kinds.len()..].iter().zip(departments) {
+        let plan = d.get("plan").map(|p| p.to_string()).unwrap_or_default();
+        assert_eq!(
+            (row[2], row[3], row[6], row[7], row[8]),
+            (
+                "department",
+                d["department"].as_str().unwrap(),
+                &*d["granted"].to_string(),
+                d["amount"].as_str().unwrap(),
+                &*plan
+            )
+        );
+    }
+    // JSON stays the default, and wins when it is asked for first.
+    let json_first = api.client.get(api.url("/v1/reports/wuyi/2020")).bearer_auth(AUDITOR);
+    let json_first = json_first.header("Accept", "application/json, text/csv").send().await.unwrap();
+    assert!(json_first.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+}
+
+#[tokio::test]
+async fn the_report_page_is_served_self_contained() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let page = api.client.get(api.url("/reports/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.starts_with("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/v1/reports/") && html.contains("Download CSV"));
+    // No external asset: nothing loaded from another origin.
+    for attr in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!html.contains(attr), "the page refers to an external asset ({attr})");
+    }
+    let redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = redirect.get(api.url("/reports")).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/reports/");
 }
