@@ -59,6 +59,44 @@ pub const PERMISSIONS: &[(Operation, &[Role])] = &[
     (Op::Simulate, &[Auditor, Admin]),
 ];
 
+/// The roles that may perform `op`.
+pub fn roles_of(op: Operation) -> &'static [Role] {
+    PERMISSIONS.iter().find(|(o, _)| *o == op).map_or(&[], |(_, roles)| roles)
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Platform, Institution, Auditor, Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform => "platform",
+            Institution => "institution",
+            Auditor => "auditor",
+            Admin => "admin",
+        }
+    }
+}
+
+impl Operation {
+    /// What the operation does, with its route, for people reading a 403 or the API document.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Op::SubmitClaim => "submit a claim (POST /v1/claims)",
+            Op::SubmitBatch => "submit a batch of claims (POST /v1/claims/batch)",
+            Op::Evaluate => "evaluate a claim (POST /v1/evaluations)",
+            Op::ReadClaim => "read a recorded claim (GET /v1/claims/{id}, …/submission)",
+            Op::ListClaims => "list recorded claims (GET /v1/claims)",
+            Op::ReadClaimEvents => "read a claim's history (GET /v1/claims/{id}/events)",
+            Op::RevokeClaim => "revoke a claim (POST /v1/claims/{id}/revocation)",
+            Op::QueryUsage => "query a person's yearly usage (POST /v1/usage/query)",
+            Op::ReadDirectory => "read a trade-friction directory (GET /v1/directories/…)",
+            Op::WriteDirectory => "replace a trade-friction directory (PUT /v1/directories/…)",
+            Op::ReadReport => "read a report (GET /v1/reports/{county}/{year})",
+            Op::Simulate => "run a policy simulation (POST /v1/simulations)",
+        }
+    }
+}
+
 pub fn allowed(role: Role, op: Operation) -> bool {
     PERMISSIONS.iter().any(|(o, roles)| *o == op && roles.contains(&role))
 }
@@ -149,7 +187,12 @@ impl Caller {
         if allowed(self.role, op) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden)
+            Err(ApiError::Forbidden(format!(
+                "A key of role {} may not {}; this takes a key of role {}",
+                self.role.as_str(),
+                op.describe(),
+                roles_of(op).iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+            )))
         }
     }
 

@@ -547,6 +547,26 @@ pub fn claim_examples() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// Who may do what: the demo keys and the permission table, from the code.
+fn start_here() -> String {
+    use crate::auth::{roles_of, Role, DEMO_KEYS, PERMISSIONS};
+    let mut t = String::from(
+        "## Start here\n\nPress **Authorize** and paste a key. The local profile ships one demo key per role \
+         (the production profile refuses them):\n\n| role | demo key | may |\n|---|---|---|\n",
+    );
+    for (role, key) in Role::ALL.iter().zip(DEMO_KEYS) {
+        let may: Vec<&str> =
+            PERMISSIONS.iter().filter(|(op, _)| roles_of(*op).contains(role)).map(|(op, _)| op.describe()).collect();
+        t.push_str(&format!("| {} | `{key}` | {} |\n", role.as_str(), may.join("; ")));
+    }
+    t.push_str(
+        "\nAn institution key is bound to one credit code and sees only claims naming it. Policies, reason codes, \
+         health, readiness and metrics need no key. A refused operation answers `403 FORBIDDEN` naming the roles \
+         that may perform it.",
+    );
+    t
+}
+
 struct Extras;
 
 impl Modify for Extras {
@@ -561,6 +581,13 @@ impl Modify for Extras {
                     .build(),
             ),
         );
+        api.info.description = Some(format!("{}\n\n{}", api.info.description.take().unwrap_or_default(), start_here()));
+        // Public operations need no key: say so, rather than inherit nothing.
+        for path in ["/healthz", "/readyz", "/metrics", "/v1/policies", "/v1/policies/{county}", "/v1/reason-codes"] {
+            if let Some(op) = api.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) {
+                op.security = Some(Vec::new());
+            }
+        }
         // Examples of every kind on the claim operations, taken from the code
         // that a test submits to a fresh server.
         for (path, method_is_post) in [("/v1/claims", true), ("/v1/evaluations", true)] {
@@ -602,8 +629,9 @@ impl Modify for Extras {
     info(
         title = "subsidy-service",
         description = "Adjudicates vocational-training and skill subsidies under the Wuyi (武人社〔2020〕21号) and Changxing (长政办发〔2020〕7号) 2020–2021 skill-upgrade plans. Every decision is explained by reason codes and cites its clauses and the policy version. Errors are `application/problem+json`.",
-        license(name = "MIT")
+        license(name = "MIT", url = "https://opensource.org/license/mit")
     ),
+    servers((url = "/", description = "This service (the origin the document is read from)")),
     paths(
         routes::claims::submit, routes::claims::batch, routes::claims::evaluate, routes::claims::list,
         routes::claims::get, routes::claims::submission, routes::claims::revoke, routes::claims::events,

@@ -135,8 +135,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("unauthenticated")]
     Unauthenticated,
-    #[error("forbidden")]
-    Forbidden,
+    /// Why the key may not: which roles may, or whose claims it may touch.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -165,7 +166,7 @@ impl ApiError {
             Self::MalformedJson(_) => ErrorCode::MalformedJson,
             Self::Validation(_) => ErrorCode::ValidationFailed,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
-            Self::Forbidden => ErrorCode::Forbidden,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::ClaimIdConflict(_) => ErrorCode::ClaimIdConflict,
@@ -190,7 +191,7 @@ impl ApiError {
             Self::MalformedJson(e) => format!("The body could not be parsed as JSON: {e}"),
             Self::Validation(errs) => format!("{} field(s) are not valid; see errors", errs.len()),
             Self::Unauthenticated => "Send `Authorization: Bearer <api key>` with a configured key".into(),
-            Self::Forbidden => "The role of this key does not allow this operation".into(),
+            Self::Forbidden(why) => why.clone(),
             Self::NotFound(what) => what.clone(),
             Self::MethodNotAllowed => "This resource does not support this method".into(),
             Self::ClaimIdConflict(id) => {

@@ -22,7 +22,7 @@ fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
 
 /// Adjudicate one claim and record it.
 #[utoipa::path(
-    post, path = "/v1/claims", tag = "claims",
+    post, path = "/v1/claims", operation_id = "submitClaim", tag = "claims",
     request_body(content = ClaimRequest, description = "A claim; `details` has the shape of its `kind`"),
     responses(
         (status = 201, description = "New decision, recorded and durable", body = Decision),
@@ -84,7 +84,7 @@ pub struct BatchResponse {
 
 /// Adjudicate up to 1000 claims in order; each sees the earlier ones' effects.
 #[utoipa::path(
-    post, path = "/v1/claims/batch", tag = "claims",
+    post, path = "/v1/claims/batch", operation_id = "submitBatch", tag = "claims",
     request_body(content = BatchRequest),
     responses(
         (status = 200, description = "One result per claim, in input order: a decision or a problem. All recorded decisions are durable", body = BatchResponse),
@@ -210,7 +210,7 @@ fn prepare_all(
 
 /// The decision a claim would get now, recording nothing.
 #[utoipa::path(
-    post, path = "/v1/evaluations", tag = "claims",
+    post, path = "/v1/evaluations", operation_id = "evaluateClaim", tag = "claims",
     request_body(content = ClaimRequest),
     responses(
         (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored. A claim already recorded (the same id and body) is judged afresh: its own record (its place in the yearly limit, its keys, its share of running totals) does not count against it; another body under a recorded id is judged against that record", body = Decision),
@@ -261,7 +261,7 @@ async fn visible_claim(path: &str, caller: &Caller, state: &AppState) -> Result<
 
 /// The stored decision of a claim (`revoked` once revoked).
 #[utoipa::path(
-    get, path = "/v1/claims/{claim_id}", tag = "claims",
+    get, path = "/v1/claims/{claim_id}", operation_id = "getClaim", tag = "claims",
     params(("claim_id" = String, Path, description = "The caller's claim id")),
     responses(
         (status = 200, description = "The stored decision", body = Decision),
@@ -295,7 +295,7 @@ pub struct SubmittedClaim {
 
 /// The claim as submitted, as judged: what an auditor reads beside the decision.
 #[utoipa::path(
-    get, path = "/v1/claims/{claim_id}/submission", tag = "claims",
+    get, path = "/v1/claims/{claim_id}/submission", operation_id = "getClaimSubmission", tag = "claims",
     params(("claim_id" = String, Path, description = "The claim")),
     responses(
         (status = 200, description = "The claim as submitted (ID number and name masked) and its decision", body = SubmittedClaim),
@@ -330,7 +330,7 @@ pub struct RevocationRequest {
 
 /// Withdraw a granted claim: its amount and its place in every limit are released.
 #[utoipa::path(
-    post, path = "/v1/claims/{claim_id}/revocation", tag = "claims",
+    post, path = "/v1/claims/{claim_id}/revocation", operation_id = "revokeClaim", tag = "claims",
     params(("claim_id" = String, Path, description = "The claim to revoke")),
     request_body(content = RevocationRequest),
     responses(
@@ -390,7 +390,7 @@ pub async fn revoke(
 
 /// A claim's append-only history.
 #[utoipa::path(
-    get, path = "/v1/claims/{claim_id}/events", tag = "claims",
+    get, path = "/v1/claims/{claim_id}/events", operation_id = "getClaimEvents", tag = "claims",
     params(("claim_id" = String, Path, description = "The claim")),
     responses(
         (status = 200, description = "Events in order: decided, replayed, revoked, with the key that acted", body = Vec<Event>),
@@ -457,7 +457,7 @@ pub struct ClaimPage {
 
 /// Recorded claims, in recording order, filtered; ID numbers masked.
 #[utoipa::path(
-    get, path = "/v1/claims", tag = "claims",
+    get, path = "/v1/claims", operation_id = "listClaims", tag = "claims",
     params(ListQuery),
     responses(
         (status = 200, description = "A page of claims (institutions see only their own)", body = ClaimPage),

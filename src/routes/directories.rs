@@ -42,7 +42,7 @@ fn answer(county: &str, r: DirectoryRecord) -> DirectoryAnswer {
 
 /// The county's directory of trade-friction-affected enterprises.
 #[utoipa::path(
-    get, path = "/v1/directories/{county}/trade-friction-enterprises", tag = "directories",
+    get, path = "/v1/directories/{county}/trade-friction-enterprises", operation_id = "getTradeFrictionDirectory", tag = "directories",
     params(("county" = String, Path, description = "`wuyi` or `changxing`")),
     responses(
         (status = 200, description = "The directory and its version", body = DirectoryAnswer),
@@ -65,7 +65,7 @@ pub async fn get(
 
 /// Replaces the county's whole directory.
 #[utoipa::path(
-    put, path = "/v1/directories/{county}/trade-friction-enterprises", tag = "directories",
+    put, path = "/v1/directories/{county}/trade-friction-enterprises", operation_id = "putTradeFrictionDirectory", tag = "directories",
     params(("county" = String, Path, description = "`wuyi` or `changxing`")),
     request_body(content = DirectoryBody, example = json!({"enterprises": [{"credit_code": "91330723MA00000156", "name": "测试企业1", "listed_from": "2019-06-01"}]})),
     responses(

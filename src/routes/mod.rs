@@ -116,7 +116,10 @@ impl AppState {
         let claim = self.parse(body)?;
         if let Some(scope) = caller.scope() {
             if !claim.party_codes().contains(&scope) {
-                return Err(ApiError::Forbidden);
+                return Err(ApiError::Forbidden(format!(
+                    "An institution key may submit and read only claims naming its credit code {scope} \
+                     as institution or organisation"
+                )));
             }
         }
         let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));

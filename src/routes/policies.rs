@@ -33,7 +33,7 @@ fn render(p: &CountyPolicy, directory_version: &str) -> Value {
 
 /// Every county's policy in force: documents, periods, kinds, schedules, caps,
 /// windows and reference data, each with its clause, and the policy version.
-#[utoipa::path(get, path = "/v1/policies", tag = "policies", responses(
+#[utoipa::path(get, path = "/v1/policies", operation_id = "listPolicies", tag = "policies", responses(
     (status = 200, description = "One entry per county, as `GET /v1/policies/{county}`", body = Object),
 ))]
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
@@ -43,7 +43,7 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// One county's policy in force.
-#[utoipa::path(get, path = "/v1/policies/{county}", tag = "policies",
+#[utoipa::path(get, path = "/v1/policies/{county}", operation_id = "getPolicy", tag = "policies",
     params(("county" = String, Path, description = "`wuyi` or `changxing`")),
     responses(
         (status = 200, description = "The county's document, period, kinds with their clauses, every parameter with its clause and effective date, departments and plan figures, schools and targets, and the policy and directory versions", body = Object),
@@ -78,7 +78,7 @@ pub fn catalogue() -> Vec<ReasonCodeInfo> {
 }
 
 /// Every reason code a decision can carry.
-#[utoipa::path(get, path = "/v1/reason-codes", tag = "policies", responses(
+#[utoipa::path(get, path = "/v1/reason-codes", operation_id = "listReasonCodes", tag = "policies", responses(
     (status = 200, description = "The catalogue of RULES.md §5", body = Vec<ReasonCodeInfo>),
 ))]
 pub async fn reason_codes() -> HttpResponse {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Datelike;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -95,7 +96,7 @@ fn wants_csv(req: &HttpRequest) -> bool {
 
 /// Plan against actual for a county and year (revoked and rejected claims
 /// excluded), as JSON or, with `Accept: text/csv`, as CSV.
-#[utoipa::path(get, path = "/v1/reports/{county}/{year}", tag = "reports",
+#[utoipa::path(get, path = "/v1/reports/{county}/{year}", operation_id = "getReport", tag = "reports",
     params(("county" = String, Path, description = "`wuyi` or `changxing`"), ("year" = i32, Path, description = "Calendar year of the event dates")),
     responses(
         (status = 200, description = "Counts and amounts by kind and department beside the plan; `text/csv` (UTF-8 with a byte-order mark): a `total` row, one `kind` row per kind and one `department` row per department", content(
@@ -104,7 +105,7 @@ fn wants_csv(req: &HttpRequest) -> bool {
         )),
         (status = 401, description = "No valid key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Auditors and administrators only", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such county or year", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such county, or a year outside the county's policy period", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn get(
@@ -121,8 +122,15 @@ pub async fn get(
         .ok()
         .filter(|y| (1900..=2100).contains(y))
         .ok_or_else(|| ApiError::NotFound(format!("no report for year `{year}`")))?;
-    let totals = state.ledger.report(county, year).await.map_err(ledger_error)?;
     let p = state.policy.county(county);
+    let period = &p.common.period;
+    if !(period.from.year()..=period.to.year()).contains(&year) {
+        return Err(ApiError::NotFound(format!(
+            "no report for {year}: the {county} policy runs from {} to {}",
+            period.from, period.to
+        )));
+    }
+    let totals = state.ledger.report(county, year).await.map_err(ledger_error)?;
     let y = year.to_string();
     let by_kind = p
         .common

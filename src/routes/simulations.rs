@@ -99,7 +99,7 @@ fn change_errors(errs: Vec<ChangeError>) -> ApiError {
 /// Nothing is written to the real ledger; claims keep being decided while a
 /// simulation runs. One simulation at a time per county.
 #[utoipa::path(
-    post, path = "/v1/simulations", tag = "simulations",
+    post, path = "/v1/simulations", operation_id = "runSimulation", tag = "simulations",
     request_body(content = SimulationRequest, example = json!({
         "county": "wuyi", "from": "2020-01-01", "to": "2021-12-31",
         "changes": [

@@ -45,7 +45,7 @@ pub struct UsageAnswer {
 
 /// A person's counted subsidies in a county and year (R-ANNUAL).
 #[utoipa::path(
-    post, path = "/v1/usage/query", tag = "claims",
+    post, path = "/v1/usage/query", operation_id = "queryUsage", tag = "claims",
     request_body(content = UsageQuery),
     responses(
         (status = 200, description = "Used, limit and remaining", body = UsageAnswer),

@@ -38,6 +38,11 @@ async fn each_role_may_do_exactly_what_the_table_allows() {
     let claim = wy_qualification("A-1", &id_number("33072319900101002"), "6-31-01-03", "junior", "A-C1", "2020-06-15");
     assert_eq!(api.post("/v1/claims", AUDITOR, &claim).await.status, 403);
     assert_eq!(api.post("/v1/claims", ADMIN, &claim).await.status, 403);
+    // A refusal says which roles may.
+    let refused = api.put(dir, AUDITOR, &json!({"enterprises": []})).await;
+    assert_eq!(refused.body["code"], "FORBIDDEN");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.contains("role auditor") && detail.contains("role admin"), "{detail}");
     assert_eq!(api.post("/v1/claims", PLATFORM, &claim).await.status, 201);
     // Reports: auditors and admins only.
     assert_eq!(api.get("/v1/reports/wuyi/2020", PLATFORM).await.status, 403);

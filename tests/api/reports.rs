@@ -59,6 +59,12 @@ async fn report_totals_match_a_recount_of_stored_decisions() {
         report.body["by_kind"].as_array().unwrap().iter().filter(|k| k["kind"] == "qualification_training").collect();
     assert_eq!(kinds[0]["granted"], granted);
     assert_eq!(api.get("/v1/reports/wuyi/2020", PLATFORM).await.status, 403);
+    // Years outside the county's policy period have no report (Wuyi: 2020-01-30..2021-12-31).
+    for year in ["1999", "2019", "2022"] {
+        let a = api.get(&format!("/v1/reports/wuyi/{year}"), AUDITOR).await;
+        assert_eq!((a.status, a.body["code"].as_str()), (404, Some("NOT_FOUND")), "{year}");
+    }
+    assert_eq!(api.get("/v1/reports/changxing/2019", AUDITOR).await.status, 200, "Changxing's period starts in 2019");
 
     // The same report as CSV, row for row.
     let csv = api.client.get(api.url("/v1/reports/wuyi/2020")).bearer_auth(AUDITOR).header("Accept", "text/csv").send();
