@@ -54,7 +54,7 @@ pub struct ChangeDoc {
     pub parameter: String,
     /// A value of the same shape as the parameter's values (amounts are
     /// quoted decimal strings, counts are numbers, dates `YYYY-MM-DD`).
-    #[schema(value_type = Object, example = "1300")]
+    #[schema(value_type = Value, example = "1300")]
     pub value: Value,
     /// The date from which the new value applies; earlier dates keep the
     /// value in force. Without it the new value holds for the whole period.
