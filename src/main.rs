@@ -70,7 +70,8 @@ fn store_arg(args: &[String]) -> anyhow::Result<PathBuf> {
 }
 
 fn open(path: &std::path::Path) -> anyhow::Result<Store> {
-    if !path.exists() {
+    // A directory without sled's files is not a store: nothing is created in it.
+    if !path.join("db").exists() {
         bail!("no store at {}", path.display());
     }
     Store::open(path, 64 << 20)
@@ -170,14 +171,18 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let (from, to) = match request.window(baseline) {
+        Ok(w) => w,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {} ({})", e.field, e.message, e.code);
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
     let store = std::sync::Arc::new(open(&path)?);
     let directory = store.directory(request.county)?.to_directory();
-    let period = &baseline.common.period;
-    let filter = ReplayFilter {
-        county: request.county,
-        from: request.from.unwrap_or(period.from),
-        to: request.to.unwrap_or(period.to),
-    };
+    let filter = ReplayFilter { county: request.county, from, to };
     let secret = settings.privacy.id_hash_secret.expose();
     let started = std::time::Instant::now();
     let comparison = Simulation {
@@ -188,7 +193,12 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
         to: filter.to,
         sample: request.sample,
     }
-    .run(ledger::replay_store(&store, filter), &Sealer::new(secret), &Pseudonymizer::new(secret))?;
+    .run(
+        ledger::replay_store(&store, filter),
+        &Sealer::new(secret),
+        &Pseudonymizer::new(secret),
+        &Default::default(),
+    )?;
     print!("{}", comparison.table());
     eprintln!("replayed in {:.2} s", started.elapsed().as_secs_f64());
     if let Some(out) = flag(args, "--json")? {

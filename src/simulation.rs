@@ -7,6 +7,8 @@
 //! compared claim by claim.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -44,6 +46,23 @@ fn date_at(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Option<NaiveDa
         errs.push(FieldError::new(field, "invalid_date", "a date YYYY-MM-DD"));
     }
     parsed
+}
+
+impl Request {
+    /// The event dates replayed: the request's, else the county's policy period.
+    pub fn window(&self, policy: &CountyPolicy) -> Result<(NaiveDate, NaiveDate), Vec<FieldError>> {
+        let period = &policy.common.period;
+        let (from, to) = (self.from.unwrap_or(period.from), self.to.unwrap_or(period.to));
+        if from > to {
+            let field = if self.from.is_some() { "/from" } else { "/to" };
+            let message = format!(
+                "no event date from {from} to {to} (the {} policy runs from {} to {})",
+                self.county, period.from, period.to
+            );
+            return Err(vec![FieldError::new(field, "out_of_range", message)]);
+        }
+        Ok((from, to))
+    }
 }
 
 /// Checks a simulation request, naming every bad field.
@@ -135,6 +154,21 @@ pub fn parse_request(body: &Value) -> Result<Request, Vec<FieldError>> {
         (true, Some(county)) => Ok(Request { county, from, to, changes, sample }),
         _ => Err(errs),
     }
+}
+
+/// Why a simulation gave no comparison.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    /// The recorded claims could not be read now (`503`; worth retrying).
+    #[error(transparent)]
+    Store(#[from] LedgerError),
+    /// The replay itself failed: the rules failed on a recorded claim (a
+    /// bug, logged) or a thread of the pipeline stopped.
+    #[error("{0}")]
+    Replay(String),
+    /// The caller went away; the replay stopped.
+    #[error("the simulation was cancelled")]
+    Cancelled,
 }
 
 /// A ledger that lives for one run: what the run's grants hold, under the
@@ -233,6 +267,9 @@ pub struct Comparison {
     /// Recorded claims selected but not replayed: records moved from layout v1
     /// keep only their decision, not the claim as submitted.
     pub claims_without_submission: u64,
+    /// Recorded claims selected but not replayed because they do not open
+    /// with this configuration's secret or no longer parse (each one logged).
+    pub claims_unreadable: u64,
     pub baseline: RunTotals,
     pub simulated: RunTotals,
     pub changed: ChangedCounts,
@@ -246,17 +283,28 @@ struct Run<'a> {
     directory: &'a Directory,
     ledger: Scratch,
     totals: RunTotals,
+    /// Every replayed decision's time (the runs compare amounts, not times).
+    decided_at: chrono::DateTime<Utc>,
 }
 
 impl<'a> Run<'a> {
     fn new(policy: &'a CountyPolicy, directory: &'a Directory) -> Self {
-        Self { policy, directory, ledger: Scratch::default(), totals: RunTotals::default() }
+        let decided_at = Utc::now();
+        Self { policy, directory, ledger: Scratch::default(), totals: RunTotals::default(), decided_at }
     }
 
     /// Decides a claim against the run's ledger and takes what a grant holds.
-    fn decide(&mut self, r: &Replay) -> Result<Brief, LedgerError> {
-        let o = decide(&r.claim, r.person.as_deref(), &self.ledger, self.policy, self.directory, Utc::now())
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+    fn decide(&mut self, r: &Replay) -> Result<Brief, SimulationError> {
+        let id = r.claim.claim_id.as_str();
+        // A bug in the rules (or data they cannot handle) must not take the service down.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decide(&r.claim, r.person.as_deref(), &self.ledger, self.policy, self.directory, self.decided_at)
+        }));
+        let o = match decided {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(SimulationError::Replay(format!("recorded claim {id}: {e}"))),
+            Err(_) => return Err(SimulationError::Replay(format!("the rules failed on recorded claim {id}"))),
+        };
         let d = &o.decision;
         if d.status == Status::Approved {
             let e = o.effects;
@@ -264,7 +312,7 @@ impl<'a> Run<'a> {
                 *self.ledger.counts.entry(digest(&k)).or_default() += 1;
             }
             for k in e.keys {
-                self.ledger.holders.insert(digest(&k), r.claim.claim_id.as_str().to_string());
+                self.ledger.holders.insert(digest(&k), id.to_string());
             }
             for (k, v) in e.totals {
                 *self.ledger.totals.entry(digest(&k)).or_default() += v;
@@ -276,6 +324,27 @@ impl<'a> Run<'a> {
             t.by_department.entry(department).or_default().add(o.amount);
         }
         Ok(Brief { status: d.status, amount: o.amount, reasons: d.reasons.iter().map(|x| x.code.clone()).collect() })
+    }
+}
+
+/// A recorded claim as the replay finds it. Nearly every item is a
+/// `Replay`, so it is not boxed (that would be one more allocation a claim).
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Replay(Replay),
+    /// A record moved from layout v1: only its decision was kept.
+    WithoutSubmission,
+    /// A record whose claim does not open with this configuration's secret
+    /// or no longer parses (logged; left out of both runs).
+    Unreadable,
+}
+
+impl Item {
+    fn replay(&self) -> Option<&Replay> {
+        match self {
+            Item::Replay(r) => Some(r),
+            _ => None,
+        }
     }
 }
 
@@ -300,60 +369,68 @@ pub struct Simulation<'a> {
 const CHUNK: usize = 1024;
 /// Threads opening and parsing recorded claims.
 const DECODERS: usize = 2;
+/// Chunks read ahead of the one being decided.
+const AHEAD: usize = 4;
 
-type Decoded = Result<Vec<Option<Replay>>, LedgerError>;
+type Decoded = Result<Vec<Item>, SimulationError>;
 
 impl Simulation<'_> {
     /// Replays `source` (the recorded claims in recording order) in both
     /// runs, as a pipeline of chunks: one thread reads the store, two open the
     /// sealed fields and parse the claims, and the two runs decide each chunk
-    /// side by side (the simulated run on a thread of its own), in order.
+    /// side by side (the simulated run on a thread of its own). Each chunk
+    /// gets its own answer channel, queued in reading order, so the chunks are
+    /// decided in order and at most [`AHEAD`] wait. `cancel`, once set, stops
+    /// the replay at the next chunk.
     pub fn run(
         &self,
         source: Submissions,
         sealer: &Sealer,
         pseudonymizer: &Pseudonymizer,
-    ) -> Result<Comparison, LedgerError> {
-        let (work_tx, work_rx) = crossbeam_channel::bounded::<(usize, Vec<Submitted>)>(DECODERS * 2);
-        let (done_tx, done_rx) = crossbeam_channel::bounded::<(usize, Decoded)>(DECODERS * 2);
+        cancel: &AtomicBool,
+    ) -> Result<Comparison, SimulationError> {
+        type Answer = crossbeam_channel::Receiver<Decoded>;
+        let (order_tx, order_rx) = crossbeam_channel::bounded::<Answer>(AHEAD);
+        let (work_tx, work_rx) =
+            crossbeam_channel::bounded::<(Vec<Submitted>, crossbeam_channel::Sender<Decoded>)>(AHEAD);
         std::thread::scope(|s| {
-            let read_failed = done_tx.clone();
             s.spawn(move || {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let mut index = 0;
-                for row in source {
-                    match row {
-                        Ok(r) => chunk.push(r),
-                        Err(e) => {
-                            let _ = read_failed.send((index, Err(e)));
-                            return;
-                        }
+                let mut rows = source.peekable();
+                while rows.peek().is_some() {
+                    let (answer_tx, answer_rx) = crossbeam_channel::bounded(1);
+                    if order_tx.send(answer_rx).is_err() {
+                        return;
                     }
-                    if chunk.len() == CHUNK {
-                        if work_tx.send((index, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))).is_err() {
+                    let chunk: Result<Vec<Submitted>, LedgerError> = rows.by_ref().take(CHUNK).collect();
+                    match chunk {
+                        Ok(chunk) => {
+                            if work_tx.send((chunk, answer_tx)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = answer_tx.send(Err(e.into()));
                             return;
                         }
-                        index += 1;
                     }
                 }
-                let _ = work_tx.send((index, chunk));
             });
             for _ in 0..DECODERS {
-                let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+                let work_rx = work_rx.clone();
                 s.spawn(move || {
-                    for (index, chunk) in work_rx {
-                        let decoded = chunk
-                            .into_iter()
-                            .map(|r| decode(r.claim_id, r.submitted, sealer, pseudonymizer))
-                            .collect::<Result<Vec<_>, _>>();
-                        if done_tx.send((index, decoded)).is_err() {
-                            return;
-                        }
+                    for (chunk, answer) in work_rx {
+                        let decoded =
+                            chunk.into_iter().map(|r| decode(r.claim_id, r.submitted, sealer, pseudonymizer)).collect();
+                        // The decider may have stopped; the next chunk then finds no one either.
+                        let _ = answer.send(Ok(decoded));
                     }
                 });
             }
-            drop((work_rx, done_tx));
-            self.decide_all(in_order(done_rx), s)
+            drop(work_rx);
+            let chunks = order_rx.into_iter().map(|answer| {
+                answer.recv().unwrap_or_else(|_| Err(SimulationError::Replay("a decoding thread failed".into())))
+            });
+            self.decide_all(chunks, s, cancel)
         })
     }
 
@@ -361,84 +438,93 @@ impl Simulation<'_> {
         &'e self,
         chunks: impl Iterator<Item = Decoded>,
         scope: &'s std::thread::Scope<'s, 'e>,
-    ) -> Result<Comparison, LedgerError> {
+        cancel: &AtomicBool,
+    ) -> Result<Comparison, SimulationError> {
         let mut baseline = Run::new(self.baseline, self.directory);
         // The simulated run decides each chunk on its own thread meanwhile.
-        let (sim_tx, sim_rx) = crossbeam_channel::bounded::<std::sync::Arc<Vec<Option<Replay>>>>(1);
-        let (briefs_tx, briefs_rx) = crossbeam_channel::bounded::<Result<Vec<Brief>, LedgerError>>(1);
+        let (sim_tx, sim_rx) = crossbeam_channel::bounded::<Arc<Vec<Item>>>(1);
+        let (briefs_tx, briefs_rx) = crossbeam_channel::bounded::<Result<Vec<Brief>, SimulationError>>(1);
         let simulated_run = scope.spawn(move || {
             let mut simulated = Run::new(self.simulated, self.directory);
             for chunk in sim_rx {
-                let briefs = chunk.iter().flatten().map(|r| simulated.decide(r)).collect();
+                let briefs = chunk.iter().filter_map(Item::replay).map(|r| simulated.decide(r)).collect();
                 if briefs_tx.send(briefs).is_err() {
                     break;
                 }
             }
             simulated.totals
         });
-        let (mut replayed, mut without) = (0, 0);
-        let mut changed = ChangedCounts::default();
-        let mut claims = Vec::new();
-        for chunk in chunks {
-            let chunk = std::sync::Arc::new(chunk?);
-            sim_tx.send(chunk.clone()).map_err(|_| LedgerError::Unavailable("the simulated run stopped".into()))?;
-            let base: Vec<Brief> = chunk.iter().flatten().map(|r| baseline.decide(r)).collect::<Result<_, _>>()?;
-            let sim = briefs_rx.recv().map_err(|_| LedgerError::Unavailable("the simulated run stopped".into()))??;
-            without += chunk.iter().filter(|r| r.is_none()).count() as u64;
-            for ((r, b), s) in chunk.iter().flatten().zip(base).zip(sim) {
-                replayed += 1;
-                let (status, amount) = (b.status != s.status, b.amount != s.amount);
-                if status || amount {
-                    changed.claims += 1;
-                    changed.status += u64::from(status);
-                    changed.amount += u64::from(amount);
-                    if claims.len() < self.sample {
-                        claims.push(ChangedClaim {
-                            claim_id: r.claim.claim_id.as_str().to_string(),
-                            baseline: b,
-                            simulated: s,
-                        });
-                    }
+        let mut tally = Tally::new(self.sample);
+        let compared = (|| {
+            for chunk in chunks {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(SimulationError::Cancelled);
                 }
+                let chunk = Arc::new(chunk?);
+                let stopped = || SimulationError::Replay("the simulated run stopped".into());
+                sim_tx.send(chunk.clone()).map_err(|_| stopped())?;
+                let base: Vec<Brief> =
+                    chunk.iter().filter_map(Item::replay).map(|r| baseline.decide(r)).collect::<Result<_, _>>()?;
+                let sim = briefs_rx.recv().map_err(|_| stopped())??;
+                tally.add(&chunk, base, sim);
             }
-        }
+            Ok(())
+        })();
+        // The simulated run ends once it has no more chunks; it is joined on
+        // every path, so a failure there is an error here, not a panic.
         drop(sim_tx);
-        let simulated =
-            simulated_run.join().map_err(|_| LedgerError::Unavailable("the simulated run failed".into()))?;
+        let simulated = simulated_run.join();
+        compared?;
+        let simulated = simulated.map_err(|_| SimulationError::Replay("the simulated run failed".into()))?;
         Ok(Comparison {
             county: self.baseline.county(),
             from: self.from,
             to: self.to,
             policy_version: self.baseline.version.clone(),
             simulated_policy_version: self.simulated.version.clone(),
-            claims_replayed: replayed,
-            claims_without_submission: without,
+            claims_replayed: tally.replayed,
+            claims_without_submission: tally.without,
+            claims_unreadable: tally.unreadable,
             baseline: baseline.totals,
             simulated,
-            changed,
-            claims,
+            changed: tally.changed,
+            claims: tally.claims,
         })
     }
 }
 
-/// Chunks numbered 0, 1, 2… arriving in any order, given back in order.
-fn in_order(rx: crossbeam_channel::Receiver<(usize, Decoded)>) -> impl Iterator<Item = Decoded> {
-    let mut waiting = BTreeMap::new();
-    let mut next = 0;
-    std::iter::from_fn(move || loop {
-        if let Some(chunk) = waiting.remove(&next) {
-            next += 1;
-            return Some(chunk);
-        }
-        match rx.recv() {
-            // A failed read ends the replay wherever it happened.
-            Ok((_, Err(e))) => return Some(Err(e)),
-            Ok((index, chunk)) => {
-                waiting.insert(index, chunk);
+/// The claim-by-claim comparison of the two runs.
+struct Tally {
+    sample: usize,
+    replayed: u64,
+    without: u64,
+    unreadable: u64,
+    changed: ChangedCounts,
+    claims: Vec<ChangedClaim>,
+}
+
+impl Tally {
+    fn new(sample: usize) -> Self {
+        Self { sample, replayed: 0, without: 0, unreadable: 0, changed: ChangedCounts::default(), claims: Vec::new() }
+    }
+
+    fn add(&mut self, chunk: &[Item], baseline: Vec<Brief>, simulated: Vec<Brief>) {
+        self.without += chunk.iter().filter(|r| matches!(r, Item::WithoutSubmission)).count() as u64;
+        self.unreadable += chunk.iter().filter(|r| matches!(r, Item::Unreadable)).count() as u64;
+        for ((r, b), s) in chunk.iter().filter_map(Item::replay).zip(baseline).zip(simulated) {
+            self.replayed += 1;
+            let (status, amount) = (b.status != s.status, b.amount != s.amount);
+            if status || amount {
+                self.changed.claims += 1;
+                self.changed.status += u64::from(status);
+                self.changed.amount += u64::from(amount);
+                if self.claims.len() < self.sample {
+                    let claim_id = r.claim.claim_id.as_str().to_string();
+                    self.claims.push(ChangedClaim { claim_id, baseline: b, simulated: s });
+                }
             }
-            Err(_) => return None,
         }
-    })
+    }
 }
 
 /// One line of the side-by-side totals: what both runs granted under a heading.
@@ -540,16 +626,26 @@ fn decode(
     submitted: Option<serde_json::Value>,
     sealer: &Sealer,
     pseudonymizer: &Pseudonymizer,
-) -> Result<Option<Replay>, LedgerError> {
-    let Some(stored) = submitted else { return Ok(None) };
-    let unreadable = |why: String| LedgerError::Unavailable(format!("recorded claim {claim_id}: {why}"));
-    let body = sealer.unseal_owned(stored).map_err(|e| unreadable(format!("{e:#}")))?;
-    let claim = parse_claim(&body).map_err(|errs| {
-        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-        unreadable(format!("the claim as submitted no longer parses ({})", fields.join(", ")))
-    })?;
-    let person = claim.applicant.as_ref().map(|a| pseudonymizer.person_key(&a.id_number));
-    Ok(Some(Replay { claim, person }))
+) -> Item {
+    let Some(stored) = submitted else { return Item::WithoutSubmission };
+    let body = match sealer.unseal_owned(stored) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be opened; left out of the simulation");
+            return Item::Unreadable;
+        }
+    };
+    match parse_claim(&body) {
+        Ok(claim) => {
+            let person = claim.applicant.as_ref().map(|a| pseudonymizer.person_key(&a.id_number));
+            Item::Replay(Replay { claim, person })
+        }
+        Err(errs) => {
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            tracing::error!(claim_id = %claim_id, fields = %fields.join(", "), "a recorded claim no longer parses; left out of the simulation");
+            Item::Unreadable
+        }
+    }
 }
 
 #[cfg(test)]
@@ -557,6 +653,100 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::policy::Policy;
+
+    /// `n` sealed Wuyi qualification-training claims (`sealed` of them as
+    /// recorded today, the rest without the claim as submitted), in order.
+    fn recorded(n: usize, sealer: &Sealer) -> Vec<Submitted> {
+        const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+        (0..n)
+            .map(|i| {
+                let born = NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Days::new(i as u64);
+                let first17 = format!("330723{}001", born.format("%Y%m%d"));
+                let sum: u32 = first17.bytes().zip(W).map(|(c, w)| u32::from(c - b'0') * w).sum();
+                let id = format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char);
+                let level = if i % 2 == 0 { "intermediate" } else { "junior" };
+                let claim = json!({
+                    "claim_id": format!("P-{i}"), "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15",
+                    "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "employed_in_county": true},
+                    "details": {"occupation_code": "6-31-01-03", "level": level, "certificate_number": format!("C-{i}"), "payee": "person"}
+                });
+                let submitted = (i % 1000 != 999).then(|| sealer.seal_claim(&claim, None));
+                Submitted { seq: i as u64 + 1, claim_id: format!("P-{i}"), submitted }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replay_over_many_chunks_keeps_recording_order_and_counts_every_claim() {
+        let policy = Policy::embedded(None).unwrap();
+        let baseline = policy.county(County::Wuyi);
+        let change = ParamChange {
+            parameter: "/rules/qualification_training/levels/intermediate".into(),
+            value: json!("1300"),
+            from: None,
+        };
+        let simulated = baseline.with_changes(&[change]).unwrap();
+        let (sealer, pseudonymizer) = (Sealer::new("test"), Pseudonymizer::new("test"));
+        let n = CHUNK * 3 + 17;
+        let mut rows = recorded(n, &sealer);
+        // One record sealed under another secret: left out and counted, not an error.
+        rows[10].submitted = Some(Sealer::new("another").seal_claim(&json!({"applicant": {"id_number": "x"}}), None));
+        let directory = Directory::default();
+        let period = &baseline.common.period;
+        let sim = Simulation {
+            baseline,
+            simulated: &simulated,
+            directory: &directory,
+            from: period.from,
+            to: period.to,
+            sample: 1000,
+        };
+        let source: Submissions = Box::new(rows.into_iter().map(Ok));
+        let c = sim.run(source, &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap();
+        let without = (0..n).filter(|i| i % 1000 == 999).count() as u64;
+        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 1));
+        assert_eq!(c.claims_replayed, n as u64 - without - 1);
+        // Every intermediate grant (even claim numbers) changes; listed in recording order.
+        let changed: Vec<usize> =
+            c.claims.iter().map(|x| x.claim_id.strip_prefix("P-").unwrap().parse().unwrap()).collect();
+        let want: Vec<usize> = (0..n).filter(|i| i % 2 == 0 && *i != 10 && i % 1000 != 999).take(1000).collect();
+        assert_eq!(changed, want);
+        assert_eq!(c.changed.claims, c.changed.amount);
+        assert_eq!(c.changed.status, 0);
+        assert_eq!(c.baseline.granted.count, c.simulated.granted.count);
+        let raised = Decimal::from(300) * Decimal::from(c.changed.amount);
+        assert_eq!(c.simulated.granted.amount - c.baseline.granted.amount, raised);
+
+        // Cancelled: stops with no comparison.
+        let source: Submissions = Box::new(recorded(CHUNK * 3, &sealer).into_iter().map(Ok));
+        let e = sim.run(source, &sealer, &pseudonymizer, &AtomicBool::new(true)).unwrap_err();
+        assert!(matches!(e, SimulationError::Cancelled), "{e}");
+        // A store read that fails mid-way is the store's error.
+        let mut rows: Vec<Result<Submitted, LedgerError>> = recorded(CHUNK * 2, &sealer).into_iter().map(Ok).collect();
+        rows.insert(CHUNK + 3, Err(LedgerError::Unavailable("disk".into())));
+        let e = sim.run(Box::new(rows.into_iter()), &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap_err();
+        assert!(matches!(e, SimulationError::Store(_)), "{e}");
+    }
+
+    #[test]
+    fn the_documented_example_request_is_valid() {
+        let example = json!({
+            "county": "wuyi", "from": "2020-01-01", "to": "2021-12-31",
+            "changes": [
+                {"parameter": "/rules/qualification_training/levels/intermediate", "value": "1300"},
+                {"parameter": "/annual_limit", "value": 2, "from": "2021-01-01"}
+            ],
+            "sample": 20
+        });
+        let r = parse_request(&example).unwrap();
+        let policy = Policy::embedded(None).unwrap();
+        let wuyi = policy.county(County::Wuyi);
+        assert!(wuyi.with_changes(&r.changes).is_ok());
+        assert_eq!(r.window(wuyi).unwrap().0.to_string(), "2020-01-01");
+        let late = parse_request(&json!({"county": "wuyi", "from": "2022-01-01"})).unwrap();
+        assert_eq!(late.window(wuyi).unwrap_err()[0].field, "/from");
+    }
 
     fn fields(v: Value) -> Vec<String> {
         match parse_request(&v) {

@@ -154,6 +154,7 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)))
         .service(resource("/reports/", "GET").route(web::get().to(reports::page)))
+        .service(resource("/reports/app.js", "GET").route(web::get().to(reports::script)))
         .service(resource("/v1/simulations", "POST").route(web::post().to(simulations::simulate)));
 }
 

@@ -69,7 +69,7 @@ try {
   const resp = await page.goto(`${base}/reports/`, { waitUntil: 'networkidle' });
   if (!resp || resp.status() !== 200) fail(`GET /reports/ answered ${resp && resp.status()}`);
   const csp = resp.headers()['content-security-policy'] || '';
-  if (!csp.includes("default-src 'none'")) fail(`no restrictive Content-Security-Policy: ${csp}`);
+  if (!csp.includes("default-src 'none'") || !csp.includes("script-src 'self'")) fail(`no restrictive Content-Security-Policy: ${csp}`);
   if (await page.isVisible('#report')) fail('a report is shown before any key was given');
   const counties = await page.$$eval('#county option', (os) => os.map((o) => o.value));
   if (!counties.includes('wuyi') || !counties.includes('changxing')) fail(`counties offered: ${counties}`);

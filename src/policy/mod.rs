@@ -63,10 +63,6 @@ struct ParamRepr<T> {
     from: Option<NaiveDate>,
     #[serde(default)]
     history: Option<Vec<Dated<T>>>,
-    /// The served form's name for `history` (`GET /v1/policies/{county}`),
-    /// so that a served policy loads back as it is (policy simulations).
-    #[serde(default)]
-    values: Option<Vec<Dated<T>>>,
     #[serde(default)]
     note: Option<String>,
 }
@@ -88,9 +84,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Param<T> {
         if r.clause.trim().is_empty() {
             return Err(D::Error::custom("a value without a clause"));
         }
-        let values = match (r.value, r.history, r.values) {
-            (Some(value), None, None) => vec![Dated { from: r.from, value }],
-            (None, Some(h), None) | (None, None, Some(h)) if !h.is_empty() && r.from.is_none() => h,
+        let values = match (r.value, r.history) {
+            (Some(value), None) => vec![Dated { from: r.from, value }],
+            (None, Some(h)) if !h.is_empty() && r.from.is_none() => h,
             _ => return Err(D::Error::custom("give either `value` (optionally `from`) or a non-empty `history`")),
         };
         for w in values.windows(2) {
@@ -420,7 +416,11 @@ impl CountyPolicy {
     }
 
     fn from_source(county: County, source: &serde_json::Value) -> anyhow::Result<Self> {
-        let part = |k: &str| source.get(k).cloned().unwrap_or_default();
+        let part = |k: &str| {
+            let mut v = source.get(k).cloned().unwrap_or_default();
+            as_data_file(&mut v);
+            v
+        };
         let common: Common = serde_json::from_value(part("common"))?;
         let rules = match county {
             County::Wuyi => CountyRules::Wuyi(Box::new(serde_json::from_value(part("rules"))?)),
@@ -503,6 +503,23 @@ impl CountyPolicy {
     }
 }
 
+/// Turns the served form of every parameter (`{clause, values: [...]}`) back
+/// into the data files' form (`{clause, history: [...]}`).
+fn as_data_file(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("clause").is_some_and(serde_json::Value::is_string) {
+                if let Some(values) = o.remove("values") {
+                    o.insert("history".into(), values);
+                }
+            }
+            o.values_mut().for_each(as_data_file);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(as_data_file),
+        _ => {}
+    }
+}
+
 /// A parameter change of a policy simulation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamChange {
@@ -575,6 +592,15 @@ fn check(county: County, common: &Common, rules: &CountyRules, reference: &Refer
     for k in common.trade_friction.kinds.values.iter().flat_map(|v| &v.value) {
         if !common.kinds.contains_key(k) {
             bail!("trade_friction.kinds names `{k}`, which this county does not offer");
+        }
+    }
+    // Figures the rules divide by.
+    if let CountyRules::Wuyi(r) = rules {
+        if r.project_training.rate_per_class_hour.values.iter().any(|v| v.value.0.is_zero()) {
+            bail!("rules.project_training.rate_per_class_hour must be above zero (the uplifted cap is scaled by it)");
+        }
+        if r.online_training.full_trainees.values.iter().any(|v| v.value == 0) {
+            bail!("rules.online_training.full_trainees must be above zero (trainees are prorated by it)");
         }
     }
     let mut codes = std::collections::BTreeSet::new();
@@ -676,6 +702,9 @@ mod tests {
                 change("annual_limit", 2.into(), None),
                 change("/rules/project_training/cap", 1000.into(), None),
                 change("/rules/project_training/cap", "-5".into(), None),
+                // Figures the rules divide by.
+                change("/rules/project_training/rate_per_class_hour", "0".into(), None),
+                change("/rules/online_training/full_trainees", 0.into(), Some("2021-01-01")),
             ])
             .unwrap_err();
         let got: Vec<(usize, ChangeField)> = errors.iter().map(|e| (e.index, e.field)).collect();
@@ -688,6 +717,8 @@ mod tests {
                 (3, ChangeField::Parameter),
                 (4, ChangeField::Value),
                 (5, ChangeField::Value),
+                (6, ChangeField::Value),
+                (7, ChangeField::Value),
             ]
         );
         // A change that breaks a load-time check of the whole policy.

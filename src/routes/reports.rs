@@ -81,14 +81,29 @@ fn to_csv(r: &Report) -> Result<Vec<u8>, ApiError> {
     w.into_inner().map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))
 }
 
-/// `Accept` names `text/csv` ahead of JSON (or without it).
+/// `Accept` prefers `text/csv` to JSON: a higher quality value, or the same
+/// one and named first (`*/*` and a missing header mean JSON).
 fn wants_csv(req: &HttpRequest) -> bool {
     let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return false };
-    let types: Vec<String> =
-        accept.split(',').map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).collect();
-    let position = |m: &str| types.iter().position(|t| t == m);
-    match (position("text/csv"), position("application/json")) {
-        (Some(c), Some(j)) => c < j,
+    let mut csv: Option<(f32, usize)> = None;
+    let mut json: Option<(f32, usize)> = None;
+    for (i, item) in accept.split(',').enumerate() {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q =
+            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "text/csv" => &mut csv,
+            "application/json" => &mut json,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some((q, i));
+        }
+    }
+    match (csv, json) {
+        (Some((cq, _)), _) if cq <= 0.0 => false,
+        (Some((cq, ci)), Some((jq, ji))) => cq > jq || (cq == jq && ci < ji),
         (Some(_), None) => true,
         _ => false,
     }
@@ -195,19 +210,29 @@ pub async fn get(
     Ok(HttpResponse::Ok().insert_header((header::VARY, "Accept")).json(report))
 }
 
+/// The report page's security headers: its script comes from the service and
+/// nothing else is loaded, inline or from elsewhere.
+fn page_headers(resp: &mut actix_web::HttpResponseBuilder) -> &mut actix_web::HttpResponseBuilder {
+    resp.insert_header((
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ))
+    .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+    .insert_header((header::REFERRER_POLICY, "no-referrer"))
+}
+
 /// The report page (`/reports/`): county and year chosen in the browser,
 /// granted against plan drawn as bars. Static and self-contained (no
 /// external assets); it shows nothing until an auditor's or admin's key is
 /// given, and the key stays in the page.
 pub async fn page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
-             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .body(include_str!("reports.html"))
+    page_headers(&mut HttpResponse::Ok()).content_type("text/html; charset=utf-8").body(include_str!("reports.html"))
+}
+
+/// The report page's script (`/reports/app.js`).
+pub async fn script() -> HttpResponse {
+    page_headers(&mut HttpResponse::Ok())
+        .content_type("text/javascript; charset=utf-8")
+        .body(include_str!("reports.js"))
 }

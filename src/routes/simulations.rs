@@ -1,6 +1,7 @@
 //! `POST /v1/simulations`: policy what-if over the recorded claims (API.md §8).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -14,7 +15,7 @@ use crate::domain::County;
 use crate::ledger::{LedgerError, ReplayFilter};
 use crate::policy::ChangeError;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::simulation::{parse_request, Comparison, Simulation};
+use crate::simulation::{parse_request, Comparison, Simulation, SimulationError};
 
 /// Seconds a client is asked to wait while its county's simulation runs.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -115,8 +116,11 @@ fn change_errors(errs: Vec<ChangeError>) -> ApiError {
         (status = 403, description = "Auditors and administrators only", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad field; an unknown parameter, a value of the wrong shape or a change the policy's checks refuse names `/changes/N/parameter` or `/changes/N/value`", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "A simulation of this county is running; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The recorded claims cannot be read now", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A simulation of this county is running; retry after `Retry-After` seconds", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The recorded claims cannot be read now, or the replay failed (logged); nothing was written", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -130,32 +134,25 @@ pub async fn simulate(
     caller.require(Operation::Simulate)?;
     let body = read_json(&req, payload, BODY_LIMIT).await?;
     let p = parse_request(&body).map_err(ApiError::Validation)?;
-    let baseline = state.policy.county(p.county);
-    let simulated = baseline.with_changes(&p.changes).map_err(change_errors)?;
+    let (from, to) = p.window(state.policy.county(p.county)).map_err(ApiError::Validation)?;
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
-    let period = &baseline.common.period;
-    let (from, to) = (p.from.unwrap_or(period.from), p.to.unwrap_or(period.to));
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
     let directory = state.ledger.directory(p.county);
-    let st = state.clone();
+    // A client that hangs up stops the replay at its next chunk.
+    let cancel = CancelOnDrop::default();
+    let (st, cancelled) = (state.clone(), cancel.0.clone());
     let started = std::time::Instant::now();
-    // The slot goes with the work: a client that hangs up does not free it
-    // while the replay still runs.
+    // The slot goes with the work: it is given back when the replay has stopped.
     let result = web::block(move || {
         let _slot = slot;
-        let sim = Simulation {
-            baseline: st.policy.county(p.county),
-            simulated: &simulated,
-            directory: &directory,
-            from,
-            to,
-            sample: p.sample,
-        };
-        sim.run(source, &st.sealer, &st.pseudonymizer)
+        let baseline = st.policy.county(p.county);
+        let simulated = baseline.with_changes(&p.changes).map_err(change_errors)?;
+        let sim = Simulation { baseline, simulated: &simulated, directory: &directory, from, to, sample: p.sample };
+        sim.run(source, &st.sealer, &st.pseudonymizer, &cancelled).map_err(simulation_error)
     })
     .await
     .map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?;
-    let comparison = result.map_err(ledger_error)?;
+    let comparison = result?;
     tracing::info!(
         county = %p.county,
         claims = comparison.claims_replayed,
@@ -163,7 +160,32 @@ pub async fn simulate(
         ms = started.elapsed().as_millis() as u64,
         "simulation finished"
     );
+    drop(cancel);
     Ok(HttpResponse::Ok().json(comparison))
+}
+
+/// Set when the request's future is dropped (the client went away).
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn simulation_error(e: SimulationError) -> ApiError {
+    match e {
+        SimulationError::Store(e) => ledger_error(e),
+        // A failed replay is not the caller's fault and may pass (a rules
+        // bug is fixed by a release): the same answer as an unreadable store.
+        SimulationError::Replay(why) => {
+            tracing::error!(error = %why, "simulation failed");
+            ApiError::StoreUnavailable
+        }
+        // Nobody is waiting for this answer.
+        SimulationError::Cancelled => ApiError::RequestTimeout,
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,13 @@ async fn report_totals_match_a_recount_of_stored_decisions() {
     let json_first = api.client.get(api.url("/v1/reports/wuyi/2020")).bearer_auth(AUDITOR);
     let json_first = json_first.header("Accept", "application/json, text/csv").send().await.unwrap();
     assert!(json_first.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    for (accept, csv) in
+        [("text/csv;q=0.1, application/json", false), ("application/json;q=0.5, text/csv", true), ("*/*", false)]
+    {
+        let r = api.client.get(api.url("/v1/reports/wuyi/2020")).bearer_auth(AUDITOR).header("Accept", accept);
+        let r = r.send().await.unwrap();
+        assert_eq!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"), csv, "{accept}");
+    }
 }
 
 #[tokio::test]
@@ -126,8 +133,14 @@ async fn the_report_page_is_served_self_contained() {
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.starts_with("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    let script_src = csp.split(';').map(str::trim).find(|d| d.starts_with("script-src"));
+    assert_eq!(script_src, Some("script-src 'self'"), "scripts only from the service, none inline: {csp}");
     let html = page.text().await.unwrap();
-    assert!(html.contains("/v1/reports/") && html.contains("Download CSV"));
+    assert!(html.contains("<script src=\"app.js\"></script>") && html.contains("Download CSV"));
+    assert!(!html.contains("<script>"), "no inline script");
+    let script = api.client.get(api.url("/reports/app.js")).send().await.unwrap();
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert!(script.text().await.unwrap().contains("/v1/reports/"));
     // No external asset: nothing loaded from another origin.
     for attr in ["src=\"http", "href=\"http", "url(http", "@import"] {
         assert!(!html.contains(attr), "the page refers to an external asset ({attr})");
