@@ -196,7 +196,7 @@ async fn submit(file: &Path, url: &str, key: &str, out: Option<&Path>, batch_siz
     let failed = count(&|o| matches!(o, Outcome::Failed(_)));
     let not_sent = count(&|o| matches!(o, Outcome::NotSent));
     eprintln!(
-        "{} rows: {approved} approved, {rejected} rejected, {revoked} revoked ({replayed} of them already recorded: replayed); {failed} refused, {not_sent} not sent",
+        "{} rows: {approved} approved, {rejected} rejected, {revoked} revoked; {replayed} of them already recorded (replayed); {failed} refused, {not_sent} not sent",
         rows.len()
     );
     if let Some(e) = stopped {
