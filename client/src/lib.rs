@@ -64,7 +64,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use futures_util::Stream;
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -378,7 +378,7 @@ impl Client {
         let url = self.url(segments);
         let resp = self
             .send(|| {
-                let mut r = self.http.request(method.clone(), url.clone());
+                let mut r = self.http.request(method.clone(), url.clone()).header(ACCEPT, "application/json");
                 if !query.is_empty() {
                     r = r.query(query);
                 }
@@ -530,5 +530,32 @@ impl fmt::Display for Submitted {
             f.write_str(" (replayed)")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_honours_retry_after() {
+        let p = RetryPolicy { max_retries: 6, initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        for (attempt, base) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (20, 1000)] {
+            let d = p.delay(attempt, None);
+            let base = Duration::from_millis(base);
+            assert!(d <= base && d >= base.mul_f64(0.75), "{attempt}: {d:?}");
+        }
+        assert_eq!(p.delay(0, Some(Duration::from_secs(3))), Duration::from_secs(1));
+        assert_eq!(p.delay(5, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
+    fn urls_keep_the_base_path_and_escape_segments() {
+        let c = Client::new("http://127.0.0.1:8080/subsidy", "k").unwrap();
+        assert_eq!(c.url(&["v1", "claims", "a/b c"]).as_str(), "http://127.0.0.1:8080/subsidy/v1/claims/a%2Fb%20c");
+        let c = Client::new("http://127.0.0.1:8080", "k").unwrap();
+        assert_eq!(c.url(&["v1", "claims"]).as_str(), "http://127.0.0.1:8080/v1/claims");
+        assert!(Client::builder("http://x", "k").batch_size(1001).build().is_err());
+        assert!(Client::new("ftp://x", "k").is_err());
     }
 }

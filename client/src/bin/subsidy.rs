@@ -200,7 +200,10 @@ async fn submit(file: &Path, url: &str, key: &str, out: Option<&Path>, batch_siz
         rows.len()
     );
     if let Some(e) = stopped {
-        eprintln!("error: stopped: {e}\nRun the same command again: recorded claims replay, the rest are submitted.");
+        eprintln!("error: stopped: {e}");
+        if e.status().is_none_or(|s| s >= 500) {
+            eprintln!("Run the same command again: recorded claims replay, the rest are submitted.");
+        }
     }
     if failed > 0 {
         eprintln!("{failed} rows got no decision; see the `error` column of the results");
