@@ -3,11 +3,11 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Stable error codes of API.md §2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     MalformedJson,
@@ -85,7 +85,7 @@ impl ErrorCode {
 }
 
 /// One bad field of a request, named by its JSON pointer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     /// JSON pointer (RFC 6901) to the field, e.g. `/applicant/id_number`.
     pub field: String,
@@ -114,7 +114,7 @@ pub fn only_fields(v: &serde_json::Value, allowed: &[&str]) -> Vec<FieldError> {
 }
 
 /// The problem+json body (RFC 9457).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_: String,

@@ -64,20 +64,20 @@ pub async fn submit(
 }
 
 /// One item of a batch answer.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claim_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
     /// `true` when this item replayed an earlier identical submission.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Problem>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchResponse {
     pub results: Vec<BatchItem>,
 }
@@ -433,7 +433,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClaimSummary {
     pub claim_id: String,
     pub county: County,
@@ -447,7 +447,7 @@ pub struct ClaimSummary {
     pub decision: Decision,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClaimPage {
     pub claims: Vec<ClaimSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.

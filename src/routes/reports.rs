@@ -17,7 +17,7 @@ use crate::domain::fmt2;
 use crate::ledger::Tally;
 use crate::problem::{ApiError, Problem};
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct KindLine {
     pub kind: String,
     pub title_zh: String,
@@ -27,7 +27,7 @@ pub struct KindLine {
     pub amount: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct DepartmentLine {
     pub department: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,7 +40,7 @@ pub struct DepartmentLine {
     pub amount: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct Report {
     pub county: String,
     pub year: i32,

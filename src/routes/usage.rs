@@ -22,7 +22,7 @@ pub struct UsageQuery {
     pub year: i32,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UsageClaim {
     pub claim_id: String,
     pub kind: Kind,
@@ -32,7 +32,7 @@ pub struct UsageClaim {
     pub amount: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UsageAnswer {
     pub county: County,
     pub year: i32,
