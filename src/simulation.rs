@@ -419,8 +419,7 @@ impl Simulation<'_> {
                 let work_rx = work_rx.clone();
                 s.spawn(move || {
                     for (chunk, answer) in work_rx {
-                        let decoded =
-                            chunk.into_iter().map(|r| decode(r.claim_id, r.submitted, sealer, pseudonymizer)).collect();
+                        let decoded = chunk.into_iter().map(|r| decode(r, sealer, pseudonymizer)).collect();
                         // The decider may have stopped; the next chunk then finds no one either.
                         let _ = answer.send(Ok(decoded));
                     }
@@ -621,13 +620,17 @@ impl Comparison {
 
 /// A recorded claim as the rules read it: its sealed fields opened, parsed as
 /// when it arrived. `None` for a record without the claim as submitted.
-fn decode(
-    claim_id: String,
-    submitted: Option<serde_json::Value>,
-    sealer: &Sealer,
-    pseudonymizer: &Pseudonymizer,
-) -> Item {
-    let Some(stored) = submitted else { return Item::WithoutSubmission };
+fn decode(r: Submitted, sealer: &Sealer, pseudonymizer: &Pseudonymizer) -> Item {
+    let claim_id = r.claim_id;
+    let stored = match r.claim.into_json() {
+        Ok(Some(v)) => v,
+        Ok(None) => return Item::WithoutSubmission,
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(claim_id = %claim_id, error = %error, "a recorded claim cannot be decoded; left out of the simulation");
+            return Item::Unreadable;
+        }
+    };
     let body = match sealer.unseal_owned(stored) {
         Ok(b) => b,
         Err(e) => {
@@ -653,6 +656,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::ledger::StoredClaim;
     use crate::policy::Policy;
 
     /// `n` sealed Wuyi qualification-training claims (`sealed` of them as
@@ -671,8 +675,11 @@ mod tests {
                     "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "employed_in_county": true},
                     "details": {"occupation_code": "6-31-01-03", "level": level, "certificate_number": format!("C-{i}"), "payee": "person"}
                 });
-                let submitted = (i % 1000 != 999).then(|| sealer.seal_claim(&claim, None));
-                Submitted { seq: i as u64 + 1, claim_id: format!("P-{i}"), submitted }
+                let claim = match i % 1000 {
+                    999 => StoredClaim::Missing,
+                    _ => StoredClaim::Json(sealer.seal_claim(&claim, None)),
+                };
+                Submitted { seq: i as u64 + 1, claim_id: format!("P-{i}"), claim }
             })
             .collect()
     }
@@ -691,7 +698,8 @@ mod tests {
         let n = CHUNK * 3 + 17;
         let mut rows = recorded(n, &sealer);
         // One record sealed under another secret: left out and counted, not an error.
-        rows[10].submitted = Some(Sealer::new("another").seal_claim(&json!({"applicant": {"id_number": "x"}}), None));
+        rows[10].claim =
+            StoredClaim::Json(Sealer::new("another").seal_claim(&json!({"applicant": {"id_number": "x"}}), None));
         let directory = Directory::default();
         let period = &baseline.common.period;
         let sim = Simulation {

@@ -18,7 +18,7 @@ use super::state::{Base, Changes, EvalView, GroupView, State};
 use super::store::{Store, WriteBatch};
 use super::{
     ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, ReplayFilter,
-    RevokeResult, Submissions, Submitted, UsageEntry,
+    RevokeResult, StoredClaim, Submissions, Submitted, UsageEntry,
 };
 use crate::domain::County;
 use crate::policy::Policy;
@@ -92,8 +92,8 @@ fn poisoned() -> LedgerError {
 pub(crate) fn replay(store: &Arc<Store>, before: u64, filter: ReplayFilter) -> Submissions {
     let rows = store.submissions(before, move |h| filter.keeps(h));
     Box::new(rows.map(|row| {
-        let (seq, h, part) = row?;
-        Ok(Submitted { seq, claim_id: h.claim_id, submitted: part.submitted })
+        let (seq, h, section) = row?;
+        Ok(Submitted { seq, claim_id: h.claim_id, claim: StoredClaim::Section(section) })
     }))
 }
 

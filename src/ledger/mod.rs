@@ -26,7 +26,7 @@ use chrono::NaiveDate;
 
 pub use embedded::EmbeddedLedger;
 pub use maintenance::{check, export, import, import_v1_store};
-pub use record::{ClaimRecord, DirectoryEntry, DirectoryRecord, Event, RecordHeader, ReportTotals, Tally};
+pub use record::{ClaimPart, ClaimRecord, DirectoryEntry, DirectoryRecord, Event, RecordHeader, ReportTotals, Tally};
 pub use state::StateStats;
 pub use store::Store;
 
@@ -149,8 +149,29 @@ impl ReplayFilter {
 pub struct Submitted {
     pub seq: u64,
     pub claim_id: String,
-    /// `None` for a record moved from layout v1, which kept only the decision.
-    pub submitted: Option<serde_json::Value>,
+    pub claim: StoredClaim,
+}
+
+/// The claim as submitted, as a backend reads it: decoded, or still in the
+/// stored form (decoded by [`StoredClaim::into_json`] on the reader's
+/// threads, so that a backend's reading thread only reads).
+pub enum StoredClaim {
+    Json(serde_json::Value),
+    /// A layout-v2 record's claim section.
+    Section(Vec<u8>),
+    /// A record moved from layout v1, which kept only the decision.
+    Missing,
+}
+
+impl StoredClaim {
+    /// The claim as submitted (personal fields sealed); `None` when not kept.
+    pub fn into_json(self) -> anyhow::Result<Option<serde_json::Value>> {
+        match self {
+            Self::Json(v) => Ok(Some(v)),
+            Self::Section(bytes) => Ok(ClaimPart::decode(&bytes)?.submitted),
+            Self::Missing => Ok(None),
+        }
+    }
 }
 
 /// Recorded claims read one after another (see [`LedgerService::submissions`]).

@@ -109,6 +109,11 @@ impl ClaimPart {
     pub fn encode(&self) -> Vec<u8> {
         encode_record(self)
     }
+
+    /// A section as stored.
+    pub fn decode(section: &[u8]) -> anyhow::Result<Self> {
+        decode_record(section).context("the claim section")
+    }
 }
 
 /// A record as stored: its header and its body.
@@ -209,12 +214,11 @@ impl ClaimRecord {
         })
     }
 
-    /// The claim section of a stored body alone (the decision left compressed).
-    pub fn decode_claim_part(seq: u64, body: &[u8]) -> anyhow::Result<ClaimPart> {
+    /// The claim section of a stored body, still encoded (the decision skipped).
+    pub fn claim_section(seq: u64, body: &[u8]) -> anyhow::Result<&[u8]> {
         let [RECORD_V2, a, b, c, d, rest @ ..] = body else { bail!("record {seq}: not a layout-v2 body") };
         let dlen = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
-        let claim = rest.get(dlen..).with_context(|| format!("record {seq}: the decision is cut short"))?;
-        decode_record(claim).with_context(|| format!("record {seq}: the claim"))
+        rest.get(dlen..).with_context(|| format!("record {seq}: the decision is cut short"))
     }
 
     pub fn decode(seq: u64, header: &[u8], body: &[u8]) -> anyhow::Result<Self> {

@@ -26,9 +26,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use chrono::Utc;
 
-use super::record::{
-    decode_record, encode_record, ClaimPart, ClaimRecord, DirectoryRecord, EncodedRecord, Event, RecordHeader,
-};
+use super::record::{decode_record, encode_record, ClaimRecord, DirectoryRecord, EncodedRecord, Event, RecordHeader};
 use crate::domain::County;
 
 const RECORD: u8 = b'R';
@@ -489,19 +487,20 @@ impl Store {
             .chain(bodies_without_headers)
     }
 
-    /// The claim sections (the claim as submitted) of the records numbered
-    /// below `before` whose header `keep` accepts, in recording order, for
-    /// replaying recorded claims (policy simulations). Pages without such a
-    /// record are skipped without reading their bodies.
+    /// The claim sections (the claim as submitted), still encoded, of the
+    /// records numbered below `before` whose header `keep` accepts, in
+    /// recording order, for replaying recorded claims (policy simulations).
+    /// Pages without such a record are skipped without reading their bodies;
+    /// decoding the sections is left to the caller's threads.
     pub fn submissions(
         self: &std::sync::Arc<Self>,
         before: u64,
         keep: impl Fn(&RecordHeader) -> bool + Send + 'static,
-    ) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader, ClaimPart)>> + Send + 'static {
+    ) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader, Vec<u8>)>> + Send + 'static {
         let store = self.clone();
         let pages = self.tree.range(header_key(1)..header_key(before.max(1)));
-        pages.flat_map(move |kv| -> Vec<anyhow::Result<(u64, RecordHeader, ClaimPart)>> {
-            let page = || -> anyhow::Result<Vec<(u64, RecordHeader, ClaimPart)>> {
+        pages.flat_map(move |kv| -> Vec<anyhow::Result<(u64, RecordHeader, Vec<u8>)>> {
+            let page = || -> anyhow::Result<Vec<(u64, RecordHeader, Vec<u8>)>> {
                 let (k, v) = kv?;
                 let first = seq_of(&k)?;
                 let mut kept = Vec::new();
@@ -523,7 +522,7 @@ impl Store {
                 kept.into_iter()
                     .map(|(i, seq, h)| {
                         let body = bodies.get(i).with_context(|| format!("record {seq}: not in its page"))?;
-                        Ok((seq, h, ClaimRecord::decode_claim_part(seq, body)?))
+                        Ok((seq, h, ClaimRecord::claim_section(seq, body)?.to_vec()))
                     })
                     .collect()
             };
