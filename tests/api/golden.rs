@@ -227,11 +227,7 @@ fn trace_problems(d: &Value, clauses: &std::collections::HashSet<String>) -> Vec
 fn calculation_problems(d: &Value, want: &[Value]) -> Vec<String> {
     let have = d["calculation"].as_array().cloned().unwrap_or_default();
     let show = |steps: &[Value]| {
-        steps
-            .iter()
-            .map(|s| format!("{} {} [{}]", s["step"], s["amount"], s["clause"]))
-            .collect::<Vec<_>>()
-            .join(", ")
+        steps.iter().map(|s| format!("{} {} [{}]", s["step"], s["amount"], s["clause"])).collect::<Vec<_>>().join(", ")
     };
     let same = have.len() == want.len()
         && have.iter().zip(want).all(|(h, w)| {
@@ -348,10 +344,11 @@ fn every_kind_of_both_counties_has_a_pinned_trace() {
             }
         }
     }
-    let missing: Vec<_> = County::ALL
+    let offered: Vec<_> = County::ALL
         .iter()
         .flat_map(|c| subsidy_service::rules::kinds_of(*c).iter().map(move |k| format!("{c}/{k}")))
-        .filter(|k| !pinned.contains(k))
         .collect();
+    assert_eq!(offered.len(), 6 + 15, "Wuyi offers 6 kinds, Changxing 15 (RULES §3, §4)");
+    let missing: Vec<_> = offered.iter().filter(|k| !pinned.contains(*k)).collect();
     assert!(missing.is_empty(), "no pinned trace for {missing:?}");
 }

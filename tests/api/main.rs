@@ -12,6 +12,7 @@ mod limits;
 mod listing;
 mod maintenance;
 mod openapi;
+mod policy_data;
 mod privacy;
 mod reports;
 mod startup;

@@ -1,0 +1,98 @@
+//! The rules read every figure and date from the policy data: decisions on
+//! policy data changed the way an amendment would change it (a `history`
+//! entry, a shorter uplift, a kind taken off the uplift list) follow the
+//! change. These call the rules directly, without a server.
+
+use std::path::Path;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde_json::Value;
+use subsidy_service::domain::{parse_claim, County, Level};
+use subsidy_service::policy::{Amount, CountyPolicy, Dated, Policy};
+use subsidy_service::rules::{decide, Decision, Directory, EmptyLedger};
+
+fn policy(county: County) -> CountyPolicy {
+    Policy::load(Path::new("config/policies"), None).expect("the policy data loads").county(county).clone()
+}
+
+fn example(name: &str) -> Value {
+    subsidy_service::openapi::claim_examples()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no example {name}"))
+        .1
+}
+
+fn date(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+/// The Changxing example enterprise, on the directory from 2019.
+fn cx_directory() -> Directory {
+    let mut d = Directory { version: "test".into(), ..Directory::default() };
+    d.listed.insert("91330522MA0EXMP048".into(), date("2019-01-01"));
+    d
+}
+
+fn decide_on(body: &Value, p: &CountyPolicy, directory: &Directory) -> Decision {
+    let claim = parse_claim(body).expect("the claim parses");
+    decide(&claim, Some("p1"), &EmptyLedger, p, directory, Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
+        .expect("an empty ledger never fails")
+        .decision
+}
+
+fn skill_upgrade_on(day: &str) -> Value {
+    // senior technician, manufacturing occupation (I-11): 8000; employer listed
+    let mut c = example("cx_skill_upgrade");
+    c["event_date"] = day.into();
+    c
+}
+
+fn codes(d: &Decision) -> Vec<&str> {
+    d.reasons.iter().map(|r| r.code.as_str()).collect()
+}
+
+#[test]
+fn the_trade_friction_uplift_ends_on_its_until_date() {
+    let mut p = policy(County::Changxing);
+    p.common.trade_friction.until.values = vec![Dated { from: None, value: date("2020-06-30") }];
+    let on = decide_on(&skill_upgrade_on("2020-06-30"), &p, &cx_directory());
+    assert_eq!(on.amount, "10400.00", "{:?}", on.reasons);
+    assert!(codes(&on).contains(&"UPLIFT_TRADE_FRICTION"));
+    let after = decide_on(&skill_upgrade_on("2020-07-01"), &p, &cx_directory());
+    assert_eq!(after.amount, "8000.00", "{:?}", after.reasons);
+    assert!(!codes(&after).contains(&"UPLIFT_TRADE_FRICTION"));
+}
+
+#[test]
+fn only_the_kinds_the_data_lists_are_uplifted() {
+    let listed = decide_on(&skill_upgrade_on("2020-05-10"), &policy(County::Changxing), &cx_directory());
+    assert_eq!(listed.amount, "10400.00");
+    let mut p = policy(County::Changxing);
+    p.common.trade_friction.kinds.values[0].value.retain(|k| k.as_str() != "skill_upgrade");
+    let unlisted = decide_on(&skill_upgrade_on("2020-05-10"), &p, &cx_directory());
+    assert_eq!(unlisted.amount, "8000.00", "{:?}", unlisted.reasons);
+    assert_eq!(unlisted.calculation.len(), 2, "base and total only: {:?}", unlisted.calculation);
+}
+
+#[test]
+fn a_figure_amended_from_a_date_applies_from_that_date() {
+    let mut p = policy(County::Wuyi);
+    let subsidy_service::policy::CountyRules::Wuyi(rules) = &mut p.rules else {
+        panic!("the Wuyi policy has Wuyi rules")
+    };
+    let intermediate = rules.qualification_training.levels.get_mut(&Level::Intermediate).unwrap();
+    intermediate.values = vec![
+        Dated { from: None, value: Amount("1000".parse().unwrap()) },
+        Dated { from: Some(date("2021-01-01")), value: Amount("1300".parse().unwrap()) },
+    ];
+    let on = |day: &str| {
+        let mut c = example("wy_qualification_training");
+        c["event_date"] = day.into();
+        decide_on(&c, &p, &Directory::default())
+    };
+    let before = on("2020-12-31");
+    assert_eq!((before.amount.as_str(), before.calculation[0].amount.as_str()), ("1000.00", "1000.00"));
+    let after = on("2021-01-01");
+    assert_eq!((after.amount.as_str(), after.calculation[0].amount.as_str()), ("1300.00", "1300.00"));
+}
