@@ -96,3 +96,51 @@ fn a_figure_amended_from_a_date_applies_from_that_date() {
     let after = on("2021-01-01");
     assert_eq!((after.amount.as_str(), after.calculation[0].amount.as_str()), ("1300.00", "1300.00"));
 }
+
+/// A parameter is one value (optionally from a date) or a non-empty history
+/// of values with strictly increasing dates, the first possibly undated.
+#[test]
+fn a_parameter_history_must_be_well_formed() {
+    use subsidy_service::policy::Param;
+    let parse = |s: &str| toml::from_str::<Param<Amount>>(&format!("clause = \"X\"\n{s}"));
+    let increasing = parse(r#"history = [{ from = "2020-01-01", value = "1" }, { from = "2021-01-01", value = "2" }]"#)
+        .expect("strictly increasing dates are a history");
+    assert_eq!(increasing.dec(date("2020-12-31")), "1".parse().unwrap());
+    assert_eq!(increasing.dec(date("2021-01-01")), "2".parse().unwrap());
+    assert!(parse(r#"history = [{ value = "1" }, { from = "2021-01-01", value = "2" }]"#).is_ok());
+    for bad in [
+        "history = []",
+        r#"from = "2020-01-01"
+history = [{ value = "1" }]"#,
+        r#"history = [{ from = "2021-01-01", value = "1" }, { from = "2020-01-01", value = "2" }]"#,
+        r#"history = [{ from = "2021-01-01", value = "1" }, { value = "2" }]"#,
+        r#"value = "1"
+history = [{ value = "1" }]"#,
+        "",
+    ] {
+        assert!(parse(bad).is_err(), "accepted: {bad}");
+    }
+}
+
+#[test]
+fn a_policy_directory_that_does_not_exist_is_an_error() {
+    let missing = tempfile::tempdir().unwrap().path().join("policies");
+    let err = Policy::load(&missing, None).expect_err("no built-in fallback for a directory named by configuration");
+    assert!(format!("{err:#}").contains("reading policy directory"), "{err:#}");
+    // Only the default directory, when absent, falls back to the built-in data.
+    assert!(Policy::load(Path::new("config/policies"), None).is_ok());
+}
+
+#[test]
+fn each_county_offers_exactly_its_own_kinds() {
+    let policies = Policy::load(Path::new("config/policies"), None).unwrap();
+    for county in County::ALL {
+        let p = policies.county(*county);
+        assert_eq!(p.county(), *county);
+        for kind in subsidy_service::domain::Kind::ALL {
+            let own = subsidy_service::rules::kinds_of(*county).contains(kind);
+            assert_eq!(p.offers(*kind), own, "{county} {kind}");
+        }
+    }
+    assert_eq!(policies.counties().count(), 2);
+}
