@@ -144,3 +144,17 @@ fn each_county_offers_exactly_its_own_kinds() {
     }
     assert_eq!(policies.counties().count(), 2);
 }
+
+/// The end of the epidemic window is configuration (WY §4(3)): a training
+/// day after the configured end is outside the window.
+#[test]
+fn the_configured_end_of_the_epidemic_window_applies() {
+    let end = date("2020-03-05");
+    let p = Policy::load(Path::new("config/policies"), Some(end)).unwrap().county(County::Wuyi).clone();
+    // two training days, 2020-03-05 and 2020-03-06
+    let d = decide_on(&example("wy_online_training"), &p, &Directory::default());
+    assert_eq!(codes(&d), ["OUTSIDE_EPIDEMIC_WINDOW"]);
+    assert_eq!(d.reasons[0].days.as_deref(), Some(&[date("2020-03-06")][..]));
+    let default = decide_on(&example("wy_online_training"), &policy(County::Wuyi), &Directory::default());
+    assert_eq!(default.amount, "16000.00", "{:?}", default.reasons);
+}
