@@ -2,6 +2,7 @@
 //! the real binary) on a random port with a fresh store and talks HTTP.
 
 mod auth;
+mod claim_shapes;
 mod concurrency;
 mod errors;
 mod golden;
