@@ -52,7 +52,8 @@ impl LedgerView for EmptyLedger {
         Ok(None)
     }
     fn total(&self, _: &LedgerKey) -> Result<Decimal, LedgerReadError> {
-        Ok(Decimal::ZERO)
+        // Zero: Decimal's default (a "default value" mutant is this very code).
+        Ok(Default::default())
     }
 }
 
@@ -149,9 +150,6 @@ impl Reason {
         }
     }
 
-    pub fn is(&self, code: ReasonCode) -> bool {
-        self.code == code.as_str()
-    }
     fn cap(mut self, d: Decimal) -> Self {
         self.cap = Some(fmt2(d));
         self

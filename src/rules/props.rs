@@ -167,3 +167,21 @@ fn the_generator_produces_both_approvals_and_rejections() {
     assert!(parsed > 300, "{parsed} of 400 generated claims parse");
     assert!(approved > 50 && rejected > 50, "approved {approved}, rejected {rejected}");
 }
+
+/// An empty ledger holds nothing: a counted claim decided on it is the
+/// person's first grant of the year, and no key of it is taken.
+#[test]
+fn an_empty_ledger_holds_nothing() {
+    let key = LedgerKey::Usage { county: County::Wuyi, person: "p1".into(), year: 2020 };
+    assert_eq!(EmptyLedger.count(&key), Ok(0));
+    assert_eq!(EmptyLedger.holder(&key), Ok(None));
+    assert_eq!(EmptyLedger.total(&key), Ok(Decimal::ZERO));
+    let (_, body) = crate::openapi::claim_examples().swap_remove(0);
+    let claim = parse_claim(&body).expect("the example parses");
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let d = decide(&claim, Some("p1"), &EmptyLedger, policy().county(claim.county), &Directory::default(), at)
+        .expect("an empty ledger never fails")
+        .decision;
+    assert_eq!(d.status, Status::Approved, "{:?}", d.reasons);
+    assert_eq!(d.usage, Some(Usage { year: 2020, used: 1, limit: 3 }));
+}

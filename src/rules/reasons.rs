@@ -108,9 +108,3 @@ reason_codes! {
     PublicNoticeRequired = "PUBLIC_NOTICE_REQUIRED", Notice, "WY §5(1)-(2)",
         "结果经公示无误后发放", "Payment follows a public notice of the result";
 }
-
-impl ReasonCode {
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|c| c.as_str() == s)
-    }
-}

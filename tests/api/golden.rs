@@ -105,6 +105,10 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
                     problems.extend(trace_problems(b, clauses));
                 }
             }
+            // `calculation` (the project's own files): exactly these steps, in this order.
+            if let Some(want) = expect.get("calculation").and_then(Value::as_array) {
+                problems.extend(calculation_problems(b, want));
+            }
             if let Some(e) = expect.get("error") {
                 if b.get("code") != Some(e) {
                     problems.push(format!("error {:?} (want {e})", b.get("code")));
@@ -217,6 +221,26 @@ fn trace_problems(d: &Value, clauses: &std::collections::HashSet<String>) -> Vec
     problems
 }
 
+/// Compares a decision's calculation with the expected steps: the same
+/// number, in the same order, each with the same `step`, `amount` and
+/// `clause` (and `detail`, where the expectation gives one).
+fn calculation_problems(d: &Value, want: &[Value]) -> Vec<String> {
+    let have = d["calculation"].as_array().cloned().unwrap_or_default();
+    let show = |steps: &[Value]| {
+        steps.iter().map(|s| format!("{} {} [{}]", s["step"], s["amount"], s["clause"])).collect::<Vec<_>>().join(", ")
+    };
+    let same = have.len() == want.len()
+        && have.iter().zip(want).all(|(h, w)| {
+            ["step", "amount", "clause"].iter().all(|k| h.get(*k) == w.get(*k))
+                && w.get("detail").is_none_or(|detail| h.get("detail") == Some(detail))
+        });
+    if same {
+        Vec::new()
+    } else {
+        vec![format!("calculation [{}] (want [{}])", show(&have), show(want))]
+    }
+}
+
 fn public_cases() -> PathBuf {
     std::env::var_os("SUBSIDY_GOLDEN_CASES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(VENDORED))
 }
@@ -303,4 +327,28 @@ fn every_reason_code_is_expected_by_some_scenario() {
     let missing: Vec<_> =
         subsidy_service::rules::ReasonCode::ALL.iter().map(|c| c.as_str()).filter(|c| !expected.contains(*c)).collect();
     assert!(missing.is_empty(), "no scenario expects {missing:?}");
+}
+
+/// The pinned traces (`expect.calculation`) cover an approved claim of every
+/// kind each county offers.
+#[test]
+fn every_kind_of_both_counties_has_a_pinned_trace() {
+    use subsidy_service::domain::County;
+    let mut pinned = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("tests/scenarios").unwrap() {
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        for step in doc["cases"].as_array().unwrap().iter().flat_map(|c| c["steps"].as_array().unwrap()) {
+            if step["expect"]["status"] == "approved" && step["expect"]["calculation"].is_array() {
+                let c = &step["submit"];
+                pinned.insert(format!("{}/{}", c["county"].as_str().unwrap(), c["kind"].as_str().unwrap()));
+            }
+        }
+    }
+    let offered: Vec<_> = County::ALL
+        .iter()
+        .flat_map(|c| subsidy_service::rules::kinds_of(*c).iter().map(move |k| format!("{c}/{k}")))
+        .collect();
+    assert_eq!(offered.len(), 6 + 15, "Wuyi offers 6 kinds, Changxing 15 (RULES §3, §4)");
+    let missing: Vec<_> = offered.iter().filter(|k| !pinned.contains(*k)).collect();
+    assert!(missing.is_empty(), "no pinned trace for {missing:?}");
 }

@@ -2,6 +2,7 @@
 //! the real binary) on a random port with a fresh store and talks HTTP.
 
 mod auth;
+mod claim_shapes;
 mod concurrency;
 mod errors;
 mod golden;
@@ -12,6 +13,7 @@ mod limits;
 mod listing;
 mod maintenance;
 mod openapi;
+mod policy_data;
 mod privacy;
 mod reports;
 mod simulations;

@@ -1,20 +1,40 @@
 //! Start-up refuses what must never run, and says why.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a binary that should refuse to start may take to exit; one still
+/// running then has started (and is stopped), so a refusal that went missing
+/// fails the test instead of hanging it.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(20);
 
 /// Runs the binary on a fresh store (`SUBSIDY__STORE__PATH` in `envs`
-/// overrides it) until it exits: whether it succeeded, and what it printed.
+/// overrides it) until it exits: whether it succeeded (or was still serving
+/// after `REFUSAL_WITHIN`), and what it printed.
 pub fn run_with(envs: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_subsidy-service"));
     cmd.env("SUBSIDY__STORE__PATH", dir.path().join("store"))
         .env("SUBSIDY__SERVER__PORT", "0")
-        .env_remove("SUBSIDY_ENV");
+        .env_remove("SUBSIDY_ENV")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + REFUSAL_WITHIN;
+    let mut serving = false;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            serving = true;
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (serving || out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
 #[test]
