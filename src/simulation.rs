@@ -172,13 +172,15 @@ pub enum SimulationError {
 }
 
 /// A ledger that lives for one run: what the run's grants hold, under the
-/// keys' digests as in the real ledger (a few bytes a key, so that a run over
-/// a million claims stays small).
+/// keys' digests as in the real ledger, a key's holder by its number in
+/// `ids` (a few bytes a key, so that a run over a million claims stays small).
 #[derive(Default)]
 struct Scratch {
     counts: hashbrown::HashMap<KeyDigest, u32>,
-    holders: hashbrown::HashMap<KeyDigest, String>,
+    holders: hashbrown::HashMap<KeyDigest, u32>,
     totals: hashbrown::HashMap<KeyDigest, Decimal>,
+    /// The claims holding keys, each once.
+    ids: Vec<Box<str>>,
 }
 
 impl LedgerView for Scratch {
@@ -186,7 +188,7 @@ impl LedgerView for Scratch {
         Ok(self.counts.get(&digest(key)).copied().unwrap_or(0))
     }
     fn holder(&self, key: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
-        Ok(self.holders.get(&digest(key)).cloned())
+        Ok(self.holders.get(&digest(key)).and_then(|i| self.ids.get(*i as usize)).map(|id| id.to_string()))
     }
     fn total(&self, key: &LedgerKey) -> Result<Decimal, LedgerReadError> {
         Ok(self.totals.get(&digest(key)).copied().unwrap_or_default())
@@ -311,8 +313,12 @@ impl<'a> Run<'a> {
             if let Some(k) = e.count {
                 *self.ledger.counts.entry(digest(&k)).or_default() += 1;
             }
-            for k in e.keys {
-                self.ledger.holders.insert(digest(&k), id.to_string());
+            if !e.keys.is_empty() {
+                let holder = u32::try_from(self.ledger.ids.len()).unwrap_or(u32::MAX);
+                self.ledger.ids.push(id.into());
+                for k in e.keys {
+                    self.ledger.holders.insert(digest(&k), holder);
+                }
             }
             for (k, v) in e.totals {
                 *self.ledger.totals.entry(digest(&k)).or_default() += v;
