@@ -206,3 +206,56 @@ async fn bad_simulations_name_every_bad_field_and_only_auditors_and_admins_run_t
     assert_eq!(a.body["claims_replayed"], 0);
     assert_eq!(a.body["baseline"]["granted"], json!({"count": 0, "amount": "0.00"}));
 }
+
+#[tokio::test]
+async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
+    let app = spawn_app().await;
+    let api = app.api();
+    // Enough recorded claims that a replay lasts while the other requests arrive.
+    for b in 0..3 {
+        let claims: Vec<Value> = (0..1000)
+            .map(|i| {
+                let n = b * 1000 + i;
+                let born = chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Days::new(n);
+                let id = id_number(&format!("330723{}001", born.format("%Y%m%d")));
+                wy_qualification(&format!("SIMC-{n}"), &id, "6-31-01-03", "junior", &format!("SIMC-C{n}"), "2020-06-15")
+            })
+            .collect();
+        let a = api.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let body = json!({"county": "wuyi", "changes": [{"parameter": "/annual_limit", "value": 2}], "sample": 1000});
+    let simulations = futures_util::future::join_all((0..4).map(|_| api.post("/v1/simulations", AUDITOR, &body)));
+    let person = id_number("33072319990909009");
+    let during = async {
+        let mut statuses = Vec::new();
+        let occupations = ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01", "6-31-01-04"];
+        for (i, occupation) in occupations.iter().enumerate() {
+            let c = wy_qualification(
+                &format!("SIMD-{i}"),
+                &person,
+                occupation,
+                "junior",
+                &format!("SIMD-C{i}"),
+                "2021-03-01",
+            );
+            statuses.push(api.post_claim(&c).await.status);
+        }
+        statuses
+    };
+    let (answers, during) = tokio::join!(simulations, during);
+    let ok: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    let busy: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(ok.len() + busy.len(), 4, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+    assert!(!ok.is_empty() && !busy.is_empty(), "one runs, the others wait");
+    for b in &busy {
+        assert_eq!(b.body["code"], "RATE_LIMITED");
+        assert!(b.headers.get("retry-after").is_some(), "Retry-After");
+    }
+    assert!(ok.iter().all(|a| a.body["claims_replayed"].as_u64() >= Some(3000)));
+    // Claims were decided meanwhile (the person's fourth and fifth of the year refused as usual).
+    assert_eq!(during, vec![201; 5]);
+    assert_eq!(api.usage("wuyi", &person, 2021).await.body["used"], 3);
+    // The slot was given back.
+    assert_eq!(api.post("/v1/simulations", ADMIN, &json!({"county": "wuyi", "sample": 0})).await.status, 200);
+}
