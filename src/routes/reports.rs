@@ -81,32 +81,14 @@ fn to_csv(r: &Report) -> Result<Vec<u8>, ApiError> {
     w.into_inner().map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))
 }
 
-/// `Accept` prefers `text/csv` to JSON: a higher quality value, or the same
-/// one and named first (`*/*` and a missing header mean JSON).
+/// `Accept` prefers `text/csv` to JSON (actix's ranking: quality value, then
+/// the order given); no header, `*/*` or `text/csv;q=0` mean JSON.
 fn wants_csv(req: &HttpRequest) -> bool {
-    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return false };
-    let mut csv: Option<(f32, usize)> = None;
-    let mut json: Option<(f32, usize)> = None;
-    for (i, item) in accept.split(',').enumerate() {
-        let mut parts = item.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q =
-            parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.trim().parse::<f32>().ok()).unwrap_or(1.0);
-        let slot = match media.as_str() {
-            "text/csv" => &mut csv,
-            "application/json" => &mut json,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some((q, i));
-        }
-    }
-    match (csv, json) {
-        (Some((cq, _)), _) if cq <= 0.0 => false,
-        (Some((cq, ci)), Some((jq, ji))) => cq > jq || (cq == jq && ci < ji),
-        (Some(_), None) => true,
-        _ => false,
-    }
+    use actix_web::http::header::{Accept, Header, Quality};
+    let Ok(accept) = Accept::parse(req) else { return false };
+    let refused = |m: &str| accept.iter().any(|q| q.item.essence_str() == m && q.quality == Quality::ZERO);
+    let first = accept.ranked().into_iter().find(|m| matches!(m.essence_str(), "text/csv" | "application/json"));
+    first.is_some_and(|m| m.essence_str() == "text/csv" && !refused("text/csv"))
 }
 
 /// Plan against actual for a county and year (revoked and rejected claims
