@@ -62,7 +62,6 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use futures_util::Stream;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
@@ -150,48 +149,9 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
-/// Filters of `GET /v1/claims`; `limit` is the page size (1..500, default 100).
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub county: Option<County>,
-    pub kind: Option<Kind>,
-    pub status: Option<Status>,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
-    pub department: Option<String>,
-    pub limit: Option<usize>,
-}
-
-impl ListFilter {
-    fn query(&self, cursor: Option<&str>) -> Vec<(&'static str, String)> {
-        let mut q = Vec::new();
-        if let Some(c) = self.county {
-            q.push(("county", c.as_str().to_string()));
-        }
-        if let Some(k) = self.kind {
-            q.push(("kind", k.as_str().to_string()));
-        }
-        if let Some(s) = self.status {
-            q.push(("status", s.as_str().to_string()));
-        }
-        if let Some(d) = self.from {
-            q.push(("from", d.to_string()));
-        }
-        if let Some(d) = self.to {
-            q.push(("to", d.to_string()));
-        }
-        if let Some(d) = &self.department {
-            q.push(("department", d.clone()));
-        }
-        if let Some(l) = self.limit {
-            q.push(("limit", l.to_string()));
-        }
-        if let Some(c) = cursor {
-            q.push(("cursor", c.to_string()));
-        }
-        q
-    }
-}
+/// Filters of `GET /v1/claims` (the server's own query type); `limit` is the
+/// page size (1..500, default 100); `cursor` is set by [`Client::list`].
+pub use subsidy_service::routes::claims::ListQuery as ListFilter;
 
 /// When and how often a call is tried again.
 #[derive(Debug, Clone)]
@@ -373,14 +333,14 @@ impl Client {
         method: Method,
         segments: &[&str],
         body: Option<Vec<u8>>,
-        query: &[(&'static str, String)],
+        query: Option<&ListFilter>,
     ) -> Result<(StatusCode, HeaderMap, T), Error> {
         let url = self.url(segments);
         let resp = self
             .send(|| {
                 let mut r = self.http.request(method.clone(), url.clone()).header(ACCEPT, "application/json");
-                if !query.is_empty() {
-                    r = r.query(query);
+                if let Some(q) = query {
+                    r = r.query(q);
                 }
                 if let Some(b) = &body {
                     r = r.header(CONTENT_TYPE, "application/json").body(b.clone());
@@ -407,7 +367,7 @@ impl Client {
 
     /// `POST /v1/claims`: adjudicates and records one claim.
     pub async fn submit<C: Serialize>(&self, claim: &C) -> Result<Submitted, Error> {
-        let (_, headers, decision) = self.call(Method::POST, &["v1", "claims"], Some(to_body(claim)?), &[]).await?;
+        let (_, headers, decision) = self.call(Method::POST, &["v1", "claims"], Some(to_body(claim)?), None).await?;
         let replayed = headers.get("idempotent-replayed").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         Ok(Submitted { decision, replayed })
     }
@@ -439,7 +399,7 @@ impl Client {
         }
         let body = Body { claims: chunk };
         let (status, _, answer): (_, _, Answer) =
-            self.call(Method::POST, &["v1", "claims", "batch"], Some(to_body(&body)?), &[]).await?;
+            self.call(Method::POST, &["v1", "claims", "batch"], Some(to_body(&body)?), None).await?;
         if answer.results.len() != chunk.len() {
             return Err(Error::Unexpected {
                 status: status.as_u16(),
@@ -451,17 +411,18 @@ impl Client {
 
     /// `POST /v1/evaluations`: the decision a claim would get now; records nothing.
     pub async fn evaluate<C: Serialize>(&self, claim: &C) -> Result<Decision, Error> {
-        Ok(self.call(Method::POST, &["v1", "evaluations"], Some(to_body(claim)?), &[]).await?.2)
+        Ok(self.call(Method::POST, &["v1", "evaluations"], Some(to_body(claim)?), None).await?.2)
     }
 
     /// `GET /v1/claims/{claim_id}`: the stored decision.
     pub async fn get(&self, claim_id: &str) -> Result<Decision, Error> {
-        Ok(self.call(Method::GET, &["v1", "claims", claim_id], None, &[]).await?.2)
+        Ok(self.call(Method::GET, &["v1", "claims", claim_id], None, None).await?.2)
     }
 
     /// `GET /v1/claims`: one page; pass the previous page's `next_cursor`.
     pub async fn list_page(&self, filter: &ListFilter, cursor: Option<&str>) -> Result<ClaimPage, Error> {
-        Ok(self.call(Method::GET, &["v1", "claims"], None, &filter.query(cursor)).await?.2)
+        let query = ListFilter { cursor: cursor.map(str::to_string), ..filter.clone() };
+        Ok(self.call(Method::GET, &["v1", "claims"], None, Some(&query)).await?.2)
     }
 
     /// Every claim the filter selects, in recording order, fetched a page at a
@@ -498,19 +459,19 @@ impl Client {
     /// `POST /v1/claims/{claim_id}/revocation`: withdraws a grant; repeating it is harmless.
     pub async fn revoke(&self, claim_id: &str, reason: &str) -> Result<Decision, Error> {
         let body = json!({ "reason": reason });
-        Ok(self.call(Method::POST, &["v1", "claims", claim_id, "revocation"], Some(to_body(&body)?), &[]).await?.2)
+        Ok(self.call(Method::POST, &["v1", "claims", claim_id, "revocation"], Some(to_body(&body)?), None).await?.2)
     }
 
     /// `POST /v1/usage/query`: a person's counted grants in a county and year.
     pub async fn usage(&self, county: County, id_number: &str, year: i32) -> Result<UsageAnswer, Error> {
         let body = json!({ "county": county, "id_number": id_number, "year": year });
-        Ok(self.call(Method::POST, &["v1", "usage", "query"], Some(to_body(&body)?), &[]).await?.2)
+        Ok(self.call(Method::POST, &["v1", "usage", "query"], Some(to_body(&body)?), None).await?.2)
     }
 
     /// `GET /v1/reports/{county}/{year}`: granted beside the plan figures.
     pub async fn report(&self, county: County, year: i32) -> Result<Report, Error> {
         let year = year.to_string();
-        Ok(self.call(Method::GET, &["v1", "reports", county.as_str(), &year], None, &[]).await?.2)
+        Ok(self.call(Method::GET, &["v1", "reports", county.as_str(), &year], None, None).await?.2)
     }
 }
 

@@ -413,23 +413,32 @@ pub async fn events(
     }
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// The filters of `GET /v1/claims` (also the client crate's filter).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub county: Option<County>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// Event dates from (inclusive), `YYYY-MM-DD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<NaiveDate>,
     /// Event dates to (inclusive), `YYYY-MM-DD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
     /// 1..500, default 100.
     #[param(minimum = 1, maximum = 500)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page (digits).
     #[param(pattern = "^[0-9]{1,20}$")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }
 
