@@ -438,6 +438,9 @@ impl CountyPolicy {
     pub fn with_changes(&self, changes: &[ParamChange]) -> Result<Self, Vec<ChangeError>> {
         let county = self.county();
         let mut source = self.source();
+        // The policy as changed so far: each change is loaded once, and the
+        // last one loaded is the answer.
+        let mut changed = self.clone();
         let mut errors = Vec::new();
         for (index, c) in changes.iter().enumerate() {
             let parameter = |message: String| ChangeError { index, field: ChangeField::Parameter, message };
@@ -482,7 +485,10 @@ impl CountyPolicy {
                 }
             }
             match Self::from_source(county, &next) {
-                Ok(_) => source = next,
+                Ok(p) => {
+                    source = next;
+                    changed = p;
+                }
                 Err(e) => errors.push(ChangeError {
                     index,
                     field: ChangeField::Value,
@@ -490,16 +496,11 @@ impl CountyPolicy {
                 }),
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        if errors.is_empty() {
+            Ok(changed)
+        } else {
+            Err(errors)
         }
-        Self::from_source(county, &source).map_err(|e| {
-            vec![ChangeError {
-                index: changes.len().saturating_sub(1),
-                field: ChangeField::Value,
-                message: format!("the changed policy does not load: {e:#}"),
-            }]
-        })
     }
 }
 
