@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { CHROMIUM_ARGS, LOOPBACK } from './browser.mjs';
 
 const [base, artifacts] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -28,7 +29,6 @@ const TIMEOUT = Number(process.env.SWAGGER_UI_TIMEOUT_MS || 30000);
 const url = `${base}/swagger-ui/`;
 mkdirSync(artifacts, { recursive: true });
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const verified = [];
 const ok = (msg) => {
   verified.push(msg);
@@ -48,13 +48,7 @@ const browser = await chromium.launch({
   headless: true,
   chromiumSandbox: false, // as root: --no-sandbox
   args: [
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+    ...CHROMIUM_ARGS,
     // Every socket the browser opens, read afterwards by netlog.mjs.
     `--log-net-log=${join(artifacts, 'browser-netlog.json')}`,
   ],

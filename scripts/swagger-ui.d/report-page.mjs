@@ -14,6 +14,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CHROMIUM_ARGS, LOOPBACK } from './browser.mjs';
 
 const [base, artifacts, shot] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -26,7 +27,6 @@ const COUNTY = process.env.REPORT_COUNTY || 'wuyi';
 const YEAR = process.env.REPORT_YEAR || '2020';
 mkdirSync(artifacts, { recursive: true });
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const ok = (msg) => console.log(`  ok  ${msg}`);
 const fail = (msg) => {
   throw new Error(msg);
@@ -38,15 +38,7 @@ const browser = await chromium.launch({
   executablePath,
   headless: true,
   chromiumSandbox: false,
-  args: [
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-  ],
+  args: CHROMIUM_ARGS,
 });
 let page;
 try {
