@@ -72,12 +72,34 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    /// Which ledger backend: the embedded sled store or a shared PostgreSQL.
+    pub backend: Backend,
+    /// The sled store's directory (`backend = "sled"`).
     pub path: PathBuf,
+    /// The database's URL (`backend = "postgres"`), e.g.
+    /// `postgres://subsidy:secret@db:5432/subsidy`. It may hold a password:
+    /// never logged.
+    pub url: Secret,
+    /// Connections to the database kept by each process.
+    pub pool_size: usize,
+    /// How long a request waits for a database connection (ms) before it
+    /// gets 503.
+    pub connect_timeout_ms: u64,
     pub group_commit_max: usize,
     pub cache_capacity_bytes: u64,
     /// After a failed write (disk full, I/O error) the store refuses all
     /// writes until reopened: stop the service so its supervisor restarts it.
     pub stop_on_failure: bool,
+}
+
+/// The ledger's backend (API.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded sled store: one process owns the ledger.
+    Sled,
+    /// A shared PostgreSQL database: any number of processes.
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +171,12 @@ pub struct Secret(String);
 impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
     }
 }
 
@@ -225,6 +253,14 @@ impl Settings {
         }
         if self.server.max_batch_claims == 0 || self.store.group_commit_max == 0 {
             bail!("server.max_batch_claims and store.group_commit_max must be at least 1");
+        }
+        if self.store.backend == Backend::Postgres {
+            if self.store.url.expose().is_empty() {
+                bail!("store.backend = \"postgres\" needs store.url (SUBSIDY__STORE__URL=postgres://…)");
+            }
+            if self.store.pool_size == 0 {
+                bail!("store.pool_size must be at least 1");
+            }
         }
         if self.profile == "production" {
             if self.auth.keys.is_empty() {

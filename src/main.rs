@@ -13,6 +13,7 @@ use subsidy_service::telemetry;
 const USAGE: &str = "usage:
   subsidy-service [serve]                 run the service (config/, SUBSIDY_ENV, SUBSIDY__*)
   subsidy-service openapi                 print the OpenAPI document
+  subsidy-service migrate [--url URL]     create or migrate the PostgreSQL ledger's schema (URL: store.url)
   subsidy-service check  --store PATH     recheck every record and recount what they hold; exit 1 on drift
   subsidy-service export --store PATH     write records, events and directories as JSON lines to stdout
   subsidy-service import --store PATH     restore JSON lines (an export of layout v1 or v2) from stdin into an empty store
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         None | Some("serve") => serve(),
         Some("openapi") => openapi(),
+        Some("migrate") => migrate(&args),
         Some("check") => store_arg(&args).and_then(check),
         Some("export") => store_arg(&args).and_then(export),
         Some("import") => store_arg(&args).and_then(|p| import(p, &args)),
@@ -52,6 +54,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Creates or migrates the PostgreSQL schema (the service also does it at start).
+fn migrate(args: &[String]) -> anyhow::Result<ExitCode> {
+    use subsidy_service::ledger::postgres;
+    let url = match flag(args, "--url")? {
+        Some(u) => u.to_string(),
+        None => get_settings()?.store.url.expose().to_string(),
+    };
+    if url.is_empty() {
+        bail!("no database: give --url URL or set store.url (SUBSIDY__STORE__URL)");
+    }
+    let applied = postgres::on_own_runtime(async move {
+        let mut client = postgres::connect(&url).await?;
+        postgres::migrate(&mut client).await
+    })?;
+    match applied.as_slice() {
+        [] => println!("the schema is up to date"),
+        v => println!("applied schema migrations {v:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The value after `--name`, if the flag is given.

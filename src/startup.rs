@@ -19,8 +19,8 @@ use tracing::Instrument;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::KeyTable;
-use crate::configuration::Settings;
-use crate::ledger::{EmbeddedLedger, LedgerService, Store};
+use crate::configuration::{Backend, Settings, StoreSettings};
+use crate::ledger::{EmbeddedLedger, LedgerService, PostgresLedger, Store};
 use crate::metrics::Metrics;
 use crate::privacy::{Pseudonymizer, Sealer};
 use crate::problem::ApiError;
@@ -39,9 +39,7 @@ impl Application {
     /// binds the listener (port 0 picks a free port).
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let policy = Arc::new(settings.policy.load()?);
-        let store = Store::open(&settings.store.path, settings.store.cache_capacity_bytes)?;
-        let ledger: Arc<dyn LedgerService> =
-            EmbeddedLedger::start(store, policy.clone(), settings.store.group_commit_max)?;
+        let ledger = open_ledger(&settings.store, policy.clone())?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new()?);
         let state = web::Data::new(AppState {
@@ -111,6 +109,22 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// The ledger backend the settings choose, started.
+fn open_ledger(store: &StoreSettings, policy: Arc<crate::policy::Policy>) -> anyhow::Result<Arc<dyn LedgerService>> {
+    Ok(match store.backend {
+        Backend::Sled => {
+            let s = Store::open(&store.path, store.cache_capacity_bytes)?;
+            EmbeddedLedger::start(s, policy, store.group_commit_max)?
+        }
+        Backend::Postgres => PostgresLedger::start(
+            store.url.expose(),
+            store.pool_size,
+            Duration::from_millis(store.connect_timeout_ms),
+            policy,
+        )?,
+    })
 }
 
 /// 405 with the `Allow` header naming the resource's methods (RFC 9110 §15.5.6).

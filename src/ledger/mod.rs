@@ -16,6 +16,7 @@
 mod embedded;
 pub mod keys;
 mod maintenance;
+pub mod postgres;
 pub mod record;
 pub mod state;
 mod store;
@@ -26,6 +27,7 @@ use chrono::NaiveDate;
 
 pub use embedded::EmbeddedLedger;
 pub use maintenance::{check, export, import, import_v1_store};
+pub use postgres::PostgresLedger;
 pub use record::{ClaimPart, ClaimRecord, DirectoryEntry, DirectoryRecord, Event, RecordHeader, ReportTotals, Tally};
 pub use state::StateStats;
 pub use store::Store;

@@ -5,10 +5,16 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Client, ADMIN, PLATFORM};
+use crate::helpers::{spawn_app, Client, TestApp, ADMIN, PLATFORM};
 
 /// Runs every case of a file against one server; returns the failures.
 pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
+    run_file_over(std::slice::from_ref(api), path).await
+}
+
+/// Runs every case of a file with its steps sent to `apis` in turn (several
+/// replicas of one ledger); returns the failures.
+pub async fn run_file_over(apis: &[Client], path: &Path) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
     let cases = doc["cases"].as_array().unwrap_or_else(|| panic!("{} has no cases", path.display()));
@@ -18,6 +24,7 @@ pub async fn run_file(api: &Client, path: &Path) -> (usize, Vec<String>) {
     for case in cases {
         let name = case["name"].as_str().unwrap_or("?");
         for (i, step) in case["steps"].as_array().into_iter().flatten().enumerate() {
+            let api = &apis[steps % apis.len()];
             steps += 1;
             let expect = step.get("expect").cloned().unwrap_or(Value::Null);
             let a = if let Some(d) = step.get("directory") {
@@ -270,8 +277,13 @@ async fn every_public_golden_case_passes_over_http() {
         "\n\n*** The public golden cases are missing: {} ***\n*** They are vendored at tests/golden/public.json; SUBSIDY_GOLDEN_CASES overrides the path. ***\n\n",
         path.display()
     );
-    let app = spawn_app().await;
-    let (steps, failures) = run_file(&app.api(), &path).await;
+    public_cases_pass(&spawn_app().await.api()).await;
+}
+
+/// Every public golden case passes against this server, in one ledger.
+pub async fn public_cases_pass(api: &Client) {
+    let path = public_cases();
+    let (steps, failures) = run_file(api, &path).await;
     assert!(steps >= 66, "only {steps} steps ran");
     assert!(failures.is_empty(), "{} golden step(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
@@ -294,6 +306,11 @@ async fn every_public_golden_case_passes_on_its_own_fresh_store() {
 
 #[tokio::test]
 async fn every_project_scenario_file_passes_over_http() {
+    scenario_files_pass(|| async { spawn_app().await }).await;
+}
+
+/// Every scenario file passes, each against a fresh ledger from `spawn`.
+pub async fn scenario_files_pass<F: std::future::Future<Output = TestApp>>(spawn: impl Fn() -> F) {
     let mut files: Vec<_> = std::fs::read_dir("tests/scenarios")
         .expect("tests/scenarios exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -303,7 +320,7 @@ async fn every_project_scenario_file_passes_over_http() {
     assert!(!files.is_empty(), "no scenario files in tests/scenarios");
     let mut failures = Vec::new();
     for f in &files {
-        let app = spawn_app().await;
+        let app = spawn().await;
         let (steps, mut fails) = run_file(&app.api(), f).await;
         assert!(steps > 0, "{} has no steps", f.display());
         failures.append(&mut fails);

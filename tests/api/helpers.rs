@@ -2,10 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use subsidy_service::configuration::{self, Settings};
+use subsidy_service::configuration::{self, Backend, Settings};
+use subsidy_service::ledger::postgres;
 use subsidy_service::startup::Application;
 use tempfile::TempDir;
 
@@ -20,6 +23,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: PathBuf,
+    /// The ledger's database, when it is PostgreSQL.
+    pub database: Option<String>,
     _dir: Option<TempDir>,
 }
 
@@ -45,7 +50,51 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let app = Application::build(settings).expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), store, _dir: Some(dir) }
+    TestApp { address, client: reqwest::Client::new(), store, database: None, _dir: Some(dir) }
+}
+
+/// The throwaway PostgreSQL cluster of this test binary, started (and
+/// PostgreSQL installed if missing) by `scripts/postgres-throwaway` on first
+/// use; it stops when the test binary ends. Its administrative URL.
+pub fn postgres_cluster() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-throwaway");
+        let out = Command::new(script)
+            .arg(free_port().to_string())
+            .arg(std::process::id().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/postgres-throwaway runs");
+        assert!(out.status.success(), "scripts/postgres-throwaway failed");
+        String::from_utf8(out.stdout).expect("a URL").trim().to_string()
+    })
+}
+
+/// A new, empty database in the test cluster; its URL.
+pub async fn fresh_database() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = postgres_cluster();
+    let name = format!("ledger_{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let client = postgres::connect(admin).await.expect("the test cluster answers");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("a database");
+    admin.rsplit_once('/').map(|(server, _)| format!("{server}/{name}")).expect("a URL with a database")
+}
+
+/// Settings that put the ledger in the PostgreSQL database at `url`.
+pub fn use_postgres(s: &mut Settings, url: &str) {
+    s.store.backend = Backend::Postgres;
+    s.store.url = url.to_string().into();
+    s.store.pool_size = 8;
+}
+
+/// Starts the real application on a random port with a fresh database of
+/// the test cluster as its ledger.
+pub async fn spawn_app_on_postgres() -> TestApp {
+    let url = fresh_database().await;
+    let mut app = spawn_app_with(|s| use_postgres(s, &url)).await;
+    app.database = Some(url);
+    app
 }
 
 /// The real binary, on a store directory of the caller's, on a random port.
@@ -66,6 +115,21 @@ impl BinaryApp {
 
     /// Starts the binary in the working directory `cwd`.
     pub async fn start_in(store: &Path, log: Option<&Path>, cwd: &Path) -> Self {
+        Self::start_with_env(&[("SUBSIDY__STORE__PATH", store.to_str().expect("a UTF-8 path"))], log, cwd).await
+    }
+
+    /// Starts the binary with the ledger in the PostgreSQL database at `url`.
+    pub async fn start_on_postgres(url: &str) -> Self {
+        let env = [
+            ("SUBSIDY__STORE__BACKEND", "postgres"),
+            ("SUBSIDY__STORE__URL", url),
+            ("SUBSIDY__STORE__POOL_SIZE", "16"),
+        ];
+        Self::start_with_env(&env, None, Path::new(env!("CARGO_MANIFEST_DIR"))).await
+    }
+
+    /// Starts the binary with these environment settings.
+    pub async fn start_with_env(env: &[(&str, &str)], log: Option<&Path>, cwd: &Path) -> Self {
         let port = free_port();
         let (level, stderr) = match log {
             Some(p) => ("debug", Stdio::from(std::fs::File::create(p).expect("log file"))),
@@ -73,7 +137,7 @@ impl BinaryApp {
         };
         let child = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
             .current_dir(cwd)
-            .env("SUBSIDY__STORE__PATH", store)
+            .envs(env.iter().copied())
             .env("SUBSIDY__SERVER__PORT", port.to_string())
             .env("SUBSIDY__TELEMETRY__LEVEL", level)
             .env("SUBSIDY__TELEMETRY__FORMAT", "json")

@@ -14,6 +14,7 @@ mod listing;
 mod maintenance;
 mod openapi;
 mod policy_data;
+mod postgres;
 mod privacy;
 mod reports;
 mod simulations;

@@ -1,0 +1,1021 @@
+//! The PostgreSQL backend: one database shared by any number of service
+//! processes (API.md §7), behind the same seam as the embedded store.
+//!
+//! Every guarantee holds across processes because it is kept by the
+//! database, never by a lock in one process:
+//! - A claim is decided and recorded in one transaction. Before the rules'
+//!   answer counts, every ledger key they read (a person's year, a
+//!   certificate, an institution's running total…) is locked with a
+//!   transaction-scoped advisory lock and read again under it. Claims that
+//!   share no key never wait for each other; claims that do are decided one
+//!   after another, each seeing the last one's effects.
+//! - The claim id is locked the same way first: a retry that lands on
+//!   another process finds the recorded claim and replays it (or conflicts).
+//! - Recording numbers (claims and events) are given out last, by one
+//!   counter row held until commit, so a number is never visible before every
+//!   smaller one is committed: listings and replays never skip a claim.
+//! - A deadlock or serialisation failure rolls the transaction back and it
+//!   is tried again from the start (a bounded number of times).
+//! - A commit returns once the database made it durable
+//!   (`synchronous_commit` is on by default; the service sets it on).
+//!
+//! The records keep the embedded store's encoding (header and compressed
+//! body, personal fields sealed), so export and import move them between
+//! backends unchanged.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use chrono::{NaiveDate, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use rust_decimal::Decimal;
+use sha2::{Digest as _, Sha256};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Transaction};
+
+/// Query parameters.
+type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
+
+use super::keys::{digest, KeyDigest};
+use super::record::{ClaimRecord, DirectoryRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals};
+use super::{
+    ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, ReplayFilter,
+    RevokeResult, StoredClaim, Submissions, Submitted, UsageEntry,
+};
+use crate::domain::{Claim, County};
+use crate::policy::Policy;
+use crate::rules::{decide, Decision, Directory, LedgerKey, LedgerReadError, LedgerView, Revocation, Status};
+
+/// The schema, one migration per step, applied in order at start and by
+/// `subsidy-service migrate`.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_ledger.sql"))];
+
+/// How many times a transaction is tried when the database rolls it back
+/// for a deadlock or a serialisation failure.
+const ATTEMPTS: u32 = 8;
+
+/// Claims read per query when replaying.
+const REPLAY_PAGE: i64 = 5_000;
+
+/// Creates or migrates the schema; returns the versions applied now. Several
+/// processes starting at once migrate one at a time.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i32>> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id(b"schema-migrations")]).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let done: HashSet<i32> =
+        tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await.with_context(|| format!("schema migration {version}"))?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+        applied.push(*version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Connects once, outside any pool (start-up, `migrate`, replays, the
+/// maintenance commands).
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    let (client, connection) = config.connect(NoTls).await.context("connecting to the database (store.url)")?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "a database connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs `f` to completion on a runtime of its own, on a thread of its own:
+/// callable from synchronous code and from inside another runtime alike.
+pub fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = anyhow::Result<T>> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f))
+            .join()
+            .map_err(|_| anyhow!("the database task panicked"))?
+    })
+}
+
+/// A 64-bit advisory lock id.
+fn lock_id(bytes: &[u8]) -> i64 {
+    let d = Sha256::digest(bytes);
+    i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// The lock of a ledger key (its digest is already a hash).
+fn key_lock(d: &KeyDigest) -> i64 {
+    i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+fn claim_lock(claim_id: &str) -> i64 {
+    lock_id(format!("claim-id\0{claim_id}").as_bytes())
+}
+
+/// Takes transaction-scoped advisory locks in ascending order.
+async fn lock(tx: &Transaction<'_>, mut ids: Vec<i64>) -> Result<(), tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)", &[&ids]).await?;
+    Ok(())
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Unavailable(e.to_string())
+}
+
+/// A failure that trying the transaction again may cure.
+fn retryable(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()).is_some_and(|c| {
+        *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::UNIQUE_VIOLATION
+    })
+}
+
+/// What a transaction has read of the ledger under its locks, plus its own
+/// changes so far: the values the rules see.
+#[derive(Default)]
+struct Known {
+    fetched: HashSet<KeyDigest>,
+    usage: HashMap<KeyDigest, Vec<String>>,
+    holders: HashMap<KeyDigest, String>,
+    totals: HashMap<KeyDigest, Decimal>,
+}
+
+impl Known {
+    /// Reads keys not read yet (all three kinds at once, pipelined).
+    async fn fetch(
+        &mut self,
+        c: &impl tokio_postgres::GenericClient,
+        keys: &BTreeSet<KeyDigest>,
+    ) -> anyhow::Result<()> {
+        let keys: Vec<&[u8]> = keys.iter().filter(|k| !self.fetched.contains(*k)).map(|k| &k[..]).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let p: Params<1> = [&keys];
+        let (usage, holders, totals) = tokio::try_join!(
+            c.query("SELECT key, claim_id FROM usage_counts WHERE key = ANY($1)", &p),
+            c.query("SELECT key, claim_id FROM holders WHERE key = ANY($1)", &p),
+            c.query("SELECT key, total FROM totals WHERE key = ANY($1)", &p),
+        )?;
+        let key = |r: &Row| -> anyhow::Result<KeyDigest> {
+            r.get::<_, &[u8]>(0).try_into().context("a stored ledger key is not 16 bytes")
+        };
+        for r in &usage {
+            self.usage.entry(key(r)?).or_default().push(r.get(1));
+        }
+        for r in &holders {
+            self.holders.insert(key(r)?, r.get(1));
+        }
+        for r in &totals {
+            self.totals.insert(key(r)?, r.get(1));
+        }
+        for k in keys {
+            self.fetched.insert(k.try_into().context("a ledger key is not 16 bytes")?);
+        }
+        Ok(())
+    }
+
+    /// Takes what a granted claim holds (the transaction's own change).
+    fn take(&mut self, claim_id: &str, h: &Holdings, writes: &mut Writes) {
+        if let Some(k) = h.count {
+            self.usage.entry(k).or_default().push(claim_id.to_string());
+            writes.usage.push((k, claim_id.to_string()));
+        }
+        for k in &h.keys {
+            self.holders.insert(*k, claim_id.to_string());
+            writes.holders.push((*k, claim_id.to_string()));
+        }
+        for (k, amount) in &h.totals {
+            *self.totals.entry(*k).or_default() += *amount;
+            writes.totals.insert(*k);
+        }
+    }
+}
+
+/// The rules' view of [`Known`]. A key not read yet answers as absent and
+/// is noted; the caller locks and reads the noted keys and decides again,
+/// until the rules read nothing new.
+struct KnownView<'a> {
+    known: &'a Known,
+    /// The same claim already granted (an evaluation sets it aside).
+    own: Option<(&'a str, &'a Holdings)>,
+    missing: RefCell<BTreeSet<KeyDigest>>,
+}
+
+impl<'a> KnownView<'a> {
+    fn new(known: &'a Known, own: Option<(&'a str, &'a Holdings)>) -> Self {
+        Self { known, own, missing: RefCell::default() }
+    }
+
+    /// The key's digest, if it has been read.
+    fn read(&self, k: &LedgerKey) -> Option<KeyDigest> {
+        let d = digest(k);
+        if self.known.fetched.contains(&d) {
+            Some(d)
+        } else {
+            self.missing.borrow_mut().insert(d);
+            None
+        }
+    }
+
+    fn is_own(&self, claim_id: &str) -> bool {
+        self.own.is_some_and(|(id, _)| id == claim_id)
+    }
+}
+
+impl LedgerView for KnownView<'_> {
+    fn count(&self, k: &LedgerKey) -> Result<u32, LedgerReadError> {
+        let Some(d) = self.read(k) else { return Ok(0) };
+        let n = self.known.usage.get(&d).map_or(0, |ids| ids.iter().filter(|id| !self.is_own(id)).count());
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn holder(&self, k: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
+        let Some(d) = self.read(k) else { return Ok(None) };
+        Ok(self.known.holders.get(&d).filter(|id| !self.is_own(id)).cloned())
+    }
+
+    fn total(&self, k: &LedgerKey) -> Result<Decimal, LedgerReadError> {
+        let Some(d) = self.read(k) else { return Ok(Decimal::ZERO) };
+        let stored = self.known.totals.get(&d).copied().unwrap_or_default();
+        let own: Decimal =
+            self.own.iter().flat_map(|(_, h)| h.totals.iter()).filter(|(key, _)| *key == d).map(|(_, a)| *a).sum();
+        Ok((stored - own).max(Decimal::ZERO))
+    }
+}
+
+/// A transaction's writes besides its records.
+#[derive(Default)]
+struct Writes {
+    usage: Vec<(KeyDigest, String)>,
+    holders: Vec<(KeyDigest, String)>,
+    /// Totals changed (written as the value in [`Known`]).
+    totals: BTreeSet<KeyDigest>,
+}
+
+/// A claim decided in this transaction, numbered at commit.
+struct Pending {
+    header: RecordHeader,
+    body: RecordBody,
+    section: Arc<[u8]>,
+}
+
+/// Where an event of this transaction belongs.
+enum EventOf {
+    /// The `decided` event of the transaction's n-th new claim.
+    Decided(usize),
+    /// A replay of a stored claim.
+    Stored(u64, Event),
+    /// A replay of the transaction's n-th new claim.
+    New(usize, Event),
+}
+
+fn holdings_of(outcome: &crate::rules::Outcome) -> Holdings {
+    let e = &outcome.effects;
+    Holdings {
+        count: e.count.as_ref().map(digest),
+        keys: e.keys.iter().map(digest).collect(),
+        totals: e.totals.iter().map(|(k, v)| (digest(k), *v)).collect(),
+    }
+}
+
+fn all_keys(h: &Holdings) -> impl Iterator<Item = KeyDigest> + '_ {
+    h.count.iter().copied().chain(h.keys.iter().copied()).chain(h.totals.iter().map(|(k, _)| *k))
+}
+
+fn record_of(row: &Row) -> anyhow::Result<ClaimRecord> {
+    let seq: i64 = row.get("seq");
+    ClaimRecord::decode(seq as u64, row.get("header"), row.get("body"))
+}
+
+const RECORD_COLUMNS: &str = "seq, header, body";
+
+/// The PostgreSQL ledger.
+pub struct PostgresLedger {
+    pool: Pool,
+    url: String,
+    policy: Arc<Policy>,
+    /// Directories as last read, with their revision.
+    directories: RwLock<HashMap<County, (i64, Arc<Directory>)>>,
+}
+
+impl PostgresLedger {
+    /// Migrates the schema and reads the directories (once, at start), then
+    /// serves from a pool that reconnects by itself.
+    pub fn start(
+        url: &str,
+        pool_size: usize,
+        connect_timeout: Duration,
+        policy: Arc<Policy>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
+        config.connect_timeout(connect_timeout);
+        config.options("-c synchronous_commit=on");
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(connect_timeout))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(connect_timeout))
+            .build()
+            .context("the database connection pool")?;
+        let ledger = Arc::new(Self { pool, url: url.to_string(), policy, directories: RwLock::default() });
+        let url = url.to_string();
+        let dirs = on_own_runtime(async move {
+            let mut client = connect(&url).await?;
+            let applied = migrate(&mut client).await?;
+            if !applied.is_empty() {
+                tracing::info!(versions = ?applied, "database schema migrated");
+            }
+            read_directories(&client, &HashMap::new()).await
+        })?;
+        ledger.directories.write().map_err(|_| anyhow!("poisoned"))?.extend(dirs);
+        Ok(ledger)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        self.pool.get().await.map_err(|e| unavailable(format!("no database connection: {e}")))
+    }
+
+    /// The directories, read again where another process changed them.
+    async fn fresh_directories(
+        &self,
+        c: &impl tokio_postgres::GenericClient,
+    ) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
+        let known: HashMap<County, i64> =
+            self.directories.read().map_err(|_| anyhow!("poisoned"))?.iter().map(|(c, (r, _))| (*c, *r)).collect();
+        let changed = read_directories(c, &known).await?;
+        let mut dirs = self.directories.write().map_err(|_| anyhow!("poisoned"))?;
+        dirs.extend(changed);
+        Ok(dirs.iter().map(|(c, (_, d))| (*c, d.clone())).collect())
+    }
+
+    /// Decides and records claims in one transaction.
+    async fn submit_in(&self, tx: &Transaction<'_>, items: &[ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
+        let dirs = self.fresh_directories(tx).await?;
+        let mut known = Known::default();
+        let mut writes = Writes::default();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut events: Vec<EventOf> = Vec::new();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let id = item.claim.claim_id.as_str();
+            let replay = |status, key_id: &str| Event {
+                seq: 0,
+                claim_id: id.to_string(),
+                event: "replayed".into(),
+                at: Utc::now(),
+                key_id: key_id.to_string(),
+                status,
+                reason: None,
+            };
+            if let Some(n) = pending.iter().position(|p| p.header.claim_id == id) {
+                let p = &pending[n];
+                if !item.body_hash.matches(&p.body.body_hash) {
+                    results.push(ItemResult::Conflict);
+                } else {
+                    events.push(EventOf::New(n, replay(p.header.status, &item.key_id)));
+                    results.push(ItemResult::Replayed(p.body.decision.clone()));
+                }
+                continue;
+            }
+            lock(tx, vec![claim_lock(id)]).await?;
+            if let Some(r) = tx.query_opt("SELECT seq, header, body FROM claims WHERE claim_id = $1", &[&id]).await? {
+                let existing = record_of(&r)?;
+                if !item.body_hash.matches(&existing.body.body_hash) {
+                    results.push(ItemResult::Conflict);
+                } else {
+                    events.push(EventOf::Stored(existing.seq, replay(existing.header.status, &item.key_id)));
+                    results.push(ItemResult::Replayed(existing.body.decision));
+                }
+                continue;
+            }
+            let dir = dirs.get(&item.claim.county).cloned().unwrap_or_default();
+            let Some(outcome) = self.decide_locked(tx, &mut known, &item.claim, item.person.as_deref(), &dir).await?
+            else {
+                results.push(ItemResult::Failed);
+                continue;
+            };
+            let mut decision = outcome.decision.clone();
+            decision.recorded = true;
+            let header = RecordHeader {
+                claim_id: id.to_string(),
+                status: decision.status,
+                county: item.claim.county,
+                kind: item.claim.kind,
+                event_date: item.claim.event_date,
+                department: item.claim.department.clone(),
+                granted: outcome.amount,
+                parties: item.claim.party_codes().into_iter().map(str::to_string).collect(),
+                decided_event: 0,
+                holdings: holdings_of(&outcome),
+            };
+            if header.status == Status::Approved {
+                known.take(id, &header.holdings, &mut writes);
+            }
+            events.push(EventOf::Decided(pending.len()));
+            pending.push(Pending {
+                header,
+                body: RecordBody {
+                    decision: decision.clone(),
+                    body_hash: item.body_hash.keyed.clone(),
+                    submitted: None,
+                    id_masked: item.id_masked.clone(),
+                    recorded_by: item.key_id.clone(),
+                },
+                section: item.claim_section.clone(),
+            });
+            results.push(ItemResult::New(decision));
+        }
+        self.write(tx, pending, events, &known, &writes).await?;
+        Ok(results)
+    }
+
+    /// Decides a claim with every key the rules read locked and read under
+    /// the lock. `None`: the rules failed on this claim (a bug); nothing is
+    /// recorded for it.
+    async fn decide_locked(
+        &self,
+        tx: &Transaction<'_>,
+        known: &mut Known,
+        claim: &Claim,
+        person: Option<&str>,
+        dir: &Directory,
+    ) -> anyhow::Result<Option<crate::rules::Outcome>> {
+        let policy = self.policy.county(claim.county);
+        loop {
+            let (outcome, mut missing) = {
+                let view = KnownView::new(known, None);
+                // A bug in the rules must not fail the other claims of a batch.
+                let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    decide(claim, person, &view, policy, dir, Utc::now())
+                }));
+                let outcome = match decided {
+                    Ok(o) => o?,
+                    Err(_) => {
+                        tracing::error!(claim_id = %claim.claim_id.as_str(), kind = %claim.kind, "the rules panicked on a claim; nothing recorded for it");
+                        return Ok(None);
+                    }
+                };
+                (outcome, view.missing.into_inner())
+            };
+            // What a grant takes is locked too, even if the rules did not read it.
+            missing.extend(all_keys(&holdings_of(&outcome)).filter(|k| !known.fetched.contains(k)));
+            if missing.is_empty() {
+                return Ok(Some(outcome));
+            }
+            lock(tx, missing.iter().map(key_lock).collect()).await?;
+            known.fetch(tx, &missing).await?;
+        }
+    }
+
+    /// Numbers the transaction's claims and events (last, so that numbers
+    /// become visible in order) and writes everything.
+    async fn write(
+        &self,
+        tx: &Transaction<'_>,
+        mut pending: Vec<Pending>,
+        events: Vec<EventOf>,
+        known: &Known,
+        writes: &Writes,
+    ) -> anyhow::Result<()> {
+        if pending.is_empty() && events.is_empty() {
+            return Ok(());
+        }
+        let (first_seq, first_event) = take_numbers(tx, pending.len(), events.len()).await?;
+        let mut event_rows: (Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
+        for (i, e) in events.into_iter().enumerate() {
+            let seq = first_event + i as i64;
+            match e {
+                EventOf::Decided(n) => pending[n].header.decided_event = seq as u64,
+                EventOf::Stored(claim_seq, mut e) => {
+                    e.seq = seq as u64;
+                    event_rows.0.push(seq);
+                    event_rows.1.push(seq_i64(claim_seq));
+                    event_rows.2.push(serde_json::to_string(&e)?);
+                }
+                EventOf::New(n, mut e) => {
+                    e.seq = seq as u64;
+                    event_rows.0.push(seq);
+                    event_rows.1.push(first_seq + n as i64);
+                    event_rows.2.push(serde_json::to_string(&e)?);
+                }
+            }
+        }
+        let insert = tx
+            .prepare(
+                "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .await?;
+        let records: Vec<(ClaimRecord, i64)> = pending
+            .into_iter()
+            .enumerate()
+            .map(|(n, p)| {
+                let seq = first_seq + n as i64;
+                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
+            })
+            .collect();
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
+        let inserts = records.iter().zip(&encoded).map(|((r, seq), (head, body))| {
+            let h = &r.header;
+            let insert = &insert;
+            async move {
+                tx.execute(
+                    insert,
+                    &[
+                        seq,
+                        &h.claim_id,
+                        &h.county.as_str(),
+                        &h.kind.as_str(),
+                        &h.status.as_str(),
+                        &h.event_date,
+                        &h.department,
+                        &h.parties,
+                        &h.granted,
+                        head,
+                        body,
+                    ],
+                )
+                .await
+            }
+        });
+        futures_util::future::try_join_all(inserts).await?;
+        let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
+            writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
+        let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
+            writes.holders.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
+        let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
+            writes.totals.iter().map(|k| (&k[..], known.totals.get(k).copied().unwrap_or_default())).unzip();
+        let usage: Params<2> = [&usage_keys, &usage_ids];
+        let holders: Params<2> = [&holder_keys, &holder_ids];
+        let totals: Params<2> = [&total_keys, &total_values];
+        let events: Params<3> = [&event_rows.0, &event_rows.1, &event_rows.2];
+        tokio::try_join!(
+            tx.execute("INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &usage),
+            tx.execute("INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &holders),
+            tx.execute(
+                "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
+                 ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
+                &totals,
+            ),
+            tx.execute(
+                "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
+                &events,
+            ),
+        )?;
+        Ok(())
+    }
+
+    async fn revoke_in(
+        &self,
+        tx: &Transaction<'_>,
+        claim_id: &str,
+        reason: &str,
+        key_id: &str,
+    ) -> anyhow::Result<RevokeResult> {
+        lock(tx, vec![claim_lock(claim_id)]).await?;
+        let Some(row) = tx.query_opt("SELECT seq, header, body FROM claims WHERE claim_id = $1", &[&claim_id]).await?
+        else {
+            return Ok(RevokeResult::NotFound);
+        };
+        let mut r = record_of(&row)?;
+        match r.header.status {
+            Status::Rejected => return Ok(RevokeResult::NotRevocable),
+            Status::Revoked => return Ok(RevokeResult::Revoked(Box::new(r.body.decision))),
+            Status::Approved => {}
+        }
+        let h = r.header.holdings.clone();
+        lock(tx, all_keys(&h).map(|k| key_lock(&k)).collect()).await?;
+        let keys: Vec<&[u8]> = h.keys.iter().map(|k| &k[..]).collect();
+        let (total_keys, amounts): (Vec<&[u8]>, Vec<Decimal>) = h.totals.iter().map(|(k, a)| (&k[..], *a)).unzip();
+        let count: Option<&[u8]> = h.count.as_ref().map(|k| &k[..]);
+        let usage: Params<2> = [&count, &claim_id];
+        let holders: Params<2> = [&keys, &claim_id];
+        let totals: Params<2> = [&total_keys, &amounts];
+        tokio::try_join!(
+            tx.execute("DELETE FROM usage_counts WHERE key = $1 AND claim_id = $2", &usage),
+            tx.execute("DELETE FROM holders WHERE key = ANY($1) AND claim_id = $2", &holders),
+            tx.execute(
+                "UPDATE totals t SET total = GREATEST(t.total - d.amount, 0)
+                 FROM unnest($1::bytea[], $2::numeric[]) AS d(key, amount) WHERE t.key = d.key",
+                &totals,
+            ),
+        )?;
+        let (_, event_seq) = take_numbers(tx, 0, 1).await?;
+        let revoked_at = Utc::now();
+        r.header.status = Status::Revoked;
+        r.body.decision.status = Status::Revoked;
+        r.body.decision.revocation = Some(Revocation { reason: reason.to_string(), revoked_at });
+        let event = Event {
+            seq: event_seq as u64,
+            claim_id: claim_id.to_string(),
+            event: "revoked".into(),
+            at: revoked_at,
+            key_id: key_id.to_string(),
+            status: Status::Revoked,
+            reason: Some(reason.to_string()),
+        };
+        let (head, body) = r.encode();
+        let seq = seq_i64(r.seq);
+        let event = serde_json::to_string(&event)?;
+        let record: Params<3> = [&seq, &head, &body];
+        let event: Params<3> = [&event_seq, &seq, &event];
+        tokio::try_join!(
+            tx.execute("UPDATE claims SET status = 'revoked', header = $2, body = $3 WHERE seq = $1", &record),
+            tx.execute("INSERT INTO events (seq, claim_seq, event) VALUES ($1, $2, $3)", &event),
+        )?;
+        Ok(RevokeResult::Revoked(Box::new(r.body.decision)))
+    }
+
+    async fn record_by_id(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(&format!("SELECT {RECORD_COLUMNS} FROM claims WHERE claim_id = $1"), &[&claim_id])
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(record_of).transpose().map_err(|e| unavailable(format!("{e:#}")))
+    }
+}
+
+/// Gives out `claims` recording numbers and `events` event numbers; the
+/// counter row stays locked until the transaction ends.
+async fn take_numbers(tx: &Transaction<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, i64)> {
+    let (claims, events) = (claims as i64, events as i64);
+    let row = tx
+        .query_one(
+            "UPDATE ledger_counters SET next_seq = next_seq + $1, next_event = next_event + $2 WHERE id = 1
+             RETURNING next_seq - $1, next_event - $2",
+            &[&claims, &events],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Ends a transaction's attempt: commits what succeeded; after a deadlock
+/// or a serialisation failure, waits a little and answers `None` (try
+/// again), a bounded number of times.
+async fn finish<T>(
+    tx: deadpool_postgres::Transaction<'_>,
+    result: anyhow::Result<T>,
+    attempt: u32,
+) -> Option<Result<T, LedgerError>> {
+    let result = match result {
+        Ok(v) => tx.commit().await.map(|()| v).map_err(anyhow::Error::from),
+        // Dropping the transaction rolls it back.
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(v) => Some(Ok(v)),
+        Err(e) if retryable(&e) && attempt < ATTEMPTS => {
+            tracing::debug!(error = %e, attempt, "transaction rolled back; trying again");
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
+            None
+        }
+        Err(e) => Some(Err(unavailable(format!("{e:#}")))),
+    }
+}
+
+/// The directories whose revision differs from `known`'s.
+async fn read_directories(
+    c: &impl tokio_postgres::GenericClient,
+    known: &HashMap<County, i64>,
+) -> anyhow::Result<Vec<(County, (i64, Arc<Directory>))>> {
+    let mut out = Vec::new();
+    for row in c.query("SELECT county, revision FROM directories", &[]).await? {
+        let county: &str = row.get(0);
+        let revision: i64 = row.get(1);
+        let Some(county) = County::ALL.iter().copied().find(|c| c.as_str() == county) else { continue };
+        if known.get(&county) == Some(&revision) {
+            continue;
+        }
+        let record = read_directory(c, county).await?;
+        out.push((county, (revision, Arc::new(record.to_directory()))));
+    }
+    Ok(out)
+}
+
+async fn read_directory(c: &impl tokio_postgres::GenericClient, county: County) -> anyhow::Result<DirectoryRecord> {
+    match c.query_opt("SELECT record FROM directories WHERE county = $1", &[&county.as_str()]).await? {
+        Some(row) => serde_json::from_str(row.get(0)).context("a stored directory"),
+        None => Ok(DirectoryRecord::empty()),
+    }
+}
+
+#[async_trait::async_trait]
+impl LedgerService for PostgresLedger {
+    async fn submit(&self, items: Vec<ClaimItem>) -> Result<Vec<ItemResult>, LedgerError> {
+        let mut client = self.client().await?;
+        for attempt in 1.. {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let result = self.submit_in(&tx, &items).await;
+            if let Some(answer) = finish(tx, result, attempt).await {
+                return answer;
+            }
+        }
+        unreachable!("finish answers by the last attempt")
+    }
+
+    async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError> {
+        let c = self.client().await?;
+        let dirs = self.fresh_directories(&**c).await.map_err(|e| unavailable(format!("{e:#}")))?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {RECORD_COLUMNS} FROM claims WHERE claim_id = $1"),
+                &[&e.claim.claim_id.as_str()],
+            )
+            .await
+            .map_err(unavailable)?;
+        let existing = row.as_ref().map(record_of).transpose().map_err(|e| unavailable(format!("{e:#}")))?;
+        // Only the same body, granted, sets its own record aside.
+        let own = match existing {
+            Some(r) if r.header.status == Status::Approved && (e.body_hashes)().matches(&r.body.body_hash) => Some(r),
+            _ => None,
+        };
+        let own_ref = own.as_ref().map(|r| (r.header.claim_id.as_str(), &r.header.holdings));
+        let dir = dirs.get(&e.claim.county).cloned().unwrap_or_default();
+        let policy = self.policy.county(e.claim.county);
+        let mut known = Known::default();
+        loop {
+            let (outcome, missing) = {
+                let view = KnownView::new(&known, own_ref);
+                let outcome = decide(&e.claim, e.person.as_deref(), &view, policy, &dir, Utc::now())
+                    .map_err(|e| unavailable(e.to_string()))?;
+                (outcome, view.missing.into_inner())
+            };
+            if missing.is_empty() {
+                return Ok(outcome.decision);
+            }
+            known.fetch(&**c, &missing).await.map_err(|e| unavailable(format!("{e:#}")))?;
+        }
+    }
+
+    async fn claim(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
+        self.record_by_id(claim_id).await
+    }
+
+    async fn events(&self, claim_id: &str) -> Result<Option<(ClaimRecord, Vec<Event>)>, LedgerError> {
+        let Some(r) = self.record_by_id(claim_id).await? else { return Ok(None) };
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT event FROM events WHERE claim_seq = $1 ORDER BY seq", &[&seq_i64(r.seq)])
+            .await
+            .map_err(unavailable)?;
+        let mut events = vec![r.decided()];
+        for row in rows {
+            events.push(serde_json::from_str(row.get(0)).map_err(|e| unavailable(format!("a stored event: {e}")))?);
+        }
+        events.sort_by_key(|e| e.seq);
+        Ok(Some((r, events)))
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<ListPage, LedgerError> {
+        let c = self.client().await?;
+        let after = seq_i64(filter.after.unwrap_or(0));
+        let limit = i64::try_from(filter.limit).unwrap_or(i64::MAX - 1) + 1;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM claims
+                     WHERE seq > $1
+                       AND ($2::text IS NULL OR county = $2)
+                       AND ($3::text IS NULL OR kind = $3)
+                       AND ($4::text IS NULL OR status = $4)
+                       AND ($5::date IS NULL OR event_date >= $5)
+                       AND ($6::date IS NULL OR event_date <= $6)
+                       AND ($7::text IS NULL OR department = $7)
+                       AND ($8::text IS NULL OR $8 = ANY(parties))
+                     ORDER BY seq LIMIT $9"
+                ),
+                &[
+                    &after,
+                    &filter.county.map(County::as_str),
+                    &filter.kind.map(|k| k.as_str()),
+                    &filter.status.map(Status::as_str),
+                    &filter.from,
+                    &filter.to,
+                    &filter.department,
+                    &filter.scope,
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut claims = rows
+            .iter()
+            .map(record_of)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| unavailable(format!("{e:#}")))?;
+        let next = if claims.len() > filter.limit {
+            claims.truncate(filter.limit);
+            claims.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        Ok(ListPage { claims, next })
+    }
+
+    async fn revoke(&self, claim_id: String, reason: String, key_id: String) -> Result<RevokeResult, LedgerError> {
+        let mut client = self.client().await?;
+        for attempt in 1.. {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let result = self.revoke_in(&tx, &claim_id, &reason, &key_id).await;
+            if let Some(answer) = finish(tx, result, attempt).await {
+                return answer;
+            }
+        }
+        unreachable!("finish answers by the last attempt")
+    }
+
+    async fn usage(&self, county: County, person: String, year: i32) -> Result<Vec<UsageEntry>, LedgerError> {
+        let key = digest(&LedgerKey::Usage { county, person, year });
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT c.seq, c.header, c.body FROM usage_counts u JOIN claims c ON c.claim_id = u.claim_id
+                 WHERE u.key = $1 ORDER BY c.claim_id",
+                &[&&key[..]],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let r = record_of(row)?;
+                Ok(UsageEntry {
+                    claim_id: r.header.claim_id,
+                    kind: r.header.kind,
+                    event_date: r.header.event_date,
+                    status: r.header.status,
+                    amount: r.body.decision.amount,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| unavailable(format!("{e:#}")))
+    }
+
+    fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError> {
+        Ok(replay(self.url.clone(), filter))
+    }
+
+    fn directory(&self, county: County) -> Arc<Directory> {
+        self.directories.read().ok().and_then(|d| d.get(&county).map(|(_, d)| d.clone())).unwrap_or_default()
+    }
+
+    async fn directory_record(&self, county: County) -> Result<DirectoryRecord, LedgerError> {
+        let c = self.client().await?;
+        read_directory(&**c, county).await.map_err(|e| unavailable(format!("{e:#}")))
+    }
+
+    async fn put_directory(&self, county: County, record: DirectoryRecord) -> Result<DirectoryRecord, LedgerError> {
+        let c = self.client().await?;
+        let text = serde_json::to_string(&record).map_err(unavailable)?;
+        let row = c
+            .query_one(
+                "INSERT INTO directories (county, revision, record) VALUES ($1, 1, $2)
+                 ON CONFLICT (county) DO UPDATE SET revision = directories.revision + 1, record = EXCLUDED.record
+                 RETURNING revision",
+                &[&county.as_str(), &text],
+            )
+            .await
+            .map_err(unavailable)?;
+        let revision: i64 = row.get(0);
+        if let Ok(mut dirs) = self.directories.write() {
+            dirs.insert(county, (revision, Arc::new(record.to_directory())));
+        }
+        Ok(record)
+    }
+
+    async fn report(&self, county: County, year: i32) -> Result<ReportTotals, LedgerError> {
+        let (Some(from), Some(to)) = (NaiveDate::from_ymd_opt(year, 1, 1), NaiveDate::from_ymd_opt(year, 12, 31))
+        else {
+            return Ok(ReportTotals::default());
+        };
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT kind, department, count(*), sum(granted) FROM claims
+                 WHERE county = $1 AND status = 'approved' AND event_date BETWEEN $2 AND $3
+                 GROUP BY kind, department",
+                &[&county.as_str(), &from, &to],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut totals = ReportTotals::default();
+        for row in rows {
+            let kind: String = row.get(0);
+            let department: Option<String> = row.get(1);
+            let count = u64::try_from(row.get::<_, i64>(2)).unwrap_or_default();
+            let amount: Decimal = row.get(3);
+            for t in [
+                totals.by_kind.entry(kind).or_default(),
+                totals.by_department.entry(department.unwrap_or_else(|| "unassigned".into())).or_default(),
+            ] {
+                t.count += count;
+                t.amount += amount;
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn probe(&self) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO readiness (id, probed_at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET probed_at = now()",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn stats(&self) -> LedgerStats {
+        LedgerStats::default()
+    }
+
+    fn on_failure(&self, _: Box<dyn Fn() + Send + Sync>) {
+        // Nothing here stops the service: a database that fails is retried
+        // by the pool, and the claims meanwhile get 503.
+    }
+
+    fn failed(&self) -> bool {
+        false
+    }
+
+    async fn shutdown(&self) {
+        self.pool.close();
+    }
+}
+
+/// The claims `filter` selects, read page by page on a thread and a
+/// connection of their own, up to the claims recorded when it starts.
+fn replay(url: String, filter: ReplayFilter) -> Submissions {
+    let (tx, rx) = crossbeam_channel::bounded::<Result<Submitted, LedgerError>>(2 * REPLAY_PAGE as usize);
+    std::thread::spawn(move || {
+        let failed = tx.clone();
+        let read = async move {
+            let c = connect(&url).await?;
+            let end: i64 = c.query_one("SELECT next_seq FROM ledger_counters WHERE id = 1", &[]).await?.get(0);
+            let mut after = 0i64;
+            loop {
+                let rows = c
+                    .query(
+                        "SELECT seq, claim_id, body FROM claims
+                         WHERE seq > $1 AND seq < $2 AND county = $3 AND status <> 'revoked'
+                           AND event_date BETWEEN $4 AND $5
+                         ORDER BY seq LIMIT $6",
+                        &[&after, &end, &filter.county.as_str(), &filter.from, &filter.to, &REPLAY_PAGE],
+                    )
+                    .await?;
+                let Some(last) = rows.last() else { return Ok(()) };
+                after = last.get(0);
+                for row in rows {
+                    let seq: i64 = row.get(0);
+                    let section = ClaimRecord::claim_section(seq as u64, row.get(2))?.to_vec();
+                    let item =
+                        Submitted { seq: seq as u64, claim_id: row.get(1), claim: StoredClaim::Section(section) };
+                    if tx.send(Ok(item)).is_err() {
+                        // The reader stopped reading.
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(read));
+        if let Err(e) = result {
+            let _ = failed.send(Err(unavailable(format!("{e:#}"))));
+        }
+    });
+    Box::new(rx.into_iter())
+}

@@ -1,0 +1,268 @@
+//! The PostgreSQL ledger (API.md §7): the same guarantees as the embedded
+//! store, in one process and across replicas sharing one database. The
+//! database is a throwaway cluster the tests start themselves
+//! (`scripts/postgres-throwaway`, which installs PostgreSQL when missing).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::concurrency::{
+    claims_on_one_certificate_grant_it_once, fifty_claims_for_one_person_grant_three,
+    twenty_identical_submissions_record_one_decision,
+};
+use crate::golden::{public_cases_pass, run_file_over, scenario_files_pass};
+use crate::helpers::{
+    base, fresh_database, id_number, spawn_app_on_postgres, spawn_app_with, use_postgres, wy_qualification, BinaryApp,
+    Client, AUDITOR, PLATFORM,
+};
+
+/// Two service processes sharing one fresh database.
+async fn two_replicas() -> (BinaryApp, BinaryApp) {
+    let url = fresh_database().await;
+    let a = BinaryApp::start_on_postgres(&url).await;
+    let b = BinaryApp::start_on_postgres(&url).await;
+    (a, b)
+}
+
+fn apis(replicas: &(BinaryApp, BinaryApp)) -> [Client; 2] {
+    [base(&replicas.0.address), base(&replicas.1.address)]
+}
+
+#[tokio::test]
+async fn every_public_golden_case_passes_on_postgres() {
+    public_cases_pass(&spawn_app_on_postgres().await.api()).await;
+}
+
+#[tokio::test]
+async fn every_project_scenario_file_passes_on_postgres() {
+    scenario_files_pass(spawn_app_on_postgres).await;
+}
+
+#[tokio::test]
+async fn races_in_one_process_on_postgres() {
+    let app = spawn_app_on_postgres().await;
+    fifty_claims_for_one_person_grant_three(&[app.api()], "33072319880808011").await;
+    let app = spawn_app_on_postgres().await;
+    twenty_identical_submissions_record_one_decision(&[app.api()], "33072319880808012").await;
+    let app = spawn_app_on_postgres().await;
+    claims_on_one_certificate_grant_it_once(&[app.api()]).await;
+}
+
+#[tokio::test]
+async fn fifty_claims_for_one_person_split_over_two_replicas_grant_exactly_three() {
+    let replicas = two_replicas().await;
+    fifty_claims_for_one_person_grant_three(&apis(&replicas), "33072319880808021").await;
+}
+
+#[tokio::test]
+async fn twenty_identical_claims_over_two_replicas_record_one_decision() {
+    let replicas = two_replicas().await;
+    twenty_identical_submissions_record_one_decision(&apis(&replicas), "33072319880808022").await;
+}
+
+#[tokio::test]
+async fn one_certificate_claimed_through_two_replicas_is_granted_once() {
+    let replicas = two_replicas().await;
+    claims_on_one_certificate_grant_it_once(&apis(&replicas)).await;
+}
+
+/// Every scenario file, its steps sent to two replicas in turn: a directory
+/// put through one is used by the other, a revocation through one frees the
+/// limit for the other, usage and reports agree.
+#[tokio::test]
+async fn every_scenario_file_passes_with_its_steps_spread_over_two_replicas() {
+    let mut files: Vec<_> = std::fs::read_dir("tests/scenarios")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut failures = Vec::new();
+    for f in files {
+        let replicas = two_replicas().await;
+        failures.extend(run_file_over(&apis(&replicas), &f).await.1);
+    }
+    assert!(failures.is_empty(), "{} step(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_replica_killed_under_load_loses_no_acknowledged_claim() {
+    let (a, b) = two_replicas().await;
+    let (to_a, to_b) = (base(&a.address), base(&b.address));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let senders: Vec<_> = (0..16)
+        .map(|w| {
+            let (api, acknowledged) = (to_a.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let id = format!("K9-{w}-{i}");
+                    // Most of a worker's claims are over its person's limit: a decision all the same.
+                    let person = id_number(&format!("33072319850101{w:03}"));
+                    let claim =
+                        wy_qualification(&id, &person, "6-31-01-03", "junior", &format!("K9C-{w}-{i}"), "2020-07-01");
+                    let Ok(r) = api.client.post(api.url("/v1/claims")).bearer_auth(PLATFORM).json(&claim).send().await
+                    else {
+                        return;
+                    };
+                    if r.status() == 201 {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        acknowledged.lock().unwrap().push((id, body));
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(a); // SIGKILL
+    for s in senders {
+        let _ = s.await;
+    }
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    assert!(acknowledged.len() > 20, "only {} claims were acknowledged before the kill", acknowledged.len());
+    for (id, decision) in &acknowledged {
+        let got = to_b.get(&format!("/v1/claims/{id}"), AUDITOR).await;
+        assert_eq!(got.status, 200, "acknowledged claim {id} is missing after the kill");
+        assert_eq!(got.body["status"], decision["status"]);
+        assert_eq!(got.body["amount"], decision["amount"]);
+    }
+    // The survivor keeps deciding.
+    let claim =
+        wy_qualification("K9-after", &id_number("33072319850909001"), "6-31-01-03", "junior", "K9-AFTER", "2020-07-01");
+    assert_eq!(to_b.post_claim(&claim).await.status, 201);
+}
+
+/// A TCP forwarder to the database that can cut every connection and refuse
+/// new ones (the database unreachable), then let them through again.
+struct Forwarder {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Forwarder {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (up2, open2) = (up.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                open2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.open.lock().unwrap().drain(..).for_each(|t| t.abort());
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+// Multi-threaded: the forwarder runs on the test's runtime while the
+// application's start-up (synchronous) connects through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_gives_503_and_the_service_reconnects_by_itself() {
+    let url = fresh_database().await;
+    let (server, database) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
+    let forwarder = Forwarder::start(server.to_string()).await;
+    let through = format!("postgres://postgres@127.0.0.1:{}/{database}", forwarder.port);
+    let app = spawn_app_with(|s| {
+        use_postgres(s, &through);
+        s.store.connect_timeout_ms = 500;
+    })
+    .await;
+    let api = app.api();
+    let person = id_number("33072319870707001");
+    let claim = |n: usize, level: &str| {
+        wy_qualification(&format!("OUT-{n}"), &person, "6-31-01-03", level, &format!("OUT-C{n}"), "2020-07-01")
+    };
+    assert_eq!(api.post_claim(&claim(1, "junior")).await.status, 201);
+
+    forwarder.cut();
+    let during = api.post_claim(&claim(2, "intermediate")).await;
+    assert_eq!(during.status, 503, "{}", during.body);
+    assert_eq!(during.body["code"], "STORE_UNAVAILABLE");
+    assert_eq!(api.get("/readyz", PLATFORM).await.status, 503);
+    assert_eq!(api.get("/v1/claims/OUT-1", AUDITOR).await.status, 503, "a failed read is never 'absent'");
+
+    forwarder.restore();
+    let mut after = None;
+    for _ in 0..50 {
+        let a = api.post_claim(&claim(3, "senior")).await;
+        if a.status != 503 {
+            after = Some(a);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(after.expect("the service reconnected").status, 201);
+    assert_eq!(api.get("/readyz", PLATFORM).await.status, 200);
+    assert_eq!(api.get("/v1/claims/OUT-2", AUDITOR).await.status, 404, "nothing of the refused claim was written");
+    assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 2);
+}
+
+#[tokio::test]
+async fn the_migrate_command_creates_the_schema_once() {
+    let url = fresh_database().await;
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
+            .args(["migrate", "--url", &url])
+            .output()
+            .expect("the binary runs")
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema migrations [1]"));
+    let again = run();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+    // A service started on the migrated database decides claims.
+    let app = BinaryApp::start_on_postgres(&url).await;
+    let claim =
+        wy_qualification("MIG-1", &id_number("33072319870707002"), "6-31-01-03", "junior", "MIG-C1", "2020-07-01");
+    assert_eq!(base(&app.address).post_claim(&claim).await.status, 201);
+}
+
+#[tokio::test]
+async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
+    let replicas = two_replicas().await;
+    let [a, b] = apis(&replicas);
+    let person = id_number("33072319870707003");
+    let levels = ["junior", "intermediate", "senior", "technician"];
+    let claims: Vec<_> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| wy_qualification(&format!("B-{i}"), &person, "6-31-01-03", l, &format!("B-C{i}"), "2020-07-01"))
+        .collect();
+    let batch = a.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    let listed = b.get("/v1/claims?county=wuyi", AUDITOR).await;
+    let ids: Vec<_> =
+        listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["B-0", "B-1", "B-2", "B-3"], "recording order is the batch's order");
+    let statuses: Vec<_> =
+        listed.body["claims"].as_array().unwrap().iter().map(|c| c["decision"]["status"].clone()).collect();
+    assert_eq!(statuses, ["approved", "approved", "approved", "rejected"], "the fourth is over the yearly limit");
+    let results = join_all([a.usage("wuyi", &person, 2020), b.usage("wuyi", &person, 2020)]).await;
+    assert!(results.iter().all(|u| u.body["used"] == 3));
+}
