@@ -11,9 +11,11 @@
 //!   after another, each seeing the last one's effects.
 //! - The claim id is locked the same way first: a retry that lands on
 //!   another process finds the recorded claim and replays it (or conflicts).
-//! - Recording numbers (claims and events) are given out last, by one
-//!   counter row held until commit, so a number is never visible before every
-//!   smaller one is committed: listings and replays never skip a claim.
+//! - Recording order needs no counter that every writer would wait on: a
+//!   claim's number is its transaction's id shifted left by [`SEQ_SHIFT`] bits
+//!   plus its place in the transaction, and listings and replays show only
+//!   claims whose transaction is older than every one still running, so a
+//!   cursor never passes a claim that commits later.
 //! - A deadlock or serialisation failure rolls the transaction back and it
 //!   is tried again from the start (a bounded number of times).
 //! - A commit returns once the database made it durable
@@ -57,6 +59,12 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_ledger.sq
 /// How many times a transaction is tried when the database rolls it back
 /// for a deadlock or a serialisation failure.
 const ATTEMPTS: u32 = 8;
+
+/// A claim's number is `xid << SEQ_SHIFT` plus its place in its transaction.
+const SEQ_SHIFT: u32 = 20;
+
+/// Claims that are visible and older than every transaction still running.
+const SETTLED: &str = "xid < pg_snapshot_xmin(pg_current_snapshot())";
 
 /// Claims read per query when replaying.
 const REPLAY_PAGE: i64 = 5_000;
@@ -497,8 +505,7 @@ impl PostgresLedger {
         }
     }
 
-    /// Numbers the transaction's claims and events (last, so that numbers
-    /// become visible in order) and writes everything.
+    /// Numbers the transaction's claims and events and writes everything.
     async fn write(
         &self,
         tx: &Transaction<'_>,
@@ -510,10 +517,10 @@ impl PostgresLedger {
         if pending.is_empty() && events.is_empty() {
             return Ok(());
         }
-        let (first_seq, first_event) = take_numbers(tx, pending.len(), events.len()).await?;
+        let first_seq = if pending.is_empty() { 0 } else { claim_numbers(tx, pending.len()).await? };
+        let event_numbers = event_numbers(tx, events.len()).await?;
         let mut event_rows: (Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
-        for (i, e) in events.into_iter().enumerate() {
-            let seq = first_event + i as i64;
+        for (e, seq) in events.into_iter().zip(event_numbers) {
             match e {
                 EventOf::Decided(n) => pending[n].header.decided_event = seq as u64,
                 EventOf::Stored(claim_seq, mut e) => {
@@ -630,7 +637,7 @@ impl PostgresLedger {
                 &totals,
             ),
         )?;
-        let (_, event_seq) = take_numbers(tx, 0, 1).await?;
+        let event_seq = event_numbers(tx, 1).await?[0];
         let revoked_at = Utc::now();
         r.header.status = Status::Revoked;
         r.body.decision.status = Status::Revoked;
@@ -666,18 +673,22 @@ impl PostgresLedger {
     }
 }
 
-/// Gives out `claims` recording numbers and `events` event numbers; the
-/// counter row stays locked until the transaction ends.
-async fn take_numbers(tx: &Transaction<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, i64)> {
-    let (claims, events) = (claims as i64, events as i64);
-    let row = tx
-        .query_one(
-            "UPDATE ledger_counters SET next_seq = next_seq + $1, next_event = next_event + $2 WHERE id = 1
-             RETURNING next_seq - $1, next_event - $2",
-            &[&claims, &events],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
+/// The first of `n` recording numbers for this transaction's claims.
+async fn claim_numbers(tx: &Transaction<'_>, n: usize) -> anyhow::Result<i64> {
+    anyhow::ensure!(n < 1 << SEQ_SHIFT, "{n} claims in one transaction is more than a transaction may number");
+    let xid: i64 = tx.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await?.get(0);
+    xid.checked_shl(SEQ_SHIFT).filter(|s| s >> SEQ_SHIFT == xid).context("transaction ids have outgrown claim numbers")
+}
+
+/// `n` event numbers, increasing.
+async fn event_numbers(tx: &Transaction<'_>, n: usize) -> anyhow::Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = tx.query("SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)", &[&(n as i64)]).await?;
+    let mut numbers: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 /// Ends a transaction's attempt: commits what succeeded; after a deadlock
@@ -805,7 +816,7 @@ impl LedgerService for PostgresLedger {
             .query(
                 &format!(
                     "SELECT {RECORD_COLUMNS} FROM claims
-                     WHERE seq > $1
+                     WHERE seq > $1 AND {SETTLED}
                        AND ($2::text IS NULL OR county = $2)
                        AND ($3::text IS NULL OR kind = $3)
                        AND ($4::text IS NULL OR status = $4)
@@ -982,13 +993,15 @@ fn replay(url: String, filter: ReplayFilter) -> Submissions {
         let failed = tx.clone();
         let read = async move {
             let c = connect(&url).await?;
-            let end: i64 = c.query_one("SELECT next_seq FROM ledger_counters WHERE id = 1", &[]).await?.get(0);
+            // The claims settled now; later ones are not read.
+            let end: i64 =
+                c.query_one(&format!("SELECT coalesce(max(seq), 0) FROM claims WHERE {SETTLED}"), &[]).await?.get(0);
             let mut after = 0i64;
             loop {
                 let rows = c
                     .query(
                         "SELECT seq, claim_id, body FROM claims
-                         WHERE seq > $1 AND seq < $2 AND county = $3 AND status <> 'revoked'
+                         WHERE seq > $1 AND seq <= $2 AND county = $3 AND status <> 'revoked'
                            AND event_date BETWEEN $4 AND $5
                          ORDER BY seq LIMIT $6",
                         &[&after, &end, &filter.county.as_str(), &filter.from, &filter.to, &REPLAY_PAGE],

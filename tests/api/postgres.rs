@@ -21,6 +21,19 @@ use crate::helpers::{
     Client, AUDITOR, PLATFORM,
 };
 
+/// A listing once it shows `n` claims: claims appear in it when every
+/// transaction older than theirs has ended (other tests share the cluster).
+async fn listing(api: &Client, path: &str, n: usize) -> crate::helpers::Answer {
+    for _ in 0..100 {
+        let listed = api.get(path, AUDITOR).await;
+        if listed.body["claims"].as_array().is_some_and(|c| c.len() >= n) {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never listed {n} claims");
+}
+
 /// Two service processes sharing one fresh database.
 async fn two_replicas() -> (BinaryApp, BinaryApp) {
     let url = fresh_database().await;
@@ -256,7 +269,7 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
         .collect();
     let batch = a.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await;
     assert_eq!(batch.status, 200, "{}", batch.body);
-    let listed = b.get("/v1/claims?county=wuyi", AUDITOR).await;
+    let listed = listing(&b, "/v1/claims?county=wuyi", 4).await;
     let ids: Vec<_> =
         listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["B-0", "B-1", "B-2", "B-3"], "recording order is the batch's order");
@@ -265,4 +278,25 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
     assert_eq!(statuses, ["approved", "approved", "approved", "rejected"], "the fourth is over the yearly limit");
     let results = join_all([a.usage("wuyi", &person, 2020), b.usage("wuyi", &person, 2020)]).await;
     assert!(results.iter().all(|u| u.body["used"] == 3));
+}
+
+/// A listing shows only claims whose transaction is older than every one
+/// still running: a cursor never passes a claim that commits later.
+#[tokio::test]
+async fn a_listing_never_shows_a_claim_ahead_of_one_still_being_recorded() {
+    let app = spawn_app_on_postgres().await;
+    let api = app.api();
+    let url = app.database.clone().unwrap();
+    let mut slow = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
+    let slow = slow.transaction().await.unwrap();
+    // A transaction that has written (so it holds a transaction id) and not committed.
+    slow.execute("SELECT pg_current_xact_id()", &[]).await.unwrap();
+    let claim = wy_qualification("H-1", &id_number("33072319870707004"), "6-31-01-03", "junior", "H-C1", "2020-07-01");
+    assert_eq!(api.post_claim(&claim).await.status, 201);
+    assert_eq!(api.get("/v1/claims/H-1", AUDITOR).await.status, 200, "the claim itself is readable at once");
+    let listed = api.get("/v1/claims", AUDITOR).await;
+    assert_eq!(listed.body["claims"].as_array().unwrap().len(), 0, "not listed while an older transaction runs");
+    slow.commit().await.unwrap();
+    let listed = listing(&api, "/v1/claims", 1).await;
+    assert_eq!(listed.body["claims"][0]["claim_id"], "H-1");
 }

@@ -5,18 +5,18 @@
 -- keyed by the 16-byte digest of a ledger key; concurrent claims that read
 -- the same key are serialised by a transaction-scoped advisory lock on it.
 
--- Recording order and event numbers, given out at commit: a claim's number
--- is never seen before every smaller one is committed (listing cursors and
--- replays never skip a claim).
-CREATE TABLE ledger_counters (
-    id         smallint PRIMARY KEY CHECK (id = 1),
-    next_seq   bigint NOT NULL,
-    next_event bigint NOT NULL
-);
-INSERT INTO ledger_counters VALUES (1, 1, 1);
+-- Recording order without a counter every writer would wait on: a claim's
+-- number is its transaction's id (xid8) shifted left by 20 bits plus its place
+-- in the transaction, and listings and replays read only claims whose
+-- transaction is older than every transaction still running
+-- (`xid < pg_snapshot_xmin(pg_current_snapshot())`), so a claim never appears
+-- behind a cursor that has already passed its number. Event numbers come from
+-- a sequence (increasing; gaps where a transaction rolled back).
+CREATE SEQUENCE event_numbers;
 
 CREATE TABLE claims (
     seq        bigint PRIMARY KEY,
+    xid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     claim_id   text NOT NULL UNIQUE,
     county     text NOT NULL,
     kind       text NOT NULL,
