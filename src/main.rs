@@ -14,9 +14,14 @@ const USAGE: &str = "usage:
   subsidy-service [serve]                 run the service (config/, SUBSIDY_ENV, SUBSIDY__*)
   subsidy-service openapi                 print the OpenAPI document
   subsidy-service migrate [--url URL]     create or migrate the PostgreSQL ledger's schema (URL: store.url)
-  subsidy-service check  --store PATH     recheck every record and recount what they hold; exit 1 on drift
-  subsidy-service export --store PATH     write records, events and directories as JSON lines to stdout
-  subsidy-service import --store PATH     restore JSON lines (an export of layout v1 or v2) from stdin into an empty store
+  subsidy-service check  --store PATH | --url URL
+                                          recheck every record and recount what they hold; exit 1 on drift
+  subsidy-service export --store PATH | --url URL
+                                          write records, events and directories as JSON lines to stdout
+  subsidy-service import --store PATH | --url URL
+                                          restore JSON lines (an export of either backend, layout v1 or v2) from
+                                          stdin into an empty ledger
+                                          (--store: the embedded sled store; --url: a PostgreSQL ledger)
   subsidy-service import --store PATH --from V1_PATH
                                           move a stopped store of layout v1 into an empty layout-v2 store
   subsidy-service simulate --store PATH --county COUNTY --changes FILE
@@ -37,9 +42,9 @@ fn main() -> ExitCode {
         None | Some("serve") => serve(),
         Some("openapi") => openapi(),
         Some("migrate") => migrate(&args),
-        Some("check") => store_arg(&args).and_then(check),
-        Some("export") => store_arg(&args).and_then(export),
-        Some("import") => store_arg(&args).and_then(|p| import(p, &args)),
+        Some("check") => ledger_arg(&args).and_then(check),
+        Some("export") => ledger_arg(&args).and_then(export),
+        Some("import") => ledger_arg(&args).and_then(|l| import(l, &args)),
         Some("simulate") => store_arg(&args).and_then(|p| simulate(p, &args)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -85,6 +90,19 @@ fn flag<'a>(args: &'a [String], name: &str) -> anyhow::Result<Option<&'a str>> {
     }
 }
 
+/// The ledger a maintenance command works on.
+enum Ledger {
+    Sled(PathBuf),
+    Postgres(String),
+}
+
+fn ledger_arg(args: &[String]) -> anyhow::Result<Ledger> {
+    match flag(args, "--url")? {
+        Some(url) => Ok(Ledger::Postgres(url.to_string())),
+        None => store_arg(args).map(Ledger::Sled),
+    }
+}
+
 fn store_arg(args: &[String]) -> anyhow::Result<PathBuf> {
     match args.iter().position(|a| a == "--store") {
         Some(i) => args.get(i + 1).map(PathBuf::from).context("--store needs a path"),
@@ -105,9 +123,11 @@ fn openapi() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = open(&path)?;
-    let drift = ledger::check(&store)?;
+fn check(target: Ledger) -> anyhow::Result<ExitCode> {
+    let drift = match target {
+        Ledger::Sled(path) => ledger::check(&open(&path)?)?,
+        Ledger::Postgres(url) => ledger::postgres::check(&url)?,
+    };
     if drift.is_empty() {
         println!("ok: every record decodes and agrees with itself; no key is held twice, no year over its limit");
         Ok(ExitCode::SUCCESS)
@@ -120,15 +140,29 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn export(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let store = open(&path)?;
+fn export(target: Ledger) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
-    let n = ledger::export(&store, &mut std::io::BufWriter::new(stdout.lock()))?;
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let n = match target {
+        Ledger::Sled(path) => ledger::export(&open(&path)?, &mut out)?,
+        Ledger::Postgres(url) => ledger::postgres::export(&url, &mut out)?,
+    };
     eprintln!("exported {n} records");
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
+fn import(target: Ledger, args: &[String]) -> anyhow::Result<ExitCode> {
+    let path = match target {
+        Ledger::Sled(path) => path,
+        Ledger::Postgres(url) => {
+            if args.iter().any(|a| a == "--from") {
+                bail!("--from moves a layout-v1 store into a new sled store; import that into PostgreSQL afterwards");
+            }
+            let n = ledger::postgres::import(&url, std::io::stdin().lock())?;
+            eprintln!("imported {n} records");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let from = match args.iter().position(|a| a == "--from") {
         Some(i) => Some(args.get(i + 1).map(PathBuf::from).context("--from needs the path of a layout-v1 store")?),
         None => None,

@@ -17,15 +17,53 @@ use super::store::{Store, WriteBatch};
 use crate::domain::{County, Kind};
 use crate::rules::Status;
 
+/// What the maintenance commands read of a stopped ledger, whichever its
+/// backend: the records numbered 1.. in recording order, the events with
+/// their claim's number, and the directories.
+pub struct Dump<'a> {
+    pub records: Box<dyn Iterator<Item = anyhow::Result<ClaimRecord>> + 'a>,
+    pub events: Box<dyn Iterator<Item = anyhow::Result<(u64, Event)>> + 'a>,
+    pub directories: Box<dyn FnOnce() -> anyhow::Result<HashMap<County, DirectoryRecord>> + 'a>,
+}
+
+impl Store {
+    pub fn dump(&self) -> Dump<'_> {
+        Dump {
+            records: Box::new(self.records()),
+            events: Box::new(self.events()),
+            directories: Box::new(|| self.directories()),
+        }
+    }
+}
+
+/// What the granted records hold, recounted: a backend that keeps it
+/// materialised compares its own with this.
+#[derive(Debug, Default)]
+pub struct Recount {
+    /// (usage key, claim id) for every counted grant.
+    pub usage: HashSet<(KeyDigest, String)>,
+    /// Unique key → the claim holding it.
+    pub holders: HashMap<KeyDigest, String>,
+    /// Running totals (zero totals left out).
+    pub totals: HashMap<KeyDigest, rust_decimal::Decimal>,
+}
+
 /// Rechecks a store from its records; returns the drift found.
 pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
+    Ok(check_dump(store.dump())?.0)
+}
+
+/// Rechecks a ledger from its records; returns the drift found and what the
+/// records hold.
+pub fn check_dump(dump: Dump) -> anyhow::Result<(Vec<String>, Recount)> {
+    let mut recount = Recount::default();
     let mut drift = Vec::new();
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut held: HashMap<KeyDigest, (u64, String)> = HashMap::new();
     let mut counted: HashMap<KeyDigest, u32> = HashMap::new();
     let mut event_seqs: HashSet<u64> = HashSet::new();
     let mut expected_seq = 1;
-    for r in store.records() {
+    for r in dump.records {
         let r = match r {
             Ok(r) => r,
             Err(e) => {
@@ -66,8 +104,13 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
         }
         if let Some(k) = &h.holdings.count {
             *counted.entry(*k).or_default() += 1;
+            recount.usage.insert((*k, h.claim_id.clone()));
+        }
+        for k in &h.holdings.keys {
+            recount.holders.insert(*k, h.claim_id.clone());
         }
         for (k, amount) in &h.holdings.totals {
+            *recount.totals.entry(*k).or_default() += *amount;
             if amount.is_sign_negative() {
                 drift.push(format!("claim {}: a negative share {amount} of total {}", h.claim_id, hex::encode(k)));
             }
@@ -79,7 +122,7 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
             drift.push(format!("usage {}: {n} counted grants in one year", hex::encode(k)));
         }
     }
-    for e in store.events() {
+    for e in dump.events {
         let (claim_seq, e) = match e {
             Ok(x) => x,
             Err(err) => {
@@ -94,10 +137,11 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
             drift.push(format!("event number {} used twice", e.seq));
         }
     }
-    if let Err(e) = store.directories() {
+    if let Err(e) = (dump.directories)() {
         drift.push(format!("undecodable directory: {e:#}"));
     }
-    Ok(drift)
+    recount.totals.retain(|_, v| !v.is_zero());
+    Ok((drift, recount))
 }
 
 /// A record as exported: its header (digests as hex) and its body.
@@ -209,16 +253,23 @@ fn write_line(out: &mut impl Write, line: &Line) -> anyhow::Result<()> {
 /// Writes every record, event and directory as JSON lines (run on a stopped
 /// service: sled's lock keeps a running one out, so the snapshot is consistent).
 pub fn export(store: &Store, out: &mut impl Write) -> anyhow::Result<usize> {
+    export_dump(store.dump(), out)
+}
+
+/// Writes a ledger's records, events and directories as JSON lines.
+pub fn export_dump(dump: Dump, out: &mut impl Write) -> anyhow::Result<usize> {
     let mut n = 0;
-    for r in store.records() {
+    for r in dump.records {
         write_line(out, &Line::Record(Box::new(ExportRecord::from_record(r?))))?;
         n += 1;
     }
-    for e in store.events() {
+    for e in dump.events {
         write_line(out, &Line::Event(e?.1))?;
         n += 1;
     }
-    for (county, record) in store.directories()? {
+    let mut directories: Vec<_> = (dump.directories)()?.into_iter().collect();
+    directories.sort_by_key(|(c, _)| c.as_str());
+    for (county, record) in directories {
         write_line(out, &Line::Directory { county, record })?;
         n += 1;
     }
@@ -281,10 +332,27 @@ impl Incoming {
     }
 
     /// Writes everything in one batch and makes it durable.
-    fn write(mut self, store: &Store) -> anyhow::Result<()> {
+    fn write(self, store: &Store) -> anyhow::Result<()> {
         if !store.is_empty()? {
             bail!("the target store is not empty; import restores into a fresh store");
         }
+        let ledger = self.prepare()?;
+        let mut batch = WriteBatch::default();
+        for r in &ledger.records {
+            batch.record(r);
+        }
+        for (seq, e) in &ledger.events {
+            batch.event(*seq, e);
+        }
+        for (county, d) in &ledger.directories {
+            batch.directory(*county, d);
+        }
+        store.commit(batch)
+    }
+
+    /// Checks the input and numbers it: records 1.. in recording order,
+    /// events with their claim's number.
+    fn prepare(mut self) -> anyhow::Result<Imported> {
         if !self.legacy.is_empty() && !self.records.is_empty() {
             bail!("the input mixes layout-v1 claims and layout-v2 records");
         }
@@ -308,7 +376,6 @@ impl Incoming {
             self.records.push(from_v1(c, i as u64 + 1, ev));
         }
         self.records.sort_by_key(|r| r.seq);
-        let mut batch = WriteBatch::default();
         let mut seqs = HashMap::new();
         for (i, r) in self.records.iter().enumerate() {
             if r.seq != i as u64 + 1 {
@@ -317,35 +384,59 @@ impl Incoming {
             if seqs.insert(r.header.claim_id.clone(), r.seq).is_some() {
                 bail!("claim {} appears twice", r.header.claim_id);
             }
-            batch.record(r);
         }
-        for e in &self.events {
-            let seq = seqs.get(&e.claim_id).with_context(|| format!("event {} names no imported claim", e.seq))?;
-            batch.event(*seq, e);
-        }
-        for (county, d) in &self.directories {
-            batch.directory(*county, d);
-        }
-        store.commit(batch)
+        let events = self
+            .events
+            .into_iter()
+            .map(|e| {
+                let seq = seqs.get(&e.claim_id).with_context(|| format!("event {} names no imported claim", e.seq))?;
+                Ok((*seq, e))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Imported { records: self.records, events, directories: self.directories })
     }
+}
+
+/// An export read and checked, ready to be written into an empty ledger.
+pub struct Imported {
+    /// Numbered 1.. in recording order.
+    pub records: Vec<ClaimRecord>,
+    /// With their claim's number.
+    pub events: Vec<(u64, Event)>,
+    pub directories: Vec<(County, DirectoryRecord)>,
+}
+
+/// Reads an export (layout v1 or v2) for an import into another backend;
+/// also answers how many lines it read.
+pub fn read_export(input: impl BufRead) -> anyhow::Result<(Imported, usize)> {
+    let (incoming, n) = Incoming::read(input)?;
+    Ok((incoming.prepare()?, n))
 }
 
 /// Restores an export (layout v1 or v2) into an empty store.
 pub fn import(store: &Store, input: impl BufRead) -> anyhow::Result<usize> {
-    let mut incoming = Incoming::default();
-    let mut n = 0;
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line =
-            serde_json::from_str(&line).with_context(|| format!("line {} is not an export record", i + 1))?;
-        incoming.add(parsed)?;
-        n += 1;
-    }
+    let (incoming, n) = Incoming::read(input)?;
     incoming.write(store)?;
     Ok(n)
+}
+
+impl Incoming {
+    /// Reads the lines of an export.
+    fn read(input: impl BufRead) -> anyhow::Result<(Self, usize)> {
+        let mut incoming = Self::default();
+        let mut n = 0;
+        for (i, line) in input.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let parsed: Line =
+                serde_json::from_str(&line).with_context(|| format!("line {} is not an export record", i + 1))?;
+            incoming.add(parsed)?;
+            n += 1;
+        }
+        Ok((incoming, n))
+    }
 }
 
 /// Moves a stopped layout-v1 store (`v1`) into an empty layout-v2 store.

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 
 pub use embedded::EmbeddedLedger;
-pub use maintenance::{check, export, import, import_v1_store};
+pub use maintenance::{
+    check, check_dump, export, export_dump, import, import_v1_store, read_export, Dump, Imported, Recount,
+};
 pub use postgres::PostgresLedger;
 pub use record::{ClaimPart, ClaimRecord, DirectoryEntry, DirectoryRecord, Event, RecordHeader, ReportTotals, Tally};
 pub use state::StateStats;

@@ -4,21 +4,28 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::helpers::{id_number, wy_qualification, BinaryApp, PLATFORM};
+use crate::helpers::{id_number, wy_qualification, BinaryApp, Client, PLATFORM};
 
-fn bin() -> Command {
+pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
 }
 
-#[tokio::test]
-async fn check_export_and_import_round_trip_a_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let app = BinaryApp::start(&store).await;
-    let api = crate::helpers::base(&app.address);
-    let p = id_number("33072319930101001");
+/// What a sample ledger shows, to compare after a move.
+pub struct Sample {
+    pub person: String,
+    /// `GET /v1/claims/X-2`.
+    pub claim: serde_json::Value,
+    /// `GET /v1/claims/X-1/events`.
+    pub history: serde_json::Value,
+}
+
+/// Records a sample ledger: four claims of one person (the fourth over the
+/// limit), a revocation, a directory.
+pub async fn record_sample(api: &Client) -> Sample {
+    let person = id_number("33072319930101001");
     for (i, occ) in ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01"].iter().enumerate() {
-        api.post_claim(&wy_qualification(&format!("X-{i}"), &p, occ, "junior", &format!("X-C{i}"), "2020-05-01")).await;
+        api.post_claim(&wy_qualification(&format!("X-{i}"), &person, occ, "junior", &format!("X-C{i}"), "2020-05-01"))
+            .await;
     }
     api.revoke("X-1").await;
     api.put_directory(
@@ -26,9 +33,42 @@ async fn check_export_and_import_round_trip_a_store() {
         &json!([{"credit_code": "91330723MA00000156", "name": "x", "listed_from": "2019-06-01"}]),
     )
     .await;
-    let before = api.get("/v1/claims/X-2", PLATFORM).await.body;
+    let claim = api.get("/v1/claims/X-2", PLATFORM).await.body;
     let history = api.get("/v1/claims/X-1/events", PLATFORM).await.body;
     assert_eq!(history.as_array().map(Vec::len), Some(2), "decided and revoked: {history}");
+    Sample { person, claim, history }
+}
+
+/// The sample reads the same through `api`.
+pub async fn sample_reads_the_same(api: &Client, sample: &Sample) {
+    assert_eq!(api.get("/v1/claims/X-2", PLATFORM).await.body, sample.claim);
+    assert_eq!(api.get("/v1/claims/X-1/events", PLATFORM).await.body, sample.history);
+    // Three granted, one revoked; the fourth was refused at the limit.
+    assert_eq!(api.usage("wuyi", &sample.person, 2020).await.body["used"], 2);
+}
+
+/// An export's lines, sorted (an export lists directories by county, claims
+/// and events in order; sorting compares content alone).
+pub fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<_> = s.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// Pipes `input` into `subsidy-service import ARGS`; whether it succeeded.
+pub fn import_into(args: &[&std::ffi::OsStr], input: &str) -> bool {
+    let mut import = bin().arg("import").args(args).stdin(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(import.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    drop(import.stdin.take());
+    import.wait().unwrap().success()
+}
+
+#[tokio::test]
+async fn check_export_and_import_round_trip_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let app = BinaryApp::start(&store).await;
+    let sample = record_sample(&crate::helpers::base(&app.address)).await;
     app.stop();
 
     let ok = bin().args(["check", "--store"]).arg(&store).output().unwrap();
@@ -41,26 +81,18 @@ async fn check_export_and_import_round_trip_a_store() {
     assert_eq!(lines.lines().count(), 4 + 1 + 2);
 
     let restored = dir.path().join("restored");
-    let mut import = bin().args(["import", "--store"]).arg(&restored).stdin(Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(import.stdin.as_mut().unwrap(), lines.as_bytes()).unwrap();
-    drop(import.stdin.take());
-    assert!(import.wait().unwrap().success());
+    assert!(import_into(&["--store".as_ref(), restored.as_os_str()], &lines));
     let check = bin().args(["check", "--store"]).arg(&restored).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     let again = bin().args(["export", "--store"]).arg(&restored).output().unwrap();
-    let sorted = |s: &str| {
-        let mut v: Vec<_> = s.lines().map(str::to_string).collect();
-        v.sort();
-        v
-    };
-    assert_eq!(sorted(&lines), sorted(&String::from_utf8(again.stdout).unwrap()), "export ∘ import is the identity");
+    assert_eq!(
+        sorted_lines(&lines),
+        sorted_lines(&String::from_utf8(again.stdout).unwrap()),
+        "export ∘ import is the identity"
+    );
 
     let app = BinaryApp::start(&restored).await;
-    let api = crate::helpers::base(&app.address);
-    assert_eq!(api.get("/v1/claims/X-2", PLATFORM).await.body, before);
-    assert_eq!(api.get("/v1/claims/X-1/events", PLATFORM).await.body, history);
-    // Three granted, one revoked; the fourth was refused at the limit.
-    assert_eq!(api.usage("wuyi", &p, 2020).await.body["used"], 2);
+    sample_reads_the_same(&crate::helpers::base(&app.address), &sample).await;
     app.stop();
 }
 

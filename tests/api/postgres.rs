@@ -300,3 +300,56 @@ async fn a_listing_never_shows_a_claim_ahead_of_one_still_being_recorded() {
     let listed = listing(&api, "/v1/claims", 1).await;
     assert_eq!(listed.body["claims"][0]["claim_id"], "H-1");
 }
+
+/// A ledger moves from sled to PostgreSQL and back by export and import,
+/// unchanged; `check --url` recounts what the database keeps.
+#[tokio::test]
+async fn a_ledger_moves_from_sled_to_postgres_and_back() {
+    use crate::maintenance::{bin, import_into, record_sample, sample_reads_the_same, sorted_lines};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let app = BinaryApp::start(&store).await;
+    let sample = record_sample(&base(&app.address)).await;
+    app.stop();
+    let from_sled = bin().args(["export", "--store"]).arg(&store).output().unwrap();
+    assert!(from_sled.status.success());
+    let from_sled = String::from_utf8(from_sled.stdout).unwrap();
+
+    let url = fresh_database().await;
+    assert!(import_into(&["--url".as_ref(), url.as_ref()], &from_sled));
+    let check = bin().args(["check", "--url", &url]).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let from_pg = bin().args(["export", "--url", &url]).output().unwrap();
+    assert!(from_pg.status.success(), "{}", String::from_utf8_lossy(&from_pg.stderr));
+    assert_eq!(sorted_lines(&from_sled), sorted_lines(&String::from_utf8(from_pg.stdout).unwrap()));
+    assert!(!import_into(&["--url".as_ref(), url.as_ref()], &from_sled), "import refuses a ledger that is not empty");
+
+    // The service on the imported database: the same answers, and new claims after the old.
+    let app = BinaryApp::start_on_postgres(&url).await;
+    let api = base(&app.address);
+    sample_reads_the_same(&api, &sample).await;
+    let claim = wy_qualification("X-after", &sample.person, "4-10-01-01", "junior", "X-AFTER", "2020-06-01");
+    assert_eq!(api.post_claim(&claim).await.body["status"], "approved", "the revocation freed a place");
+    let listed = listing(&api, "/v1/claims", 5).await;
+    assert_eq!(listed.body["claims"][4]["claim_id"], "X-after");
+    app.stop();
+
+    // And back to sled.
+    let from_pg = bin().args(["export", "--url", &url]).output().unwrap();
+    let from_pg = String::from_utf8(from_pg.stdout).unwrap();
+    let back = dir.path().join("back");
+    assert!(import_into(&["--store".as_ref(), back.as_os_str()], &from_pg));
+    let check = bin().args(["check", "--store"]).arg(&back).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let again = bin().args(["export", "--store"]).arg(&back).output().unwrap();
+    assert_eq!(sorted_lines(&from_pg), sorted_lines(&String::from_utf8(again.stdout).unwrap()));
+
+    // Drift in what the database keeps is found.
+    let c = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
+    c.execute("DELETE FROM usage_counts WHERE claim_id = 'X-0'", &[]).await.unwrap();
+    c.execute("UPDATE totals SET total = total + 1", &[]).await.unwrap();
+    let drift = bin().args(["check", "--url", &url]).output().unwrap();
+    assert_eq!(drift.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&drift.stdout);
+    assert!(report.contains("of claim X-0: missing"), "{report}");
+}
