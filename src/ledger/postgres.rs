@@ -1210,20 +1210,20 @@ pub fn import(url: &str, input: impl std::io::BufRead) -> anyhow::Result<usize> 
 
 /// Inserts imported records and what the granted ones hold.
 async fn import_records(tx: &Transaction<'_>, records: &[ClaimRecord]) -> anyhow::Result<()> {
-    let mut cols: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<NaiveDate>, Vec<Option<&str>>) =
-        Default::default();
+    let (mut seqs, mut ids, mut counties, mut kinds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut statuses, mut dates, mut departments) = (Vec::new(), Vec::new(), Vec::new());
     let (mut parties, mut granted, mut heads, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut held = Writes::default();
     let mut totals: HashMap<KeyDigest, Decimal> = HashMap::new();
     for r in records {
         let h = &r.header;
-        cols.0.push(seq_i64(r.seq));
-        cols.1.push(&h.claim_id);
-        cols.2.push(h.county.as_str());
-        cols.3.push(h.kind.as_str());
-        cols.4.push(h.status.as_str());
-        cols.5.push(h.event_date);
-        cols.6.push(h.department.as_deref());
+        seqs.push(seq_i64(r.seq));
+        ids.push(h.claim_id.as_str());
+        counties.push(h.county.as_str());
+        kinds.push(h.kind.as_str());
+        statuses.push(h.status.as_str());
+        dates.push(h.event_date);
+        departments.push(h.department.as_deref());
         parties.push(h.parties.join("\u{1f}"));
         granted.push(h.granted);
         let (head, body) = r.encode();
@@ -1244,7 +1244,7 @@ async fn import_records(tx: &Transaction<'_>, records: &[ClaimRecord]) -> anyhow
          SELECT s, i, c, k, st, d, dep, string_to_array(p, E'\\x1f'), g, h, b
          FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
                      $8::text[], $9::numeric[], $10::bytea[], $11::bytea[]) AS t(s, i, c, k, st, d, dep, p, g, h, b)",
-        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &parties, &granted, &heads, &bodies],
+        &[&seqs, &ids, &counties, &kinds, &statuses, &dates, &departments, &parties, &granted, &heads, &bodies],
     )
     .await?;
     let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
