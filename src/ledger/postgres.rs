@@ -37,7 +37,23 @@ use rust_decimal::Decimal;
 use sha2::{Digest as _, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
+
+/// A transaction on a pooled connection (its prepared statements are cached
+/// per connection: a statement is parsed once per connection, not per use).
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Rows of a cached statement.
+async fn rows(tx: &Tx<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
+}
+
+/// Runs a cached statement.
+async fn exec(tx: &Tx<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await
+}
 
 /// Query parameters.
 type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
@@ -138,14 +154,33 @@ fn claim_lock(claim_id: &str) -> i64 {
 }
 
 /// Takes transaction-scoped advisory locks in ascending order.
-async fn lock(tx: &Transaction<'_>, mut ids: Vec<i64>) -> Result<(), tokio_postgres::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
+const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)";
+
+/// Takes the advisory locks `ids`, then runs each query under them, in one
+/// round trip. Every statement is prepared first, so that the lock is sent
+/// before the reads (a statement prepared on first use would otherwise let
+/// a read overtake the lock, and read what the lock was to wait for).
+async fn locked_reads<const N: usize>(
+    tx: &Tx<'_>,
+    mut ids: Vec<i64>,
+    queries: [(&str, &[&(dyn ToSql + Sync)]); N],
+) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
     ids.sort_unstable();
     ids.dedup();
-    tx.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)", &[&ids]).await?;
-    Ok(())
+    let lock = tx.prepare_cached(LOCK).await?;
+    let mut statements = Vec::with_capacity(N);
+    for (sql, _) in &queries {
+        statements.push(tx.prepare_cached(sql).await?);
+    }
+    let lock = async {
+        if !ids.is_empty() {
+            tx.execute(&lock, &[&ids]).await?;
+        }
+        Ok(())
+    };
+    let reads = futures_util::future::try_join_all(statements.iter().zip(&queries).map(|(st, (_, p))| tx.query(st, p)));
+    let ((), rows) = tokio::try_join!(lock, reads)?;
+    Ok(rows)
 }
 
 fn seq_i64(seq: u64) -> i64 {
@@ -162,6 +197,9 @@ fn retryable(e: &anyhow::Error) -> bool {
         *c == SqlState::T_R_SERIALIZATION_FAILURE
             || *c == SqlState::T_R_DEADLOCK_DETECTED
             || *c == SqlState::UNIQUE_VIOLATION
+            // A pipelined statement after the one that failed reports only
+            // this; the failure itself may be one of the above.
+            || *c == SqlState::IN_FAILED_SQL_TRANSACTION
     })
 }
 
@@ -177,21 +215,27 @@ struct Known {
 
 impl Known {
     /// Reads keys not read yet (all three kinds at once, pipelined).
-    async fn fetch(
-        &mut self,
-        c: &impl tokio_postgres::GenericClient,
-        keys: &BTreeSet<KeyDigest>,
-    ) -> anyhow::Result<()> {
-        let keys: Vec<&[u8]> = keys.iter().filter(|k| !self.fetched.contains(*k)).map(|k| &k[..]).collect();
-        if keys.is_empty() {
+    /// With `lock`, each key is locked first and read under its lock (one
+    /// round trip either way).
+    async fn fetch(&mut self, tx: &Tx<'_>, keys: &BTreeSet<KeyDigest>, lock: bool) -> anyhow::Result<()> {
+        let fresh: Vec<&KeyDigest> = keys.iter().filter(|k| !self.fetched.contains(*k)).collect();
+        if fresh.is_empty() {
             return Ok(());
         }
+        let locks = if lock { fresh.iter().map(|k| key_lock(k)).collect() } else { Vec::new() };
+        let keys: Vec<&[u8]> = fresh.iter().map(|k| &k[..]).collect();
         let p: Params<1> = [&keys];
-        let (usage, holders, totals) = tokio::try_join!(
-            c.query("SELECT key, claim_id FROM usage_counts WHERE key = ANY($1)", &p),
-            c.query("SELECT key, claim_id FROM holders WHERE key = ANY($1)", &p),
-            c.query("SELECT key, total FROM totals WHERE key = ANY($1)", &p),
-        )?;
+        let read = locked_reads(
+            tx,
+            locks,
+            [
+                ("SELECT key, claim_id FROM usage_counts WHERE key = ANY($1)", &p),
+                ("SELECT key, claim_id FROM holders WHERE key = ANY($1)", &p),
+                ("SELECT key, total FROM totals WHERE key = ANY($1)", &p),
+            ],
+        )
+        .await?;
+        let [usage, holders, totals] = <[Vec<Row>; 3]>::try_from(read).map_err(|_| anyhow!("three reads"))?;
         let key = |r: &Row| -> anyhow::Result<KeyDigest> {
             r.get::<_, &[u8]>(0).try_into().context("a stored ledger key is not 16 bytes")
         };
@@ -204,9 +248,7 @@ impl Known {
         for r in &totals {
             self.totals.insert(key(r)?, r.get(1));
         }
-        for k in keys {
-            self.fetched.insert(k.try_into().context("a ledger key is not 16 bytes")?);
-        }
+        self.fetched.extend(fresh);
         Ok(())
     }
 
@@ -374,21 +416,44 @@ impl PostgresLedger {
     }
 
     /// The directories, read again where another process changed them.
-    async fn fresh_directories(
-        &self,
-        c: &impl tokio_postgres::GenericClient,
-    ) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
+    async fn fresh_directories(&self, tx: &Tx<'_>) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
+        let revisions = rows(tx, "SELECT county, revision FROM directories", &[]).await?;
         let known: HashMap<County, i64> =
             self.directories.read().map_err(|_| anyhow!("poisoned"))?.iter().map(|(c, (r, _))| (*c, *r)).collect();
-        let changed = read_directories(c, &known).await?;
+        let mut changed = Vec::new();
+        for row in revisions {
+            let Some(county) = County::ALL.iter().copied().find(|c| c.as_str() == row.get::<_, &str>(0)) else {
+                continue;
+            };
+            let revision: i64 = row.get(1);
+            if known.get(&county) != Some(&revision) {
+                let record = read_directory(&**tx, county).await?;
+                changed.push((county, (revision, Arc::new(record.to_directory()))));
+            }
+        }
         let mut dirs = self.directories.write().map_err(|_| anyhow!("poisoned"))?;
         dirs.extend(changed);
         Ok(dirs.iter().map(|(c, (_, d))| (*c, d.clone())).collect())
     }
 
+    /// Locks a claim id and reads its record, if recorded (one round trip).
+    async fn lock_claim(tx: &Tx<'_>, claim_id: &str) -> anyhow::Result<Option<ClaimRecord>> {
+        let params: Params<1> = [&claim_id];
+        let found = locked_reads(
+            tx,
+            vec![claim_lock(claim_id)],
+            [("SELECT seq, header, body FROM claims WHERE claim_id = $1", &params)],
+        )
+        .await?;
+        found.first().and_then(|rows| rows.first()).map(record_of).transpose()
+    }
+
     /// Decides and records claims in one transaction.
-    async fn submit_in(&self, tx: &Transaction<'_>, items: &[ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
-        let dirs = self.fresh_directories(tx).await?;
+    async fn submit_in(&self, tx: &Tx<'_>, items: &[ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
+        let mut dirs = HashMap::new();
+        // Recording and event numbers, taken with the first lookup: each item
+        // makes at most one claim and one event (unused numbers are gaps).
+        let mut taken = (0, Vec::new());
         let mut known = Known::default();
         let mut writes = Writes::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -415,9 +480,20 @@ impl PostgresLedger {
                 }
                 continue;
             }
-            lock(tx, vec![claim_lock(id)]).await?;
-            if let Some(r) = tx.query_opt("SELECT seq, header, body FROM claims WHERE claim_id = $1", &[&id]).await? {
-                let existing = record_of(&r)?;
+            let found = if results.is_empty() {
+                // The first claim's lookup and the directories in one round trip.
+                let (d, n, found) = tokio::try_join!(
+                    self.fresh_directories(tx),
+                    numbers(tx, items.len(), items.len()),
+                    Self::lock_claim(tx, id)
+                )?;
+                dirs = d;
+                taken = n;
+                found
+            } else {
+                Self::lock_claim(tx, id).await?
+            };
+            if let Some(existing) = found {
                 if !item.body_hash.matches(&existing.body.body_hash) {
                     results.push(ItemResult::Conflict);
                 } else {
@@ -463,7 +539,7 @@ impl PostgresLedger {
             });
             results.push(ItemResult::New(decision));
         }
-        self.write(tx, pending, events, &known, &writes).await?;
+        self.write(tx, taken, pending, events, &known, &writes).await?;
         Ok(results)
     }
 
@@ -472,7 +548,7 @@ impl PostgresLedger {
     /// recorded for it.
     async fn decide_locked(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
         known: &mut Known,
         claim: &Claim,
         person: Option<&str>,
@@ -500,15 +576,15 @@ impl PostgresLedger {
             if missing.is_empty() {
                 return Ok(Some(outcome));
             }
-            lock(tx, missing.iter().map(key_lock).collect()).await?;
-            known.fetch(tx, &missing).await?;
+            known.fetch(tx, &missing, true).await?;
         }
     }
 
     /// Numbers the transaction's claims and events and writes everything.
     async fn write(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Tx<'_>,
+        (first_seq, event_numbers): (i64, Vec<i64>),
         mut pending: Vec<Pending>,
         events: Vec<EventOf>,
         known: &Known,
@@ -517,8 +593,6 @@ impl PostgresLedger {
         if pending.is_empty() && events.is_empty() {
             return Ok(());
         }
-        let first_seq = if pending.is_empty() { 0 } else { claim_numbers(tx, pending.len()).await? };
-        let event_numbers = event_numbers(tx, events.len()).await?;
         let mut event_rows: (Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
         for (e, seq) in events.into_iter().zip(event_numbers) {
             match e {
@@ -538,7 +612,7 @@ impl PostgresLedger {
             }
         }
         let insert = tx
-            .prepare(
+            .prepare_cached(
                 "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
@@ -575,7 +649,7 @@ impl PostgresLedger {
                 .await
             }
         });
-        futures_util::future::try_join_all(inserts).await?;
+        let inserts = futures_util::future::try_join_all(inserts);
         let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
@@ -586,15 +660,19 @@ impl PostgresLedger {
         let holders: Params<2> = [&holder_keys, &holder_ids];
         let totals: Params<2> = [&total_keys, &total_values];
         let events: Params<3> = [&event_rows.0, &event_rows.1, &event_rows.2];
+        // Everything in one round trip (the statements are pipelined).
         tokio::try_join!(
-            tx.execute("INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &usage),
-            tx.execute("INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &holders),
-            tx.execute(
+            inserts,
+            exec(tx, "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &usage),
+            exec(tx, "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &holders),
+            exec(
+                tx,
                 "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
                  ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
                 &totals,
             ),
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
                 &events,
             ),
@@ -602,26 +680,17 @@ impl PostgresLedger {
         Ok(())
     }
 
-    async fn revoke_in(
-        &self,
-        tx: &Transaction<'_>,
-        claim_id: &str,
-        reason: &str,
-        key_id: &str,
-    ) -> anyhow::Result<RevokeResult> {
-        lock(tx, vec![claim_lock(claim_id)]).await?;
-        let Some(row) = tx.query_opt("SELECT seq, header, body FROM claims WHERE claim_id = $1", &[&claim_id]).await?
-        else {
+    async fn revoke_in(&self, tx: &Tx<'_>, claim_id: &str, reason: &str, key_id: &str) -> anyhow::Result<RevokeResult> {
+        let Some(mut r) = Self::lock_claim(tx, claim_id).await? else {
             return Ok(RevokeResult::NotFound);
         };
-        let mut r = record_of(&row)?;
         match r.header.status {
             Status::Rejected => return Ok(RevokeResult::NotRevocable),
             Status::Revoked => return Ok(RevokeResult::Revoked(Box::new(r.body.decision))),
             Status::Approved => {}
         }
         let h = r.header.holdings.clone();
-        lock(tx, all_keys(&h).map(|k| key_lock(&k)).collect()).await?;
+        locked_reads(tx, all_keys(&h).map(|k| key_lock(&k)).collect(), []).await?;
         let keys: Vec<&[u8]> = h.keys.iter().map(|k| &k[..]).collect();
         let (total_keys, amounts): (Vec<&[u8]>, Vec<Decimal>) = h.totals.iter().map(|(k, a)| (&k[..], *a)).unzip();
         let count: Option<&[u8]> = h.count.as_ref().map(|k| &k[..]);
@@ -663,6 +732,36 @@ impl PostgresLedger {
         Ok(RevokeResult::Revoked(Box::new(r.body.decision)))
     }
 
+    /// The decision a claim would get now, read in `tx`, recording nothing.
+    async fn evaluate_in(&self, tx: &Tx<'_>, e: Evaluation) -> anyhow::Result<Decision> {
+        let id = e.claim.claim_id.as_str();
+        let params: Params<1> = [&id];
+        let (dirs, found) = tokio::try_join!(self.fresh_directories(tx), async {
+            Ok(rows(tx, "SELECT seq, header, body FROM claims WHERE claim_id = $1", &params).await?)
+        },)?;
+        let existing = found.first().map(record_of).transpose()?;
+        // Only the same body, granted, sets its own record aside.
+        let own = match existing {
+            Some(r) if r.header.status == Status::Approved && (e.body_hashes)().matches(&r.body.body_hash) => Some(r),
+            _ => None,
+        };
+        let own_ref = own.as_ref().map(|r| (r.header.claim_id.as_str(), &r.header.holdings));
+        let dir = dirs.get(&e.claim.county).cloned().unwrap_or_default();
+        let policy = self.policy.county(e.claim.county);
+        let mut known = Known::default();
+        loop {
+            let (outcome, missing) = {
+                let view = KnownView::new(&known, own_ref);
+                let outcome = decide(&e.claim, e.person.as_deref(), &view, policy, &dir, Utc::now())?;
+                (outcome, view.missing.into_inner())
+            };
+            if missing.is_empty() {
+                return Ok(outcome.decision);
+            }
+            known.fetch(tx, &missing, false).await?;
+        }
+    }
+
     async fn record_by_id(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
         let c = self.client().await?;
         let row = c
@@ -674,19 +773,36 @@ impl PostgresLedger {
 }
 
 /// The first of `n` recording numbers for this transaction's claims.
-async fn claim_numbers(tx: &Transaction<'_>, n: usize) -> anyhow::Result<i64> {
-    anyhow::ensure!(n < 1 << SEQ_SHIFT, "{n} claims in one transaction is more than a transaction may number");
-    let xid: i64 = tx.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await?.get(0);
-    xid.checked_shl(SEQ_SHIFT).filter(|s| s >> SEQ_SHIFT == xid).context("transaction ids have outgrown claim numbers")
+/// The first recording number of this transaction's claims, and `events`
+/// event numbers (increasing): one statement.
+async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, Vec<i64>)> {
+    anyhow::ensure!(
+        claims < 1 << SEQ_SHIFT,
+        "{claims} claims in one transaction is more than a transaction may number"
+    );
+    let row = rows(
+        tx,
+        "SELECT pg_current_xact_id()::text::bigint, ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint))",
+        &[&(events as i64)],
+    )
+    .await?;
+    let xid: i64 = row[0].get(0);
+    let mut events: Vec<i64> = row[0].get(1);
+    events.sort_unstable();
+    let first = xid
+        .checked_shl(SEQ_SHIFT)
+        .filter(|s| s >> SEQ_SHIFT == xid)
+        .context("transaction ids have outgrown claim numbers")?;
+    Ok((first, events))
 }
 
-/// `n` event numbers, increasing.
-async fn event_numbers(tx: &Transaction<'_>, n: usize) -> anyhow::Result<Vec<i64>> {
+async fn event_numbers(tx: &Tx<'_>, n: usize) -> anyhow::Result<Vec<i64>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let rows = tx.query("SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)", &[&(n as i64)]).await?;
-    let mut numbers: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let numbers =
+        rows(tx, "SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)", &[&(n as i64)]).await?;
+    let mut numbers: Vec<i64> = numbers.iter().map(|r| r.get(0)).collect();
     numbers.sort_unstable();
     Ok(numbers)
 }
@@ -694,11 +810,7 @@ async fn event_numbers(tx: &Transaction<'_>, n: usize) -> anyhow::Result<Vec<i64
 /// Ends a transaction's attempt: commits what succeeded; after a deadlock
 /// or a serialisation failure, waits a little and answers `None` (try
 /// again), a bounded number of times.
-async fn finish<T>(
-    tx: deadpool_postgres::Transaction<'_>,
-    result: anyhow::Result<T>,
-    attempt: u32,
-) -> Option<Result<T, LedgerError>> {
+async fn finish<T>(tx: Tx<'_>, result: anyhow::Result<T>, attempt: u32) -> Option<Result<T, LedgerError>> {
     let result = match result {
         Ok(v) => tx.commit().await.map(|()| v).map_err(anyhow::Error::from),
         // Dropping the transaction rolls it back.
@@ -756,37 +868,11 @@ impl LedgerService for PostgresLedger {
     }
 
     async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError> {
-        let c = self.client().await?;
-        let dirs = self.fresh_directories(&**c).await.map_err(|e| unavailable(format!("{e:#}")))?;
-        let row = c
-            .query_opt(
-                &format!("SELECT {RECORD_COLUMNS} FROM claims WHERE claim_id = $1"),
-                &[&e.claim.claim_id.as_str()],
-            )
-            .await
-            .map_err(unavailable)?;
-        let existing = row.as_ref().map(record_of).transpose().map_err(|e| unavailable(format!("{e:#}")))?;
-        // Only the same body, granted, sets its own record aside.
-        let own = match existing {
-            Some(r) if r.header.status == Status::Approved && (e.body_hashes)().matches(&r.body.body_hash) => Some(r),
-            _ => None,
-        };
-        let own_ref = own.as_ref().map(|r| (r.header.claim_id.as_str(), &r.header.holdings));
-        let dir = dirs.get(&e.claim.county).cloned().unwrap_or_default();
-        let policy = self.policy.county(e.claim.county);
-        let mut known = Known::default();
-        loop {
-            let (outcome, missing) = {
-                let view = KnownView::new(&known, own_ref);
-                let outcome = decide(&e.claim, e.person.as_deref(), &view, policy, &dir, Utc::now())
-                    .map_err(|e| unavailable(e.to_string()))?;
-                (outcome, view.missing.into_inner())
-            };
-            if missing.is_empty() {
-                return Ok(outcome.decision);
-            }
-            known.fetch(&**c, &missing).await.map_err(|e| unavailable(format!("{e:#}")))?;
-        }
+        let mut c = self.client().await?;
+        // A transaction of reads only (no lock): its statements are cached
+        // like the recording transactions'; dropping it rolls it back.
+        let tx = c.transaction().await.map_err(unavailable)?;
+        self.evaluate_in(&tx, e).await.map_err(|e| unavailable(format!("{e:#}")))
     }
 
     async fn claim(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
@@ -1209,7 +1295,7 @@ pub fn import(url: &str, input: impl std::io::BufRead) -> anyhow::Result<usize> 
 }
 
 /// Inserts imported records and what the granted ones hold.
-async fn import_records(tx: &Transaction<'_>, records: &[ClaimRecord]) -> anyhow::Result<()> {
+async fn import_records(tx: &tokio_postgres::Transaction<'_>, records: &[ClaimRecord]) -> anyhow::Result<()> {
     let (mut seqs, mut ids, mut counties, mut kinds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut statuses, mut dates, mut departments) = (Vec::new(), Vec::new(), Vec::new());
     let (mut parties, mut granted, mut heads, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
