@@ -57,6 +57,11 @@ async fn every_project_scenario_file_passes_on_postgres() {
 }
 
 #[tokio::test]
+async fn simulations_replay_a_postgres_ledger() {
+    crate::simulations::replays_recorded_claims_under_changed_figures(&spawn_app_on_postgres().await.api()).await;
+}
+
+#[tokio::test]
 async fn races_in_one_process_on_postgres() {
     let app = spawn_app_on_postgres().await;
     fifty_claims_for_one_person_grant_three(&[app.api()], "33072319880808011").await;

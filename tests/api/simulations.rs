@@ -45,8 +45,13 @@ fn sample(c: &Value) -> Vec<(String, Value, Value)> {
 
 #[tokio::test]
 async fn simulations_replay_recorded_claims_under_changed_figures() {
-    let app = spawn_app().await;
-    let api = app.api();
+    replays_recorded_claims_under_changed_figures(&spawn_app().await.api()).await;
+}
+
+/// Records claims through `api`, then simulates changes whose effects are
+/// worked out by hand (either backend).
+pub async fn replays_recorded_claims_under_changed_figures(api: &Client) {
+    let api = api.clone();
     // Wuyi qualification training (WY §4(1)1: intermediate 1000, junior 800; 3 a year).
     let a = id_number("33072319900101001");
     let b = id_number("33072319910202002");
