@@ -55,6 +55,20 @@ async fn exec(tx: &Tx<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<
     tx.execute(&statement, params).await
 }
 
+/// Runs a cached statement when `run` (a write of an empty list is skipped).
+async fn exec_some(
+    tx: &Tx<'_>,
+    run: bool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    if run {
+        exec(tx, sql, params).await
+    } else {
+        Ok(0)
+    }
+}
+
 /// Query parameters.
 type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
 
@@ -225,28 +239,29 @@ impl Known {
         let locks = if lock { fresh.iter().map(|k| key_lock(k)).collect() } else { Vec::new() };
         let keys: Vec<&[u8]> = fresh.iter().map(|k| &k[..]).collect();
         let p: Params<1> = [&keys];
+        // The three kinds of value in one statement: 0 usage, 1 holder, 2 total.
         let read = locked_reads(
             tx,
             locks,
-            [
-                ("SELECT key, claim_id FROM usage_counts WHERE key = ANY($1)", &p),
-                ("SELECT key, claim_id FROM holders WHERE key = ANY($1)", &p),
-                ("SELECT key, total FROM totals WHERE key = ANY($1)", &p),
-            ],
+            [(
+                "SELECT 0, key, claim_id, NULL::numeric FROM usage_counts WHERE key = ANY($1)
+                 UNION ALL SELECT 1, key, claim_id, NULL FROM holders WHERE key = ANY($1)
+                 UNION ALL SELECT 2, key, NULL, total FROM totals WHERE key = ANY($1)",
+                &p,
+            )],
         )
         .await?;
-        let [usage, holders, totals] = <[Vec<Row>; 3]>::try_from(read).map_err(|_| anyhow!("three reads"))?;
-        let key = |r: &Row| -> anyhow::Result<KeyDigest> {
-            r.get::<_, &[u8]>(0).try_into().context("a stored ledger key is not 16 bytes")
-        };
-        for r in &usage {
-            self.usage.entry(key(r)?).or_default().push(r.get(1));
-        }
-        for r in &holders {
-            self.holders.insert(key(r)?, r.get(1));
-        }
-        for r in &totals {
-            self.totals.insert(key(r)?, r.get(1));
+        for r in read.iter().flatten() {
+            let key: KeyDigest = r.get::<_, &[u8]>(1).try_into().context("a stored ledger key is not 16 bytes")?;
+            match r.get::<_, i32>(0) {
+                0 => self.usage.entry(key).or_default().push(r.get(2)),
+                1 => {
+                    self.holders.insert(key, r.get(2));
+                }
+                _ => {
+                    self.totals.insert(key, r.get(3));
+                }
+            }
         }
         self.fetched.extend(fresh);
         Ok(())
@@ -418,14 +433,23 @@ impl PostgresLedger {
     /// The directories, read again where another process changed them.
     async fn fresh_directories(&self, tx: &Tx<'_>) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
         let revisions = rows(tx, "SELECT county, revision FROM directories", &[]).await?;
+        self.directories_at(tx, revisions.iter().map(|r| (r.get(0), r.get(1))).collect()).await
+    }
+
+    /// The directories at these revisions (county, revision), read again
+    /// where the copy in memory is of another revision.
+    async fn directories_at(
+        &self,
+        tx: &Tx<'_>,
+        revisions: Vec<(String, i64)>,
+    ) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
         let known: HashMap<County, i64> =
             self.directories.read().map_err(|_| anyhow!("poisoned"))?.iter().map(|(c, (r, _))| (*c, *r)).collect();
         let mut changed = Vec::new();
-        for row in revisions {
-            let Some(county) = County::ALL.iter().copied().find(|c| c.as_str() == row.get::<_, &str>(0)) else {
+        for (county, revision) in revisions {
+            let Some(county) = County::ALL.iter().copied().find(|c| c.as_str() == county) else {
                 continue;
             };
-            let revision: i64 = row.get(1);
             if known.get(&county) != Some(&revision) {
                 let record = read_directory(&**tx, county).await?;
                 changed.push((county, (revision, Arc::new(record.to_directory()))));
@@ -482,13 +506,10 @@ impl PostgresLedger {
             }
             let found = if results.is_empty() {
                 // The first claim's lookup and the directories in one round trip.
-                let (d, n, found) = tokio::try_join!(
-                    self.fresh_directories(tx),
-                    numbers(tx, items.len(), items.len()),
-                    Self::lock_claim(tx, id)
-                )?;
-                dirs = d;
-                taken = n;
+                let ((first_seq, event_numbers, revisions), found) =
+                    tokio::try_join!(numbers(tx, items.len(), items.len()), Self::lock_claim(tx, id))?;
+                dirs = self.directories_at(tx, revisions).await?;
+                taken = (first_seq, event_numbers);
                 found
             } else {
                 Self::lock_claim(tx, id).await?
@@ -660,19 +681,32 @@ impl PostgresLedger {
         let holders: Params<2> = [&holder_keys, &holder_ids];
         let totals: Params<2> = [&total_keys, &total_values];
         let events: Params<3> = [&event_rows.0, &event_rows.1, &event_rows.2];
-        // Everything in one round trip (the statements are pipelined).
+        // Everything in one round trip (the statements are pipelined); an
+        // empty list is not sent.
         tokio::try_join!(
             inserts,
-            exec(tx, "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &usage),
-            exec(tx, "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])", &holders),
-            exec(
+            exec_some(
                 tx,
+                !usage_keys.is_empty(),
+                "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+                &usage
+            ),
+            exec_some(
+                tx,
+                !holder_keys.is_empty(),
+                "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+                &holders
+            ),
+            exec_some(
+                tx,
+                !total_keys.is_empty(),
                 "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
                  ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
                 &totals,
             ),
-            exec(
+            exec_some(
                 tx,
+                !event_rows.0.is_empty(),
                 "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
                 &events,
             ),
@@ -772,30 +806,35 @@ impl PostgresLedger {
     }
 }
 
-/// The first of `n` recording numbers for this transaction's claims.
-/// The first recording number of this transaction's claims, and `events`
-/// event numbers (increasing): one statement.
-async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, Vec<i64>)> {
+/// The first recording number of this transaction's claims, `events` event
+/// numbers (increasing), and the directories' revisions: one statement.
+async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, Vec<i64>, Vec<(String, i64)>)> {
     anyhow::ensure!(
         claims < 1 << SEQ_SHIFT,
         "{claims} claims in one transaction is more than a transaction may number"
     );
     let row = rows(
         tx,
-        "SELECT pg_current_xact_id()::text::bigint, ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint))",
+        "SELECT pg_current_xact_id()::text::bigint,
+                ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
+                ARRAY(SELECT county FROM directories ORDER BY county),
+                ARRAY(SELECT revision FROM directories ORDER BY county)",
         &[&(events as i64)],
     )
     .await?;
     let xid: i64 = row[0].get(0);
     let mut events: Vec<i64> = row[0].get(1);
     events.sort_unstable();
+    let counties: Vec<String> = row[0].get(2);
+    let revisions: Vec<i64> = row[0].get(3);
     let first = xid
         .checked_shl(SEQ_SHIFT)
         .filter(|s| s >> SEQ_SHIFT == xid)
         .context("transaction ids have outgrown claim numbers")?;
-    Ok((first, events))
+    Ok((first, events, counties.into_iter().zip(revisions).collect()))
 }
 
+/// `n` event numbers, increasing (a revocation's event).
 async fn event_numbers(tx: &Tx<'_>, n: usize) -> anyhow::Result<Vec<i64>> {
     if n == 0 {
         return Ok(Vec::new());
