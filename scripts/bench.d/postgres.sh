@@ -9,7 +9,8 @@
 # yearly limit is hit at once); H one Changxing institution's investments
 # (every claim locks that institution's one cumulative total: a hot row).
 # Settings: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS (total), BENCH_OUT,
-# SUBSIDY__STORE__POOL_SIZE (per replica, default 32).
+# SUBSIDY__STORE__POOL_SIZE (per replica, default 8: on 2 cores more
+# connections only add database backends competing for them).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -17,7 +18,7 @@ export BENCH_D="$ROOT/scripts/bench.d"
 SECONDS_RUN=${BENCH_SECONDS:-10}
 WARMUP=${BENCH_WARMUP:-3}
 CONNS=${BENCH_CONNECTIONS:-64}
-POOL=${SUBSIDY__STORE__POOL_SIZE:-32}
+POOL=${SUBSIDY__STORE__POOL_SIZE:-8}
 HALF=$((CONNS / 2))
 
 log() { printf '[bench-pg %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
