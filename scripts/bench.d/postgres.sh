@@ -34,7 +34,7 @@ TMP=$(mktemp -d -t subsidy-bench-pg.XXXXXX)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -69,22 +69,20 @@ pair() {
         local secs=$SECONDS_RUN
         [ "$phase" = warmup ] && secs=$WARMUP
         [ "$secs" -gt 0 ] || continue
-        local outs=()
+        local outs=() wrks=()
         for r in 0 1; do
             RUN=$((RUN + 1)); BASE=$((BASE + 1000000))
             wrk -t1 -c"$HALF" -d"${secs}s" --latency -s "$BENCH_D/$script" "${URLS[$r]}" -- "$BASE" 1000000 1 "pg$RUN" \
                 >"$TMP/wrk-$RUN.txt" 2>&1 &
             outs+=("$TMP/wrk-$RUN.txt")
+            wrks+=($!)
         done
-        wait "${!}" 2>/dev/null || true
-        sleep 0.2; wait 2>/dev/null || true
+        wait "${wrks[@]}" || true
         if [ "$phase" = measured ]; then
             echo "$id|$title|$(grep -h '^BENCH ' "${outs[@]}" | sed 's/^BENCH //' | paste -sd '\t')" >>"$RESULTS"
         fi
     done
 }
-# Waits for wrk only: the replicas keep running in the background.
-wait() { if [ $# -gt 0 ]; then builtin wait "$@"; else for j in $(jobs -p); do case " ${PIDS[*]} " in *" $j "*) ;; *) builtin wait "$j" || true;; esac; done; fi; }
 
 log "scenario 3: new person per claim"
 pair claims.lua 3 "POST /v1/claims, new person each (2 replicas)"
