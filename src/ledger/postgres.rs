@@ -1113,49 +1113,61 @@ impl LedgerService for PostgresLedger {
 /// The claims `filter` selects, read page by page on a thread and a
 /// connection of their own, up to the claims recorded when it starts.
 fn replay(url: String, filter: ReplayFilter) -> Submissions {
-    let (tx, rx) = crossbeam_channel::bounded::<Result<Submitted, LedgerError>>(2 * REPLAY_PAGE as usize);
-    std::thread::spawn(move || {
-        let failed = tx.clone();
-        let read = async move {
-            let c = connect(&url).await?;
-            // The claims settled now; later ones are not read.
-            let end: i64 =
-                c.query_one(&format!("SELECT coalesce(max(seq), 0) FROM claims WHERE {SETTLED}"), &[]).await?.get(0);
-            let mut after = 0i64;
-            loop {
-                let rows = c
-                    .query(
-                        "SELECT seq, claim_id, body FROM claims
-                         WHERE seq > $1 AND seq <= $2 AND county = $3 AND status <> 'revoked'
-                           AND event_date BETWEEN $4 AND $5
-                         ORDER BY seq LIMIT $6",
-                        &[&after, &end, &filter.county.as_str(), &filter.from, &filter.to, &REPLAY_PAGE],
-                    )
-                    .await?;
-                let Some(last) = rows.last() else { return Ok(()) };
-                after = last.get(0);
-                for row in rows {
-                    let seq: i64 = row.get(0);
-                    let section = ClaimRecord::claim_section(seq as u64, row.get(2))?.to_vec();
-                    let item =
-                        Submitted { seq: seq as u64, claim_id: row.get(1), claim: StoredClaim::Section(section) };
-                    if tx.send(Ok(item)).is_err() {
-                        // The reader stopped reading.
-                        return Ok(());
-                    }
+    let read = read_on_thread(2 * REPLAY_PAGE as usize, move |out| async move {
+        let c = connect(&url).await?;
+        // The claims settled now; later ones are not read.
+        let end: i64 =
+            c.query_one(&format!("SELECT coalesce(max(seq), 0) FROM claims WHERE {SETTLED}"), &[]).await?.get(0);
+        let mut after = 0i64;
+        loop {
+            let rows = c
+                .query(
+                    "SELECT seq, claim_id, body FROM claims
+                     WHERE seq > $1 AND seq <= $2 AND county = $3 AND status <> 'revoked'
+                       AND event_date BETWEEN $4 AND $5
+                     ORDER BY seq LIMIT $6",
+                    &[&after, &end, &filter.county.as_str(), &filter.from, &filter.to, &REPLAY_PAGE],
+                )
+                .await?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = last.get(0);
+            for row in rows {
+                let seq: i64 = row.get(0);
+                let section = ClaimRecord::claim_section(seq as u64, row.get(2))?.to_vec();
+                let item = Submitted { seq: seq as u64, claim_id: row.get(1), claim: StoredClaim::Section(section) };
+                if out.send(Ok(item)).is_err() {
+                    // The reader stopped reading.
+                    return Ok(());
                 }
             }
-        };
+        }
+    });
+    Box::new(read.map(|r| r.map_err(|e| unavailable(format!("{e:#}")))))
+}
+
+/// Runs `read` on a thread with a runtime of its own: what it sends comes
+/// out of the iterator, then its failure, if it fails.
+fn read_on_thread<T, F>(
+    capacity: usize,
+    read: impl FnOnce(crossbeam_channel::Sender<anyhow::Result<T>>) -> F + Send + 'static,
+) -> crossbeam_channel::IntoIter<anyhow::Result<T>>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    std::thread::spawn(move || {
+        let failed = tx.clone();
         let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(read));
+            .and_then(|rt| rt.block_on(read(tx)));
         if let Err(e) = result {
-            let _ = failed.send(Err(unavailable(format!("{e:#}"))));
+            let _ = failed.send(Err(e));
         }
     });
-    Box::new(rx.into_iter())
+    rx.into_iter()
 }
 
 /// Rows of a query, streamed on a thread and a connection of their own.
@@ -1165,31 +1177,18 @@ fn stream<T: Send + 'static>(
     map: fn(&Row) -> anyhow::Result<T>,
 ) -> Box<dyn Iterator<Item = anyhow::Result<T>> + Send> {
     use futures_util::TryStreamExt;
-    let (tx, rx) = crossbeam_channel::bounded::<anyhow::Result<T>>(4096);
-    std::thread::spawn(move || {
-        let failed = tx.clone();
-        let read = async move {
-            let c = connect(&url).await?;
-            let no_params: [&(dyn ToSql + Sync); 0] = [];
-            let rows = c.query_raw(sql, no_params.iter().map(|p| *p as &dyn ToSql)).await?;
-            let mut rows = std::pin::pin!(rows);
-            while let Some(row) = rows.try_next().await? {
-                if tx.send(map(&row)).is_err() {
-                    return Ok(());
-                }
+    Box::new(read_on_thread(4096, move |out| async move {
+        let c = connect(&url).await?;
+        let no_params: [&(dyn ToSql + Sync); 0] = [];
+        let rows = c.query_raw(sql, no_params.iter().map(|p| *p as &dyn ToSql)).await?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) = rows.try_next().await? {
+            if out.send(map(&row)).is_err() {
+                return Ok(());
             }
-            Ok(())
-        };
-        let result = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(read));
-        if let Err(e) = result {
-            let _ = failed.send(Err(e));
         }
-    });
-    Box::new(rx.into_iter())
+        Ok(())
+    }))
 }
 
 /// The ledger in the database at `url`, for the maintenance commands:
