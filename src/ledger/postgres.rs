@@ -919,15 +919,22 @@ impl LedgerService for PostgresLedger {
     }
 
     async fn events(&self, claim_id: &str) -> Result<Option<(ClaimRecord, Vec<Event>)>, LedgerError> {
-        let Some(r) = self.record_by_id(claim_id).await? else { return Ok(None) };
         let c = self.client().await?;
-        let rows = c
-            .query("SELECT event FROM events WHERE claim_seq = $1 ORDER BY seq", &[&seq_i64(r.seq)])
+        // The record and its events in one statement: one snapshot.
+        let row = c
+            .query_opt(
+                "SELECT c.seq, c.header, c.body,
+                        ARRAY(SELECT e.event FROM events e WHERE e.claim_seq = c.seq ORDER BY e.seq) AS events
+                 FROM claims c WHERE c.claim_id = $1",
+                &[&claim_id],
+            )
             .await
             .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let r = record_of(&row).map_err(|e| unavailable(format!("{e:#}")))?;
         let mut events = vec![r.decided()];
-        for row in rows {
-            events.push(serde_json::from_str(row.get(0)).map_err(|e| unavailable(format!("a stored event: {e}")))?);
+        for e in row.get::<_, Vec<String>>("events") {
+            events.push(serde_json::from_str(&e).map_err(|e| unavailable(format!("a stored event: {e}")))?);
         }
         events.sort_by_key(|e| e.seq);
         Ok(Some((r, events)))
