@@ -472,25 +472,58 @@ impl PostgresLedger {
         found.first().and_then(|rows| rows.first()).map(record_of).transpose()
     }
 
-    /// Decides and records claims in one transaction.
-    async fn submit_in(&self, tx: &Tx<'_>, items: &[ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
-        let mut dirs = HashMap::new();
-        // Recording and event numbers, taken with the first lookup: each item
-        // makes at most one claim and one event (unused numbers are gaps).
-        let mut taken = (0, Vec::new());
+    /// Decides and records claims in one transaction, in order (a claim, or
+    /// a batch).
+    ///
+    /// Round trips: every claim id locked (in sorted order) and looked up,
+    /// with the numbers and the directories' revisions; then every key the
+    /// new claims read, locked (in sorted order) and read; then the writes.
+    /// Locks taken in one sorted statement cannot deadlock with another
+    /// transaction's; a key only the final decision reads is locked after.
+    async fn submit_in(&self, tx: &Tx<'_>, items: &[&ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
+        let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
+        // One claim: the plain lookup (a generic plan of `= ANY($1)` may
+        // estimate the array as large and leave the unique index).
+        let (lookup, params): (&str, Params<1>) = match ids.as_slice() {
+            [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
+            _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
+        };
+        let ((first_seq, event_numbers, revisions), found) =
+            tokio::try_join!(numbers(tx, items.len(), items.len()), async {
+                Ok(locked_reads(tx, ids.iter().map(|id| claim_lock(id)).collect(), [(lookup, &params)]).await?)
+            },)?;
+        let mut existing = HashMap::new();
+        for row in found.iter().flatten() {
+            let r = record_of(row)?;
+            existing.insert(r.header.claim_id.clone(), r);
+        }
+        let dirs = self.directories_at(tx, revisions).await?;
+        let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_default();
+
         let mut known = Known::default();
+        let mut keys = BTreeSet::new();
+        let mut seen = HashSet::new();
+        for item in items {
+            let id = item.claim.claim_id.as_str();
+            if !existing.contains_key(id) && seen.insert(id) {
+                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir_of(item))?;
+                keys.extend(found.into_iter().flat_map(|(_, missing)| missing));
+            }
+        }
+        known.fetch(tx, &keys, true).await?;
+
         let mut writes = Writes::default();
         let mut pending: Vec<Pending> = Vec::new();
         let mut events: Vec<EventOf> = Vec::new();
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let id = item.claim.claim_id.as_str();
-            let replay = |status, key_id: &str| Event {
+            let replay = |status| Event {
                 seq: 0,
                 claim_id: id.to_string(),
                 event: "replayed".into(),
                 at: Utc::now(),
-                key_id: key_id.to_string(),
+                key_id: item.key_id.clone(),
                 status,
                 reason: None,
             };
@@ -499,31 +532,21 @@ impl PostgresLedger {
                 if !item.body_hash.matches(&p.body.body_hash) {
                     results.push(ItemResult::Conflict);
                 } else {
-                    events.push(EventOf::New(n, replay(p.header.status, &item.key_id)));
+                    events.push(EventOf::New(n, replay(p.header.status)));
                     results.push(ItemResult::Replayed(p.body.decision.clone()));
                 }
                 continue;
             }
-            let found = if results.is_empty() {
-                // The first claim's lookup and the directories in one round trip.
-                let ((first_seq, event_numbers, revisions), found) =
-                    tokio::try_join!(numbers(tx, items.len(), items.len()), Self::lock_claim(tx, id))?;
-                dirs = self.directories_at(tx, revisions).await?;
-                taken = (first_seq, event_numbers);
-                found
-            } else {
-                Self::lock_claim(tx, id).await?
-            };
-            if let Some(existing) = found {
+            if let Some(existing) = existing.get(id) {
                 if !item.body_hash.matches(&existing.body.body_hash) {
                     results.push(ItemResult::Conflict);
                 } else {
-                    events.push(EventOf::Stored(existing.seq, replay(existing.header.status, &item.key_id)));
-                    results.push(ItemResult::Replayed(existing.body.decision));
+                    events.push(EventOf::Stored(existing.seq, replay(existing.header.status)));
+                    results.push(ItemResult::Replayed(existing.body.decision.clone()));
                 }
                 continue;
             }
-            let dir = dirs.get(&item.claim.county).cloned().unwrap_or_default();
+            let dir = dir_of(item);
             let Some(outcome) = self.decide_locked(tx, &mut known, &item.claim, item.person.as_deref(), &dir).await?
             else {
                 results.push(ItemResult::Failed);
@@ -560,13 +583,56 @@ impl PostgresLedger {
             });
             results.push(ItemResult::New(decision));
         }
-        self.write(tx, taken, pending, events, &known, &writes).await?;
+        self.write(tx, (first_seq, event_numbers), pending, events, &known, &writes).await?;
         Ok(results)
     }
 
+    /// Decides and records claims, trying the transaction again after a
+    /// deadlock or a serialisation failure.
+    async fn submit_group(&self, items: &[&ClaimItem]) -> Result<Vec<ItemResult>, LedgerError> {
+        let mut client = self.client().await?;
+        for attempt in 1.. {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let result = self.submit_in(&tx, items).await;
+            if let Some(answer) = finish(tx, result, attempt).await {
+                return answer;
+            }
+        }
+        unreachable!("finish answers by the last attempt")
+    }
+
+    /// Decides a claim against what `known` holds; also answers the keys it
+    /// read that `known` does not hold yet, and those a grant would take.
+    /// `None`: the rules failed on this claim (a bug).
+    fn decide_once(
+        &self,
+        known: &Known,
+        claim: &Claim,
+        person: Option<&str>,
+        dir: &Directory,
+    ) -> anyhow::Result<Option<(crate::rules::Outcome, BTreeSet<KeyDigest>)>> {
+        let policy = self.policy.county(claim.county);
+        let view = KnownView::new(known, None);
+        // A bug in the rules must not fail the other claims of a batch.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decide(claim, person, &view, policy, dir, Utc::now())
+        }));
+        let outcome = match decided {
+            Ok(o) => o?,
+            Err(_) => {
+                tracing::error!(claim_id = %claim.claim_id.as_str(), kind = %claim.kind, "the rules panicked on a claim; nothing recorded for it");
+                return Ok(None);
+            }
+        };
+        let mut missing = view.missing.into_inner();
+        // What a grant takes is locked too, even if the rules did not read it.
+        missing.extend(all_keys(&holdings_of(&outcome)).filter(|k| !known.fetched.contains(k)));
+        Ok(Some((outcome, missing)))
+    }
+
     /// Decides a claim with every key the rules read locked and read under
-    /// the lock. `None`: the rules failed on this claim (a bug); nothing is
-    /// recorded for it.
+    /// the lock (the keys a batch's claims read are usually all locked
+    /// before: then no round trip is made here).
     async fn decide_locked(
         &self,
         tx: &Tx<'_>,
@@ -575,25 +641,8 @@ impl PostgresLedger {
         person: Option<&str>,
         dir: &Directory,
     ) -> anyhow::Result<Option<crate::rules::Outcome>> {
-        let policy = self.policy.county(claim.county);
         loop {
-            let (outcome, mut missing) = {
-                let view = KnownView::new(known, None);
-                // A bug in the rules must not fail the other claims of a batch.
-                let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    decide(claim, person, &view, policy, dir, Utc::now())
-                }));
-                let outcome = match decided {
-                    Ok(o) => o?,
-                    Err(_) => {
-                        tracing::error!(claim_id = %claim.claim_id.as_str(), kind = %claim.kind, "the rules panicked on a claim; nothing recorded for it");
-                        return Ok(None);
-                    }
-                };
-                (outcome, view.missing.into_inner())
-            };
-            // What a grant takes is locked too, even if the rules did not read it.
-            missing.extend(all_keys(&holdings_of(&outcome)).filter(|k| !known.fetched.contains(k)));
+            let Some((outcome, missing)) = self.decide_once(known, claim, person, dir)? else { return Ok(None) };
             if missing.is_empty() {
                 return Ok(Some(outcome));
             }
@@ -895,15 +944,8 @@ async fn read_directory(c: &impl tokio_postgres::GenericClient, county: County) 
 #[async_trait::async_trait]
 impl LedgerService for PostgresLedger {
     async fn submit(&self, items: Vec<ClaimItem>) -> Result<Vec<ItemResult>, LedgerError> {
-        let mut client = self.client().await?;
-        for attempt in 1.. {
-            let tx = client.transaction().await.map_err(unavailable)?;
-            let result = self.submit_in(&tx, &items).await;
-            if let Some(answer) = finish(tx, result, attempt).await {
-                return answer;
-            }
-        }
-        unreachable!("finish answers by the last attempt")
+        let items: Vec<&ClaimItem> = items.iter().collect();
+        self.submit_group(&items).await
     }
 
     async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError> {
