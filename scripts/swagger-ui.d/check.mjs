@@ -16,7 +16,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { CHROMIUM_ARGS, LOOPBACK } from './browser.mjs';
+import { CHROMIUM_ARGS, LOOPBACK, holdToLoopback } from './browser.mjs';
 
 const [base, artifacts] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -56,15 +56,7 @@ const browser = await chromium.launch({
 let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
-  await context.route('**/*', (route) => {
-    const u = new URL(route.request().url());
-    if (u.protocol === 'data:' || u.protocol === 'blob:') return route.continue();
-    if (!LOOPBACK.has(u.hostname)) {
-      blocked.push(route.request().url());
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
+  await holdToLoopback(context, blocked);
   context.on('request', (r) => requests.push(r));
   page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);

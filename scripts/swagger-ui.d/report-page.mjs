@@ -14,7 +14,7 @@
 import { chromium } from 'playwright-core';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CHROMIUM_ARGS, LOOPBACK } from './browser.mjs';
+import { CHROMIUM_ARGS, holdToLoopback } from './browser.mjs';
 
 const [base, artifacts, shot] = process.argv.slice(2);
 if (!base || !artifacts) {
@@ -43,15 +43,7 @@ const browser = await chromium.launch({
 let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1200, height: 1500 }, acceptDownloads: true });
-  await context.route('**/*', (route) => {
-    const u = new URL(route.request().url());
-    if (u.protocol === 'data:' || u.protocol === 'blob:') return route.continue();
-    if (!LOOPBACK.has(u.hostname)) {
-      blocked.push(route.request().url());
-      return route.abort('blockedbyclient');
-    }
-    return route.continue();
-  });
+  await holdToLoopback(context, blocked);
   page = await context.newPage();
   page.on('console', (m) => {
     if (m.type() === 'error') consoleErrors.push(m.text());
