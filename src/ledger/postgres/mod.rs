@@ -384,8 +384,6 @@ fn record_of(row: &Row) -> anyhow::Result<ClaimRecord> {
     ClaimRecord::decode(seq as u64, row.get("header"), row.get("body"))
 }
 
-const RECORD_COLUMNS: &str = "seq, header, body";
-
 /// The PostgreSQL ledger.
 pub struct PostgresLedger {
     pool: Pool,
@@ -424,7 +422,7 @@ impl PostgresLedger {
             if !applied.is_empty() {
                 tracing::info!(versions = ?applied, "database schema migrated");
             }
-            read_directories(&client, &HashMap::new()).await
+            read_directories(&client).await
         })?;
         ledger.directories.write().map_err(|_| anyhow!("poisoned"))?.extend(dirs);
         Ok(ledger)
@@ -449,16 +447,7 @@ impl PostgresLedger {
     ) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
         let known: HashMap<County, i64> =
             self.directories.read().map_err(|_| anyhow!("poisoned"))?.iter().map(|(c, (r, _))| (*c, *r)).collect();
-        let mut changed = Vec::new();
-        for (county, revision) in revisions {
-            let Some(county) = County::ALL.iter().copied().find(|c| c.as_str() == county) else {
-                continue;
-            };
-            if known.get(&county) != Some(&revision) {
-                let record = read_directory(&**tx, county).await?;
-                changed.push((county, (revision, Arc::new(record.to_directory()))));
-            }
-        }
+        let changed = changed_directories(&**tx, revisions, &known).await?;
         let mut dirs = self.directories.write().map_err(|_| anyhow!("poisoned"))?;
         dirs.extend(changed);
         Ok(dirs.iter().map(|(c, (_, d))| (*c, d.clone())).collect())
@@ -852,7 +841,7 @@ impl PostgresLedger {
     async fn record_by_id(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
         let c = self.client().await?;
         let row = c
-            .query_opt(&format!("SELECT {RECORD_COLUMNS} FROM claims WHERE claim_id = $1"), &[&claim_id])
+            .query_opt("SELECT seq, header, body FROM claims WHERE claim_id = $1", &[&claim_id])
             .await
             .map_err(unavailable)?;
         row.as_ref().map(record_of).transpose().map_err(|e| unavailable(format!("{e:#}")))
@@ -919,21 +908,28 @@ async fn finish<T>(tx: Tx<'_>, result: anyhow::Result<T>, attempt: u32) -> Optio
     }
 }
 
-/// The directories whose revision differs from `known`'s.
+/// Every stored directory (start-up).
 async fn read_directories(
     c: &impl tokio_postgres::GenericClient,
+) -> anyhow::Result<Vec<(County, (i64, Arc<Directory>))>> {
+    let rows = c.query("SELECT county, revision FROM directories", &[]).await?;
+    changed_directories(c, rows.iter().map(|r| (r.get(0), r.get(1))).collect(), &HashMap::new()).await
+}
+
+/// The directories at these revisions (county, revision) whose revision
+/// differs from `known`'s, read.
+async fn changed_directories(
+    c: &impl tokio_postgres::GenericClient,
+    revisions: Vec<(String, i64)>,
     known: &HashMap<County, i64>,
 ) -> anyhow::Result<Vec<(County, (i64, Arc<Directory>))>> {
     let mut out = Vec::new();
-    for row in c.query("SELECT county, revision FROM directories", &[]).await? {
-        let county: &str = row.get(0);
-        let revision: i64 = row.get(1);
+    for (county, revision) in revisions {
         let Some(county) = County::ALL.iter().copied().find(|c| c.as_str() == county) else { continue };
-        if known.get(&county) == Some(&revision) {
-            continue;
+        if known.get(&county) != Some(&revision) {
+            let record = read_directory(c, county).await?;
+            out.push((county, (revision, Arc::new(record.to_directory()))));
         }
-        let record = read_directory(c, county).await?;
-        out.push((county, (revision, Arc::new(record.to_directory()))));
     }
     Ok(out)
 }
@@ -993,7 +989,7 @@ impl LedgerService for PostgresLedger {
         let rows = c
             .query(
                 &format!(
-                    "SELECT {RECORD_COLUMNS} FROM claims
+                    "SELECT seq, header, body FROM claims
                      WHERE seq > $1 AND {SETTLED}
                        AND ($2::text IS NULL OR county = $2)
                        AND ($3::text IS NULL OR kind = $3)
