@@ -782,7 +782,8 @@ impl PostgresLedger {
                 &totals,
             ),
         )?;
-        let event_seq = event_numbers(tx, 1).await?[0];
+        let (_, events, _) = numbers(tx, 0, 1).await?;
+        let event_seq = *events.first().context("no event number was given")?;
         let revoked_at = Utc::now();
         r.header.status = Status::Revoked;
         r.body.decision.status = Status::Revoked;
@@ -874,18 +875,6 @@ async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i
         .filter(|s| s >> SEQ_SHIFT == xid)
         .context("transaction ids have outgrown claim numbers")?;
     Ok((first, events, counties.into_iter().zip(revisions).collect()))
-}
-
-/// `n` event numbers, increasing (a revocation's event).
-async fn event_numbers(tx: &Tx<'_>, n: usize) -> anyhow::Result<Vec<i64>> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let numbers =
-        rows(tx, "SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)", &[&(n as i64)]).await?;
-    let mut numbers: Vec<i64> = numbers.iter().map(|r| r.get(0)).collect();
-    numbers.sort_unstable();
-    Ok(numbers)
 }
 
 /// Ends a transaction's attempt: commits what succeeded; after a deadlock
