@@ -149,7 +149,7 @@ impl KeyTable {
             let hash: [u8; 32] =
                 bytes.try_into().map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 32 bytes", k.id))?;
             let credit_code = match &k.credit_code {
-                Some(c) => Some(CreditCode::parse(c).map_err(|e| anyhow::anyhow!("{}", e.message))?),
+                Some(c) => Some(CreditCode::parse(c, "").map_err(|e| anyhow::anyhow!("{}", e.message))?),
                 None => None,
             };
             let bucket = k.rate_limit.unwrap_or_else(|| limits.for_role(k.role));

@@ -245,7 +245,7 @@ impl Settings {
                     bail!("auth key `{}`: an institution key needs its credit_code", k.id)
                 }
                 (Role::Institution, Some(cc)) => {
-                    crate::domain::CreditCode::parse(cc)
+                    crate::domain::CreditCode::parse(cc, "")
                         .map_err(|e| anyhow::anyhow!("auth key `{}`: credit_code: {}", k.id, e.message))?;
                 }
                 _ => {}

@@ -84,22 +84,7 @@ impl ErrorCode {
     }
 }
 
-/// One bad field of a request, named by its JSON pointer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FieldError {
-    /// JSON pointer (RFC 6901) to the field, e.g. `/applicant/id_number`.
-    pub field: String,
-    /// Stable code: `required`, `unknown_field`, `invalid_type`, `invalid_value`,
-    /// `invalid_format`, `invalid_date`, `invalid_checksum`, `out_of_range`, `duplicate`.
-    pub code: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), code: code.to_string(), message: message.into() }
-    }
-}
+pub use crate::domain::FieldError;
 
 /// Refuses unknown fields of a small JSON object body, listing them all.
 pub fn only_fields(v: &serde_json::Value, allowed: &[&str]) -> Vec<FieldError> {

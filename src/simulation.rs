@@ -326,7 +326,7 @@ impl<'a> Run<'a> {
             let t = &mut self.totals;
             t.granted.add(o.amount);
             t.by_kind.entry(r.claim.kind.as_str().to_string()).or_default().add(o.amount);
-            let department = r.claim.department.clone().unwrap_or_else(|| "unassigned".into());
+            let department = r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()).to_string();
             t.by_department.entry(department).or_default().add(o.amount);
         }
         Ok(Brief { status: d.status, amount: o.amount, reasons: d.reasons.iter().map(|x| x.code.clone()).collect() })

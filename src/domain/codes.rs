@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::problem::FieldError;
+use super::read::{keep, string_at};
+use super::{FieldError, FromJson};
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
@@ -18,6 +19,17 @@ macro_rules! string_enum {
         }
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromJson for $name {
+            fn from_json(v: &serde_json::Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+                let value = string_at(v, at).and_then(|s| {
+                    Self::parse(s).ok_or_else(|| {
+                        let names: Vec<&str> = Self::ALL.iter().map(|x| x.as_str()).collect();
+                        FieldError::new(at, "invalid_value", format!("must be one of: {}", names.join(", ")))
+                    })
+                });
+                keep(value, errs)
+            }
         }
     };
 }
@@ -100,6 +112,21 @@ string_enum!(
     Payee { Person = "person", Institution = "institution", Enterprise = "enterprise", School = "school", Organization = "organization", Student = "student" }
 );
 
+string_enum!(
+    /// Who a qualification-training subsidy is paid to (WY §4(1)).
+    QualificationPayee { Person = "person", Institution = "institution", Enterprise = "enterprise" }
+);
+
+impl From<QualificationPayee> for Payee {
+    fn from(p: QualificationPayee) -> Self {
+        match p {
+            QualificationPayee::Person => Payee::Person,
+            QualificationPayee::Institution => Payee::Institution,
+            QualificationPayee::Enterprise => Payee::Enterprise,
+        }
+    }
+}
+
 string_enum!(CertificateType { SafetyTraining = "safety_training", SpecialOperation = "special_operation", SpecialEquipment = "special_equipment" });
 string_enum!(SafetyTrainingType { New = "new", Renewal = "renewal" });
 string_enum!(OnlineMode { SelfProduced = "self_produced", PlatformPurchase = "platform_purchase" });
@@ -119,11 +146,7 @@ const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8,
 pub struct CreditCode(String);
 
 impl CreditCode {
-    pub fn parse(s: &str) -> Result<Self, FieldError> {
-        Self::parse_at(s, "")
-    }
-
-    pub fn parse_at(s: &str, field: &str) -> Result<Self, FieldError> {
+    pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let s = s.trim().to_ascii_uppercase();
         let b = s.as_bytes();
         let idx = |c: &u8| USCC_CHARS.iter().position(|x| x == c);
@@ -231,11 +254,11 @@ mod tests {
     #[test]
     fn credit_codes_of_the_golden_cases_are_valid() {
         for c in ["91330723MA00000156", "91330522MA5000188J", "91330723MA0000090Y", "91330522MA500025X6"] {
-            assert!(CreditCode::parse(c).is_ok(), "{c}");
+            assert!(CreditCode::parse(c, "").is_ok(), "{c}");
         }
-        assert_eq!(CreditCode::parse("91330723MA00000157").unwrap_err().code, "invalid_checksum");
-        assert_eq!(CreditCode::parse("91330723MA0000015").unwrap_err().code, "invalid_format");
-        assert_eq!(CreditCode::parse("91330723MA0000I156").unwrap_err().code, "invalid_format");
+        assert_eq!(CreditCode::parse("91330723MA00000157", "").unwrap_err().code, "invalid_checksum");
+        assert_eq!(CreditCode::parse("91330723MA0000015", "").unwrap_err().code, "invalid_format");
+        assert_eq!(CreditCode::parse("91330723MA0000I156", "").unwrap_err().code, "invalid_format");
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //! code trusts it.
 
 mod claim;
+mod claim_schema;
 mod codes;
 mod id_number;
 mod money;
+mod read;
+mod values;
 
 pub use claim::*;
 pub use codes::*;
 pub use id_number::{IdNumber, Sex};
 pub use money::{fmt2, Money};
+pub use read::{FieldError, Fields, FromJson};
+pub use values::*;
 
 /// The number an all-ASCII-digit slice spells (the caller has checked the
 /// digits; at most 9 of them).

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Serialize, Serializer};
 
-use crate::problem::FieldError;
+use super::FieldError;
 
 /// A non-negative amount of CNY with at most two decimal places, parsed from a
 /// decimal string. JSON numbers are refused: they would pass through a binary float.

@@ -669,7 +669,7 @@ impl Writer {
             county,
             kind: item.claim.kind,
             event_date: item.claim.event_date,
-            department: item.claim.department.clone(),
+            department: item.claim.department.as_ref().map(|d| d.as_str().to_string()),
             granted: outcome.amount,
             parties: item.claim.party_codes().into_iter().map(str::to_string).collect(),
             decided_event: g.changes.take_event(),

@@ -11,7 +11,8 @@ use super::{internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
 use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
-use crate::openapi::{BatchRequest, ClaimRequest};
+use crate::domain::Claim;
+use crate::openapi::BatchRequest;
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::rules::{Decision, Status};
@@ -23,7 +24,7 @@ fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
 /// Adjudicate one claim and record it.
 #[utoipa::path(
     post, path = "/v1/claims", operation_id = "submitClaim", tag = "claims",
-    request_body(content = ClaimRequest, description = "A claim; `details` has the shape of its `kind`"),
+    request_body(content = Claim, description = "A claim; `details` has the shape of its `kind`"),
     responses(
         (status = 201, description = "New decision, recorded and durable", body = Decision),
         (status = 200, description = "Replay of the same claim id with the same body (header `Idempotent-Replayed: true`): the stored decision, nothing counted twice", body = Decision,
@@ -211,7 +212,7 @@ fn prepare_all(
 /// The decision a claim would get now, recording nothing.
 #[utoipa::path(
     post, path = "/v1/evaluations", operation_id = "evaluateClaim", tag = "claims",
-    request_body(content = ClaimRequest),
+    request_body(content = Claim),
     responses(
         (status = 200, description = "The decision this claim would get now; `recorded: false`, nothing stored. A claim already recorded (the same id and body) is judged afresh: its own record (its place in the yearly limit, its keys, its share of running totals) does not count against it; another body under a recorded id is judged against that record", body = Decision),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),

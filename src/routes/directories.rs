@@ -113,7 +113,7 @@ fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, Vec<FieldError>>
             errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
         }
         let cc = match e.get("credit_code").and_then(Value::as_str) {
-            Some(s) => CreditCode::parse_at(s, &format!("{base}/credit_code")).map_err(|x| errs.push(x)).ok(),
+            Some(s) => CreditCode::parse(s, &format!("{base}/credit_code")).map_err(|x| errs.push(x)).ok(),
             None => {
                 errs.push(FieldError::new(format!("{base}/credit_code"), "required", "this field is required"));
                 None

@@ -4,7 +4,7 @@ use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, is_4050, ApprenticePart, Ctx, Grant, LedgerKey, PersonScope, Reason, ReasonCode};
-use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType};
+use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType, ApprenticeshipDetails, ChangxingProjectTrainingDetails, ChangxingSafetyTrainingDetails, CooperativeEnrollmentDetails, CraftsmanAwardDetails, EntrepreneurshipTrainingDetails, InstitutionInvestmentDetails, KeyGroupTrainingDetails, MasterStudioAwardDetails, SkillContestFundingDetails, SkillUpgradeDetails, StudentLivingAllowanceDetails, TrainingLivingAllowanceDetails, VeteranTrainingDetails, VocationalSchoolSeniorDetails};
 use crate::policy::ChangxingRules;
 
 /// `end` is at least `months` calendar months after `start` (I-14): the same
@@ -18,20 +18,20 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
     let claim = ctx.claim;
     let person_level = matches!(
         claim.details,
-        Details::KeyGroupTraining { .. }
-            | Details::VeteranTraining { .. }
-            | Details::TrainingLivingAllowance { .. }
-            | Details::Project { .. }
-            | Details::Safety { .. }
-            | Details::Entrepreneurship { .. }
-            | Details::SkillUpgrade { .. }
-            | Details::Apprenticeship { .. }
+        Details::KeyGroupTraining(KeyGroupTrainingDetails { .. })
+            | Details::VeteranTraining(VeteranTrainingDetails { .. })
+            | Details::TrainingLivingAllowance(TrainingLivingAllowanceDetails { .. })
+            | Details::ChangxingProject(ChangxingProjectTrainingDetails { .. })
+            | Details::ChangxingSafety(ChangxingSafetyTrainingDetails { .. })
+            | Details::Entrepreneurship(EntrepreneurshipTrainingDetails { .. })
+            | Details::SkillUpgrade(SkillUpgradeDetails { .. })
+            | Details::Apprenticeship(ApprenticeshipDetails { .. })
     );
     if person_level {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::InstitutionInvestment { investment_amount, .. } => {
+        Details::InstitutionInvestment(InstitutionInvestmentDetails { investment_amount, .. }) => {
             let p = &r.institution_investment;
             let gross = investment_amount.value() * p.rate.dec(day);
             ctx.step_detail(
@@ -67,7 +67,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.effects.totals.push((key, amount));
             grant(amount)
         }
-        Details::VocationalSchoolSenior { school_year, programme, in_senior_stage } => {
+        Details::VocationalSchoolSenior(VocationalSchoolSeniorDetails { school_year, programme, in_senior_stage }) => {
             let eligible = matches!(programme, Programme::FiveYearSenior | Programme::SixYearPreparatoryTechnician)
                 && *in_senior_stage;
             if !eligible {
@@ -83,7 +83,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::CooperativeEnrollment { school_year, standard_amount, .. } => {
+        Details::CooperativeEnrollment(CooperativeEnrollmentDetails { school_year, standard_amount, .. }) => {
             let p = &r.cooperative_enrollment;
             let v = standard_amount.value();
             if v < p.min.dec(day) || v > p.max.dec(day) {
@@ -98,9 +98,9 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(v)
         }
-        Details::StudentLivingAllowance { school_year, cooperative_enrollment } => {
+        Details::StudentLivingAllowance(StudentLivingAllowanceDetails { school_year, cooperative_enrollment }) => {
             let p = &r.student_living_allowance;
-            let county_student = ctx.applicant().is_some_and(|a| a.local_hukou) && ctx.in_any(p.groups.at(day));
+            let county_student = ctx.applicant().is_some_and(|a| a.is_local_hukou()) && ctx.in_any(p.groups.at(day));
             if !cooperative_enrollment && !county_student {
                 ctx.reject(ReasonCode::NotEligibleStudent, &p.groups.clause);
                 return None;
@@ -114,7 +114,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::KeyGroupTraining { occupation_code, level, certificate_number, fee } => {
+        Details::KeyGroupTraining(KeyGroupTrainingDetails { occupation_code, level, certificate_number, fee }) => {
             let p = &r.key_group_training;
             let key_groups = ctx.policy.common.eligibility.key_groups.at(day).clone();
             if !ctx.in_any(&key_groups) {
@@ -132,7 +132,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             let standard = cap_param.dec(day);
             let mut uplift = Decimal::ZERO;
             let a = ctx.applicant()?;
-            if a.in_group(Group::LabourCooperationBase) && a.employed_in_county {
+            if a.in_group(Group::LabourCooperationBase) && a.is_employed_in_county() {
                 let u = p.labour_cooperation_uplift.dec(day);
                 uplift += u;
                 ctx.adjust(
@@ -165,7 +165,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::VeteranTraining { occupation_code, project_code, level, start_date, end_date, fee } => {
+        Details::VeteranTraining(VeteranTrainingDetails { occupation_code, project_code, level, start_date, end_date, fee }) => {
             let p = &r.veteran_training;
             if !ctx.in_any(&[Group::Veteran]) {
                 ctx.reject(ReasonCode::NotVeteran, "CX §3(3)");
@@ -197,7 +197,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             }
             grant(amount)
         }
-        Details::TrainingLivingAllowance { training_reference, start_date, training_days } => {
+        Details::TrainingLivingAllowance(TrainingLivingAllowanceDetails { training_reference, start_date, training_days }) => {
             let p = &r.training_living_allowance;
             let rural_school_leaver = ctx.in_any(&[Group::SchoolLeaver]) && ctx.in_any(&[Group::Rural]);
             if !(is_4050(ctx, *start_date) || ctx.in_any(p.groups.at(day)) || rural_school_leaver) {
@@ -206,7 +206,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             if ctx.failed() {
                 return None;
             }
-            let amount = p.per_day.dec(day) * Decimal::from(*training_days);
+            let amount = p.per_day.dec(day) * Decimal::from(training_days.get());
             ctx.step_detail(
                 "base",
                 amount,
@@ -220,12 +220,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::Project { project_code, completion_certificate_number, fee, .. } => {
+        Details::ChangxingProject(ChangxingProjectTrainingDetails { project_code, completion_certificate_number, fee, .. }) => {
             if ctx.failed() {
                 return None;
             }
             let p = &r.project_training;
-            let fee = fee.map(|f| f.value()).unwrap_or_default();
+            let fee = fee.value();
             ctx.step("fee", fee, "CX §3(4)");
             let amount = ctx.cap(fee, p.cap.dec(day), &p.cap.clause);
             ctx.unique(
@@ -236,14 +236,14 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
-        Details::Safety { certificate_number, fee_paid, training_type, .. } => {
+        Details::ChangxingSafety(ChangxingSafetyTrainingDetails { certificate_number, fee_paid, training_type, .. }) => {
             if ctx.failed() {
                 return None;
             }
             let p = &r.safety_training;
             let (cap, tt) = match training_type {
-                Some(SafetyTrainingType::Renewal) => (&p.renewal_cap, "renewal"),
-                _ => (&p.new_cap, "new"),
+                SafetyTrainingType::Renewal => (&p.renewal_cap, "renewal"),
+                SafetyTrainingType::New => (&p.new_cap, "new"),
             };
             ctx.step("fee", fee_paid.value(), "CX §3(4)");
             let amount = ctx.cap(fee_paid.value(), cap.dec(day), &cap.clause);
@@ -251,7 +251,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(&format!("{}:{tt}", certificate_number));
             grant(amount)
         }
-        Details::Entrepreneurship { training_reference, fee } => {
+        Details::Entrepreneurship(EntrepreneurshipTrainingDetails { training_reference, fee }) => {
             if ctx.failed() {
                 return None;
             }
@@ -265,12 +265,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::SkillUpgrade { occupation_code, level, certificate_number } => {
+        Details::SkillUpgrade(SkillUpgradeDetails { occupation_code, level, certificate_number }) => {
             let p = &r.skill_upgrade;
             if day < *p.certificates_from.at(day) {
                 ctx.reject(ReasonCode::CertificateBeforeEligibleDate, &p.certificates_from.clause);
             }
-            if ctx.applicant().is_some_and(|a| a.public_institution_staff) {
+            if ctx.applicant().is_some_and(|a| a.is_public_institution_staff()) {
                 ctx.reject(ReasonCode::PublicInstitutionStaffExcluded, "CX §3(5)");
             }
             let level_param = if *level == crate::domain::Level::SeniorTechnician && occupation_code.is_manufacturing()
@@ -303,7 +303,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Apprenticeship { training_year, stage, acceptance_passed } => {
+        Details::Apprenticeship(ApprenticeshipDetails { training_year, stage, acceptance_passed }) => {
             let p = &r.apprenticeship;
             if *stage == ApprenticeshipStage::Completion && *acceptance_passed != Some(true) {
                 ctx.reject(ReasonCode::AcceptanceNotPassed, "CX §3(6)");
@@ -373,7 +373,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             }
             Some(Grant { amount, payee: None, counts: Some(counts) })
         }
-        Details::CraftsmanAward { title } => {
+        Details::CraftsmanAward(CraftsmanAwardDetails { title }) => {
             let p = &r.craftsman_award;
             let param = p.amounts.get(title)?;
             let amount = param.dec(day);
@@ -392,7 +392,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             Some(Grant { amount, payee: Some(payee), counts: None })
         }
-        Details::MasterStudioAward { studio_id, level, key_rated } => {
+        Details::MasterStudioAward(MasterStudioAwardDetails { studio_id, level, key_rated }) => {
             let p = &r.master_studio_award;
             let param = p.amounts.get(level)?;
             let mut amount = param.dec(day);
@@ -408,7 +408,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::SkillContestFunding { contest_id, occupation_code, budget, .. } => {
+        Details::SkillContestFunding(SkillContestFundingDetails { contest_id, occupation_code, budget, .. }) => {
             let p = &r.skill_contest_funding;
             let standard = p.standard.dec(day);
             let (max, clause) = if occupation_code.is_manufacturing() {

@@ -500,13 +500,13 @@ pub(crate) fn base_eligibility(ctx: &mut Ctx) {
     let Some(a) = ctx.applicant() else { return };
     let elig = &ctx.policy.common.eligibility;
     let day = ctx.day();
-    if a.receives_monthly_pension {
+    if a.receives_pension() {
         ctx.reject(ReasonCode::ApplicantReceivesPension, &format!("{}, I-1", elig.clause));
     }
-    let tie = a.local_hukou
-        || a.residence_permit
-        || a.employed_in_county
-        || a.unemployment_registered
+    let tie = a.is_local_hukou()
+        || a.has_residence_permit()
+        || a.is_employed_in_county()
+        || a.is_unemployment_registered()
         || (*elig.labour_cooperation_base_eligible.at(day) && a.in_group(Group::LabourCooperationBase));
     if !tie {
         ctx.reject(ReasonCode::ApplicantNotEligible, &elig.clause);
@@ -523,7 +523,7 @@ pub(crate) fn is_4050(ctx: &Ctx, on: NaiveDate) -> bool {
         crate::domain::Sex::Female => *e.age_4050_women.at(on),
         crate::domain::Sex::Male => *e.age_4050_men.at(on),
     };
-    a.unemployment_registered && a.id_number.age_on(on) >= min_age as i32
+    a.is_unemployment_registered() && a.id_number.age_on(on) >= min_age as i32
 }
 
 pub(crate) fn grant(amount: Decimal) -> Option<Grant> {

@@ -3,7 +3,7 @@
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, Ctx, Grant, PersonScope, Reason, ReasonCode};
-use crate::domain::{Details, Level, OnlineMode};
+use crate::domain::{Details, Level, OnlineMode, Payee, ApprenticeshipEmployeeDetails, ApprenticeshipStudentDetails, OnlineTrainingDetails, QualificationTrainingDetails, WuyiProjectTrainingDetails, WuyiSafetyTrainingDetails};
 use crate::policy::WuyiRules;
 
 pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
@@ -11,11 +11,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
     let claim = ctx.claim;
     // R-PRIOR (I-18): training begun before publication keeps the earlier standard.
     let start = match &claim.details {
-        Details::Qualification { training_start_date, .. }
-        | Details::Project { training_start_date, .. }
-        | Details::ApprenticeshipEmployee { training_start_date, .. }
-        | Details::ApprenticeshipStudent { training_start_date, .. }
-        | Details::Safety { training_start_date, .. } => *training_start_date,
+        Details::Qualification(QualificationTrainingDetails { training_start_date, .. })
+        | Details::WuyiProject(WuyiProjectTrainingDetails { training_start_date, .. })
+        | Details::ApprenticeshipEmployee(ApprenticeshipEmployeeDetails { training_start_date, .. })
+        | Details::ApprenticeshipStudent(ApprenticeshipStudentDetails { training_start_date, .. })
+        | Details::WuyiSafety(WuyiSafetyTrainingDetails { training_start_date, .. }) => *training_start_date,
         _ => None,
     };
     if let Some(start) = start {
@@ -27,7 +27,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::Qualification { occupation_code, level, certificate_number, payee, .. } => {
+        Details::Qualification(QualificationTrainingDetails { occupation_code, level, certificate_number, payee, .. }) => {
             let p = r.qualification_training.levels.get(level)?;
             if ctx.failed() {
                 return None;
@@ -44,22 +44,22 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             });
             ctx.unique(key, ReasonCode::DuplicateOccupationLevel, "WY §4(1), I-5");
             ctx.certificate(certificate_number);
-            Some(Grant { amount, payee: Some(*payee), counts: None })
+            Some(Grant { amount, payee: Some(Payee::from(*payee)), counts: None })
         }
-        Details::Project {
+        Details::WuyiProject(WuyiProjectTrainingDetails {
             project_code,
             completion_certificate_number,
             class_hours,
             class_size,
             class_size_exception_approved,
             ..
-        } => {
+        }) => {
             let p = &r.project_training;
-            let hours = Decimal::from(class_hours.unwrap_or(0));
-            if class_hours.unwrap_or(0) < *p.min_class_hours.at(day) {
+            let hours = Decimal::from(class_hours.get());
+            if class_hours.get() < *p.min_class_hours.at(day) {
                 ctx.reject(ReasonCode::BelowMinClassHours, &p.min_class_hours.clause);
             }
-            if class_size.unwrap_or(0) > *p.max_class_size.at(day) && !class_size_exception_approved {
+            if class_size.get() > *p.max_class_size.at(day) && *class_size_exception_approved != Some(true) {
                 ctx.reject(ReasonCode::ClassSizeExceeded, &p.max_class_size.clause);
             }
             if ctx.failed() {
@@ -84,13 +84,13 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
-        Details::ApprenticeshipEmployee {
+        Details::ApprenticeshipEmployee(ApprenticeshipEmployeeDetails {
             training_year,
             completion_certificate,
             additional_certificate_level,
             training_cost,
             ..
-        } => {
+        }) => {
             let p = &r.apprenticeship_employee;
             if !completion_certificate {
                 ctx.reject(ReasonCode::MissingCompletionCertificate, &p.completion_only.clause);
@@ -127,12 +127,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::ApprenticeshipStudent { training_year, monthly_allowance, months, .. } => {
+        Details::ApprenticeshipStudent(ApprenticeshipStudentDetails { training_year, monthly_allowance, months, .. }) => {
             if ctx.failed() {
                 return None;
             }
             let p = &r.apprenticeship_student;
-            let gross = monthly_allowance.value() * Decimal::from(*months);
+            let gross = monthly_allowance.value() * Decimal::from(months.get());
             ctx.step_detail("base", gross, "WY §4(1)4", format!("{} months × {}", months, monthly_allowance));
             let amount = ctx.cap(gross, p.yearly_cap.dec(day), &p.yearly_cap.clause);
             ctx.unique(
@@ -142,20 +142,20 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::Safety { certificate_number, fee_paid, approved_fee_standard, trained_in_county, .. } => {
-            if *trained_in_county != Some(true) {
+        Details::WuyiSafety(WuyiSafetyTrainingDetails { certificate_number, fee_paid, approved_fee_standard, trained_in_county, .. }) => {
+            if !*trained_in_county {
                 ctx.reject(ReasonCode::NotTrainedInCounty, "WY §4(2)");
             }
             if ctx.failed() {
                 return None;
             }
             ctx.step("fee_paid", fee_paid.value(), "WY §4(2)");
-            let standard = approved_fee_standard.map(|m| m.value()).unwrap_or_default();
+            let standard = approved_fee_standard.value();
             let amount = ctx.cap(fee_paid.value(), standard, "WY §4(2)");
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Online { period_id, filing_reference, mode, trainees, days, repeated_hours, invoice_amount } => {
+        Details::Online(OnlineTrainingDetails { period_id, filing_reference, mode, trainees, days, repeated_hours, invoice_amount }) => {
             let p = &r.online_training;
             if filing_reference.is_none() {
                 ctx.reject(ReasonCode::NotFiled, "WY §4(3)");
@@ -168,7 +168,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                 ctx.rejections.push(reason);
             }
             let min = Decimal::from(*p.min_daily_class_hours.at(day));
-            let short: Vec<_> = days.iter().filter(|d| d.class_hours < min).map(|d| d.date).collect();
+            let short: Vec<_> = days.iter().filter(|d| d.class_hours.get() < min).map(|d| d.date).collect();
             if !short.is_empty() {
                 let mut reason = Reason::new(ReasonCode::TrainingTooShort, &p.min_daily_class_hours.clause);
                 reason.days = Some(short);
@@ -184,8 +184,8 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                     let daily_cap = p.daily_cap.dec(day);
                     let mut gross = Decimal::ZERO;
                     let mut capped_days = Vec::new();
-                    for d in days {
-                        let v = rate * d.class_hours;
+                    for d in days.iter() {
+                        let v = rate * d.class_hours.get();
                         if v > daily_cap {
                             capped_days.push(d.date);
                         }
@@ -207,9 +207,10 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
                         reason.days = Some(capped_days);
                         ctx.adjust(reason);
                     }
-                    let total: Decimal = days.iter().map(|d| d.class_hours).sum();
-                    if *repeated_hours > Decimal::ZERO && total > Decimal::ZERO {
-                        let ratio = (total - *repeated_hours) / total;
+                    let total: Decimal = days.iter().map(|d| d.class_hours.get()).sum();
+                    let repeated_hours = repeated_hours.unwrap_or_default().get();
+                    if repeated_hours > Decimal::ZERO && total > Decimal::ZERO {
+                        let ratio = (total - repeated_hours) / total;
                         gross *= ratio;
                         ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)").ratio(ratio));
                         ctx.step_detail(
@@ -235,7 +236,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             };
             // I-10: the trainee proration applies after the cap.
             let full = Decimal::from(*p.full_trainees.at(day));
-            let ratio = (Decimal::from(*trainees) / full).min(Decimal::ONE);
+            let ratio = (Decimal::from(trainees.get()) / full).min(Decimal::ONE);
             let amount = if ratio < Decimal::ONE {
                 let v = standard * ratio;
                 ctx.adjust(Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause).ratio(ratio));

@@ -1,0 +1,231 @@
+//! The claim's schema, built from [`SHAPES`], the table the reader uses: a
+//! `oneOf` with one branch per kind and `kind` as its discriminator. Where
+//! the counties' tables differ, the kind's branch is itself a `oneOf` with
+//! `county` as discriminator.
+
+use std::borrow::Cow;
+
+use serde_json::json;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, Discriminator, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
+use super::claim::{Applicant, Claim, Claimant, Organization, Shape, SHAPES};
+use super::{ClaimId, County, DepartmentCode, Kind};
+
+/// The applicant schemas a kind may ask for, by what it needs of the employer.
+const APPLICANT_WITH_EMPLOYER: &str = "ApplicantWithEmployer";
+const APPLICANT_WITH_EMPLOYER_INDUSTRY: &str = "ApplicantWithEmployerIndustry";
+
+fn reference(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn pascal(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A string that must equal `value` (`const`, JSON Schema 2020-12).
+fn constant(value: &str, description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .extensions(Some(Extensions::from_iter([("const", json!(value))])))
+}
+
+/// The branch name of one shape: `SkillUpgradeClaim`, `WuyiProjectTrainingClaim`.
+fn branch_name(shape: &Shape) -> String {
+    let county = shape.county.map(|c| pascal(c.as_str())).unwrap_or_default();
+    format!("{county}{}Claim", pascal(shape.kind.as_str()))
+}
+
+/// The name of a kind's entry in the top-level `oneOf`.
+fn kind_name(kind: Kind) -> String {
+    format!("{}Claim", pascal(kind.as_str()))
+}
+
+fn offered_by(shape: &Shape) -> String {
+    match shape.county {
+        Some(c) => format!("The shape of `{}` in {}.", shape.kind, pascal(c.as_str())),
+        None => format!(
+            "`{}`. A county whose plan does not offer it decides the claim `KIND_NOT_IN_COUNTY_POLICY`.",
+            shape.kind
+        ),
+    }
+}
+
+/// One branch: the claim envelope with `kind` fixed and its `details` type.
+fn branch(shape: &Shape) -> RefOr<Schema> {
+    let county: RefOr<Schema> = match shape.county {
+        Some(c) => constant(c.as_str(), "The county whose table gives this shape.").into(),
+        None => reference(&County::name()),
+    };
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(offered_by(shape)))
+        .property("claim_id", reference(&ClaimId::name()))
+        .property("county", county)
+        .property("kind", constant(shape.kind.as_str(), "The kind of subsidy claimed."))
+        .property(
+            "event_date",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Date)))
+                .description(Some("Certificate issue date, training or school period end, or award date."))
+                .examples(["2020-06-15"]),
+        )
+        .property("department", reference(&DepartmentCode::name()))
+        .property(
+            "institution",
+            AllOfBuilder::new()
+                .item(reference(&Organization::name()))
+                .description(Some("The training institution or school, when there is one.")),
+        )
+        .property("details", reference(&(shape.details_name)()))
+        .required("claim_id")
+        .required("county")
+        .required("kind")
+        .required("event_date")
+        .required("details")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    let applicant = match shape.claimant {
+        Claimant::PersonWithEmployer => Some(APPLICANT_WITH_EMPLOYER.to_string()),
+        Claimant::PersonWithEmployerIndustry => Some(APPLICANT_WITH_EMPLOYER_INDUSTRY.to_string()),
+        Claimant::Organization => None,
+        Claimant::Person | Claimant::PersonOrOrganization => Some(Applicant::name().into_owned()),
+    };
+    if let Some(applicant) = applicant {
+        object = object.property("applicant", reference(&applicant));
+    }
+    if matches!(shape.claimant, Claimant::Organization | Claimant::PersonOrOrganization) {
+        object = object.property("organization", reference(&Organization::name()));
+    }
+    object = match shape.claimant {
+        Claimant::Organization => object.required("organization"),
+        Claimant::PersonOrOrganization => object.description(Some(format!(
+            "{} Claimed by the applicant, or by the organisation for the `golden_cradle` title.",
+            offered_by(shape)
+        ))),
+        _ => object.required("applicant"),
+    };
+    object.into()
+}
+
+/// The applicant schema with the employer (and its industry code) required.
+fn applicant_needing(industry: bool) -> RefOr<Schema> {
+    let employer = if industry {
+        ObjectBuilder::new().required("employer").property("employer", ObjectBuilder::new().required("industry_code"))
+    } else {
+        ObjectBuilder::new().required("employer")
+    };
+    let why = if industry {
+        "An applicant whose employer's industry code sets the amount."
+    } else {
+        "An applicant whose employer is paid."
+    };
+    AllOfBuilder::new().item(reference(&Applicant::name())).item(employer).description(Some(why)).into()
+}
+
+fn discriminated(property: &str, items: Vec<(String, String)>, description: &str) -> RefOr<Schema> {
+    let mapping = items.iter().map(|(value, name)| (value.clone(), format!("#/components/schemas/{name}")));
+    let mut one_of = OneOfBuilder::new()
+        .description(Some(description))
+        .discriminator(Some(Discriminator::with_mapping(property, mapping)));
+    for (_, name) in &items {
+        one_of = one_of.item(reference(name));
+    }
+    one_of.into()
+}
+
+/// The counties' shapes of one kind, keyed by county.
+fn county_shapes(kind: Kind) -> Vec<(String, String)> {
+    SHAPES
+        .iter()
+        .filter(|s| s.kind == kind)
+        .filter_map(|s| s.county.map(|c| (c.as_str().to_string(), branch_name(s))))
+        .collect()
+}
+
+impl PartialSchema for Claim {
+    fn schema() -> RefOr<Schema> {
+        let kinds = Kind::ALL.iter().map(|k| (k.as_str().to_string(), kind_name(*k))).collect();
+        discriminated(
+            "kind",
+            kinds,
+            "A claim (API.md §3). `kind` selects the shape of `details` and who claims: the applicant, or the \
+             organisation for organisation kinds. Unknown fields are refused.",
+        )
+    }
+}
+
+impl ToSchema for Claim {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ClaimRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for shape in &SHAPES {
+            schemas.push((branch_name(shape), branch(shape)));
+            schemas.push(((shape.details_name)().into_owned(), (shape.details_schema)()));
+            (shape.details_refs)(schemas);
+        }
+        for kind in Kind::ALL {
+            let by_county = county_shapes(*kind);
+            if !by_county.is_empty() {
+                let why = format!("`{kind}`: the counties' tables differ, so `county` selects the shape.");
+                schemas.push((kind_name(*kind), discriminated("county", by_county, &why)));
+            }
+        }
+        schemas.push((Applicant::name().into_owned(), Applicant::schema()));
+        Applicant::schemas(schemas);
+        schemas.push((APPLICANT_WITH_EMPLOYER.into(), applicant_needing(false)));
+        schemas.push((APPLICANT_WITH_EMPLOYER_INDUSTRY.into(), applicant_needing(true)));
+        schemas.push((Organization::name().into_owned(), Organization::schema()));
+        Organization::schemas(schemas);
+        for (name, schema) in [
+            (ClaimId::name(), ClaimId::schema()),
+            (County::name(), County::schema()),
+            (DepartmentCode::name(), DepartmentCode::schema()),
+        ] {
+            schemas.push((name.into_owned(), schema));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_one_branch_of_the_discriminator() {
+        let schema = serde_json::to_value(Claim::schema()).unwrap();
+        let mapping = schema["discriminator"]["mapping"].as_object().unwrap();
+        assert_eq!(mapping.len(), Kind::ALL.len());
+        assert_eq!(mapping["project_training"], "#/components/schemas/ProjectTrainingClaim");
+        let mut names = Vec::new();
+        Claim::schemas(&mut names);
+        for target in mapping.values() {
+            let name = target.as_str().unwrap().trim_start_matches("#/components/schemas/");
+            assert!(names.iter().any(|(n, _)| n == name), "{name} is not registered");
+        }
+    }
+
+    #[test]
+    fn a_branch_fixes_its_kind_and_names_its_details() {
+        let shape = SHAPES.iter().find(|s| s.kind == Kind::SkillUpgrade).unwrap();
+        let schema = serde_json::to_value(branch(shape)).unwrap();
+        assert_eq!(schema["properties"]["kind"]["const"], "skill_upgrade");
+        assert_eq!(schema["properties"]["details"]["$ref"], "#/components/schemas/SkillUpgradeDetails");
+        assert_eq!(schema["additionalProperties"], false);
+        assert!(schema["required"].as_array().unwrap().contains(&json!("applicant")));
+    }
+}

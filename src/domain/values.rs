@@ -1,0 +1,354 @@
+//! The scalar values of a request: each type holds its own limits, which
+//! both its reader and its schema use, so a limit is written once.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+use super::read::{keep, string_at};
+use super::{ClaimId, CreditCode, FieldError, FromJson, IdNumber, IndustryCode, Money, OccupationCode};
+
+/// A string schema: its pattern, length bounds, example and description.
+pub(crate) fn string_schema(
+    description: &str,
+    pattern: Option<&str>,
+    length: Option<(usize, usize)>,
+    example: &str,
+) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(pattern)
+        .min_length(length.map(|l| l.0))
+        .max_length(length.map(|l| l.1))
+        .examples([example])
+        .into()
+}
+
+/// Reads and documents a type whose `parse(&str, at)` checks it.
+macro_rules! parsed_string {
+    ($t:ty, $description:literal, $pattern:expr, $example:literal) => {
+        impl FromJson for $t {
+            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+                keep(string_at(v, at).and_then(|s| <$t>::parse(s, at)), errs)
+            }
+        }
+        impl PartialSchema for $t {
+            fn schema() -> RefOr<Schema> {
+                string_schema($description, $pattern, None, $example)
+            }
+        }
+        impl ToSchema for $t {}
+    };
+}
+
+parsed_string!(
+    ClaimId,
+    "Caller-chosen claim id, unique per claim: 1..64 of `A-Z a-z 0-9 . _ : -`.",
+    Some("^[A-Za-z0-9._:-]{1,64}$"),
+    "WY-2020-PX-000123"
+);
+parsed_string!(
+    IdNumber,
+    "Resident ID number: 18 characters, a real birth date and the GB 11643-1999 check digit. Personal data.",
+    Some("^[0-9]{17}[0-9X]$"),
+    "330723199005061233"
+);
+parsed_string!(
+    CreditCode,
+    "Unified social credit code, GB 32100-2015 (18 characters, check character last).",
+    Some("^[0-9A-HJ-NPQRTUWXY]{18}$"),
+    "91330723MA00000156"
+);
+parsed_string!(
+    OccupationCode,
+    "Occupation code of the national occupational classification, `D-DD-DD-DD`.",
+    Some("^[0-9]-[0-9]{2}-[0-9]{2}-[0-9]{2}$"),
+    "6-31-01-03"
+);
+parsed_string!(
+    IndustryCode,
+    "Industry code, GB/T 4754: a section letter A-T and up to 4 digits.",
+    Some("^[A-T][0-9]{0,4}$"),
+    "C3311"
+);
+parsed_string!(
+    Money,
+    "An amount of CNY: a decimal string, at least 0, at most 2 decimal places (never a JSON number, which \
+     would pass through a binary float).",
+    Some("^[0-9]{1,9}(\\.[0-9]{1,2})?$"),
+    "1300.00"
+);
+
+/// Free text such as a certificate number or a name: 1..200 characters, not blank.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Text(String);
+
+impl Text {
+    const MAX_CHARS: usize = 200;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromJson for Text {
+    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        let text = string_at(v, at).and_then(|s| match s {
+            s if s.trim().is_empty() => Err(FieldError::new(at, "required", "must not be empty")),
+            s if s.chars().count() > Self::MAX_CHARS => {
+                Err(FieldError::new(at, "out_of_range", format!("at most {} characters", Self::MAX_CHARS)))
+            }
+            s => Ok(Self(s.to_string())),
+        });
+        keep(text, errs)
+    }
+}
+
+impl PartialSchema for Text {
+    fn schema() -> RefOr<Schema> {
+        string_schema("Text: not blank, at most 200 characters.", Some("\\S"), Some((1, Self::MAX_CHARS)), "ZS-0001")
+    }
+}
+impl ToSchema for Text {}
+
+/// A department code of the county's plan (`GET /v1/policies/{county}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DepartmentCode(String);
+
+impl DepartmentCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromJson for DepartmentCode {
+    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        let code = Text::from_json(v, at, errs)?;
+        let ok = code.len() <= 64 && code.bytes().all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit());
+        if !ok {
+            errs.push(FieldError::new(at, "invalid_value", "a department code such as human_resources"));
+        }
+        ok.then_some(Self(code.0))
+    }
+}
+
+impl PartialSchema for DepartmentCode {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "A department code of the county's plan (`GET /v1/policies/{county}`).",
+            Some("^[a-z0-9_]{1,64}$"),
+            None,
+            "human_resources",
+        )
+    }
+}
+impl ToSchema for DepartmentCode {}
+
+/// Whole numbers with bounds: the type is the bound.
+macro_rules! bounded_whole {
+    ($description:literal $name:ident($inner:ty), $min:literal..=$max:literal) => {
+        #[doc = $description]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name($inner);
+
+        impl $name {
+            pub const MIN: $inner = $min;
+            pub const MAX: $inner = $max;
+
+            pub fn get(self) -> $inner {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromJson for $name {
+            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+                let range = || format!("must be a whole number from {} to {}", $min, $max);
+                let n = match v.as_i64() {
+                    Some(n) => n,
+                    None if v.is_number() => {
+                        errs.push(FieldError::new(at, "out_of_range", range()));
+                        return None;
+                    }
+                    None => {
+                        errs.push(FieldError::new(at, "invalid_type", "must be a whole number"));
+                        return None;
+                    }
+                };
+                match <$inner>::try_from(n) {
+                    Ok(n) if (Self::MIN..=Self::MAX).contains(&n) => Some(Self(n)),
+                    _ => {
+                        errs.push(FieldError::new(at, "out_of_range", range()));
+                        None
+                    }
+                }
+            }
+        }
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some($description))
+                    .minimum(Some($min))
+                    .maximum(Some($max))
+                    .into()
+            }
+        }
+        impl ToSchema for $name {}
+    };
+}
+
+bounded_whole!(
+    "A calendar, training or school year."
+    Year(i32), 1900..=2100
+);
+bounded_whole!(
+    "Class hours of a project-training course."
+    ClassHours(u32), 1..=10_000
+);
+bounded_whole!(
+    "Trainees in the class."
+    ClassSize(u32), 1..=100_000
+);
+bounded_whole!(
+    "Months of apprentice allowance within one training year."
+    Months(u32), 1..=12
+);
+bounded_whole!(
+    "Trainees of an online training period."
+    Trainees(u32), 1..=1_000_000
+);
+bounded_whole!(
+    "Days of training attended."
+    TrainingDays(u32), 1..=366
+);
+
+/// Hours as a JSON number with at most 2 decimal places, read from the
+/// number's text (never through arithmetic on a float).
+macro_rules! bounded_hours {
+    ($description:literal $name:ident, $min:literal..=$max:literal) => {
+        #[doc = $description]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+        pub struct $name(Decimal);
+
+        impl $name {
+            pub fn get(self) -> Decimal {
+                self.0
+            }
+        }
+
+        impl FromJson for $name {
+            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+                keep(read_hours(v, at, Decimal::from($min), Decimal::from($max)).map(Self), errs)
+            }
+        }
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .description(Some(concat!($description, " A JSON number with at most 2 decimal places.")))
+                    .minimum(Some($min))
+                    .maximum(Some($max))
+                    .into()
+            }
+        }
+        impl ToSchema for $name {}
+    };
+}
+
+fn read_hours(v: &Value, at: &str, min: Decimal, max: Decimal) -> Result<Decimal, FieldError> {
+    let Value::Number(n) = v else {
+        return Err(FieldError::new(at, "invalid_type", "must be a number of hours"));
+    };
+    let h: Decimal =
+        n.to_string().parse().map_err(|_| FieldError::new(at, "invalid_format", "hours such as 4 or 3.5"))?;
+    if h.scale() > 2 {
+        return Err(FieldError::new(at, "invalid_format", "hours have at most 2 decimal places"));
+    }
+    if h < min || h > max {
+        return Err(FieldError::new(at, "out_of_range", format!("from {min} to {max} hours")));
+    }
+    Ok(h)
+}
+
+bounded_hours!(
+    "Class hours of one training day (halves and quarters allowed, e.g. 3.5)."
+    DayHours, 1..=24
+);
+bounded_hours!(
+    "Hours repeating an earlier subsidised period's courseware (deducted in proportion)."
+    RepeatedHours, 0..=100_000
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read<T: FromJson>(v: Value) -> Result<T, Vec<FieldError>> {
+        let mut errs = Vec::new();
+        T::from_json(&v, "/f", &mut errs).ok_or(errs)
+    }
+
+    #[test]
+    fn bounds_are_those_of_the_type() {
+        assert_eq!(read::<Months>(json!(12)).unwrap().get(), 12);
+        assert_eq!(read::<Months>(json!(13)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<Months>(json!(0)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<Months>(json!(-1)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<Months>(json!(1.5)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<Months>(json!("3")).unwrap_err()[0].code, "invalid_type");
+        assert_eq!(read::<Year>(json!(2100)).unwrap().get(), 2100);
+        assert!(read::<Year>(json!(2101)).is_err());
+    }
+
+    #[test]
+    fn hours_are_exact_with_two_places() {
+        assert_eq!(read::<DayHours>(json!(3.5)).unwrap().get(), Decimal::new(35, 1));
+        assert_eq!(read::<DayHours>(json!(3.125)).unwrap_err()[0].code, "invalid_format");
+        assert_eq!(read::<DayHours>(json!(25)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<RepeatedHours>(json!(0)).unwrap().get(), Decimal::ZERO);
+    }
+
+    #[test]
+    fn text_is_not_blank_and_bounded() {
+        assert_eq!(read::<Text>(json!("  ")).unwrap_err()[0].code, "required");
+        assert_eq!(read::<Text>(json!("字".repeat(200))).unwrap().chars().count(), 200);
+        assert_eq!(read::<Text>(json!("字".repeat(201))).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<DepartmentCode>(json!("Human")).unwrap_err()[0].code, "invalid_value");
+    }
+
+    #[test]
+    fn a_schema_carries_the_bounds_and_the_doc_comment() {
+        let schema = serde_json::to_value(Months::schema()).unwrap();
+        assert_eq!(schema["minimum"], json!(1));
+        assert_eq!(schema["maximum"], json!(12));
+        assert_eq!(schema["description"], json!("Months of apprentice allowance within one training year."));
+    }
+}
