@@ -14,7 +14,7 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::claim::{Applicant, Claim, Claimant, Organization, Shape, SHAPES};
-use super::{ClaimId, County, DepartmentCode, Kind};
+use super::{ClaimId, County, DepartmentCode, IndustryCode, Kind};
 
 /// The applicant schemas a kind may ask for, by what it needs of the employer.
 const APPLICANT_WITH_EMPLOYER: &str = "ApplicantWithEmployer";
@@ -120,24 +120,36 @@ fn branch(shape: &Shape) -> RefOr<Schema> {
     object.into()
 }
 
+const ORGANIZATION_WITH_INDUSTRY: &str = "OrganizationWithIndustry";
+
+/// `schema` (an object) with `field` required and given the schema `to`.
+fn requiring(schema: RefOr<Schema>, field: &str, to: RefOr<Schema>, description: &str) -> RefOr<Schema> {
+    let RefOr::T(Schema::Object(mut object)) = schema else {
+        return schema;
+    };
+    if !object.required.iter().any(|f| f == field) {
+        object.required.push(field.to_string());
+    }
+    object.properties.insert(field.to_string(), to);
+    object.description = Some(description.to_string());
+    RefOr::T(Schema::Object(object))
+}
+
 /// The applicant schema with the employer (and its industry code) required.
 fn applicant_needing(industry: bool) -> RefOr<Schema> {
-    let employer = if industry {
-        ObjectBuilder::new().required("employer").property("employer", ObjectBuilder::new().required("industry_code"))
+    if industry {
+        let why = "An applicant whose employer's industry code sets the amount.";
+        requiring(Applicant::schema(), "employer", reference(ORGANIZATION_WITH_INDUSTRY), why)
     } else {
-        ObjectBuilder::new().required("employer")
-    };
-    let why = if industry {
-        "An applicant whose employer's industry code sets the amount."
-    } else {
-        "An applicant whose employer is paid."
-    };
-    AllOfBuilder::new().item(reference(&Applicant::name())).item(employer).description(Some(why)).into()
+        let why = "An applicant whose employer is paid.";
+        requiring(Applicant::schema(), "employer", reference(&Organization::name()), why)
+    }
 }
 
 fn discriminated(property: &str, items: Vec<(String, String)>, description: &str) -> RefOr<Schema> {
     let mapping = items.iter().map(|(value, name)| (value.clone(), format!("#/components/schemas/{name}")));
     let mut one_of = OneOfBuilder::new()
+        .schema_type(Type::Object)
         .description(Some(description))
         .discriminator(Some(Discriminator::with_mapping(property, mapping)));
     for (_, name) in &items {
@@ -190,6 +202,13 @@ impl ToSchema for Claim {
         schemas.push((APPLICANT_WITH_EMPLOYER.into(), applicant_needing(false)));
         schemas.push((APPLICANT_WITH_EMPLOYER_INDUSTRY.into(), applicant_needing(true)));
         schemas.push((Organization::name().into_owned(), Organization::schema()));
+        let with_industry = requiring(
+            Organization::schema(),
+            "industry_code",
+            reference(&IndustryCode::name()),
+            "An organisation with its industry code.",
+        );
+        schemas.push((ORGANIZATION_WITH_INDUSTRY.into(), with_industry));
         Organization::schemas(schemas);
         for (name, schema) in [
             (ClaimId::name(), ClaimId::schema()),

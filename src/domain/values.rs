@@ -36,6 +36,13 @@ macro_rules! parsed_string {
                 keep(string_at(v, at).and_then(|s| <$t>::parse(s, at)), errs)
             }
         }
+        string_type!($t, $description, $pattern, $example);
+    };
+}
+
+/// Documents a type read from a JSON string.
+macro_rules! string_type {
+    ($t:ty, $description:literal, $pattern:expr, $example:literal) => {
         impl PartialSchema for $t {
             fn schema() -> RefOr<Schema> {
                 string_schema($description, $pattern, None, $example)
@@ -75,7 +82,23 @@ parsed_string!(
     Some("^[A-T][0-9]{0,4}$"),
     "C3311"
 );
-parsed_string!(
+/// Money is a decimal string; a JSON number is refused saying why.
+impl FromJson for Money {
+    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        let money = match v {
+            Value::String(s) => Money::parse(s, at),
+            Value::Number(_) => Err(FieldError::new(
+                at,
+                "invalid_type",
+                "money is a decimal string such as \"500.00\", not a JSON number",
+            )),
+            _ => Err(FieldError::new(at, "invalid_type", "money is a decimal string such as \"500.00\"")),
+        };
+        keep(money, errs)
+    }
+}
+
+string_type!(
     Money,
     "An amount of CNY: a decimal string, at least 0, at most 2 decimal places (never a JSON number, which \
      would pass through a binary float).",
