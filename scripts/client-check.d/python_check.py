@@ -1,0 +1,63 @@
+"""Checks the Python client openapi-python-client generates from the document.
+
+Every branch of the claim's `oneOf` must be one model whose `kind` is a
+Literal of its kind and whose `details` is that kind's details model, every
+kind must have one, and every example claim of the document must go through
+its model (from_dict, then to_dict) unchanged.
+
+Usage: python_check.py OPENAPI_JSON PACKAGE_PARENT PACKAGE_NAME
+"""
+
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def main() -> int:
+    doc_path, parent, package = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    doc = json.loads(Path(doc_path).read_text())
+    schemas = doc["components"]["schemas"]
+    sys.path.insert(0, str(parent))
+    failures = []
+    branches = {}
+    for name, schema in schemas.items():
+        kind = schema.get("properties", {}).get("kind", {}).get("const")
+        if kind is None:
+            continue
+        county = schema["properties"]["county"].get("const")
+        details = schema["properties"]["details"]["$ref"].rsplit("/", 1)[1]
+        branches[(kind, county)] = name
+        source = (parent / package / "models" / f"{snake(name)}.py").read_text()
+        if f"kind: Literal['{kind}']" not in source:
+            failures.append(f"{name}: `kind` is not Literal['{kind}']")
+        if not re.search(rf"^    details: {details}$", source, re.M):
+            failures.append(f"{name}: `details` is not {details}")
+    kinds = set(schemas["Kind"]["enum"])
+    missing = kinds - {kind for kind, _ in branches}
+    if missing:
+        failures.append(f"kinds without a model: {sorted(missing)}")
+
+    examples = doc["paths"]["/v1/claims"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    for example_name, example in examples.items():
+        claim = example["value"]
+        name = branches.get((claim["kind"], claim["county"])) or branches.get((claim["kind"], None))
+        module = importlib.import_module(f"{package}.models.{snake(name)}")
+        model = getattr(module, name)
+        back = model.from_dict(claim).to_dict()
+        if back != claim:
+            failures.append(f"example {example_name}: {name} changed it to {back}")
+
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    print(f"python client: {len(branches)} claim models for {len(kinds)} kinds, {len(examples)} examples round-tripped")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
