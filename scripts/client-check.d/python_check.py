@@ -5,9 +5,15 @@ Literal of its kind and whose `details` is that kind's details model, every
 kind must have one, and every example claim of the document must go through
 its model (from_dict, then to_dict) unchanged.
 
+The claim schema is also checked with a JSON Schema 2020-12 validator
+(`jsonschema`): every example is valid, and claims breaking the rules between
+fields that the schema states (another kind's details, both or neither of a
+veteran's codes, a craftsman award with both parties) are not.
+
 Usage: python_check.py OPENAPI_JSON PACKAGE_PARENT PACKAGE_NAME
 """
 
+import copy
 import importlib
 import json
 import re
@@ -53,10 +59,56 @@ def main() -> int:
         if back != claim:
             failures.append(f"example {example_name}: {name} changed it to {back}")
 
+    failures += schema_checks(doc, examples)
     for failure in failures:
         print(f"FAIL: {failure}")
     print(f"python client: {len(branches)} claim models for {len(kinds)} kinds, {len(examples)} examples round-tripped")
     return 1 if failures else 0
+
+
+def schema_checks(doc, examples) -> list:
+    import jsonschema
+
+    text = json.dumps(doc).replace("#/components/schemas/", "#/$defs/")
+    defs = json.loads(text)["components"]["schemas"]
+    validator = jsonschema.Draft202012Validator({"$defs": defs, "$ref": "#/$defs/ClaimRequest"})
+    failures = []
+    for name, example in examples.items():
+        for error in validator.iter_errors(example["value"]):
+            failures.append(f"example {name} is not valid: {error.message[:200]}")
+
+    def claim(name, change):
+        value = copy.deepcopy(examples[name]["value"])
+        change(value)
+        return value
+
+    def both_codes(c):
+        c["details"]["project_code"] = "P-1"
+
+    def no_code(c):
+        del c["details"]["occupation_code"]
+
+    def both_parties(c):
+        c["organization"] = {"credit_code": "91330522MA0EXMP048", "name": "x"}
+
+    def golden_cradle_by_person(c):
+        c["details"]["title"] = "golden_cradle"
+
+    def other_details(c):
+        c["kind"] = "qualification_training"
+
+    invalid = {
+        "a veteran claim with both codes": claim("cx_veteran_training", both_codes),
+        "a veteran claim with neither code": claim("cx_veteran_training", no_code),
+        "a craftsman award with both parties": claim("cx_craftsman_award", both_parties),
+        "a golden-cradle award claimed by a person": claim("cx_craftsman_award", golden_cradle_by_person),
+        "skill-upgrade details under another kind": claim("cx_skill_upgrade", other_details),
+    }
+    for what, value in invalid.items():
+        if validator.is_valid(value):
+            failures.append(f"the schema accepts {what}")
+    print(f"json schema: {len(examples)} examples valid, {len(invalid)} broken claims refused")
+    return failures
 
 
 if __name__ == "__main__":

@@ -519,17 +519,9 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
             Some(institution),
             Some((Some(applicant), Some(organization))),
             Some(details),
-        ) if errs.is_empty() => Ok(Claim {
-            claim_id,
-            county,
-            kind,
-            event_date,
-            department,
-            applicant,
-            institution,
-            organization,
-            details,
-        }),
+        ) if errs.is_empty() => {
+            Ok(Claim { claim_id, county, kind, event_date, department, applicant, institution, organization, details })
+        }
         _ if errs.is_empty() => Err(vec![FieldError::new("", "invalid_value", "the claim could not be read")]),
         _ => Err(errs),
     }
@@ -581,11 +573,9 @@ fn employer_checks(shape: &Shape, applicant: Applicant, errs: &mut Vec<FieldErro
     let needs_employer = matches!(shape.claimant, Claimant::PersonWithEmployer | Claimant::PersonWithEmployerIndustry);
     match &applicant.employer {
         None if needs_employer => required("/applicant/employer", "this kind needs the employer", errs),
-        Some(e) if shape.claimant == Claimant::PersonWithEmployerIndustry && e.industry_code.is_none() => required(
-            "/applicant/employer/industry_code",
-            "this kind needs the employer's industry code",
-            errs,
-        ),
+        Some(e) if shape.claimant == Claimant::PersonWithEmployerIndustry && e.industry_code.is_none() => {
+            required("/applicant/employer/industry_code", "this kind needs the employer's industry code", errs)
+        }
         _ => Some(Some(applicant)),
     }
 }
@@ -594,9 +584,13 @@ fn employer_checks(shape: &Shape, applicant: Applicant, errs: &mut Vec<FieldErro
 fn cross_checks(details: &Details, errs: &mut Vec<FieldError>) -> bool {
     let before = errs.len();
     match details {
-        Details::VeteranTraining(d) if d.occupation_code.is_some() == d.project_code.is_some() => errs.push(
-            FieldError::new("/details/occupation_code", "required", "give exactly one of occupation_code and project_code"),
-        ),
+        Details::VeteranTraining(d) if d.occupation_code.is_some() == d.project_code.is_some() => {
+            errs.push(FieldError::new(
+                "/details/occupation_code",
+                "required",
+                "give exactly one of occupation_code and project_code",
+            ))
+        }
         Details::Online(d) => {
             if d.mode == OnlineMode::PlatformPurchase && d.invoice_amount.is_none() {
                 errs.push(FieldError::new(

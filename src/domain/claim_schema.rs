@@ -14,7 +14,63 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::claim::{Applicant, Claim, Claimant, Organization, Shape, SHAPES};
-use super::{ClaimId, County, DepartmentCode, IndustryCode, Kind};
+use super::{ClaimId, County, CraftsmanTitle, DepartmentCode, IndustryCode, Kind};
+
+/// `schema` (an object) with one more JSON Schema keyword, for rules between
+/// fields that utoipa's builders do not offer (`oneOf` of `required`, `if`).
+fn with_keyword(schema: RefOr<Schema>, keyword: &str, value: serde_json::Value) -> RefOr<Schema> {
+    let RefOr::T(Schema::Object(mut object)) = schema else {
+        return schema;
+    };
+    object.extensions.get_or_insert_with(Default::default).insert(keyword.to_string(), value);
+    RefOr::T(Schema::Object(object))
+}
+
+/// The rules between fields of a `details` that the reader checks after the
+/// fields (`claim::cross_checks`), where JSON Schema can state them.
+fn details_schema(shape: &Shape) -> RefOr<Schema> {
+    let schema = (shape.details_schema)();
+    match shape.kind {
+        Kind::VeteranTraining => {
+            let occupation =
+                json!({"required": ["occupation_code"], "properties": {"occupation_code": {"type": "string"}}});
+            let schema = with_keyword(schema, "if", occupation);
+            let schema = with_keyword(schema, "then", json!({"properties": {"project_code": {"type": "null"}}}));
+            with_keyword(
+                schema,
+                "else",
+                json!({"required": ["project_code"], "properties": {"project_code": {"type": "string"}}}),
+            )
+        }
+        Kind::OnlineTraining => {
+            let platform_purchase =
+                json!({"properties": {"mode": {"const": "platform_purchase"}}, "required": ["mode"]});
+            let schema = with_keyword(schema, "if", platform_purchase);
+            let invoice = json!({"$ref": format!("#/components/schemas/{}", super::Money::name())});
+            with_keyword(
+                schema,
+                "then",
+                json!({"required": ["invoice_amount"], "properties": {"invoice_amount": invoice}}),
+            )
+        }
+        _ => schema,
+    }
+}
+
+/// A craftsman award is claimed by the applicant, or by the organisation for
+/// the golden-cradle title (`claim::is_organization_kind`), never both.
+fn claimant_by_title(object: RefOr<Schema>) -> RefOr<Schema> {
+    let golden = json!({"const": CraftsmanTitle::GoldenCradle.as_str()});
+    let object = with_keyword(
+        object,
+        "if",
+        json!({"properties": {"details": {"properties": {"title": golden}, "required": ["title"]}}, "required": ["details"]}),
+    );
+    let only =
+        |party: &str, not: &str| json!({"required": [party], "properties": {party: {"type": "object"}, not: false}});
+    let object = with_keyword(object, "then", only("organization", "applicant"));
+    with_keyword(object, "else", only("applicant", "organization"))
+}
 
 /// The applicant schemas a kind may ask for, by what it needs of the employer.
 const APPLICANT_WITH_EMPLOYER: &str = "ApplicantWithEmployer";
@@ -109,15 +165,17 @@ fn branch(shape: &Shape) -> RefOr<Schema> {
     if matches!(shape.claimant, Claimant::Organization | Claimant::PersonOrOrganization) {
         object = object.property("organization", reference(&Organization::name()));
     }
-    object = match shape.claimant {
-        Claimant::Organization => object.required("organization"),
-        Claimant::PersonOrOrganization => object.description(Some(format!(
-            "{} Claimed by the applicant, or by the organisation for the `golden_cradle` title.",
-            offered_by(shape)
-        ))),
-        _ => object.required("applicant"),
-    };
-    object.into()
+    match shape.claimant {
+        Claimant::Organization => object.required("organization").into(),
+        Claimant::PersonOrOrganization => {
+            let object = object.description(Some(format!(
+                "{} Claimed by the applicant, or by the organisation for the `golden_cradle` title.",
+                offered_by(shape)
+            )));
+            claimant_by_title(object.into())
+        }
+        _ => object.required("applicant").into(),
+    }
 }
 
 const ORGANIZATION_WITH_INDUSTRY: &str = "OrganizationWithIndustry";
@@ -187,7 +245,7 @@ impl ToSchema for Claim {
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         for shape in &SHAPES {
             schemas.push((branch_name(shape), branch(shape)));
-            schemas.push(((shape.details_name)().into_owned(), (shape.details_schema)()));
+            schemas.push(((shape.details_name)().into_owned(), details_schema(shape)));
             (shape.details_refs)(schemas);
         }
         for kind in Kind::ALL {

@@ -106,51 +106,66 @@ string_type!(
     "1300.00"
 );
 
-/// Free text such as a certificate number or a name: 1..200 characters, not blank.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct Text(String);
+/// Free text: not blank, and at most as many characters as the type allows.
+macro_rules! bounded_text {
+    ($description:literal $name:ident, $max:literal, $example:literal) => {
+        #[doc = $description]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
 
-impl Text {
-    const MAX_CHARS: usize = 200;
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::ops::Deref for Text {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromJson for Text {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
-        let text = string_at(v, at).and_then(|s| match s {
-            s if s.trim().is_empty() => Err(FieldError::new(at, "required", "must not be empty")),
-            s if s.chars().count() > Self::MAX_CHARS => {
-                Err(FieldError::new(at, "out_of_range", format!("at most {} characters", Self::MAX_CHARS)))
+            pub fn as_str(&self) -> &str {
+                &self.0
             }
-            s => Ok(Self(s.to_string())),
-        });
-        keep(text, errs)
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromJson for $name {
+            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+                keep(string_at(v, at).and_then(|s| read_text(s, at, Self::MAX_CHARS)).map(Self), errs)
+            }
+        }
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                let description = concat!($description, " Not blank, at most ", $max, " characters.");
+                string_schema(description, Some("\\S"), Some((1, Self::MAX_CHARS)), $example)
+            }
+        }
+        impl ToSchema for $name {}
+    };
+}
+
+fn read_text(s: &str, at: &str, max: usize) -> Result<String, FieldError> {
+    if s.trim().is_empty() {
+        Err(FieldError::new(at, "required", "must not be empty"))
+    } else if s.chars().count() > max {
+        Err(FieldError::new(at, "out_of_range", format!("at most {max} characters")))
+    } else {
+        Ok(s.to_string())
     }
 }
 
-impl PartialSchema for Text {
-    fn schema() -> RefOr<Schema> {
-        string_schema("Text: not blank, at most 200 characters.", Some("\\S"), Some((1, Self::MAX_CHARS)), "ZS-0001")
-    }
-}
-impl ToSchema for Text {}
+bounded_text!("Text such as a certificate number or a name." Text, 200, "ZS-0001");
+bounded_text!(
+    "Why a grant is withdrawn (e.g. an objection during the public notice 公示)."
+    RevocationReason, 500, "公示期间收到异议，经核实不符合条件"
+);
 
 /// A department code of the county's plan (`GET /v1/policies/{county}`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -170,7 +185,7 @@ impl FromJson for DepartmentCode {
         if !ok {
             errs.push(FieldError::new(at, "invalid_value", "a department code such as human_resources"));
         }
-        ok.then_some(Self(code.0))
+        ok.then(|| Self(code.as_str().to_string()))
     }
 }
 
@@ -185,6 +200,15 @@ impl PartialSchema for DepartmentCode {
     }
 }
 impl ToSchema for DepartmentCode {}
+
+/// The whole number a JSON number spells, `5.0` included (JSON Schema counts
+/// it as an integer); read from its text, never through a float.
+fn whole_number(number: &serde_json::Number) -> Option<i64> {
+    number.as_i64().or_else(|| {
+        let d: Decimal = number.to_string().parse().ok()?;
+        d.fract().is_zero().then(|| i64::try_from(d).ok()).flatten()
+    })
+}
 
 /// Whole numbers with bounds: the type is the bound.
 macro_rules! bounded_whole {
@@ -211,19 +235,12 @@ macro_rules! bounded_whole {
         impl FromJson for $name {
             fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
                 let range = || format!("must be a whole number from {} to {}", $min, $max);
-                let n = match v.as_i64() {
-                    Some(n) => n,
-                    None if v.is_number() => {
-                        errs.push(FieldError::new(at, "out_of_range", range()));
-                        return None;
-                    }
-                    None => {
-                        errs.push(FieldError::new(at, "invalid_type", "must be a whole number"));
-                        return None;
-                    }
+                let Value::Number(number) = v else {
+                    errs.push(FieldError::new(at, "invalid_type", "must be a whole number"));
+                    return None;
                 };
-                match <$inner>::try_from(n) {
-                    Ok(n) if (Self::MIN..=Self::MAX).contains(&n) => Some(Self(n)),
+                match whole_number(number).and_then(|n| <$inner>::try_from(n).ok()) {
+                    Some(n) if (Self::MIN..=Self::MAX).contains(&n) => Some(Self(n)),
                     _ => {
                         errs.push(FieldError::new(at, "out_of_range", range()));
                         None
@@ -295,7 +312,12 @@ macro_rules! bounded_hours {
             fn schema() -> RefOr<Schema> {
                 ObjectBuilder::new()
                     .schema_type(Type::Number)
-                    .description(Some(concat!($description, " A JSON number with at most 2 decimal places.")))
+                    .description(Some(concat!(
+                        $description,
+                        " A JSON number with at most 2 decimal places is read; the schema asks for quarters, \
+                         which every client writes exactly."
+                    )))
+                    .multiple_of(Some(QUARTER))
                     .minimum(Some($min))
                     .maximum(Some($max))
                     .into()
@@ -304,6 +326,9 @@ macro_rules! bounded_hours {
         impl ToSchema for $name {}
     };
 }
+
+/// A quarter hour: binary floating point writes its multiples exactly.
+const QUARTER: f64 = 0.25;
 
 fn read_hours(v: &Value, at: &str, min: Decimal, max: Decimal) -> Result<Decimal, FieldError> {
     let Value::Number(n) = v else {
@@ -342,6 +367,7 @@ mod tests {
     #[test]
     fn bounds_are_those_of_the_type() {
         assert_eq!(read::<Months>(json!(12)).unwrap().get(), 12);
+        assert_eq!(read::<Months>(json!(5.0)).unwrap().get(), 5);
         assert_eq!(read::<Months>(json!(13)).unwrap_err()[0].code, "out_of_range");
         assert_eq!(read::<Months>(json!(0)).unwrap_err()[0].code, "out_of_range");
         assert_eq!(read::<Months>(json!(-1)).unwrap_err()[0].code, "out_of_range");

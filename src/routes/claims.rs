@@ -9,9 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{internal, ledger_error, only_fields, read_json, AppState};
 use crate::auth::{Caller, Operation};
+use crate::domain::Claim;
 use crate::domain::{peek_claim_id, County, Kind};
 use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
-use crate::domain::Claim;
 use crate::openapi::BatchRequest;
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};

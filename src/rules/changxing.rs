@@ -4,7 +4,13 @@ use chrono::{Months, NaiveDate};
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, is_4050, ApprenticePart, Ctx, Grant, LedgerKey, PersonScope, Reason, ReasonCode};
-use crate::domain::{ApprenticeshipStage, CraftsmanTitle, Details, Group, Payee, Programme, SafetyTrainingType, ApprenticeshipDetails, ChangxingProjectTrainingDetails, ChangxingSafetyTrainingDetails, CooperativeEnrollmentDetails, CraftsmanAwardDetails, EntrepreneurshipTrainingDetails, InstitutionInvestmentDetails, KeyGroupTrainingDetails, MasterStudioAwardDetails, SkillContestFundingDetails, SkillUpgradeDetails, StudentLivingAllowanceDetails, TrainingLivingAllowanceDetails, VeteranTrainingDetails, VocationalSchoolSeniorDetails};
+use crate::domain::{
+    ApprenticeshipDetails, ApprenticeshipStage, ChangxingProjectTrainingDetails, ChangxingSafetyTrainingDetails,
+    CooperativeEnrollmentDetails, CraftsmanAwardDetails, CraftsmanTitle, Details, EntrepreneurshipTrainingDetails,
+    Group, InstitutionInvestmentDetails, KeyGroupTrainingDetails, MasterStudioAwardDetails, Payee, Programme,
+    SafetyTrainingType, SkillContestFundingDetails, SkillUpgradeDetails, StudentLivingAllowanceDetails,
+    TrainingLivingAllowanceDetails, VeteranTrainingDetails, VocationalSchoolSeniorDetails,
+};
 use crate::policy::ChangxingRules;
 
 /// `end` is at least `months` calendar months after `start` (I-14): the same
@@ -165,7 +171,14 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::VeteranTraining(VeteranTrainingDetails { occupation_code, project_code, level, start_date, end_date, fee }) => {
+        Details::VeteranTraining(VeteranTrainingDetails {
+            occupation_code,
+            project_code,
+            level,
+            start_date,
+            end_date,
+            fee,
+        }) => {
             let p = &r.veteran_training;
             if !ctx.in_any(&[Group::Veteran]) {
                 ctx.reject(ReasonCode::NotVeteran, "CX §3(3)");
@@ -197,7 +210,11 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             }
             grant(amount)
         }
-        Details::TrainingLivingAllowance(TrainingLivingAllowanceDetails { training_reference, start_date, training_days }) => {
+        Details::TrainingLivingAllowance(TrainingLivingAllowanceDetails {
+            training_reference,
+            start_date,
+            training_days,
+        }) => {
             let p = &r.training_living_allowance;
             let rural_school_leaver = ctx.in_any(&[Group::SchoolLeaver]) && ctx.in_any(&[Group::Rural]);
             if !(is_4050(ctx, *start_date) || ctx.in_any(p.groups.at(day)) || rural_school_leaver) {
@@ -220,7 +237,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::ChangxingProject(ChangxingProjectTrainingDetails { project_code, completion_certificate_number, fee, .. }) => {
+        Details::ChangxingProject(ChangxingProjectTrainingDetails {
+            project_code,
+            completion_certificate_number,
+            fee,
+            ..
+        }) => {
             if ctx.failed() {
                 return None;
             }
@@ -236,7 +258,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &ChangxingRules) -> Option<Grant> {
             ctx.certificate(completion_certificate_number);
             grant(amount)
         }
-        Details::ChangxingSafety(ChangxingSafetyTrainingDetails { certificate_number, fee_paid, training_type, .. }) => {
+        Details::ChangxingSafety(ChangxingSafetyTrainingDetails {
+            certificate_number,
+            fee_paid,
+            training_type,
+            ..
+        }) => {
             if ctx.failed() {
                 return None;
             }

@@ -3,7 +3,10 @@
 use rust_decimal::Decimal;
 
 use super::{base_eligibility, grant, Ctx, Grant, PersonScope, Reason, ReasonCode};
-use crate::domain::{Details, Level, OnlineMode, Payee, ApprenticeshipEmployeeDetails, ApprenticeshipStudentDetails, OnlineTrainingDetails, QualificationTrainingDetails, WuyiProjectTrainingDetails, WuyiSafetyTrainingDetails};
+use crate::domain::{
+    ApprenticeshipEmployeeDetails, ApprenticeshipStudentDetails, Details, Level, OnlineMode, OnlineTrainingDetails,
+    Payee, QualificationTrainingDetails, WuyiProjectTrainingDetails, WuyiSafetyTrainingDetails,
+};
 use crate::policy::WuyiRules;
 
 pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
@@ -27,7 +30,13 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
         base_eligibility(ctx);
     }
     match &claim.details {
-        Details::Qualification(QualificationTrainingDetails { occupation_code, level, certificate_number, payee, .. }) => {
+        Details::Qualification(QualificationTrainingDetails {
+            occupation_code,
+            level,
+            certificate_number,
+            payee,
+            ..
+        }) => {
             let p = r.qualification_training.levels.get(level)?;
             if ctx.failed() {
                 return None;
@@ -127,7 +136,12 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::ApprenticeshipStudent(ApprenticeshipStudentDetails { training_year, monthly_allowance, months, .. }) => {
+        Details::ApprenticeshipStudent(ApprenticeshipStudentDetails {
+            training_year,
+            monthly_allowance,
+            months,
+            ..
+        }) => {
             if ctx.failed() {
                 return None;
             }
@@ -142,7 +156,13 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             );
             grant(amount)
         }
-        Details::WuyiSafety(WuyiSafetyTrainingDetails { certificate_number, fee_paid, approved_fee_standard, trained_in_county, .. }) => {
+        Details::WuyiSafety(WuyiSafetyTrainingDetails {
+            certificate_number,
+            fee_paid,
+            approved_fee_standard,
+            trained_in_county,
+            ..
+        }) => {
             if !*trained_in_county {
                 ctx.reject(ReasonCode::NotTrainedInCounty, "WY §4(2)");
             }
@@ -155,7 +175,15 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
             ctx.certificate(certificate_number);
             grant(amount)
         }
-        Details::Online(OnlineTrainingDetails { period_id, filing_reference, mode, trainees, days, repeated_hours, invoice_amount }) => {
+        Details::Online(OnlineTrainingDetails {
+            period_id,
+            filing_reference,
+            mode,
+            trainees,
+            days,
+            repeated_hours,
+            invoice_amount,
+        }) => {
             let p = &r.online_training;
             if filing_reference.is_none() {
                 ctx.reject(ReasonCode::NotFiled, "WY §4(3)");
