@@ -118,8 +118,12 @@ fn open(path: &std::path::Path) -> anyhow::Result<Store> {
     Store::open(path, 64 << 20)
 }
 
+/// Prints the document with its object keys sorted, so that the checked-in
+/// copy is the same text on every run (a few JSON Schema keywords live in
+/// utoipa's extension maps, whose order is not fixed).
 fn openapi() -> anyhow::Result<ExitCode> {
-    println!("{}", subsidy_service::openapi::document().to_pretty_json()?);
+    let document = serde_json::to_value(subsidy_service::openapi::document())?;
+    println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -14,21 +14,123 @@ use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{fmt2, parse_claim, Claim, County};
+use crate::domain::{string_schema, FieldError, FromJson};
 use crate::ledger::keys::{digest, KeyDigest};
 use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
-use crate::problem::{only_fields, FieldError};
 use crate::rules::{decide, Directory, LedgerKey, LedgerReadError, LedgerView, Status};
+use crate::{bounded_whole, request_type};
 
-/// Changes one simulation may make.
-pub const MAX_CHANGES: usize = 100;
-/// Changed claims one answer may list.
-pub const MAX_SAMPLE: usize = 1000;
-const DEFAULT_SAMPLE: usize = 20;
+/// How many changed claims an answer lists when the request does not say.
+const DEFAULT_SAMPLE: u32 = 20;
+
+/// A JSON pointer to a parameter (an object carrying `clause` and `values`)
+/// in `GET /v1/policies/{county}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterPointer(String);
+
+impl ParameterPointer {
+    const MAX_LEN: usize = 300;
+}
+
+impl FromJson for ParameterPointer {
+    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        let Some(s) = v.as_str() else {
+            errs.push(FieldError::new(at, "invalid_type", "must be a string"));
+            return None;
+        };
+        if !s.starts_with('/') || s.len() > Self::MAX_LEN {
+            errs.push(FieldError::new(at, "invalid_format", "a JSON pointer such as /annual_limit"));
+            return None;
+        }
+        Some(Self(s.to_string()))
+    }
+}
+
+impl PartialSchema for ParameterPointer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let description = "A JSON pointer to a parameter (an object carrying `clause` and `values`) in \
+                           `GET /v1/policies/{county}`.";
+        string_schema(
+            description,
+            Some("^/"),
+            Some((1, Self::MAX_LEN)),
+            "/rules/qualification_training/levels/intermediate",
+        )
+    }
+}
+impl ToSchema for ParameterPointer {}
+
+request_type! {
+    /// A parameter change (API.md §8).
+    pub struct ChangeRequest {
+        pub parameter: ParameterPointer,
+        /// A value of the same shape as the parameter's values (amounts are
+        /// quoted decimal strings, counts are numbers, dates `YYYY-MM-DD`).
+        pub value: Value,
+        /// The date from which the new value applies; earlier dates keep the
+        /// value in force. Without it the new value holds for the whole period.
+        pub from: Option<NaiveDate>,
+    }
+}
+
+/// The changes of one simulation, applied in order: at most 100.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changes(Vec<ChangeRequest>);
+
+impl Changes {
+    pub const MAX: usize = 100;
+}
+
+impl FromJson for Changes {
+    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        if v.as_array().is_some_and(|list| list.len() > Self::MAX) {
+            errs.push(FieldError::new(at, "out_of_range", format!("at most {} changes", Self::MAX)));
+            return None;
+        }
+        Vec::from_json(v, at, errs).map(Self)
+    }
+}
+
+impl PartialSchema for Changes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name(ChangeRequest::name()))
+            .max_items(Some(Self::MAX))
+            .description(Some("The changes, applied in order."))
+            .into()
+    }
+}
+
+impl ToSchema for Changes {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push((ChangeRequest::name().into(), ChangeRequest::schema()));
+        ChangeRequest::schemas(schemas);
+    }
+}
+
+bounded_whole!(
+    "How many changed claims the answer lists (default 20)."
+    SampleSize(u32), 0..=1000
+);
+
+request_type! {
+    /// A what-if question: the county's recorded claims replayed under the
+    /// policy in force and under the changed one.
+    pub struct SimulationRequest {
+        pub county: County,
+        /// First event date replayed (default: the start of the county's policy period).
+        pub from: Option<NaiveDate>,
+        /// Last event date replayed (default: the end of the county's policy period).
+        pub to: Option<NaiveDate>,
+        pub changes: Option<Changes>,
+        pub sample: Option<SampleSize>,
+    }
+}
 
 /// A simulation request (API.md §8), checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,14 +140,6 @@ pub struct Request {
     pub to: Option<NaiveDate>,
     pub changes: Vec<ParamChange>,
     pub sample: usize,
-}
-
-fn date_at(v: &Value, field: &str, errs: &mut Vec<FieldError>) -> Option<NaiveDate> {
-    let parsed = v.as_str().filter(|s| s.len() == 10).and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
-    if parsed.is_none() {
-        errs.push(FieldError::new(field, "invalid_date", "a date YYYY-MM-DD"));
-    }
-    parsed
 }
 
 impl Request {
@@ -67,93 +161,19 @@ impl Request {
 
 /// Checks a simulation request, naming every bad field.
 pub fn parse_request(body: &Value) -> Result<Request, Vec<FieldError>> {
-    let mut errs = only_fields(body, &["county", "from", "to", "changes", "sample"]);
-    let county = match body.get("county") {
-        Some(Value::String(s)) => County::parse(s).or_else(|| {
-            errs.push(FieldError::new("/county", "invalid_value", "`wuyi` or `changxing`"));
-            None
-        }),
-        Some(_) => {
-            errs.push(FieldError::new("/county", "invalid_type", "must be a string"));
-            None
-        }
-        None => {
-            if body.is_object() {
-                errs.push(FieldError::new("/county", "required", "this field is required"));
-            }
-            None
-        }
+    let mut errs = Vec::new();
+    let request = SimulationRequest::from_json(body, "", &mut errs);
+    let Some(SimulationRequest { county, from, to, changes, sample }) = request.filter(|_| errs.is_empty()) else {
+        return Err(errs);
     };
-    let from = body.get("from").filter(|v| !v.is_null()).and_then(|v| date_at(v, "/from", &mut errs));
-    let to = body.get("to").filter(|v| !v.is_null()).and_then(|v| date_at(v, "/to", &mut errs));
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            errs.push(FieldError::new("/to", "out_of_range", "`to` is before `from`"));
-        }
+    if from.zip(to).is_some_and(|(from, to)| from > to) {
+        return Err(vec![FieldError::new("/to", "out_of_range", "`to` is before `from`")]);
     }
-    let sample = match body.get("sample").filter(|v| !v.is_null()) {
-        None => DEFAULT_SAMPLE,
-        Some(v) => match v.as_u64() {
-            Some(n) if n as usize <= MAX_SAMPLE => n as usize,
-            _ => {
-                errs.push(FieldError::new("/sample", "out_of_range", format!("a whole number from 0 to {MAX_SAMPLE}")));
-                0
-            }
-        },
-    };
-    let mut changes = Vec::new();
-    match body.get("changes").filter(|v| !v.is_null()) {
-        None => {}
-        Some(Value::Array(list)) if list.len() > MAX_CHANGES => {
-            errs.push(FieldError::new("/changes", "out_of_range", format!("at most {MAX_CHANGES} changes")));
-        }
-        Some(Value::Array(list)) => {
-            for (i, c) in list.iter().enumerate() {
-                let base = format!("/changes/{i}");
-                for f in only_fields(c, &["parameter", "value", "from"]) {
-                    errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
-                }
-                if !c.is_object() {
-                    continue;
-                }
-                let parameter = match c.get("parameter") {
-                    Some(Value::String(s)) if s.starts_with('/') && s.len() <= 300 => Some(s.clone()),
-                    Some(Value::String(_)) => {
-                        errs.push(FieldError::new(
-                            format!("{base}/parameter"),
-                            "invalid_format",
-                            "a JSON pointer such as /annual_limit",
-                        ));
-                        None
-                    }
-                    Some(_) => {
-                        errs.push(FieldError::new(format!("{base}/parameter"), "invalid_type", "must be a string"));
-                        None
-                    }
-                    None => {
-                        errs.push(FieldError::new(format!("{base}/parameter"), "required", "this field is required"));
-                        None
-                    }
-                };
-                let value = c.get("value").filter(|v| !v.is_null()).cloned();
-                if value.is_none() {
-                    errs.push(FieldError::new(format!("{base}/value"), "required", "this field is required"));
-                }
-                let from = c.get("from").filter(|v| !v.is_null());
-                let from_date = from.and_then(|v| date_at(v, &format!("{base}/from"), &mut errs));
-                if let (Some(parameter), Some(value)) = (parameter, value) {
-                    if from.is_none() || from_date.is_some() {
-                        changes.push(ParamChange { parameter, value, from: from_date });
-                    }
-                }
-            }
-        }
-        Some(_) => errs.push(FieldError::new("/changes", "invalid_type", "must be an array of changes")),
-    }
-    match (errs.is_empty(), county) {
-        (true, Some(county)) => Ok(Request { county, from, to, changes, sample }),
-        _ => Err(errs),
-    }
+    let changes = changes.map_or_else(Vec::new, |c| {
+        c.0.into_iter().map(|c| ParamChange { parameter: c.parameter.0, value: c.value, from: c.from }).collect()
+    });
+    let sample = sample.map_or(DEFAULT_SAMPLE, SampleSize::get) as usize;
+    Ok(Request { county, from, to, changes, sample })
 }
 
 /// Why a simulation gave no comparison.

@@ -129,6 +129,13 @@ impl<T: FromJson> FromJson for Vec<T> {
     }
 }
 
+/// Any JSON value but `null` (which reads as absent).
+impl FromJson for Value {
+    fn from_json(v: &Value, _at: &str, _errs: &mut Vec<FieldError>) -> Option<Self> {
+        Some(v.clone())
+    }
+}
+
 impl FromJson for bool {
     fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         keep(v.as_bool().ok_or_else(|| FieldError::new(at, "invalid_type", "must be true or false")), errs)

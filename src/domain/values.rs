@@ -12,7 +12,7 @@ use super::read::{keep, string_at};
 use super::{ClaimId, CreditCode, FieldError, FromJson, IdNumber, IndustryCode, Money, OccupationCode};
 
 /// A string schema: its pattern, length bounds, example and description.
-pub(crate) fn string_schema(
+pub fn string_schema(
     description: &str,
     pattern: Option<&str>,
     length: Option<(usize, usize)>,
@@ -203,7 +203,7 @@ impl ToSchema for DepartmentCode {}
 
 /// The whole number a JSON number spells, `5.0` included (JSON Schema counts
 /// it as an integer); read from its text, never through a float.
-fn whole_number(number: &serde_json::Number) -> Option<i64> {
+pub fn whole_number(number: &serde_json::Number) -> Option<i64> {
     number.as_i64().or_else(|| {
         let d: Decimal = number.to_string().parse().ok()?;
         d.fract().is_zero().then(|| i64::try_from(d).ok()).flatten()
@@ -211,6 +211,7 @@ fn whole_number(number: &serde_json::Number) -> Option<i64> {
 }
 
 /// Whole numbers with bounds: the type is the bound.
+#[macro_export]
 macro_rules! bounded_whole {
     ($description:literal $name:ident($inner:ty), $min:literal..=$max:literal) => {
         #[doc = $description]
@@ -232,14 +233,15 @@ macro_rules! bounded_whole {
             }
         }
 
-        impl FromJson for $name {
-            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        impl $crate::domain::FromJson for $name {
+            fn from_json(v: &serde_json::Value, at: &str, errs: &mut Vec<$crate::domain::FieldError>) -> Option<Self> {
+                use $crate::domain::FieldError;
                 let range = || format!("must be a whole number from {} to {}", $min, $max);
-                let Value::Number(number) = v else {
+                let serde_json::Value::Number(number) = v else {
                     errs.push(FieldError::new(at, "invalid_type", "must be a whole number"));
                     return None;
                 };
-                match whole_number(number).and_then(|n| <$inner>::try_from(n).ok()) {
+                match $crate::domain::whole_number(number).and_then(|n| <$inner>::try_from(n).ok()) {
                     Some(n) if (Self::MIN..=Self::MAX).contains(&n) => Some(Self(n)),
                     _ => {
                         errs.push(FieldError::new(at, "out_of_range", range()));
@@ -249,17 +251,17 @@ macro_rules! bounded_whole {
             }
         }
 
-        impl PartialSchema for $name {
-            fn schema() -> RefOr<Schema> {
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Integer)
                     .description(Some($description))
                     .minimum(Some($min))
                     .maximum(Some($max))
                     .into()
             }
         }
-        impl ToSchema for $name {}
+        impl utoipa::ToSchema for $name {}
     };
 }
 

@@ -7,14 +7,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{internal, ledger_error, only_fields, read_json, AppState};
+use super::{internal, ledger_error, only_fields, read_body, read_json, AppState};
 use crate::auth::{Caller, Operation};
-use crate::domain::Claim;
 use crate::domain::{peek_claim_id, County, Kind};
+use crate::domain::{Claim, RevocationReason};
 use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
 use crate::openapi::BatchRequest;
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
+use crate::request_type;
 use crate::rules::{Decision, Status};
 
 fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
@@ -321,12 +322,11 @@ pub async fn submission(
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RevocationRequest {
-    /// Why the grant is withdrawn (e.g. an objection during the public notice 公示).
-    #[schema(example = "公示期间收到异议，经核实不符合条件", min_length = 1, max_length = 500)]
-    pub reason: String,
+request_type! {
+    /// Withdrawing a grant.
+    pub struct RevocationRequest {
+        pub reason: RevocationReason,
+    }
 }
 
 /// Withdraw a granted claim: its amount and its place in every limit are released.
@@ -358,28 +358,8 @@ pub async fn revoke(
     caller.require(Operation::RevokeClaim)?;
     let id = claim_id_path(&path)?;
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
-    let mut errs = only_fields(&body, &["reason"]);
-    let reason = match body.get("reason") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 500 => Some(s.trim().to_string()),
-        Some(Value::String(_)) => {
-            errs.push(FieldError::new("/reason", "out_of_range", "1 to 500 characters"));
-            None
-        }
-        Some(_) => {
-            errs.push(FieldError::new("/reason", "invalid_type", "must be a string"));
-            None
-        }
-        None => {
-            if body.is_object() {
-                errs.push(FieldError::new("/reason", "required", "say why the grant is withdrawn"));
-            }
-            None
-        }
-    };
-    let reason = match (errs.is_empty(), reason) {
-        (true, Some(r)) => r,
-        _ => return Err(ApiError::Validation(errs)),
-    };
+    let RevocationRequest { reason } = read_body(&body)?;
+    let reason = reason.trim().to_string();
     match state.ledger.revoke(id.clone(), reason, caller.key_id.clone()).await.map_err(ledger_error)? {
         RevokeResult::Revoked(d) => Ok(HttpResponse::Ok().json(*d)),
         RevokeResult::NotFound => Err(ApiError::NotFound(format!("no claim `{id}`"))),

@@ -5,21 +5,32 @@ use std::collections::HashSet;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{county_path, ledger_error, only_fields, read_json, AppState};
+use super::{county_path, ledger_error, read_body, read_json, AppState};
 use crate::auth::{Caller, Operation};
-use crate::domain::CreditCode;
+use crate::domain::{CreditCode, Text};
 use crate::ledger::{DirectoryEntry, DirectoryRecord};
 use crate::problem::{ApiError, FieldError, Problem};
+use crate::request_type;
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DirectoryBody {
-    /// The whole list; each credit code at most once.
-    pub enterprises: Vec<DirectoryEntry>,
+request_type! {
+    /// An enterprise of the directory, affected from `listed_from` on.
+    pub struct ListedEnterprise {
+        pub credit_code: CreditCode,
+        pub name: Text,
+        pub listed_from: NaiveDate,
+    }
+}
+
+request_type! {
+    /// A county's whole directory.
+    pub struct DirectoryBody {
+        /// The whole list; each credit code at most once.
+        pub enterprises: Vec<ListedEnterprise>,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,64 +101,33 @@ pub async fn put(
     caller.require(Operation::WriteDirectory)?;
     let county = county_path(&path)?;
     let body = read_json(&req, payload, state.server.batch_body_limit).await?;
-    let entries = parse_directory(&body).map_err(ApiError::Validation)?;
+    let entries = parse_directory(&body)?;
     let record = DirectoryRecord::new(entries, Some(Utc::now()));
     let stored = state.ledger.put_directory(county, record).await.map_err(ledger_error)?;
     tracing::info!(county = %county, entries = stored.enterprises.len(), version = %stored.version, key_id = %caller.key_id, "directory replaced");
     Ok(HttpResponse::Ok().json(answer(county.as_str(), stored)))
 }
 
-fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, Vec<FieldError>> {
-    let mut errs = only_fields(body, &["enterprises"]);
-    let Some(list) = body.get("enterprises").and_then(Value::as_array) else {
-        if body.is_object() {
-            errs.push(FieldError::new("/enterprises", "required", "an array of {credit_code, name, listed_from}"));
-        }
-        return Err(errs);
-    };
+fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, ApiError> {
+    let DirectoryBody { enterprises } = read_body(body)?;
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (i, e) in list.iter().enumerate() {
-        let base = format!("/enterprises/{i}");
-        for f in only_fields(e, &["credit_code", "name", "listed_from"]) {
-            errs.push(FieldError { field: format!("{base}{}", f.field), ..f });
-        }
-        let cc = match e.get("credit_code").and_then(Value::as_str) {
-            Some(s) => CreditCode::parse(s, &format!("{base}/credit_code")).map_err(|x| errs.push(x)).ok(),
-            None => {
-                errs.push(FieldError::new(format!("{base}/credit_code"), "required", "this field is required"));
-                None
-            }
-        };
-        if let Some(cc) = &cc {
-            if !seen.insert(cc.as_str().to_string()) {
-                errs.push(FieldError::new(format!("{base}/credit_code"), "duplicate", "each enterprise appears once"));
-            }
-        }
-        let name = match e.get("name").and_then(Value::as_str) {
-            Some(s) if !s.trim().is_empty() && s.chars().count() <= 200 => Some(s.to_string()),
-            _ => {
-                errs.push(FieldError::new(format!("{base}/name"), "required", "a name of 1..200 characters"));
-                None
-            }
-        };
-        let from = match e.get("listed_from").and_then(Value::as_str) {
-            Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().filter(|_| s.len() == 10).or_else(|| {
-                errs.push(FieldError::new(format!("{base}/listed_from"), "invalid_date", "a date YYYY-MM-DD"));
-                None
-            }),
-            None => {
-                errs.push(FieldError::new(format!("{base}/listed_from"), "required", "this field is required"));
-                None
-            }
-        };
-        if let (Some(cc), Some(name), Some(listed_from)) = (cc, name, from) {
-            out.push(DirectoryEntry { credit_code: cc.as_str().to_string(), name, listed_from });
-        }
+    let duplicates: Vec<FieldError> = enterprises
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| !seen.insert(e.credit_code.as_str()))
+        .map(|(i, _)| {
+            FieldError::new(format!("/enterprises/{i}/credit_code"), "duplicate", "each enterprise appears once")
+        })
+        .collect();
+    if !duplicates.is_empty() {
+        return Err(ApiError::Validation(duplicates));
     }
-    if errs.is_empty() {
-        Ok(out)
-    } else {
-        Err(errs)
-    }
+    Ok(enterprises
+        .into_iter()
+        .map(|e| DirectoryEntry {
+            credit_code: e.credit_code.as_str().to_string(),
+            name: e.name.as_str().to_string(),
+            listed_from: e.listed_from,
+        })
+        .collect())
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::configuration::ServerSettings;
-use crate::domain::{parse_claim, Claim, County};
+use crate::domain::{parse_claim, Claim, County, FromJson};
 use crate::ledger::record::ClaimPart;
 use crate::ledger::{ClaimItem, LedgerError, LedgerService};
 use crate::metrics::Metrics;
@@ -134,6 +134,15 @@ impl AppState {
         .encode()
         .into();
         Ok(ClaimItem { claim, body_hash, person, id_masked, claim_section, key_id: caller.key_id.clone() })
+    }
+}
+
+/// Reads a request body into its typed form, naming every bad field.
+pub fn read_body<T: FromJson>(body: &Value) -> Result<T, ApiError> {
+    let mut errs = Vec::new();
+    match T::from_json(body, "", &mut errs) {
+        Some(value) if errs.is_empty() => Ok(value),
+        _ => Err(ApiError::Validation(errs)),
     }
 }
 

@@ -5,9 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::{ledger_error, read_json, AppState};
 use crate::auth::{Caller, Operation};
@@ -15,7 +12,7 @@ use crate::domain::County;
 use crate::ledger::{LedgerError, ReplayFilter};
 use crate::policy::ChangeError;
 use crate::problem::{ApiError, FieldError, Problem};
-use crate::simulation::{parse_request, Comparison, Simulation, SimulationError};
+use crate::simulation::{parse_request, Comparison, Simulation, SimulationError, SimulationRequest};
 
 /// Seconds a client is asked to wait while its county's simulation runs.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -43,44 +40,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.county);
     }
-}
-
-/// A parameter change (API.md §8).
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeDoc {
-    /// JSON pointer to a parameter (an object carrying `clause` and `values`)
-    /// in `GET /v1/policies/{county}`.
-    #[schema(example = "/rules/qualification_training/levels/intermediate")]
-    pub parameter: String,
-    /// A value of the same shape as the parameter's values (amounts are
-    /// quoted decimal strings, counts are numbers, dates `YYYY-MM-DD`).
-    #[schema(value_type = Value, example = "1300")]
-    pub value: Value,
-    /// The date from which the new value applies; earlier dates keep the
-    /// value in force. Without it the new value holds for the whole period.
-    #[schema(value_type = Option<String>, format = Date, example = "2021-01-01")]
-    pub from: Option<String>,
-}
-
-/// A what-if question: the county's recorded claims replayed under the
-/// policy in force and under the changed one.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SimulationRequest {
-    pub county: County,
-    /// First event date replayed (default: the start of the county's policy period).
-    #[schema(value_type = Option<String>, format = Date, example = "2020-01-01")]
-    pub from: Option<String>,
-    /// Last event date replayed (default: the end of the county's policy period).
-    #[schema(value_type = Option<String>, format = Date, example = "2021-12-31")]
-    pub to: Option<String>,
-    /// 0..100 changes, applied in order.
-    #[schema(max_items = 100)]
-    pub changes: Option<Vec<ChangeDoc>>,
-    /// At most this many changed claims are listed (0..1000, default 20).
-    #[schema(minimum = 0, maximum = 1000)]
-    pub sample: Option<u32>,
 }
 
 fn change_errors(errs: Vec<ChangeError>) -> ApiError {

@@ -6,20 +6,20 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{only_fields, read_json, AppState};
+use super::{read_body, read_json, AppState};
 use crate::auth::{Caller, Operation};
-use crate::domain::{County, IdNumber, Kind};
-use crate::problem::{ApiError, FieldError, Problem};
+use crate::domain::{County, IdNumber, Kind, Year};
+use crate::problem::{ApiError, Problem};
+use crate::request_type;
 use crate::rules::Status;
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UsageQuery {
-    pub county: County,
-    #[schema(example = "330723199005060038", pattern = "^[0-9]{17}[0-9X]$")]
-    pub id_number: String,
-    #[schema(example = 2020, minimum = 1900, maximum = 2100)]
-    pub year: i32,
+request_type! {
+    /// Whose usage: the ID number travels in the body, never in a URL.
+    pub struct UsageQuery {
+        pub county: County,
+        pub id_number: IdNumber,
+        pub year: Year,
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -65,45 +65,9 @@ pub async fn query(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::QueryUsage)?;
     let body = read_json(&req, payload, state.server.claim_body_limit).await?;
-    let mut errs = only_fields(&body, &["county", "id_number", "year"]);
-    let county = match body.get("county").and_then(|v| v.as_str()) {
-        Some(s) => County::parse(s).or_else(|| {
-            errs.push(FieldError::new("/county", "invalid_value", "wuyi or changxing"));
-            None
-        }),
-        None => {
-            errs.push(FieldError::new("/county", "required", "this field is required"));
-            None
-        }
-    };
-    let id = match body.get("id_number").and_then(|v| v.as_str()) {
-        Some(s) => IdNumber::parse(s, "/id_number").map_err(|e| errs.push(e)).ok(),
-        None => {
-            errs.push(FieldError::new("/id_number", "required", "this field is required"));
-            None
-        }
-    };
-    let year = match body.get("year") {
-        Some(v) if v.is_i64() || v.is_u64() => match v.as_i64() {
-            Some(y) if (1900..=2100).contains(&y) => Some(y as i32),
-            _ => {
-                errs.push(FieldError::new("/year", "out_of_range", "a year from 1900 to 2100"));
-                None
-            }
-        },
-        Some(_) => {
-            errs.push(FieldError::new("/year", "invalid_type", "a whole number such as 2020"));
-            None
-        }
-        None => {
-            errs.push(FieldError::new("/year", "required", "this field is required"));
-            None
-        }
-    };
-    let (Some(county), Some(id), Some(year), true) = (county, id, year, errs.is_empty()) else {
-        return Err(ApiError::Validation(errs));
-    };
-    let person = state.pseudonymizer.person_key(&id);
+    let UsageQuery { county, id_number, year } = read_body(&body)?;
+    let year = year.get();
+    let person = state.pseudonymizer.person_key(&id_number);
     let policy = state.policy.county(county);
     let limit = *policy.common.annual_limit.at(NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or_default());
     let entries = state.ledger.usage(county, person, year).await.map_err(super::ledger_error)?;
