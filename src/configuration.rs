@@ -5,14 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::auth::{demo_key_hashes, Role};
+use crate::access::{demo_key_hashes, Role};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    pub profile: String,
+    pub profile: Profile,
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub telemetry: TelemetrySettings,
@@ -20,6 +21,32 @@ pub struct Settings {
     pub privacy: PrivacySettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
+}
+
+/// The profile of `SUBSIDY_ENV`: `local` ships demo keys and secrets,
+/// `production` refuses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    Local,
+    Production,
+}
+
+impl Profile {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Self::Local),
+            "production" => Some(Self::Production),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Production => "production",
+        }
+    }
 }
 
 /// Token bucket per API key: the role's default, or the key's own figures.
@@ -163,28 +190,9 @@ pub struct KeySettings {
     pub rate_limit: Option<Bucket>,
 }
 
-/// A string that never prints.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Self(s)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A secret setting: never printed (`Debug` shows it redacted) and read only
+/// through `ExposeSecret::expose_secret`.
+pub type Secret = secrecy::SecretString;
 
 /// The demo secret of the local profile; production refuses it.
 pub const DEMO_ID_HASH_SECRET: &str = "local-demo-id-hash-secret";
@@ -201,9 +209,9 @@ pub fn get_settings() -> anyhow::Result<Settings> {
 }
 
 pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
-    if profile != "local" && profile != "production" {
+    let Some(profile) = Profile::parse(profile) else {
         bail!("SUBSIDY_ENV must be `local` or `production`, not `{profile}`");
-    }
+    };
     // A file of the configuration directory, else the repository's copy built
     // into the binary (so the binary runs from any directory).
     let file = |name: &str, built_in: &'static str| -> Box<dyn config::Source + Send + Sync> {
@@ -215,11 +223,11 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
         }
     };
     let profile_file = match profile {
-        "production" => file("production.toml", include_str!("../config/production.toml")),
-        _ => file("local.toml", include_str!("../config/local.toml")),
+        Profile::Production => file("production.toml", include_str!("../config/production.toml")),
+        Profile::Local => file("local.toml", include_str!("../config/local.toml")),
     };
     let settings: Settings = config::Config::builder()
-        .set_override("profile", profile)?
+        .set_override("profile", profile.as_str())?
         .add_source(vec![file("default.toml", include_str!("../config/default.toml"))])
         .add_source(vec![profile_file])
         .add_source(
@@ -255,14 +263,14 @@ impl Settings {
             bail!("server.max_batch_claims and store.group_commit_max must be at least 1");
         }
         if self.store.backend == Backend::Postgres {
-            if self.store.url.expose().is_empty() {
+            if self.store.url.expose_secret().is_empty() {
                 bail!("store.backend = \"postgres\" needs store.url (SUBSIDY__STORE__URL=postgres://…)");
             }
             if self.store.pool_size == 0 {
                 bail!("store.pool_size must be at least 1");
             }
         }
-        if self.profile == "production" {
+        if self.profile == Profile::Production {
             if self.auth.keys.is_empty() {
                 bail!("production profile: no API key is configured; add [[auth.keys]] entries");
             }
@@ -271,7 +279,7 @@ impl Settings {
             {
                 bail!("production profile: key `{}` is a published demo key; configure real keys", k.id);
             }
-            let s = self.privacy.id_hash_secret.expose();
+            let s = self.privacy.id_hash_secret.expose_secret();
             if s.len() < 16 || s == DEMO_ID_HASH_SECRET {
                 bail!("production profile: privacy.id_hash_secret must be a real secret of at least 16 characters (set SUBSIDY__PRIVACY__ID_HASH_SECRET)");
             }

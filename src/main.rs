@@ -1,6 +1,7 @@
 //! `subsidy-service` runs the service; `subsidy-service openapi` prints the
 //! OpenAPI document; `check`, `export` and `import` maintain a stopped store.
 
+use secrecy::ExposeSecret;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,7 +67,7 @@ fn migrate(args: &[String]) -> anyhow::Result<ExitCode> {
     use subsidy_service::ledger::postgres;
     let url = match flag(args, "--url")? {
         Some(u) => u.to_string(),
-        None => get_settings()?.store.url.expose().to_string(),
+        None => get_settings()?.store.url.expose_secret().to_string(),
     };
     if url.is_empty() {
         bail!("no database: give --url URL or set store.url (SUBSIDY__STORE__URL)");
@@ -244,7 +245,7 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
     let store = std::sync::Arc::new(open(&path)?);
     let directory = store.directory(request.county)?.to_directory();
     let filter = ReplayFilter { county: request.county, from, to };
-    let secret = settings.privacy.id_hash_secret.expose();
+    let secret = settings.privacy.id_hash_secret.expose_secret();
     let started = std::time::Instant::now();
     let comparison = Simulation {
         baseline,

@@ -6,81 +6,56 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Stable error codes of API.md §2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    MalformedJson,
-    ValidationFailed,
-    Unauthenticated,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    ClaimIdConflict,
-    ClaimNotRevocable,
-    PayloadTooLarge,
-    RequestTimeout,
-    UnsupportedMediaType,
-    RateLimited,
-    StoreUnavailable,
-    Internal,
+/// Declares the error codes as one table: code, HTTP status and title.
+macro_rules! error_codes {
+    ($($variant:ident = $code:literal, $status:ident, $title:literal;)+) => {
+        /// Stable error codes of API.md §2.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        pub enum ErrorCode {
+            $(#[serde(rename = $code)] $variant,)+
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant),+];
+
+            /// The code's row of the table: (code, status, title).
+            fn row(self) -> (&'static str, StatusCode, &'static str) {
+                match self {
+                    $(Self::$variant => ($code, StatusCode::$status, $title),)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    MalformedJson = "MALFORMED_JSON", BAD_REQUEST, "The body is not valid JSON";
+    ValidationFailed = "VALIDATION_FAILED", UNPROCESSABLE_ENTITY, "The request is not valid";
+    Unauthenticated = "UNAUTHENTICATED", UNAUTHORIZED, "A valid API key is required";
+    Forbidden = "FORBIDDEN", FORBIDDEN, "This key may not perform this operation";
+    NotFound = "NOT_FOUND", NOT_FOUND, "Not found";
+    MethodNotAllowed = "METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED, "Method not allowed on this resource";
+    ClaimIdConflict = "CLAIM_ID_CONFLICT", CONFLICT, "The claim id was already used with a different body";
+    ClaimNotRevocable = "CLAIM_NOT_REVOCABLE", CONFLICT, "The claim cannot be revoked";
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE", PAYLOAD_TOO_LARGE, "The body is larger than allowed";
+    RequestTimeout = "REQUEST_TIMEOUT", REQUEST_TIMEOUT, "The body did not arrive in time";
+    UnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE", UNSUPPORTED_MEDIA_TYPE, "The body must be application/json";
+    RateLimited = "RATE_LIMITED", TOO_MANY_REQUESTS, "Too many requests";
+    StoreUnavailable = "STORE_UNAVAILABLE", SERVICE_UNAVAILABLE, "The decision store is unavailable";
+    Internal = "INTERNAL", INTERNAL_SERVER_ERROR, "Internal error";
 }
 
 impl ErrorCode {
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::MalformedJson => StatusCode::BAD_REQUEST,
-            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ClaimIdConflict | Self::ClaimNotRevocable => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "MALFORMED_JSON",
-            Self::ValidationFailed => "VALIDATION_FAILED",
-            Self::Unauthenticated => "UNAUTHENTICATED",
-            Self::Forbidden => "FORBIDDEN",
-            Self::NotFound => "NOT_FOUND",
-            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Self::ClaimIdConflict => "CLAIM_ID_CONFLICT",
-            Self::ClaimNotRevocable => "CLAIM_NOT_REVOCABLE",
-            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Self::RequestTimeout => "REQUEST_TIMEOUT",
-            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            Self::RateLimited => "RATE_LIMITED",
-            Self::StoreUnavailable => "STORE_UNAVAILABLE",
-            Self::Internal => "INTERNAL",
-        }
+        self.row().0
     }
 
-    fn title(self) -> &'static str {
-        match self {
-            Self::MalformedJson => "The body is not valid JSON",
-            Self::ValidationFailed => "The request is not valid",
-            Self::Unauthenticated => "A valid API key is required",
-            Self::Forbidden => "This key may not perform this operation",
-            Self::NotFound => "Not found",
-            Self::MethodNotAllowed => "Method not allowed on this resource",
-            Self::ClaimIdConflict => "The claim id was already used with a different body",
-            Self::ClaimNotRevocable => "The claim cannot be revoked",
-            Self::PayloadTooLarge => "The body is larger than allowed",
-            Self::RequestTimeout => "The body did not arrive in time",
-            Self::UnsupportedMediaType => "The body must be application/json",
-            Self::RateLimited => "Too many requests",
-            Self::StoreUnavailable => "The decision store is unavailable",
-            Self::Internal => "Internal error",
-        }
+    pub fn status(self) -> StatusCode {
+        self.row().1
+    }
+
+    pub fn title(self) -> &'static str {
+        self.row().2
     }
 }
 

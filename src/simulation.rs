@@ -688,13 +688,11 @@ mod tests {
     /// `n` sealed Wuyi qualification-training claims (`sealed` of them as
     /// recorded today, the rest without the claim as submitted), in order.
     fn recorded(n: usize, sealer: &Sealer) -> Vec<Submitted> {
-        const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
         (0..n)
             .map(|i| {
                 let born = NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Days::new(i as u64);
                 let first17 = format!("330723{}001", born.format("%Y%m%d"));
-                let sum: u32 = first17.bytes().zip(W).map(|(c, w)| u32::from(c - b'0') * w).sum();
-                let id = format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char);
+                let id = crate::domain::IdNumber::complete(&first17).unwrap();
                 let level = if i % 2 == 0 { "intermediate" } else { "junior" };
                 let claim = json!({
                     "claim_id": format!("P-{i}"), "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15",

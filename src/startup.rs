@@ -1,5 +1,6 @@
 //! Builds the application: store, policy, writer, routes, server.
 
+use secrecy::ExposeSecret;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -46,8 +47,8 @@ impl Application {
             server: settings.server.clone(),
             policy,
             ledger: ledger.clone(),
-            pseudonymizer: Pseudonymizer::new(settings.privacy.id_hash_secret.expose()),
-            sealer: Sealer::new(settings.privacy.id_hash_secret.expose()),
+            pseudonymizer: Pseudonymizer::new(settings.privacy.id_hash_secret.expose_secret()),
+            sealer: Sealer::new(settings.privacy.id_hash_secret.expose_secret()),
             metrics,
             batch_permits: tokio::sync::Semaphore::new(2),
             simulations: Default::default(),
@@ -119,7 +120,7 @@ fn open_ledger(store: &StoreSettings, policy: Arc<crate::policy::Policy>) -> any
             EmbeddedLedger::start(s, policy, store.group_commit_max)?
         }
         Backend::Postgres => PostgresLedger::start(
-            store.url.expose(),
+            store.url.expose_secret(),
             store.pool_size,
             Duration::from_millis(store.connect_timeout_ms),
             policy,

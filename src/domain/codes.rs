@@ -77,12 +77,6 @@ string_enum!(
     }
 );
 
-impl Level {
-    pub fn is_special_ability(self) -> bool {
-        matches!(self, Level::SpecialAbilityJunior | Level::SpecialAbilityAdvanced)
-    }
-}
-
 string_enum!(
     /// Groups a person may belong to (API.md §3); only what the claim says counts.
     Group {

@@ -27,7 +27,20 @@ pub enum Sex {
     Female,
 }
 
+/// The GB 11643-1999 check character of 17 digits.
+fn check_character(digits: &[u8]) -> u8 {
+    let sum: u32 = digits.iter().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
+    CHECK[(sum % 11) as usize]
+}
+
 impl IdNumber {
+    /// The ID number whose 17 leading digits are `first17`, with its check
+    /// character (for test data and examples); `None` unless 17 digits.
+    pub fn complete(first17: &str) -> Option<String> {
+        let b = first17.as_bytes();
+        (b.len() == 17 && b.iter().all(u8::is_ascii_digit)).then(|| format!("{first17}{}", check_character(b) as char))
+    }
+
     /// Parses `s`; `field` is the JSON pointer used in the error.
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let s = s.trim().to_ascii_uppercase();
@@ -40,8 +53,7 @@ impl IdNumber {
         let birth = NaiveDate::from_ymd_opt(n(6..10) as i32, n(10..12), n(12..14))
             .filter(|d| d.year() >= 1900)
             .ok_or_else(|| FieldError::new(field, "invalid_date", "the birth-date segment is not a real date"))?;
-        let sum: u32 = b[..17].iter().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
-        if CHECK[(sum % 11) as usize] != b[17] {
+        if check_character(&b[..17]) != b[17] {
             return Err(FieldError::new(field, "invalid_checksum", "the check digit is wrong"));
         }
         Ok(Self { value: s, birth })
@@ -121,7 +133,6 @@ mod tests {
     }
 
     pub(crate) fn with_check(s17: &str) -> String {
-        let sum: u32 = s17.bytes().zip(WEIGHTS).map(|(c, w)| u32::from(c - b'0') * w).sum();
-        format!("{s17}{}", CHECK[(sum % 11) as usize] as char)
+        IdNumber::complete(s17).expect("17 digits")
     }
 }

@@ -17,8 +17,6 @@ pub struct Money(Decimal);
 const MAX: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 
 impl Money {
-    pub const ZERO: Money = Money(Decimal::ZERO);
-
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let t = s.trim();
         let well_formed = !t.is_empty()
@@ -46,10 +44,6 @@ impl Money {
         let mut r = d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
         r.rescale(2);
         Self(r)
-    }
-
-    pub fn from_decimal(d: Decimal) -> Self {
-        Self(d)
     }
 
     pub fn value(self) -> Decimal {

@@ -273,10 +273,6 @@ impl CountyPolicy {
         self.common.document.county
     }
 
-    pub fn offers(&self, kind: Kind) -> bool {
-        self.common.kinds.contains_key(&kind)
-    }
-
     pub fn department(&self, code: &str) -> Option<&Department> {
         self.reference.departments.iter().find(|d| d.code == code)
     }

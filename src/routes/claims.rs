@@ -12,7 +12,6 @@ use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, Kind};
 use crate::domain::{Claim, RevocationReason};
 use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
-use crate::openapi::BatchRequest;
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::request_type;
@@ -77,6 +76,17 @@ pub struct BatchItem {
     pub replayed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Problem>,
+}
+
+/// A batch of claims (the items are read one by one: a bad item is answered
+/// in its place and does not fail the batch).
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to `server.max_batch_claims` claims (1000 by default), decided in
+    /// order. Each item is validated on its own and answered in `results`.
+    #[schema(min_items = 1)]
+    pub claims: Vec<Claim>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 pub use keys::{ApprenticePart, LedgerKey, PersonScope};
 pub use reasons::{ReasonCode, Severity};
 
-use crate::domain::{fmt2, Applicant, Claim, County, Group, Kind, Money, Payee};
+use crate::domain::{fmt2, Applicant, Claim, County, Group, Money, Payee};
 use crate::policy::{CountyPolicy, CountyRules};
 
 /// What the rules need to know of the ledger. The ledger implements it over
@@ -528,12 +528,4 @@ pub(crate) fn is_4050(ctx: &Ctx, on: NaiveDate) -> bool {
 
 pub(crate) fn grant(amount: Decimal) -> Option<Grant> {
     Some(Grant { amount, payee: None, counts: None })
-}
-
-/// Counties and kinds, for the metrics and reports.
-pub fn kinds_of(county: County) -> &'static [Kind] {
-    match county {
-        County::Wuyi => crate::policy::WUYI_KINDS,
-        County::Changxing => crate::policy::CHANGXING_KINDS,
-    }
 }

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::domain::parse_claim;
+use crate::domain::{parse_claim, Kind};
 use crate::policy::Policy;
 
 struct MapLedger {

@@ -363,7 +363,11 @@ fn every_kind_of_both_counties_has_a_pinned_trace() {
     }
     let offered: Vec<_> = County::ALL
         .iter()
-        .flat_map(|c| subsidy_service::rules::kinds_of(*c).iter().map(move |k| format!("{c}/{k}")))
+        .flat_map(|c| {
+            let policy = subsidy_service::policy::Policy::embedded(None).unwrap();
+            let kinds: Vec<_> = policy.county(*c).common.kinds.keys().copied().collect();
+            kinds.into_iter().map(move |k| format!("{c}/{k}"))
+        })
         .collect();
     assert_eq!(offered.len(), 6 + 15, "Wuyi offers 6 kinds, Changxing 15 (RULES §3, §4)");
     let missing: Vec<_> = offered.iter().filter(|k| !pinned.contains(*k)).collect();

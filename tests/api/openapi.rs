@@ -77,5 +77,47 @@ async fn every_example_claim_of_the_document_is_approved_on_a_fresh_server() {
         let a = api.post_claim(&claim).await;
         assert_eq!(a.status, 201, "{name}: {}", a.body);
         assert_eq!(a.body["status"], "approved", "{name}: {}", a.body);
+        if name == "wy_qualification_training" {
+            // The documented decision is this one, but for when and under
+            // which policy data it was made.
+            let mut served = a.body.clone();
+            let mut documented = subsidy_service::openapi::decision_example();
+            for d in [&mut served, &mut documented] {
+                d["decided_at"] = Value::Null;
+                d["policy"]["version"] = Value::Null;
+                d["policy"]["directory_version"] = Value::Null;
+            }
+            assert_eq!(served, documented);
+        }
     }
+}
+
+/// Every error code has its example problem, made by the code that answers
+/// it, under every documented response of its status.
+#[test]
+fn every_error_code_has_its_problem_example() {
+    use subsidy_service::problem::ErrorCode;
+    let doc = serde_json::to_value(subsidy_service::openapi::document()).unwrap();
+    for code in ErrorCode::ALL {
+        let example = subsidy_service::openapi::problem_example(*code);
+        assert_eq!(example["code"], code.as_str());
+        assert_eq!(example["status"], code.status().as_u16());
+        assert!(!example["detail"].as_str().unwrap_or_default().is_empty());
+    }
+    let mut documented = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                let Some(examples) = response["content"]["application/problem+json"]["examples"].as_object() else {
+                    continue;
+                };
+                assert!(!examples.is_empty(), "{method} {path} {status}");
+                for example in examples.values() {
+                    assert_eq!(example["value"]["status"].to_string(), *status, "{method} {path}");
+                    documented += 1;
+                }
+            }
+        }
+    }
+    assert!(documented > 50, "only {documented} problem examples");
 }

@@ -80,6 +80,15 @@ pub async fn replays_recorded_claims_under_changed_figures(api: &Client) {
     record(&api, &cx_key_group("SIM-K2", &d, "senior", "SIM-K-C2", "1600.00"), "approved").await;
     record(&api, &cx_key_group("SIM-K3", &e, "junior", "SIM-K-C3", "900.00"), "approved").await;
 
+    // On PostgreSQL a claim is listed and replayed once every transaction
+    // older than it has ended, in any database of the cluster: wait for that.
+    for _ in 0..100 {
+        if api.get("/v1/claims?limit=100", AUDITOR).await.body.to_string().contains("SIM-K3") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // What the real ledger shows before; it must show the same after.
     let real = |api: Client, b: String| async move {
         (

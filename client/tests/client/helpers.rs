@@ -49,9 +49,7 @@ impl Server {
 
 /// A valid resident ID number with the given 17 leading digits.
 pub fn id_number(first17: &str) -> String {
-    const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = first17.bytes().zip(W).map(|(c, w)| u32::from(c - b'0') * w).sum();
-    format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char)
+    subsidy_service::domain::IdNumber::complete(first17).expect("17 digits")
 }
 
 /// The `n`th of many distinct Wuyi residents (born 1985–1990).

@@ -1,26 +1,10 @@
-//! The OpenAPI 3.1 document, generated from the code. `openapi/openapi.json`
-//! is its checked-in copy (regenerate: `cargo run -- openapi > openapi/openapi.json`).
+//! The examples of the OpenAPI document, in one place. Tests submit every
+//! claim example to a fresh server and compare the decision example with
+//! what it answers.
 
 use serde_json::{json, Value};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{example::ExampleBuilder, RefOr};
-use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::domain::*;
-use crate::problem::{ErrorCode, FieldError, Problem};
-use crate::routes;
-use crate::rules::{Decision, PolicyRef, Reason, ReasonCode, Revocation, Severity, Status, Step, Usage};
-
-/// A batch of claims (the items are read one by one: a bad item is answered
-/// in its place and does not fail the batch).
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// 1..1000 claims, decided in order. Each item is validated on its own
-    /// and answered in `results` (a bad item does not fail the batch).
-    #[schema(min_items = 1, max_items = 1000)]
-    pub claims: Vec<Claim>,
-}
+use crate::problem::{ApiError, ErrorCode, FieldError};
 
 fn person(id: &str, name: &str, extra: Value) -> Value {
     let mut a = json!({
@@ -221,118 +205,64 @@ pub fn claim_examples() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Who may do what: the demo keys and the permission table, from the code.
-fn start_here() -> String {
-    use crate::auth::{roles_of, Role, DEMO_KEYS, PERMISSIONS};
-    let mut t = String::from(
-        "## Start here\n\nPress **Authorize** and paste a key. The local profile ships one demo key per role \
-         (the production profile refuses them):\n\n| role | demo key | may |\n|---|---|---|\n",
-    );
-    for (role, key) in Role::ALL.iter().zip(DEMO_KEYS) {
-        let may: Vec<&str> =
-            PERMISSIONS.iter().filter(|(op, _)| roles_of(*op).contains(role)).map(|(op, _)| op.describe()).collect();
-        t.push_str(&format!("| {} | `{key}` | {} |\n", role.as_str(), may.join("; ")));
-    }
-    t.push_str(
-        "\nAn institution key is bound to one credit code and sees only claims naming it. Policies, reason codes, \
-         health, readiness and metrics need no key. A refused operation answers `403 FORBIDDEN` naming the roles \
-         that may perform it.",
-    );
-    t
+/// The decision a fresh server gives `wy_qualification_training` (the
+/// policy versions and the time differ from run to run).
+pub fn decision_example() -> Value {
+    json!({
+        "claim_id": "EX-WY-QT-1",
+        "status": "approved",
+        "amount": "1000.00",
+        "currency": "CNY",
+        "payee": "person",
+        "calculation": [
+            {"step": "base", "amount": "1000.00", "clause": "WY §4(1)1"},
+            {"step": "total", "amount": "1000.00", "clause": "WY §2(3)1, §4(1)1"}
+        ],
+        "reasons": [{
+            "code": "PUBLIC_NOTICE_REQUIRED",
+            "severity": "notice",
+            "clause": "WY §5(1)-(2)",
+            "message_zh": "结果经公示无误后发放",
+            "message_en": "Payment follows a public notice of the result"
+        }],
+        "counted": true,
+        "usage": {"year": 2020, "used": 1, "limit": 3},
+        "policy": {
+            "document": "武人社〔2020〕21号",
+            "version": "sha256:53a5c972ac6621312fa11a14a1781c8808a41304a3999d19793092183acdd8bc",
+            "directory_version": "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5"
+        },
+        "decided_at": "2020-06-20T08:00:00Z",
+        "recorded": true
+    })
 }
 
-struct Extras;
-
-impl Modify for Extras {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                Http::builder()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("API key: `Authorization: Bearer <key>`"))
-                    .build(),
-            ),
-        );
-        api.info.description = Some(format!("{}\n\n{}", api.info.description.take().unwrap_or_default(), start_here()));
-        // Public operations need no key: say so, rather than inherit nothing.
-        for path in ["/healthz", "/readyz", "/metrics", "/v1/policies", "/v1/policies/{county}", "/v1/reason-codes"] {
-            if let Some(op) = api.paths.paths.get_mut(path).and_then(|i| i.get.as_mut()) {
-                op.security = Some(Vec::new());
-            }
+/// The problem a request meeting `code` gets, made by the code that answers it.
+pub fn problem_example(code: ErrorCode) -> Value {
+    let error = match code {
+        ErrorCode::MalformedJson => ApiError::MalformedJson("expected `,` or `}` at line 1 column 42".into()),
+        ErrorCode::ValidationFailed => ApiError::Validation(vec![
+            FieldError::new("/applicant/id_number", "invalid_checksum", "the check digit is wrong"),
+            FieldError::new("/details/level", "invalid_value", "must be one of: junior, intermediate, senior"),
+        ]),
+        ErrorCode::Unauthenticated => ApiError::Unauthenticated,
+        ErrorCode::Forbidden => {
+            use crate::auth::{Caller, Operation, Role};
+            let auditor = Caller { key_id: "auditor-1".into(), role: Role::Auditor, credit_code: None };
+            auditor.require(Operation::RevokeClaim).err().unwrap_or(ApiError::Unauthenticated)
         }
-        // Examples of every kind on the claim operations, taken from the code
-        // that a test submits to a fresh server.
-        for (path, method_is_post) in [("/v1/claims", true), ("/v1/evaluations", true)] {
-            let Some(item) = api.paths.paths.get_mut(path) else {
-                continue;
-            };
-            let Some(op) = (if method_is_post { item.post.as_mut() } else { None }) else {
-                continue;
-            };
-            let Some(body) = op.request_body.as_mut() else {
-                continue;
-            };
-            let RefOr::T(body) = body else { continue };
-            if let Some(RefOr::T(content)) = body.content.get_mut("application/json") {
-                for (name, value) in claim_examples() {
-                    content
-                        .examples
-                        .insert(name.to_string(), RefOr::T(ExampleBuilder::new().value(Some(value)).build()));
-                }
-            }
+        ErrorCode::NotFound => ApiError::NotFound("no claim `WY-2020-PX-000123`".into()),
+        ErrorCode::MethodNotAllowed => ApiError::MethodNotAllowed,
+        ErrorCode::ClaimIdConflict => ApiError::ClaimIdConflict("WY-2020-PX-000123".into()),
+        ErrorCode::ClaimNotRevocable => {
+            ApiError::ClaimNotRevocable("claim `WY-2020-PX-000123` was rejected: there is nothing to revoke".into())
         }
-        if let Some(op) = api.paths.paths.get_mut("/v1/claims/batch").and_then(|i| i.post.as_mut()) {
-            if let Some(RefOr::T(content)) = op.request_body.as_mut().and_then(|b| match b {
-                RefOr::T(b) => b.content.get_mut("application/json"),
-                RefOr::Ref(_) => None,
-            }) {
-                let claims: Vec<Value> = claim_examples().into_iter().take(2).map(|(_, v)| v).collect();
-                content.examples.insert(
-                    "two_claims".into(),
-                    RefOr::T(ExampleBuilder::new().value(Some(json!({"claims": claims}))).build()),
-                );
-            }
-        }
-    }
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "subsidy-service",
-        description = "Adjudicates vocational-training and skill subsidies under the Wuyi (武人社〔2020〕21号) and Changxing (长政办发〔2020〕7号) 2020–2021 skill-upgrade plans. Every decision is explained by reason codes and cites its clauses and the policy version. Errors are `application/problem+json`.",
-        license(name = "MIT", url = "https://opensource.org/license/mit")
-    ),
-    servers((url = "/", description = "This service (the origin the document is read from)")),
-    paths(
-        routes::claims::submit, routes::claims::batch, routes::claims::evaluate, routes::claims::list,
-        routes::claims::get, routes::claims::submission, routes::claims::revoke, routes::claims::events,
-        routes::usage::query,
-        routes::policies::list, routes::policies::get, routes::policies::reason_codes,
-        routes::directories::get, routes::directories::put, routes::reports::get,
-        routes::simulations::simulate,
-        routes::health::healthz, routes::health::readyz, routes::health::metrics,
-    ),
-    components(schemas(
-        Claim, BatchRequest, Decision, Status, Step, Reason,
-        ReasonCode, Severity, Usage, PolicyRef, Revocation, Problem, FieldError, ErrorCode,
-        County, Kind, Level, Group, Payee,
-    )),
-    modifiers(&Extras),
-    tags(
-        (name = "claims", description = "Adjudicate, record, read and revoke claims"),
-        (name = "policies", description = "The policies and reason codes in force"),
-        (name = "directories", description = "Trade-friction directories"),
-        (name = "reports", description = "Plan against actual, for auditors"),
-        (name = "simulations", description = "Policy what-if: recorded claims replayed under changed parameters"),
-        (name = "operations", description = "Health, readiness and metrics"),
-    )
-)]
-pub struct ApiDoc;
-
-/// The document as served and checked in.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+        ErrorCode::PayloadTooLarge => ApiError::PayloadTooLarge(262_144),
+        ErrorCode::RequestTimeout => ApiError::RequestTimeout,
+        ErrorCode::UnsupportedMediaType => ApiError::UnsupportedMediaType,
+        ErrorCode::RateLimited => ApiError::RateLimited { retry_after_secs: 1 },
+        ErrorCode::StoreUnavailable => ApiError::StoreUnavailable,
+        ErrorCode::Internal => ApiError::Internal(anyhow::anyhow!("logged, never shown")),
+    };
+    serde_json::to_value(error.problem()).unwrap_or_default()
 }
