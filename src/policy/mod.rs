@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 pub use changxing::{ChangxingRules, KINDS as CHANGXING_KINDS};
-pub use wuyi::{WuyiRules, KINDS as WUYI_KINDS};
+pub use wuyi::{WuyiRules, WyOnline, KINDS as WUYI_KINDS};
 
 use crate::domain::{County, Group, Kind, Payee};
 

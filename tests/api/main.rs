@@ -4,6 +4,7 @@
 mod auth;
 mod claim_shapes;
 mod concurrency;
+mod crash;
 mod errors;
 mod golden;
 mod health;
