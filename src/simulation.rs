@@ -22,7 +22,7 @@ use crate::ledger::keys::{digest, KeyDigest};
 use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
-use crate::rules::{decide, Directory, LedgerKey, LedgerReadError, LedgerView, Status};
+use crate::rules::{decide, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status};
 use crate::{bounded_whole, request_type};
 
 /// How many changed claims an answer lists when the request does not say.
@@ -252,7 +252,7 @@ pub struct Brief {
     #[serde(serialize_with = "as_amount")]
     pub amount: Decimal,
     /// The decision's reason codes, in order.
-    pub reasons: Vec<String>,
+    pub reasons: Vec<ReasonCode>,
 }
 
 /// A claim whose status or amount differs between the runs.
@@ -349,7 +349,7 @@ impl<'a> Run<'a> {
             let department = r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()).to_string();
             t.by_department.entry(department).or_default().add(o.amount);
         }
-        Ok(Brief { status: d.status, amount: o.amount, reasons: d.reasons.iter().map(|x| x.code.clone()).collect() })
+        Ok(Brief { status: d.status, amount: o.amount, reasons: d.reasons.iter().map(|x| x.code).collect() })
     }
 }
 

@@ -306,7 +306,8 @@ pub struct Tally {
 /// Running totals of granted claims for a county and year (revocations subtract).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReportTotals {
-    pub by_kind: BTreeMap<String, Tally>,
+    pub by_kind: BTreeMap<Kind, Tally>,
+    /// By department code; `unassigned` for claims that name none.
     pub by_department: BTreeMap<String, Tally>,
 }
 

@@ -297,7 +297,7 @@ impl Changes {
                 t.amount -= h.granted;
             }
         };
-        bump(report.by_kind.entry(h.kind.as_str().to_string()).or_default());
+        bump(report.by_kind.entry(h.kind).or_default());
         bump(report.by_department.entry(h.department.clone().unwrap_or_else(|| "unassigned".into())).or_default());
     }
 }

@@ -134,7 +134,7 @@ pub async fn get(
         .kinds
         .iter()
         .map(|(k, e)| {
-            let t = totals.by_kind.get(k.as_str()).cloned().unwrap_or_default();
+            let t = totals.by_kind.get(k).cloned().unwrap_or_default();
             KindLine {
                 kind: k.as_str().into(),
                 title_zh: e.title_zh.clone(),

@@ -103,10 +103,8 @@ pub struct Step {
 /// A reason on a decision, with the figures that explain it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Reason {
-    #[schema(value_type = ReasonCode)]
-    pub code: String,
-    #[schema(value_type = Severity)]
-    pub severity: String,
+    pub code: ReasonCode,
+    pub severity: Severity,
     pub clause: String,
     pub message_zh: String,
     pub message_en: String,
@@ -129,14 +127,9 @@ pub struct Reason {
 
 impl Reason {
     pub fn new(code: ReasonCode, clause: &str) -> Self {
-        let sev = match code.severity() {
-            Severity::Rejection => "rejection",
-            Severity::Adjustment => "adjustment",
-            Severity::Notice => "notice",
-        };
         Self {
-            code: code.as_str().to_string(),
-            severity: sev.to_string(),
+            code,
+            severity: code.severity(),
             clause: clause.to_string(),
             message_zh: code.message_zh().to_string(),
             message_en: code.message_en().to_string(),
@@ -198,7 +191,13 @@ pub struct Decision {
     pub payee: Option<Payee>,
     pub calculation: Vec<Step>,
     pub reasons: Vec<Reason>,
+    /// Whether this decision took one of the person's yearly places when it
+    /// was made. It is a record of the decision: a revoked decision keeps
+    /// `true` and its `revocation` says the place was given back
+    /// (`POST /v1/usage/query` gives the count today).
     pub counted: bool,
+    /// The person's yearly usage as this decision saw it (this claim included
+    /// when counted); later claims and revocations do not change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     pub policy: PolicyRef,
@@ -208,6 +207,8 @@ pub struct Decision {
     pub revocation: Option<Revocation>,
 }
 
+/// A grant withdrawn: its amount and its place in every limit were released
+/// (the usage query and reports no longer count it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Revocation {
     pub reason: String,

@@ -122,7 +122,7 @@ proptest! {
         let d = &a.decision;
         let amount: Decimal = d.amount.parse().unwrap();
         prop_assert_eq!(amount.scale(), 2, "amounts carry exactly two places: {}", d.amount);
-        let rejections = d.reasons.iter().filter(|r| r.severity == "rejection").count();
+        let rejections = d.reasons.iter().filter(|r| r.severity == Severity::Rejection).count();
         match d.status {
             Status::Rejected => {
                 prop_assert_eq!(d.amount.as_str(), "0.00");

@@ -1,10 +1,10 @@
 //! The reason-code catalogue of RULES.md §5: one enum, each code with its
 //! severity, clause and messages. A published code never changes meaning.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// The claim is not granted.
@@ -18,7 +18,7 @@ pub enum Severity {
 macro_rules! reason_codes {
     ($($variant:ident = $s:literal, $sev:ident, $clause:literal, $zh:literal, $en:literal;)+) => {
         /// Every reason a decision can carry.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum ReasonCode { $(#[serde(rename = $s)] $variant),+ }
 

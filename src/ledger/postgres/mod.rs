@@ -82,7 +82,7 @@ use super::{
     ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, ReplayFilter,
     RevokeResult, StoredClaim, Submissions, Submitted, UsageEntry,
 };
-use crate::domain::{Claim, County};
+use crate::domain::{Claim, County, Kind};
 use crate::policy::Policy;
 use crate::rules::{decide, Decision, Directory, LedgerKey, LedgerReadError, LedgerView, Revocation, Status};
 
@@ -1108,10 +1108,10 @@ impl LedgerService for PostgresLedger {
             let department: Option<String> = row.get(1);
             let count = u64::try_from(row.get::<_, i64>(2)).unwrap_or_default();
             let amount: Decimal = row.get(3);
-            for t in [
-                totals.by_kind.entry(kind).or_default(),
-                totals.by_department.entry(department.unwrap_or_else(|| "unassigned".into())).or_default(),
-            ] {
+            let by_kind = Kind::parse(&kind).map(|kind| totals.by_kind.entry(kind).or_default());
+            let by_department =
+                totals.by_department.entry(department.unwrap_or_else(|| "unassigned".into())).or_default();
+            for t in by_kind.into_iter().chain([by_department]) {
                 t.count += count;
                 t.amount += amount;
             }
