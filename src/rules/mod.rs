@@ -21,7 +21,7 @@ pub use keys::{ApprenticePart, LedgerKey, PersonScope};
 pub use reasons::{ReasonCode, Severity};
 
 use crate::domain::{fmt2, Applicant, Claim, County, Group, Money, Payee};
-use crate::policy::{CountyPolicy, CountyRules};
+use crate::policy::{CountyPolicy, CountyRules, KindEntry};
 
 /// What the rules need to know of the ledger. The ledger implements it over
 /// its committed state (plus a group's pending effects); tests implement it
@@ -392,19 +392,50 @@ pub fn decide(
         read_error: None,
     };
     let common = &policy.common;
-    let period = &common.period;
-    if claim.event_date < period.from || claim.event_date > period.to {
+    let kind_entry = common.kinds.get(&claim.kind);
+    let grant = assess(&mut ctx, kind_entry);
+    // Only a person's grants of a counting kind take a yearly place.
+    let counts = kind_entry.is_some_and(|k| k.counts) && person.is_some();
+    let limit = *common.annual_limit.at(claim.event_date);
+    let year = chrono::Datelike::year(&claim.event_date);
+    let usage_key = LedgerKey::Usage { county: claim.county, person: ctx.person().to_string(), year };
+    let used_before = if counts {
+        let r = view.count(&usage_key);
+        ctx.read(r)
+    } else {
+        0
+    };
+    let settled = match (ctx.failed(), grant) {
+        (false, Some(g)) => settle(&mut ctx, g, kind_entry, counts.then_some((usage_key, used_before, limit))),
+        _ => {
+            // RULES §8 Stages: a claim failing eligibility or static checks stops
+            // there; ledger checks some kinds make while computing do not count.
+            ctx.steps.clear();
+            ctx.adjustments.clear();
+            ctx.ledger_rejections.clear();
+            Settled::default()
+        }
+    };
+    let usage = counts.then(|| Usage { year, used: used_before + u32::from(settled.counted), limit });
+    finish(ctx, kind_entry, settled, usage, decided_at)
+}
+
+/// The period, the kind and the county's rules for it: the grant they give,
+/// if any (RULES §8, stages 1 and 2).
+fn assess(ctx: &mut Ctx, kind_entry: Option<&KindEntry>) -> Option<Grant> {
+    let policy = ctx.policy;
+    let period = &policy.common.period;
+    if ctx.claim.event_date < period.from || ctx.claim.event_date > period.to {
         ctx.reject(ReasonCode::OutsidePolicyPeriod, &period.clause);
     }
-    let kind_entry = common.kinds.get(&claim.kind);
     let grant = match kind_entry {
         None => {
             ctx.reject(ReasonCode::KindNotInCountyPolicy, "R-KIND");
             None
         }
         Some(_) => match &policy.rules {
-            CountyRules::Wuyi(r) => wuyi::assess(&mut ctx, r),
-            CountyRules::Changxing(r) => changxing::assess(&mut ctx, r),
+            CountyRules::Wuyi(r) => wuyi::assess(ctx, r),
+            CountyRules::Changxing(r) => changxing::assess(ctx, r),
         },
     };
     if grant.is_none() && !ctx.failed() {
@@ -412,55 +443,69 @@ pub fn decide(
         let clause = kind_entry.map(|k| k.clause.clone()).unwrap_or_default();
         ctx.reject(ReasonCode::LevelNotSubsidized, &clause);
     }
-    let counts = kind_entry.is_some_and(|k| k.counts);
-    let limit = *common.annual_limit.at(claim.event_date);
-    let year = chrono::Datelike::year(&claim.event_date);
-    let usage_key = LedgerKey::Usage { county: claim.county, person: ctx.person().to_string(), year };
-    let used_before = if counts && person.is_some() {
-        let r = view.count(&usage_key);
-        ctx.read(r)
-    } else {
-        0
-    };
+    grant
+}
 
-    let mut counted = false;
-    let mut amount = Decimal::ZERO;
-    let mut payee = None;
-    if let (false, Some(g)) = (ctx.failed(), grant) {
-        let this_counts = counts && g.counts.unwrap_or(true) && person.is_some();
-        if this_counts {
-            if used_before >= limit {
-                let r = Reason::new(ReasonCode::AnnualLimitReached, &common.annual_limit.clause)
-                    .used_limit(used_before.to_string(), limit.to_string());
-                ctx.ledger_rejections.insert(0, r);
-            }
-            ctx.effects.count = Some(usage_key);
+/// What a grant that passed the static checks comes to.
+#[derive(Default)]
+struct Settled {
+    counted: bool,
+    amount: Decimal,
+    payee: Option<Payee>,
+}
+
+/// The ledger stage of a grant: the yearly limit (`place`: the usage key, the
+/// places used before and the limit, for a counting grant), then the notices
+/// of an approval.
+fn settle(
+    ctx: &mut Ctx,
+    grant: Grant,
+    kind_entry: Option<&KindEntry>,
+    place: Option<(LedgerKey, u32, u32)>,
+) -> Settled {
+    let policy = ctx.policy;
+    let common = &policy.common;
+    let claim = ctx.claim;
+    let this_counts = place.is_some() && grant.counts.unwrap_or(true);
+    if let (true, Some((usage_key, used_before, limit))) = (this_counts, place) {
+        if used_before >= limit {
+            let r = Reason::new(ReasonCode::AnnualLimitReached, &common.annual_limit.clause)
+                .used_limit(used_before.to_string(), limit.to_string());
+            ctx.ledger_rejections.insert(0, r);
         }
-        if ctx.ledger_rejections.is_empty() {
-            counted = this_counts;
-            amount = g.amount;
-            payee = g.payee.or_else(|| kind_entry.and_then(|k| k.payee));
-            if claim.county == County::Changxing {
-                changxing::institution_notice(&mut ctx);
-            }
-            if common.public_notice.at(claim.event_date).contains(&claim.kind) {
-                ctx.notices.push(Reason::new(ReasonCode::PublicNoticeRequired, &common.public_notice.clause));
-            }
-        }
-    } else {
-        // RULES §8 Stages: a claim failing eligibility or static checks stops
-        // there; ledger checks some kinds make while computing do not count.
-        ctx.steps.clear();
-        ctx.adjustments.clear();
-        ctx.ledger_rejections.clear();
+        ctx.effects.count = Some(usage_key);
     }
+    if !ctx.ledger_rejections.is_empty() {
+        return Settled::default();
+    }
+    if claim.county == County::Changxing {
+        changxing::institution_notice(ctx);
+    }
+    if common.public_notice.at(claim.event_date).contains(&claim.kind) {
+        ctx.notices.push(Reason::new(ReasonCode::PublicNoticeRequired, &common.public_notice.clause));
+    }
+    Settled {
+        counted: this_counts,
+        amount: grant.amount,
+        payee: grant.payee.or_else(|| kind_entry.and_then(|k| k.payee)),
+    }
+}
+
+/// The decision and its ledger effects, the amount rounded once, here.
+fn finish(
+    mut ctx: Ctx,
+    kind_entry: Option<&KindEntry>,
+    settled: Settled,
+    usage: Option<Usage>,
+    decided_at: DateTime<Utc>,
+) -> Result<Outcome, LedgerReadError> {
     let approved = !ctx.failed() && ctx.ledger_rejections.is_empty() && kind_entry.is_some();
     let mut reasons = Vec::new();
     reasons.append(&mut ctx.rejections);
     reasons.append(&mut ctx.ledger_rejections);
     reasons.append(&mut ctx.adjustments);
     reasons.append(&mut ctx.notices);
-    let rounded = Money::round(amount);
+    let rounded = Money::round(settled.amount);
     // Running totals hold what is granted, in cents, so that grants never add
     // up past a cumulative cap (the rules modules push unrounded amounts).
     for (_, total) in &mut ctx.effects.totals {
@@ -469,21 +514,20 @@ pub fn decide(
     if approved {
         ctx.step("total", rounded.value(), &kind_entry.map(|k| k.clause.clone()).unwrap_or_default());
     }
-    let usage = (counts && person.is_some()).then(|| Usage { year, used: used_before + u32::from(counted), limit });
     let decision = Decision {
-        claim_id: claim.claim_id.as_str().to_string(),
+        claim_id: ctx.claim.claim_id.as_str().to_string(),
         status: if approved { Status::Approved } else { Status::Rejected },
         amount: if approved { rounded.to_string() } else { "0.00".into() },
         currency: "CNY".into(),
-        payee: if approved { payee } else { None },
+        payee: if approved { settled.payee } else { None },
         calculation: ctx.steps,
         reasons,
-        counted,
+        counted: settled.counted,
         usage,
         policy: PolicyRef {
-            document: common.document.number.clone(),
-            version: policy.version.clone(),
-            directory_version: directory.version.clone(),
+            document: ctx.policy.common.document.number.clone(),
+            version: ctx.policy.version.clone(),
+            directory_version: ctx.directory.version.clone(),
         },
         decided_at,
         recorded: false,
