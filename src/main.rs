@@ -191,35 +191,14 @@ fn import(target: Ledger, args: &[String]) -> anyhow::Result<ExitCode> {
 }
 
 fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
-    use serde_json::{json, Value};
     use subsidy_service::ledger::ReplayFilter;
     use subsidy_service::privacy::{Pseudonymizer, Sealer};
     use subsidy_service::simulation::{parse_request, Simulation};
 
-    let file = flag(args, "--changes")?.context("--changes FILE is required")?;
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-    let given: Value = serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))?;
-    let mut body = match given {
-        Value::Array(changes) => json!({ "changes": changes }),
-        Value::Object(o) => Value::Object(o),
-        _ => bail!("{file} holds neither a list of changes nor a simulation request"),
-    };
-    for name in ["county", "from", "to"] {
-        if let Some(v) = flag(args, &format!("--{name}"))? {
-            body[name] = v.into();
-        }
-    }
-    if let Some(n) = flag(args, "--sample")? {
-        body["sample"] = n.parse::<u64>().map_or_else(|_| Value::from(n), Value::from);
-    }
+    let body = simulation_body(args)?;
     let request = match parse_request(&body) {
         Ok(r) => r,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{}: {} ({})", e.field, e.message, e.code);
-            }
-            return Ok(ExitCode::from(2));
-        }
+        Err(errors) => return Ok(refused(errors)),
     };
     let settings = get_settings()?;
     let policy = settings.policy.load()?;
@@ -235,12 +214,7 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
     };
     let (from, to) = match request.window(baseline) {
         Ok(w) => w,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("{}: {} ({})", e.field, e.message, e.code);
-            }
-            return Ok(ExitCode::from(2));
-        }
+        Err(errors) => return Ok(refused(errors)),
     };
     let store = std::sync::Arc::new(open(&path)?);
     let directory = store.directory(request.county)?.to_directory();
@@ -272,6 +246,38 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
         comparison.write_csv(std::io::BufWriter::new(f))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulation request of `simulate`: the `--changes` file (a list of
+/// changes or a whole request) with `--county`, `--from`, `--to` and
+/// `--sample` laid over it.
+fn simulation_body(args: &[String]) -> anyhow::Result<serde_json::Value> {
+    use serde_json::{json, Value};
+    let file = flag(args, "--changes")?.context("--changes FILE is required")?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+    let given: Value = serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))?;
+    let mut body = match given {
+        Value::Array(changes) => json!({ "changes": changes }),
+        Value::Object(o) => Value::Object(o),
+        _ => bail!("{file} holds neither a list of changes nor a simulation request"),
+    };
+    for name in ["county", "from", "to"] {
+        if let Some(v) = flag(args, &format!("--{name}"))? {
+            body[name] = v.into();
+        }
+    }
+    if let Some(n) = flag(args, "--sample")? {
+        body["sample"] = n.parse::<u64>().map_or_else(|_| Value::from(n), Value::from);
+    }
+    Ok(body)
+}
+
+/// Prints why a request was refused; exit status 2.
+fn refused(errors: Vec<subsidy_service::domain::FieldError>) -> ExitCode {
+    for e in errors {
+        eprintln!("{}: {} ({})", e.field, e.message, e.code);
+    }
+    ExitCode::from(2)
 }
 
 fn serve() -> anyhow::Result<ExitCode> {

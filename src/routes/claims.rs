@@ -94,6 +94,35 @@ pub struct BatchResponse {
     pub results: Vec<BatchItem>,
 }
 
+/// The claims of a batch body: `claims`, an array of 1 to `max` items (each
+/// read later on its own).
+fn batch_claims(mut body: Value, max: usize) -> Result<Vec<Value>, ApiError> {
+    let mut errs = only_fields(&body, &["claims"]);
+    let claims = match body.get("claims") {
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= max => Some(a),
+        Some(Value::Array(_)) => {
+            errs.push(FieldError::new("/claims", "out_of_range", format!("a batch has 1 to {max} claims")));
+            None
+        }
+        Some(_) => {
+            errs.push(FieldError::new("/claims", "invalid_type", "must be an array of claims"));
+            None
+        }
+        None if body.is_object() => {
+            errs.push(FieldError::new("/claims", "required", "this field is required"));
+            None
+        }
+        None => None,
+    };
+    if !errs.is_empty() || claims.is_none() {
+        return Err(ApiError::Validation(errs));
+    }
+    match body.get_mut("claims").map(Value::take) {
+        Some(Value::Array(claims)) => Ok(claims),
+        _ => Err(ApiError::Validation(errs)),
+    }
+}
+
 /// Adjudicate up to 1000 claims in order; each sees the earlier ones' effects.
 #[utoipa::path(
     post, path = "/v1/claims/batch", operation_id = "submitBatch", tag = "claims",
@@ -121,34 +150,9 @@ pub async fn batch(
     caller.require(Operation::SubmitBatch)?;
     let _permit = state.batch_permits.acquire().await.map_err(|e| internal(e.into()))?;
     let body = read_json(&req, payload, state.server.batch_body_limit).await?;
-    let mut errs = only_fields(&body, &["claims"]);
-    let max = state.server.max_batch_claims;
-    let claims = match body.get("claims") {
-        Some(Value::Array(a)) if !a.is_empty() && a.len() <= max => Some(a),
-        Some(Value::Array(_)) => {
-            errs.push(FieldError::new("/claims", "out_of_range", format!("a batch has 1 to {max} claims")));
-            None
-        }
-        Some(_) => {
-            errs.push(FieldError::new("/claims", "invalid_type", "must be an array of claims"));
-            None
-        }
-        None if body.is_object() => {
-            errs.push(FieldError::new("/claims", "required", "this field is required"));
-            None
-        }
-        None => None,
-    };
-    if !errs.is_empty() || claims.is_none() {
-        return Err(ApiError::Validation(errs));
-    }
-    let mut body = body;
-    let Some(Value::Array(claims)) = body.get_mut("claims").map(Value::take) else {
-        return Err(ApiError::Validation(errs));
-    };
+    let mut claims = batch_claims(body, state.server.max_batch_claims)?;
     // Parsing, sealing and encoding are most of a batch's work before the
     // ledger: the second half is prepared on the blocking pool meanwhile.
-    let mut claims = claims;
     let second = claims.split_off(claims.len() / 2);
     let offset = claims.len();
     let s = state.clone();

@@ -14,7 +14,8 @@ use utoipa::ToSchema;
 use super::{county_path, ledger_error, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::fmt2;
-use crate::ledger::Tally;
+use crate::ledger::{ReportTotals, Tally};
+use crate::policy::CountyPolicy;
 use crate::problem::{ApiError, Problem};
 
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -128,6 +129,20 @@ pub async fn get(
         )));
     }
     let totals = state.ledger.report(county, year).await.map_err(ledger_error)?;
+    let report = build(p, year, &totals);
+    if wants_csv(&req) {
+        let name = format!("report-{}-{}.csv", report.county, report.year);
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
+            .insert_header((header::VARY, "Accept"))
+            .body(to_csv(&report)?));
+    }
+    Ok(HttpResponse::Ok().insert_header((header::VARY, "Accept")).json(report))
+}
+
+/// The report of a county's year: the plan's figures beside the running totals.
+fn build(p: &CountyPolicy, year: i32, totals: &ReportTotals) -> Report {
     let y = year.to_string();
     let by_kind = p
         .common
@@ -170,7 +185,7 @@ pub async fn get(
     let granted = totals.by_kind.values().map(|t| t.count).sum();
     let amount: Decimal = totals.by_kind.values().map(|t| t.amount).sum();
     let report = Report {
-        county: county.as_str().into(),
+        county: p.county().as_str().into(),
         year,
         document: p.common.document.number.clone(),
         policy_version: p.version.clone(),
@@ -181,15 +196,7 @@ pub async fn get(
         by_kind,
         by_department,
     };
-    if wants_csv(&req) {
-        let name = format!("report-{}-{}.csv", report.county, report.year);
-        return Ok(HttpResponse::Ok()
-            .content_type("text/csv; charset=utf-8")
-            .insert_header((header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")))
-            .insert_header((header::VARY, "Accept"))
-            .body(to_csv(&report)?));
-    }
-    Ok(HttpResponse::Ok().insert_header((header::VARY, "Accept")).json(report))
+    report
 }
 
 /// The report page's security headers: its script comes from the service and
