@@ -28,7 +28,7 @@ pub const KINDS: &[Kind] = &[
     Kind::SkillContestFunding,
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangxingRules {
     pub institution_investment: CxInvestment,
@@ -48,33 +48,33 @@ pub struct ChangxingRules {
     pub skill_contest_funding: CxContest,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxInvestment {
     pub rate: Param<Amount>,
     pub cumulative_cap: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxFixed {
     pub amount: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxCap {
     pub cap: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxRange {
     pub min: Param<Amount>,
     pub max: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxStudentAllowance {
     pub amount: Param<Amount>,
@@ -82,7 +82,7 @@ pub struct CxStudentAllowance {
     pub groups: Param<Vec<Group>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxKeyGroup {
     /// Caps by level; a level not listed is not subsidised.
@@ -90,14 +90,14 @@ pub struct CxKeyGroup {
     pub labour_cooperation_uplift: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxVeteran {
     pub min_months: Param<u32>,
     pub cap: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxLivingAllowance {
     pub per_day: Param<Amount>,
@@ -105,14 +105,14 @@ pub struct CxLivingAllowance {
     pub groups: Param<Vec<Group>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxSafety {
     pub new_cap: Param<Amount>,
     pub renewal_cap: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxSkillUpgrade {
     pub certificates_from: Param<NaiveDate>,
@@ -121,7 +121,7 @@ pub struct CxSkillUpgrade {
     pub manufacturing_senior_technician: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxApprenticeship {
     pub manufacturing: Param<Amount>,
@@ -131,20 +131,20 @@ pub struct CxApprenticeship {
     pub first_tranche_rate: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxCraftsman {
     pub amounts: BTreeMap<CraftsmanTitle, Param<Amount>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxStudio {
     pub amounts: BTreeMap<StudioLevel, Param<Amount>>,
     pub key_bonus: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxContest {
     pub standard: Param<Amount>,

@@ -37,6 +37,18 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::domain::string_schema(
+            "A non-negative decimal, quoted (an amount of CNY, a rate or a ratio).",
+            Some("^[0-9]+(\\.[0-9]+)?$"),
+            None,
+            "1000",
+        )
+    }
+}
+impl utoipa::ToSchema for Amount {}
+
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.0.normalize().to_string())
@@ -45,7 +57,7 @@ impl Serialize for Amount {
 
 /// One value of a parameter and the date it takes effect (`None`: from the
 /// start of the document's period).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dated<T> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,11 +81,12 @@ struct ParamRepr<T> {
 
 /// A cited, dated parameter: `{ value = "1000", clause = "WY §4(1)1" }` or
 /// `{ clause = "…", history = [{ from = …, value = … }, …] }`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Param<T> {
     pub clause: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    #[schema(inline)]
     pub values: Vec<Dated<T>>,
 }
 
@@ -119,7 +132,7 @@ impl Param<Amount> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Document {
     /// Short id used in clause references (`WY`, `CX`).
@@ -133,7 +146,7 @@ pub struct Document {
     pub clause: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Period {
     pub from: NaiveDate,
@@ -142,7 +155,7 @@ pub struct Period {
 }
 
 /// A kind the document offers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KindEntry {
     pub clause: String,
@@ -154,7 +167,7 @@ pub struct KindEntry {
     pub payee: Option<Payee>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TradeFriction {
     pub rate: Param<Amount>,
@@ -164,7 +177,7 @@ pub struct TradeFriction {
     pub kinds: Param<Vec<Kind>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Eligibility {
     /// Base-eligibility clause (WY §2(1); CX I-2).
@@ -179,7 +192,7 @@ pub struct Eligibility {
 }
 
 /// What both documents have in common.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Common {
     pub document: Document,
@@ -192,7 +205,7 @@ pub struct Common {
     pub kinds: BTreeMap<Kind, KindEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub clause: String,
@@ -202,7 +215,7 @@ pub struct Plan {
     pub done_2019_total: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Department {
     pub code: String,
@@ -215,7 +228,7 @@ pub struct Department {
     pub partners_zh: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct School {
     pub seq: u32,
@@ -223,7 +236,7 @@ pub struct School {
     pub note_zh: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schools {
     pub clause: String,
@@ -231,7 +244,7 @@ pub struct Schools {
     pub entries: Vec<School>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub count: u32,
@@ -239,7 +252,7 @@ pub struct Target {
 }
 
 /// Reference data of the attachments (RULES.md §6).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reference {
     pub plan: Plan,
@@ -251,7 +264,7 @@ pub struct Reference {
 }
 
 /// A county's rules parameters, shaped by its own document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum CountyRules {
     Wuyi(Box<WuyiRules>),

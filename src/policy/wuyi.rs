@@ -19,7 +19,7 @@ pub const KINDS: &[Kind] = &[
     Kind::OnlineTraining,
 ];
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WuyiRules {
     /// R-PRIOR: training begun before the plan's publication keeps the earlier standard (I-18).
@@ -31,13 +31,13 @@ pub struct WuyiRules {
     pub online_training: WyOnline,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyQualification {
     pub levels: BTreeMap<Level, Param<Amount>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyProject {
     pub rate_per_class_hour: Param<Amount>,
@@ -46,7 +46,7 @@ pub struct WyProject {
     pub max_class_size: Param<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyApprenticeEmployee {
     pub completion_only: Param<Amount>,
@@ -55,13 +55,13 @@ pub struct WyApprenticeEmployee {
     pub with_senior_or_above: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyApprenticeStudent {
     pub yearly_cap: Param<Amount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyOnline {
     pub window_from: Param<NaiveDate>,

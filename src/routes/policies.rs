@@ -3,50 +3,85 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::{county_path, AppState};
-use crate::policy::CountyPolicy;
+use std::collections::BTreeMap;
+
+use crate::domain::{County, Kind};
+use crate::policy::{
+    CountyPolicy, CountyRules, Department, Document, Eligibility, KindEntry, Param, Period, Plan, Schools, Target,
+    TradeFriction,
+};
 use crate::problem::{ApiError, Problem};
 use crate::rules::{ReasonCode, Severity};
 
-fn render(p: &CountyPolicy, directory_version: &str) -> Value {
-    json!({
-        "county": p.county(),
-        "document": p.common.document,
-        "period": p.common.period,
-        "version": p.version,
-        "directory_version": directory_version,
-        "annual_limit": p.common.annual_limit,
-        "eligibility": p.common.eligibility,
-        "trade_friction": p.common.trade_friction,
-        "public_notice": p.common.public_notice,
-        "kinds": p.common.kinds,
-        "rules": p.rules,
-        "plan": p.reference.plan,
-        "departments": p.reference.departments,
-        "schools": p.reference.schools,
-        "targets": p.reference.targets,
-    })
+/// A county's policy in force, as `GET /v1/policies/{county}` shows it: every
+/// parameter with its clause and dated values. A simulation's change names a
+/// parameter by its JSON pointer in this document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyDocument {
+    pub county: County,
+    pub document: Document,
+    pub period: Period,
+    /// `sha256:` of the canonical loaded data; cited by every decision.
+    pub version: String,
+    /// The version of the trade-friction directory in force.
+    pub directory_version: String,
+    pub annual_limit: Param<u32>,
+    pub eligibility: Eligibility,
+    pub trade_friction: TradeFriction,
+    pub public_notice: Param<Vec<Kind>>,
+    pub kinds: BTreeMap<Kind, KindEntry>,
+    pub rules: CountyRules,
+    pub plan: Plan,
+    pub departments: Vec<Department>,
+    pub schools: Option<Schools>,
+    pub targets: Option<BTreeMap<String, Target>>,
+}
+
+/// Every county's policy in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    pub policies: Vec<PolicyDocument>,
+}
+
+fn render(p: &CountyPolicy, directory_version: &str) -> PolicyDocument {
+    let (common, reference) = (&p.common, &p.reference);
+    PolicyDocument {
+        county: p.county(),
+        document: common.document.clone(),
+        period: common.period.clone(),
+        version: p.version.clone(),
+        directory_version: directory_version.to_string(),
+        annual_limit: common.annual_limit.clone(),
+        eligibility: common.eligibility.clone(),
+        trade_friction: common.trade_friction.clone(),
+        public_notice: common.public_notice.clone(),
+        kinds: common.kinds.clone(),
+        rules: p.rules.clone(),
+        plan: reference.plan.clone(),
+        departments: reference.departments.clone(),
+        schools: reference.schools.clone(),
+        targets: reference.targets.clone(),
+    }
 }
 
 /// Every county's policy in force: documents, periods, kinds, schedules, caps,
 /// windows and reference data, each with its clause, and the policy version.
 #[utoipa::path(get, path = "/v1/policies", operation_id = "listPolicies", tag = "policies", responses(
-    (status = 200, description = "One entry per county, as `GET /v1/policies/{county}`", body = Object),
+    (status = 200, description = "One entry per county, as `GET /v1/policies/{county}`", body = PolicyList),
 ))]
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let out: Vec<Value> =
-        state.policy.counties().map(|p| render(p, &state.ledger.directory(p.county()).version)).collect();
-    HttpResponse::Ok().json(json!({ "policies": out }))
+    let policies = state.policy.counties().map(|p| render(p, &state.ledger.directory(p.county()).version)).collect();
+    HttpResponse::Ok().json(PolicyList { policies })
 }
 
 /// One county's policy in force.
 #[utoipa::path(get, path = "/v1/policies/{county}", operation_id = "getPolicy", tag = "policies",
     params(("county" = String, Path, description = "`wuyi` or `changxing`")),
     responses(
-        (status = 200, description = "The county's document, period, kinds with their clauses, every parameter with its clause and effective date, departments and plan figures, schools and targets, and the policy and directory versions", body = Object),
+        (status = 200, description = "The county's document, period, kinds with their clauses, every parameter with its clause and effective date, departments and plan figures, schools and targets, and the policy and directory versions", body = PolicyDocument),
         (status = 404, description = "No such county", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
