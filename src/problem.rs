@@ -11,8 +11,9 @@ macro_rules! error_codes {
     ($($variant:ident = $code:literal, $status:ident, $title:literal;)+) => {
         /// Stable error codes of API.md §2.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
         pub enum ErrorCode {
-            $(#[serde(rename = $code)] $variant,)+
+            $($variant,)+
         }
 
         impl ErrorCode {
@@ -207,5 +208,22 @@ impl ResponseError for ApiError {
             _ => {}
         }
         resp.json(self.problem())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire name, the table's code and the document's enum agree.
+    #[test]
+    fn every_error_code_is_written_as_its_table_code() {
+        let schema = serde_json::to_value(<ErrorCode as utoipa::PartialSchema>::schema()).unwrap();
+        let documented: Vec<&str> = schema["enum"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let table: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(documented, table);
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }
