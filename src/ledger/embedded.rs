@@ -403,6 +403,13 @@ struct Group {
     read_error: Option<String>,
 }
 
+impl Group {
+    /// Notes that the state lock is poisoned: the group is not recorded.
+    fn note_poisoned_state(&mut self) {
+        self.read_error.get_or_insert_with(|| "the ledger state lock is poisoned".to_string());
+    }
+}
+
 /// Makes written groups durable and then visible: one sync (flush and
 /// `fdatasync`) covers every group written before it, so while one sync runs
 /// the writer decides and writes the next groups (group commit, pipelined).
@@ -501,11 +508,7 @@ impl Writer {
             jobs.into_iter().for_each(|j| fail_job(j, "the store refuses writes until it is reopened"));
             return None;
         }
-        let applied = self.applied.load(Ordering::SeqCst);
-        while self.inflight.front().is_some_and(|(n, _)| *n <= applied) {
-            self.inflight.pop_front();
-        }
-        let inflight: Vec<Arc<Changes>> = self.inflight.iter().map(|(_, c)| c.clone()).collect();
+        let inflight = self.changes_in_flight();
         let mut g = Group {
             changes: Changes::new(self.next_seq, self.next_event),
             batch: WriteBatch::default(),
@@ -519,33 +522,14 @@ impl Writer {
         // that applying a durable group (the syncer) and evaluations never
         // wait for a whole group to be decided. What the writer sees stays
         // the same: the groups in flight hold the values they set.
-        let poisoned = || "the ledger state lock is poisoned".to_string();
         for job in jobs {
             match job {
                 Job::Claims { items, reply } => {
-                    let mut results = Vec::with_capacity(items.len());
-                    for item in items {
-                        let Ok(state) = self.state.read() else {
-                            g.read_error.get_or_insert_with(poisoned);
-                            results.push(ItemResult::Failed);
-                            continue;
-                        };
-                        let base = Base { state: &state, inflight: &inflight };
-                        results.push(self.claim(&mut g, base, &dirs, item));
-                    }
+                    let results = self.decide_claims(&mut g, &inflight, &dirs, items);
                     replies.push(Reply::Claims(reply, results));
                 }
                 Job::Revoke { claim_id, reason, key_id, reply } => {
-                    let r = match self.state.read() {
-                        Ok(state) => {
-                            let base = Base { state: &state, inflight: &inflight };
-                            self.revoke(&mut g, base, &claim_id, reason, &key_id)
-                        }
-                        Err(_) => {
-                            g.read_error.get_or_insert_with(poisoned);
-                            RevokeResult::NotFound
-                        }
-                    };
+                    let r = self.decide_revocation(&mut g, &inflight, &claim_id, reason, &key_id);
                     replies.push(Reply::Revoke(reply, r));
                 }
                 Job::Directory { county, record, reply } => {
@@ -558,27 +542,14 @@ impl Writer {
                 Job::Stop => {}
             }
         }
-        let Group { changes, mut batch, read_error, records } = g;
-        if read_error.is_none() {
-            encode_records(&mut batch, records.into_values().collect());
-        }
-        if let Some(e) = read_error {
-            // Nothing is written: the group's claims get 503, the store stays
-            // writable (a read failure is not a reason to stop).
-            tracing::error!(error = %e, "a ledger read failed; the group was not recorded");
-            replies.into_iter().for_each(|r| r.send(Some(&e)));
-            return None;
-        }
-        let written = batch.len;
-        if written > 0 {
-            if let Err(e) = self.store.write(batch) {
-                let e = format!("{e:#}");
-                tracing::error!(error = %e, "store write failed; the group was not recorded");
-                self.failure.report();
+        let Group { changes, batch, read_error, records } = g;
+        let written = match self.write_group(batch, records, read_error) {
+            Ok(written) => written,
+            Err(e) => {
                 replies.into_iter().for_each(|r| r.send(Some(&e)));
                 return None;
             }
-        }
+        };
         // Written: what follows is decided against it.
         self.next_seq = changes.next_seq();
         self.next_event = changes.next_event;
@@ -587,6 +558,93 @@ impl Writer {
         let changes = Arc::new(changes);
         self.inflight.push_back((self.groups, changes.clone()));
         Some(Written { number: self.groups, changes, replies, directories: new_dirs, written })
+    }
+
+    /// Forgets the groups the syncer has made durable and applied (the state
+    /// holds their changes now); answers the changes of those still in flight.
+    fn changes_in_flight(&mut self) -> Vec<Arc<Changes>> {
+        let applied = self.applied.load(Ordering::SeqCst);
+        while self.inflight.front().is_some_and(|(n, _)| *n <= applied) {
+            self.inflight.pop_front();
+        }
+        self.inflight.iter().map(|(_, c)| c.clone()).collect()
+    }
+
+    /// Decides a job's claims in order into the group, the state read-locked
+    /// for one claim at a time. A claim the poisoned lock keeps from being
+    /// decided fails, and so does the group.
+    fn decide_claims(
+        &self,
+        g: &mut Group,
+        inflight: &[Arc<Changes>],
+        dirs: &HashMap<County, Arc<Directory>>,
+        items: Vec<ClaimItem>,
+    ) -> Vec<ItemResult> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let Ok(state) = self.state.read() else {
+                g.note_poisoned_state();
+                results.push(ItemResult::Failed);
+                continue;
+            };
+            let base = Base { state: &state, inflight };
+            results.push(self.claim(g, base, dirs, item));
+        }
+        results
+    }
+
+    /// Decides a revocation into the group, the state read-locked for it. A
+    /// poisoned lock answers "not found" and fails the group.
+    fn decide_revocation(
+        &self,
+        g: &mut Group,
+        inflight: &[Arc<Changes>],
+        claim_id: &str,
+        reason: String,
+        key_id: &str,
+    ) -> RevokeResult {
+        match self.state.read() {
+            Ok(state) => {
+                let base = Base { state: &state, inflight };
+                self.revoke(g, base, claim_id, reason, key_id)
+            }
+            Err(_) => {
+                g.note_poisoned_state();
+                RevokeResult::NotFound
+            }
+        }
+    }
+
+    /// Encodes the group's records into its batch and writes the batch to
+    /// the store (made durable later, by the syncer); answers how many keys
+    /// it wrote. After a read failure nothing is written; after a failed
+    /// write the store is reported failed. Either failure is logged and
+    /// answered (the caller fails the group's replies with it).
+    fn write_group(
+        &self,
+        mut batch: WriteBatch,
+        records: HashMap<u64, ClaimRecord>,
+        read_error: Option<String>,
+    ) -> Result<usize, String> {
+        if read_error.is_none() {
+            encode_records(&mut batch, records.into_values().collect());
+        }
+        if let Some(e) = read_error {
+            // Nothing is written: the group's claims get 503, the store stays
+            // writable (a read failure is not a reason to stop).
+            tracing::error!(error = %e, "a ledger read failed; the group was not recorded");
+            return Err(e);
+        }
+        let written = batch.len;
+        if written > 0 {
+            if let Err(e) = self.store.write(batch) {
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, "store write failed; the group was not recorded");
+                self.failure.report();
+                return Err(e);
+            }
+        }
+        Ok(written)
     }
 
     /// A recorded claim, from this group's records or the store (which holds

@@ -56,45 +56,96 @@ pub fn check(store: &Store) -> anyhow::Result<Vec<String>> {
 /// Rechecks a ledger from its records; returns the drift found and what the
 /// records hold.
 pub fn check_dump(dump: Dump) -> anyhow::Result<(Vec<String>, Recount)> {
-    let mut recount = Recount::default();
-    let mut drift = Vec::new();
-    let mut ids: HashMap<String, u64> = HashMap::new();
-    let mut held: HashMap<KeyDigest, (u64, String)> = HashMap::new();
-    let mut counted: HashMap<KeyDigest, u32> = HashMap::new();
-    let mut event_seqs: HashSet<u64> = HashSet::new();
-    let mut expected_seq = 1;
-    for r in dump.records {
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                drift.push(format!("undecodable record: {e:#}"));
+    let mut check = DumpCheck::default();
+    check.records(dump.records);
+    check.events(dump.events);
+    if let Err(e) = (dump.directories)() {
+        check.drift.push(format!("undecodable directory: {e:#}"));
+    }
+    let DumpCheck { drift, mut recount, .. } = check;
+    recount.totals.retain(|_, v| !v.is_zero());
+    Ok((drift, recount))
+}
+
+/// A dump being checked: the drift found so far, what the granted records
+/// hold, and the claim ids, keys and event numbers met so far.
+#[derive(Default)]
+struct DumpCheck {
+    drift: Vec<String>,
+    recount: Recount,
+    /// Claim id → the record that recorded it first.
+    ids: HashMap<String, u64>,
+    /// Unique key → the last granted record holding it (number, claim id).
+    held: HashMap<KeyDigest, (u64, String)>,
+    /// Usage key → how many granted records count in it.
+    counted: HashMap<KeyDigest, u32>,
+    /// Every event number met: the `decided` events' and the other events'.
+    event_seqs: HashSet<u64>,
+}
+
+impl DumpCheck {
+    /// Checks the records in recording order: numbered 1.. without a gap,
+    /// each agreeing with itself, and a grant's holdings recounted; then
+    /// that no usage key has more counted grants than a year allows.
+    fn records(&mut self, records: impl Iterator<Item = anyhow::Result<ClaimRecord>>) {
+        let mut expected_seq = 1;
+        for r in records {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    self.drift.push(format!("undecodable record: {e:#}"));
+                    continue;
+                }
+            };
+            if r.seq != expected_seq {
+                self.drift.push(format!(
+                    "record {} follows record {}: a gap in the recording order",
+                    r.seq,
+                    expected_seq - 1
+                ));
+            }
+            expected_seq = r.seq + 1;
+            self.record(&r);
+            if r.header.status != Status::Approved {
                 continue;
             }
-        };
-        let (h, d) = (&r.header, &r.body.decision);
-        if r.seq != expected_seq {
-            drift.push(format!("record {} follows record {}: a gap in the recording order", r.seq, expected_seq - 1));
+            self.grant(&r);
         }
-        expected_seq = r.seq + 1;
-        if let Some(first) = ids.insert(h.claim_id.clone(), r.seq) {
-            drift.push(format!("claim {} recorded twice (records {first} and {})", h.claim_id, r.seq));
+        for (k, n) in &self.counted {
+            // No year allows more than this many counted grants (RULES R-LIMIT: 3).
+            if *n > 3 {
+                self.drift.push(format!("usage {}: {n} counted grants in one year", hex::encode(k)));
+            }
+        }
+    }
+
+    /// Checks one record by itself: its claim id recorded once, its header
+    /// agreeing with its decision (status, amount granted), its `decided`
+    /// event's number used once.
+    fn record(&mut self, r: &ClaimRecord) {
+        let (h, d) = (&r.header, &r.body.decision);
+        if let Some(first) = self.ids.insert(h.claim_id.clone(), r.seq) {
+            self.drift.push(format!("claim {} recorded twice (records {first} and {})", h.claim_id, r.seq));
         }
         if h.status != d.status {
-            drift.push(format!("claim {}: header says {:?}, decision says {:?}", h.claim_id, h.status, d.status));
+            self.drift.push(format!("claim {}: header says {:?}, decision says {:?}", h.claim_id, h.status, d.status));
         }
         let amount: rust_decimal::Decimal = d.amount.parse().unwrap_or_default();
         if amount != h.granted && h.status != Status::Rejected {
-            drift.push(format!("claim {}: granted {} but the decision says {}", h.claim_id, h.granted, d.amount));
+            self.drift.push(format!("claim {}: granted {} but the decision says {}", h.claim_id, h.granted, d.amount));
         }
-        if !event_seqs.insert(h.decided_event) {
-            drift.push(format!("event number {} used twice", h.decided_event));
+        if !self.event_seqs.insert(h.decided_event) {
+            self.drift.push(format!("event number {} used twice", h.decided_event));
         }
-        if h.status != Status::Approved {
-            continue;
-        }
+    }
+
+    /// Recounts what a granted record holds, checking that no unique key is
+    /// held by two granted claims and that no share of a total is negative.
+    fn grant(&mut self, r: &ClaimRecord) {
+        let h = &r.header;
         for k in &h.holdings.keys {
-            if let Some((seq, other)) = held.insert(*k, (r.seq, h.claim_id.clone())) {
-                drift.push(format!(
+            if let Some((seq, other)) = self.held.insert(*k, (r.seq, h.claim_id.clone())) {
+                self.drift.push(format!(
                     "key {} held by two granted claims: {other} (record {seq}) and {} (record {})",
                     hex::encode(k),
                     h.claim_id,
@@ -103,45 +154,39 @@ pub fn check_dump(dump: Dump) -> anyhow::Result<(Vec<String>, Recount)> {
             }
         }
         if let Some(k) = &h.holdings.count {
-            *counted.entry(*k).or_default() += 1;
-            recount.usage.insert((*k, h.claim_id.clone()));
+            *self.counted.entry(*k).or_default() += 1;
+            self.recount.usage.insert((*k, h.claim_id.clone()));
         }
         for k in &h.holdings.keys {
-            recount.holders.insert(*k, h.claim_id.clone());
+            self.recount.holders.insert(*k, h.claim_id.clone());
         }
         for (k, amount) in &h.holdings.totals {
-            *recount.totals.entry(*k).or_default() += *amount;
+            *self.recount.totals.entry(*k).or_default() += *amount;
             if amount.is_sign_negative() {
-                drift.push(format!("claim {}: a negative share {amount} of total {}", h.claim_id, hex::encode(k)));
+                self.drift.push(format!("claim {}: a negative share {amount} of total {}", h.claim_id, hex::encode(k)));
             }
         }
     }
-    for (k, n) in counted {
-        // No year allows more than this many counted grants (RULES R-LIMIT: 3).
-        if n > 3 {
-            drift.push(format!("usage {}: {n} counted grants in one year", hex::encode(k)));
-        }
-    }
-    for e in dump.events {
-        let (claim_seq, e) = match e {
-            Ok(x) => x,
-            Err(err) => {
-                drift.push(format!("undecodable event: {err:#}"));
-                continue;
+
+    /// Checks the events: each names the claim its record number is, and
+    /// each event number is used once (among the `decided` events too).
+    fn events(&mut self, events: impl Iterator<Item = anyhow::Result<(u64, Event)>>) {
+        for e in events {
+            let (claim_seq, e) = match e {
+                Ok(x) => x,
+                Err(err) => {
+                    self.drift.push(format!("undecodable event: {err:#}"));
+                    continue;
+                }
+            };
+            if self.ids.get(&e.claim_id) != Some(&claim_seq) {
+                self.drift.push(format!("event {} names claim {} which record {claim_seq} is not", e.seq, e.claim_id));
             }
-        };
-        if ids.get(&e.claim_id) != Some(&claim_seq) {
-            drift.push(format!("event {} names claim {} which record {claim_seq} is not", e.seq, e.claim_id));
-        }
-        if !event_seqs.insert(e.seq) {
-            drift.push(format!("event number {} used twice", e.seq));
+            if !self.event_seqs.insert(e.seq) {
+                self.drift.push(format!("event number {} used twice", e.seq));
+            }
         }
     }
-    if let Err(e) = (dump.directories)() {
-        drift.push(format!("undecodable directory: {e:#}"));
-    }
-    recount.totals.retain(|_, v| !v.is_zero());
-    Ok((drift, recount))
 }
 
 /// A record as exported: its header (digests as hex) and its body.

@@ -474,36 +474,10 @@ impl PostgresLedger {
     /// Locks taken in one sorted statement cannot deadlock with another
     /// transaction's; a key only the final decision reads is locked after.
     async fn submit_in(&self, tx: &Tx<'_>, items: &[&ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
-        let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
-        // One claim: the plain lookup (a generic plan of `= ANY($1)` may
-        // estimate the array as large and leave the unique index).
-        let (lookup, params): (&str, Params<1>) = match ids.as_slice() {
-            [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
-            _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
-        };
-        let ((first_seq, event_numbers, revisions), found) =
-            tokio::try_join!(numbers(tx, items.len(), items.len()), async {
-                Ok(locked_reads(tx, ids.iter().map(|id| claim_lock(id)).collect(), [(lookup, &params)]).await?)
-            },)?;
-        let mut existing = HashMap::new();
-        for row in found.iter().flatten() {
-            let r = record_of(row)?;
-            existing.insert(r.header.claim_id.clone(), r);
-        }
+        let ((first_seq, event_numbers, revisions), existing) = Self::number_and_lock_claims(tx, items).await?;
         let dirs = self.directories_at(tx, revisions).await?;
         let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_default();
-
-        let mut known = Known::default();
-        let mut keys = BTreeSet::new();
-        let mut seen = HashSet::new();
-        for item in items {
-            let id = item.claim.claim_id.as_str();
-            if !existing.contains_key(id) && seen.insert(id) {
-                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir_of(item))?;
-                keys.extend(found.into_iter().flat_map(|(_, missing)| missing));
-            }
-        }
-        known.fetch(tx, &keys, true).await?;
+        let mut known = self.lock_keys_new_claims_read(tx, items, &existing, &dir_of).await?;
 
         let mut writes = Writes::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -511,32 +485,8 @@ impl PostgresLedger {
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let id = item.claim.claim_id.as_str();
-            let replay = |status| Event {
-                seq: 0,
-                claim_id: id.to_string(),
-                event: "replayed".into(),
-                at: Utc::now(),
-                key_id: item.key_id.clone(),
-                status,
-                reason: None,
-            };
-            if let Some(n) = pending.iter().position(|p| p.header.claim_id == id) {
-                let p = &pending[n];
-                if !item.body_hash.matches(&p.body.body_hash) {
-                    results.push(ItemResult::Conflict);
-                } else {
-                    events.push(EventOf::New(n, replay(p.header.status)));
-                    results.push(ItemResult::Replayed(p.body.decision.clone()));
-                }
-                continue;
-            }
-            if let Some(existing) = existing.get(id) {
-                if !item.body_hash.matches(&existing.body.body_hash) {
-                    results.push(ItemResult::Conflict);
-                } else {
-                    events.push(EventOf::Stored(existing.seq, replay(existing.header.status)));
-                    results.push(ItemResult::Replayed(existing.body.decision.clone()));
-                }
+            if let Some(replayed) = Self::replay_recorded(item, &pending, &existing, &mut events) {
+                results.push(replayed);
                 continue;
             }
             let dir = dir_of(item);
@@ -547,18 +497,7 @@ impl PostgresLedger {
             };
             let mut decision = outcome.decision.clone();
             decision.recorded = true;
-            let header = RecordHeader {
-                claim_id: id.to_string(),
-                status: decision.status,
-                county: item.claim.county,
-                kind: item.claim.kind,
-                event_date: item.claim.event_date,
-                department: item.claim.department.as_ref().map(|d| d.as_str().to_string()),
-                granted: outcome.amount,
-                parties: item.claim.party_codes().into_iter().map(str::to_string).collect(),
-                decided_event: 0,
-                holdings: holdings_of(&outcome),
-            };
+            let header = Self::new_header(item, &decision, &outcome);
             if header.status == Status::Approved {
                 known.take(id, &header.holdings, &mut writes);
             }
@@ -578,6 +517,110 @@ impl PostgresLedger {
         }
         self.write(tx, (first_seq, event_numbers), pending, events, &known, &writes).await?;
         Ok(results)
+    }
+
+    /// Locks every claim id (in sorted order) and reads the claims recorded
+    /// under them, together with the transaction's numbers and the
+    /// directories' revisions (see [`numbers`]): one round trip. Answers the
+    /// numbers and the recorded claims by claim id.
+    async fn number_and_lock_claims(
+        tx: &Tx<'_>,
+        items: &[&ClaimItem],
+    ) -> anyhow::Result<((i64, Vec<i64>, Vec<(String, i64)>), HashMap<String, ClaimRecord>)> {
+        let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
+        // One claim: the plain lookup (a generic plan of `= ANY($1)` may
+        // estimate the array as large and leave the unique index).
+        let (lookup, params): (&str, Params<1>) = match ids.as_slice() {
+            [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
+            _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
+        };
+        let ((first_seq, event_numbers, revisions), found) =
+            tokio::try_join!(numbers(tx, items.len(), items.len()), async {
+                Ok(locked_reads(tx, ids.iter().map(|id| claim_lock(id)).collect(), [(lookup, &params)]).await?)
+            },)?;
+        let mut existing = HashMap::new();
+        for row in found.iter().flatten() {
+            let r = record_of(row)?;
+            existing.insert(r.header.claim_id.clone(), r);
+        }
+        Ok(((first_seq, event_numbers, revisions), existing))
+    }
+
+    /// Decides each claim not recorded yet once against nothing read (the
+    /// first of a claim id only), and locks and reads every key those
+    /// decisions read or a grant would take, in one sorted round trip.
+    /// Answers what was read under the locks.
+    async fn lock_keys_new_claims_read(
+        &self,
+        tx: &Tx<'_>,
+        items: &[&ClaimItem],
+        existing: &HashMap<String, ClaimRecord>,
+        dir_of: &impl Fn(&ClaimItem) -> Arc<Directory>,
+    ) -> anyhow::Result<Known> {
+        let mut known = Known::default();
+        let mut keys = BTreeSet::new();
+        let mut seen = HashSet::new();
+        for item in items {
+            let id = item.claim.claim_id.as_str();
+            if !existing.contains_key(id) && seen.insert(id) {
+                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir_of(item))?;
+                keys.extend(found.into_iter().flat_map(|(_, missing)| missing));
+            }
+        }
+        known.fetch(tx, &keys, true).await?;
+        Ok(known)
+    }
+
+    /// A claim already recorded, earlier in this transaction or before it:
+    /// its replay (the `replayed` event noted in `events`), or a conflict
+    /// when its body differs. `None`: the claim is new.
+    fn replay_recorded(
+        item: &ClaimItem,
+        pending: &[Pending],
+        existing: &HashMap<String, ClaimRecord>,
+        events: &mut Vec<EventOf>,
+    ) -> Option<ItemResult> {
+        let id = item.claim.claim_id.as_str();
+        let replay = |status| Event {
+            seq: 0,
+            claim_id: id.to_string(),
+            event: "replayed".into(),
+            at: Utc::now(),
+            key_id: item.key_id.clone(),
+            status,
+            reason: None,
+        };
+        if let Some(n) = pending.iter().position(|p| p.header.claim_id == id) {
+            let p = &pending[n];
+            if !item.body_hash.matches(&p.body.body_hash) {
+                return Some(ItemResult::Conflict);
+            }
+            events.push(EventOf::New(n, replay(p.header.status)));
+            return Some(ItemResult::Replayed(p.body.decision.clone()));
+        }
+        let existing = existing.get(id)?;
+        if !item.body_hash.matches(&existing.body.body_hash) {
+            return Some(ItemResult::Conflict);
+        }
+        events.push(EventOf::Stored(existing.seq, replay(existing.header.status)));
+        Some(ItemResult::Replayed(existing.body.decision.clone()))
+    }
+
+    /// The header of a claim decided in this transaction (its `decided`
+    /// event is numbered when the transaction writes).
+    fn new_header(item: &ClaimItem, decision: &Decision, outcome: &crate::rules::Outcome) -> RecordHeader {
+        RecordHeader {
+            claim_id: item.claim.claim_id.as_str().to_string(),
+            status: decision.status,
+            county: item.claim.county,
+            kind: item.claim.kind,
+            event_date: item.claim.event_date,
+            department: item.claim.department.as_ref().map(|d| d.as_str().to_string()),
+            granted: outcome.amount,
+            parties: item.claim.party_codes().into_iter().map(str::to_string).collect(),
+            decided_event: 0,
+            holdings: holdings_of(outcome),
+        }
     }
 
     /// Decides and records claims, trying the transaction again after a
@@ -656,63 +699,16 @@ impl PostgresLedger {
         if pending.is_empty() && events.is_empty() {
             return Ok(());
         }
-        let mut event_rows: (Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
-        for (e, seq) in events.into_iter().zip(event_numbers) {
-            match e {
-                EventOf::Decided(n) => pending[n].header.decided_event = seq as u64,
-                EventOf::Stored(claim_seq, mut e) => {
-                    e.seq = seq as u64;
-                    event_rows.0.push(seq);
-                    event_rows.1.push(seq_i64(claim_seq));
-                    event_rows.2.push(serde_json::to_string(&e)?);
-                }
-                EventOf::New(n, mut e) => {
-                    e.seq = seq as u64;
-                    event_rows.0.push(seq);
-                    event_rows.1.push(first_seq + n as i64);
-                    event_rows.2.push(serde_json::to_string(&e)?);
-                }
-            }
-        }
+        let event_rows = Self::number_events(first_seq, event_numbers, events, &mut pending)?;
         let insert = tx
             .prepare_cached(
                 "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await?;
-        let records: Vec<(ClaimRecord, i64)> = pending
-            .into_iter()
-            .enumerate()
-            .map(|(n, p)| {
-                let seq = first_seq + n as i64;
-                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
-            })
-            .collect();
+        let records = Self::numbered_records(first_seq, pending);
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
-        let inserts = records.iter().zip(&encoded).map(|((r, seq), (head, body))| {
-            let h = &r.header;
-            let insert = &insert;
-            async move {
-                tx.execute(
-                    insert,
-                    &[
-                        seq,
-                        &h.claim_id,
-                        &h.county.as_str(),
-                        &h.kind.as_str(),
-                        &h.status.as_str(),
-                        &h.event_date,
-                        &h.department,
-                        &h.parties,
-                        &h.granted,
-                        head,
-                        body,
-                    ],
-                )
-                .await
-            }
-        });
-        let inserts = futures_util::future::try_join_all(inserts);
+        let inserts = Self::insert_records(tx, &insert, &records, &encoded);
         let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
@@ -754,6 +750,83 @@ impl PostgresLedger {
             ),
         )?;
         Ok(())
+    }
+
+    /// Gives each of the transaction's events its number, in order: a
+    /// `decided` event's number goes into its new claim's header; a replay
+    /// becomes an event row (its number, its claim's number, the event).
+    fn number_events(
+        first_seq: i64,
+        event_numbers: Vec<i64>,
+        events: Vec<EventOf>,
+        pending: &mut [Pending],
+    ) -> anyhow::Result<(Vec<i64>, Vec<i64>, Vec<String>)> {
+        let mut event_rows: (Vec<i64>, Vec<i64>, Vec<String>) = Default::default();
+        for (e, seq) in events.into_iter().zip(event_numbers) {
+            match e {
+                EventOf::Decided(n) => pending[n].header.decided_event = seq as u64,
+                EventOf::Stored(claim_seq, mut e) => {
+                    e.seq = seq as u64;
+                    event_rows.0.push(seq);
+                    event_rows.1.push(seq_i64(claim_seq));
+                    event_rows.2.push(serde_json::to_string(&e)?);
+                }
+                EventOf::New(n, mut e) => {
+                    e.seq = seq as u64;
+                    event_rows.0.push(seq);
+                    event_rows.1.push(first_seq + n as i64);
+                    event_rows.2.push(serde_json::to_string(&e)?);
+                }
+            }
+        }
+        Ok(event_rows)
+    }
+
+    /// The transaction's new claims as records, numbered from `first_seq` in
+    /// the order they were decided (each with its number for the insert).
+    fn numbered_records(first_seq: i64, pending: Vec<Pending>) -> Vec<(ClaimRecord, i64)> {
+        pending
+            .into_iter()
+            .enumerate()
+            .map(|(n, p)| {
+                let seq = first_seq + n as i64;
+                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
+            })
+            .collect()
+    }
+
+    /// Inserts the numbered records with their encoded header and body, one
+    /// execution of the prepared `insert` each, pipelined (sent when the
+    /// future is first polled).
+    async fn insert_records(
+        tx: &Tx<'_>,
+        insert: &tokio_postgres::Statement,
+        records: &[(ClaimRecord, i64)],
+        encoded: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<u64>, tokio_postgres::Error> {
+        let inserts = records.iter().zip(encoded).map(|((r, seq), (head, body))| {
+            let h = &r.header;
+            async move {
+                tx.execute(
+                    insert,
+                    &[
+                        seq,
+                        &h.claim_id,
+                        &h.county.as_str(),
+                        &h.kind.as_str(),
+                        &h.status.as_str(),
+                        &h.event_date,
+                        &h.department,
+                        &h.parties,
+                        &h.granted,
+                        head,
+                        body,
+                    ],
+                )
+                .await
+            }
+        });
+        futures_util::future::try_join_all(inserts).await
     }
 
     async fn revoke_in(&self, tx: &Tx<'_>, claim_id: &str, reason: &str, key_id: &str) -> anyhow::Result<RevokeResult> {
