@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::json;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{
-    AdditionalProperties, AllOfBuilder, Discriminator, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+    AdditionalProperties, Discriminator, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
 };
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
@@ -90,6 +90,11 @@ fn pascal(snake: &str) -> String {
         .collect()
 }
 
+/// An optional property: `schema`, or `null` (which reads as absent).
+fn nullable(schema: RefOr<Schema>, description: &str) -> OneOfBuilder {
+    OneOfBuilder::new().item(schema).item(ObjectBuilder::new().schema_type(Type::Null)).description(Some(description))
+}
+
 /// A string that must equal `value` (`const`, JSON Schema 2020-12).
 fn constant(value: &str, description: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -139,12 +144,10 @@ fn branch(shape: &Shape) -> RefOr<Schema> {
                 .description(Some("Certificate issue date, training or school period end, or award date."))
                 .examples(["2020-06-15"]),
         )
-        .property("department", reference(&DepartmentCode::name()))
+        .property("department", nullable(reference(&DepartmentCode::name()), "The plan's department, if any."))
         .property(
             "institution",
-            AllOfBuilder::new()
-                .item(reference(&Organization::name()))
-                .description(Some("The training institution or school, when there is one.")),
+            nullable(reference(&Organization::name()), "The training institution or school, when there is one."),
         )
         .property("details", reference(&(shape.details_name)()))
         .required("claim_id")
