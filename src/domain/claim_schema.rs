@@ -66,8 +66,7 @@ fn claimant_by_title(object: RefOr<Schema>) -> RefOr<Schema> {
         "if",
         json!({"properties": {"details": {"properties": {"title": golden}, "required": ["title"]}}, "required": ["details"]}),
     );
-    let only =
-        |party: &str, not: &str| json!({"required": [party], "properties": {party: {"type": "object"}, not: false}});
+    let only = |party: &str, not: &str| json!({"required": [party], "properties": {party: {"type": "object"}, not: {"type": "null"}}});
     let object = with_keyword(object, "then", only("organization", "applicant"));
     with_keyword(object, "else", only("applicant", "organization"))
 }
@@ -162,12 +161,17 @@ fn branch(shape: &Shape) -> RefOr<Schema> {
         Claimant::Organization => None,
         Claimant::Person | Claimant::PersonOrOrganization => Some(Applicant::name().into_owned()),
     };
-    if let Some(applicant) = applicant {
-        object = object.property("applicant", reference(&applicant));
-    }
-    if matches!(shape.claimant, Claimant::Organization | Claimant::PersonOrOrganization) {
-        object = object.property("organization", reference(&Organization::name()));
-    }
+    // The other party may only be absent, or `null` (which reads as absent).
+    let absent = || ObjectBuilder::new().schema_type(Type::Null).description(Some("Not part of this kind's claim."));
+    object = match applicant {
+        Some(applicant) => object.property("applicant", reference(&applicant)),
+        None => object.property("applicant", absent()),
+    };
+    object = if matches!(shape.claimant, Claimant::Organization | Claimant::PersonOrOrganization) {
+        object.property("organization", reference(&Organization::name()))
+    } else {
+        object.property("organization", absent())
+    };
     match shape.claimant {
         Claimant::Organization => object.required("organization").into(),
         Claimant::PersonOrOrganization => {
