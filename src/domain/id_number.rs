@@ -132,6 +132,22 @@ mod tests {
         assert_eq!(leap.age_on(d("2021-03-01")), 41);
     }
 
+    #[test]
+    fn debug_output_masks_the_number() {
+        let id = IdNumber::parse("330723199005060038", "/x").unwrap();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains("330723199005060038"), "{shown}");
+        assert!(shown.contains(&id.masked()), "{shown}");
+    }
+
+    #[test]
+    fn only_seventeen_digits_are_completed() {
+        assert_eq!(IdNumber::complete("33072319900506003").as_deref(), Some("330723199005060038"));
+        assert_eq!(IdNumber::complete("3307231990050600"), None);
+        assert_eq!(IdNumber::complete("3307231990050600X"), None);
+        assert_eq!(IdNumber::complete("330723199005060038"), None);
+    }
+
     pub(crate) fn with_check(s17: &str) -> String {
         IdNumber::complete(s17).expect("17 digits")
     }
