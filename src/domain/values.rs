@@ -316,10 +316,8 @@ macro_rules! bounded_hours {
                     .schema_type(Type::Number)
                     .description(Some(concat!(
                         $description,
-                        " A JSON number with at most 2 decimal places is read; the schema asks for quarters, \
-                         which every client writes exactly."
+                        " A JSON number with at most 2 decimal places (read from its text, never as a float)."
                     )))
-                    .multiple_of(Some(QUARTER))
                     .minimum(Some($min))
                     .maximum(Some($max))
                     .into()
@@ -328,9 +326,6 @@ macro_rules! bounded_hours {
         impl ToSchema for $name {}
     };
 }
-
-/// A quarter hour: binary floating point writes its multiples exactly.
-const QUARTER: f64 = 0.25;
 
 fn read_hours(v: &Value, at: &str, min: Decimal, max: Decimal) -> Result<Decimal, FieldError> {
     let Value::Number(n) = v else {
