@@ -8,7 +8,9 @@ use crate::domain::IdNumber;
 
 #[derive(Clone)]
 pub struct Pseudonymizer {
-    key: Vec<u8>,
+    /// HMAC-SHA256 keyed with the secret, before any message: cloned for
+    /// each hash, so the key is processed once.
+    mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -19,13 +21,14 @@ impl std::fmt::Debug for Pseudonymizer {
 
 impl Pseudonymizer {
     pub fn new(secret: &str) -> Self {
-        Self { key: secret.as_bytes().to_vec() }
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+        Self { mac }
     }
 
     /// 128 bits of HMAC-SHA256(secret, id number), hex: the person's key in the store.
     pub fn person_key(&self, id: &IdNumber) -> String {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        let mut mac = self.mac.clone();
         mac.update(id.as_str().as_bytes());
         let out = mac.finalize().into_bytes();
         format!("p{}", hex::encode(&out[..16]))
@@ -61,8 +64,7 @@ impl Pseudonymizer {
     pub fn body_hashes(&self, body: &serde_json::Value) -> BodyHashes {
         use sha2::Digest;
         let canonical = crate::domain::canonical_body(body);
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        let mut mac = self.mac.clone();
         mac.update(b"claim body\0");
         mac.update(&canonical);
         BodyHashes {

@@ -7,6 +7,7 @@
 //! compared claim by claim.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -18,11 +19,10 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{fmt2, parse_claim, Claim, County};
 use crate::domain::{string_schema, FieldError, FromJson};
-use crate::ledger::keys::{digest, KeyDigest};
 use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
-use crate::rules::{decide, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status};
+use crate::rules::{decide_without_trace, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status};
 use crate::{bounded_whole, request_type};
 
 /// How many changed claims an answer lists when the request does not say.
@@ -191,27 +191,43 @@ pub enum SimulationError {
     Cancelled,
 }
 
-/// A ledger that lives for one run: what the run's grants hold, under the
-/// keys' digests as in the real ledger, a key's holder by its number in
-/// `ids` (a few bytes a key, so that a run over a million claims stays small).
+/// A ledger that lives for one run: what the run's grants hold, under each
+/// key's fingerprint, a key's holder by its number in `ids` (a few bytes a
+/// key, so that a run over a million claims stays small).
 #[derive(Default)]
 struct Scratch {
-    counts: hashbrown::HashMap<KeyDigest, u32>,
-    holders: hashbrown::HashMap<KeyDigest, u32>,
-    totals: hashbrown::HashMap<KeyDigest, Decimal>,
+    fingerprints: Fingerprints,
+    counts: hashbrown::HashMap<u128, u32>,
+    holders: hashbrown::HashMap<u128, u32>,
+    totals: hashbrown::HashMap<u128, Decimal>,
     /// The claims holding keys, each once.
     ids: Vec<Box<str>>,
 }
 
+/// A key's identity in a scratch ledger: 128 bits from two SipHashes with
+/// keys drawn at random for the run. Cheaper than the real ledger's digest
+/// (no canonical text is built) and as unlikely to confuse two keys: a
+/// collision needs both 64-bit hashes to agree, and nobody outside the run
+/// knows its keys to aim for one.
+#[derive(Default)]
+struct Fingerprints(std::hash::RandomState, std::hash::RandomState);
+
+impl Fingerprints {
+    fn of(&self, key: &LedgerKey) -> u128 {
+        (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
+    }
+}
+
 impl LedgerView for Scratch {
     fn count(&self, key: &LedgerKey) -> Result<u32, LedgerReadError> {
-        Ok(self.counts.get(&digest(key)).copied().unwrap_or(0))
+        Ok(self.counts.get(&self.fingerprints.of(key)).copied().unwrap_or(0))
     }
     fn holder(&self, key: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
-        Ok(self.holders.get(&digest(key)).and_then(|i| self.ids.get(*i as usize)).map(|id| id.to_string()))
+        let holder = self.holders.get(&self.fingerprints.of(key));
+        Ok(holder.and_then(|i| self.ids.get(*i as usize)).map(|id| id.to_string()))
     }
     fn total(&self, key: &LedgerKey) -> Result<Decimal, LedgerReadError> {
-        Ok(self.totals.get(&digest(key)).copied().unwrap_or_default())
+        Ok(self.totals.get(&self.fingerprints.of(key)).copied().unwrap_or_default())
     }
 }
 
@@ -320,7 +336,14 @@ impl<'a> Run<'a> {
         let id = r.claim.claim_id.as_str();
         // A bug in the rules (or data they cannot handle) must not take the service down.
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide(&r.claim, r.person.as_deref(), &self.ledger, self.policy, self.directory, self.decided_at)
+            decide_without_trace(
+                &r.claim,
+                r.person.as_deref(),
+                &self.ledger,
+                self.policy,
+                self.directory,
+                self.decided_at,
+            )
         }));
         let o = match decided {
             Ok(Ok(o)) => o,
@@ -329,27 +352,34 @@ impl<'a> Run<'a> {
         };
         let d = &o.decision;
         if d.status == Status::Approved {
-            let e = o.effects;
+            let (e, ledger) = (o.effects, &mut self.ledger);
             if let Some(k) = e.count {
-                *self.ledger.counts.entry(digest(&k)).or_default() += 1;
+                *ledger.counts.entry(ledger.fingerprints.of(&k)).or_default() += 1;
             }
             if !e.keys.is_empty() {
-                let holder = u32::try_from(self.ledger.ids.len()).unwrap_or(u32::MAX);
-                self.ledger.ids.push(id.into());
+                let holder = u32::try_from(ledger.ids.len()).unwrap_or(u32::MAX);
+                ledger.ids.push(id.into());
                 for k in e.keys {
-                    self.ledger.holders.insert(digest(&k), holder);
+                    ledger.holders.insert(ledger.fingerprints.of(&k), holder);
                 }
             }
             for (k, v) in e.totals {
-                *self.ledger.totals.entry(digest(&k)).or_default() += v;
+                *ledger.totals.entry(ledger.fingerprints.of(&k)).or_default() += v;
             }
             let t = &mut self.totals;
             t.granted.add(o.amount);
-            t.by_kind.entry(r.claim.kind.as_str().to_string()).or_default().add(o.amount);
-            let department = r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()).to_string();
-            t.by_department.entry(department).or_default().add(o.amount);
+            add_to(&mut t.by_kind, r.claim.kind.as_str(), o.amount);
+            add_to(&mut t.by_department, r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()), o.amount);
         }
         Ok(Brief { status: d.status, amount: o.amount, reasons: d.reasons.iter().map(|x| x.code).collect() })
+    }
+}
+
+/// Adds a grant under `name` (its key allocated only the first time).
+fn add_to(totals: &mut BTreeMap<String, Granted>, name: &str, amount: Decimal) {
+    match totals.get_mut(name) {
+        Some(granted) => granted.add(amount),
+        None => totals.entry(name.to_string()).or_default().add(amount),
     }
 }
 

@@ -50,7 +50,15 @@ pub(crate) fn string_at<'v>(v: &'v Value, at: &str) -> Result<&'v str, FieldErro
 
 /// `base/name` as a JSON pointer, escaping `~` and `/` in the name.
 pub(crate) fn pointer(base: &str, name: &str) -> String {
-    format!("{base}/{}", name.replace('~', "~0").replace('/', "~1"))
+    let mut at = String::with_capacity(base.len() + 1 + name.len());
+    at.push_str(base);
+    at.push('/');
+    if name.contains(['~', '/']) {
+        at.push_str(&name.replace('~', "~0").replace('/', "~1"));
+    } else {
+        at.push_str(name);
+    }
+    at
 }
 
 /// The fields of one JSON object. Fields read are remembered, so that

@@ -4,6 +4,8 @@
 //! moved from v1 keeps every key it held); the materialised state holds the
 //! first 16 bytes of its SHA-256, which is also what a record keeps.
 
+use std::fmt::{self, Write};
+
 use sha2::{Digest as _, Sha256};
 
 use crate::rules::{ApprenticePart, LedgerKey, PersonScope};
@@ -13,40 +15,77 @@ pub type KeyDigest = [u8; 16];
 
 /// The canonical text of a key.
 pub fn canonical(k: &LedgerKey) -> String {
+    let mut text = String::new();
+    // Writing to a `String` cannot fail.
+    let _ = write_canonical(k, &mut text);
+    text
+}
+
+/// Writes a key's canonical text, piece by piece (so that [`digest`] hashes
+/// it without building it).
+fn write_canonical(k: &LedgerKey, out: &mut impl Write) -> fmt::Result {
     match k {
-        LedgerKey::Usage { county, person, year } => format!("usage:{county}:{person}:{year}"),
-        LedgerKey::Certificate { county, kind, number } => format!("cert:{county}:{kind}:{number}"),
+        LedgerKey::Usage { county, person, year } => write!(out, "usage:{county}:{person}:{year}"),
+        LedgerKey::Certificate { county, kind, number } => write!(out, "cert:{county}:{kind}:{number}"),
         LedgerKey::Person { county, kind, person, scope } => {
-            let scope = match scope {
-                PersonScope::OccupationLevel { occupation, level } => format!("{occupation}:{level}"),
-                PersonScope::ProjectLevel { project, level } => format!("project:{project}:{level}"),
-                PersonScope::Project(p) => p.clone(),
-                PersonScope::SchoolYear(y) => format!("school_year:{y}"),
-                PersonScope::TrainingYear(y) => format!("year:{y}"),
-                PersonScope::Training(r) => format!("training:{r}"),
+            write!(out, "{county}:{kind}:{person}:")?;
+            match scope {
+                PersonScope::OccupationLevel { occupation, level } => write!(out, "{occupation}:{level}"),
+                PersonScope::ProjectLevel { project, level } => write!(out, "project:{project}:{level}"),
+                PersonScope::Project(p) => out.write_str(p),
+                PersonScope::SchoolYear(y) => write!(out, "school_year:{y}"),
+                PersonScope::TrainingYear(y) => write!(out, "year:{y}"),
+                PersonScope::Training(r) => write!(out, "training:{r}"),
                 PersonScope::ApprenticeYear { year, part } => match part {
-                    ApprenticePart::Stage(stage) => format!("apprentice_year:{year}:{stage}"),
-                    ApprenticePart::Counted => format!("apprentice_year:{year}:counted"),
+                    ApprenticePart::Stage(stage) => write!(out, "apprentice_year:{year}:{stage}"),
+                    ApprenticePart::Counted => write!(out, "apprentice_year:{year}:counted"),
                 },
-            };
-            format!("{county}:{kind}:{person}:{scope}")
+            }
         }
-        LedgerKey::Natural { county, kind, parts } => format!("{county}:{kind}:{}", parts.join(":")),
-        LedgerKey::Cumulative { county, kind, organization } => format!("cumulative:{county}:{kind}:{organization}"),
+        LedgerKey::Natural { county, kind, parts } => {
+            write!(out, "{county}:{kind}:")?;
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.write_char(':')?;
+                }
+                out.write_str(part)?;
+            }
+            Ok(())
+        }
+        LedgerKey::Cumulative { county, kind, organization } => {
+            write!(out, "cumulative:{county}:{kind}:{organization}")
+        }
         LedgerKey::Tranche { county, kind, person, training_year } => {
-            format!("tranche:{county}:{kind}:{person}:apprentice_year:{training_year}")
+            write!(out, "tranche:{county}:{kind}:{person}:apprentice_year:{training_year}")
         }
+    }
+}
+
+/// Feeds the text written to it to SHA-256.
+struct Hashing(Sha256);
+
+impl Write for Hashing {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
     }
 }
 
 /// The digest of a key's canonical text.
 pub fn digest(k: &LedgerKey) -> KeyDigest {
-    digest_text(&canonical(k))
+    let mut hashing = Hashing(Sha256::new());
+    // Hashing cannot fail.
+    let _ = write_canonical(k, &mut hashing);
+    truncate(&hashing.0.finalize())
 }
 
 /// The digest of a canonical text (a v1 record's effects are texts).
 pub fn digest_text(text: &str) -> KeyDigest {
-    let full = Sha256::digest(text.as_bytes());
+    truncate(&Sha256::digest(text.as_bytes()))
+}
+
+/// The first 16 bytes of a SHA-256.
+fn truncate(full: &[u8]) -> KeyDigest {
     let mut d = [0u8; 16];
     d.copy_from_slice(&full[..16]);
     d
@@ -112,6 +151,14 @@ mod tests {
                     parts: vec!["C-1".into()],
                 },
                 "changxing:skill_contest_funding:C-1",
+            ),
+            (
+                LedgerKey::Natural {
+                    county: County::Wuyi,
+                    kind: Kind::MasterStudioAward,
+                    parts: vec!["Studio A".into(), "provincial".into()],
+                },
+                "wuyi:master_studio_award:Studio A:provincial",
             ),
         ];
         for (k, text) in cases {

@@ -253,6 +253,8 @@ pub(crate) struct Ctx<'a> {
     adjustments: Vec<Reason>,
     notices: Vec<Reason>,
     steps: Vec<Step>,
+    /// Whether calculation steps are kept (a replay needs only the outcome).
+    trace: bool,
     effects: Effects,
     /// The first failed ledger read: the claim is then not decided.
     read_error: Option<LedgerReadError>,
@@ -269,9 +271,15 @@ impl<'a> Ctx<'a> {
         self.adjustments.push(r);
     }
     fn step(&mut self, name: &str, amount: Decimal, clause: &str) {
+        if !self.trace {
+            return;
+        }
         self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: None });
     }
     fn step_detail(&mut self, name: &str, amount: Decimal, clause: &str, detail: String) {
+        if !self.trace {
+            return;
+        }
         self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: Some(detail) });
     }
     fn failed(&self) -> bool {
@@ -377,6 +385,32 @@ pub fn decide(
     directory: &Directory,
     decided_at: DateTime<Utc>,
 ) -> Result<Outcome, LedgerReadError> {
+    decide_with(claim, person, view, policy, directory, decided_at, true)
+}
+
+/// [`decide`] without the calculation steps (an empty `calculation`):
+/// the same status, amount, reasons and effects, for replays that compare
+/// outcomes only.
+pub fn decide_without_trace(
+    claim: &Claim,
+    person: Option<&str>,
+    view: &dyn LedgerView,
+    policy: &CountyPolicy,
+    directory: &Directory,
+    decided_at: DateTime<Utc>,
+) -> Result<Outcome, LedgerReadError> {
+    decide_with(claim, person, view, policy, directory, decided_at, false)
+}
+
+fn decide_with(
+    claim: &Claim,
+    person: Option<&str>,
+    view: &dyn LedgerView,
+    policy: &CountyPolicy,
+    directory: &Directory,
+    decided_at: DateTime<Utc>,
+    trace: bool,
+) -> Result<Outcome, LedgerReadError> {
     let mut ctx = Ctx {
         claim,
         policy,
@@ -388,6 +422,7 @@ pub fn decide(
         adjustments: Vec::new(),
         notices: Vec::new(),
         steps: Vec::new(),
+        trace,
         effects: Effects::default(),
         read_error: None,
     };

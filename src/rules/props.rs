@@ -118,6 +118,14 @@ proptest! {
         let a = decide(&claim, Some("p1"), &view, p, &directory, at).expect("a map never fails");
         let b = decide(&claim, Some("p1"), &view, p, &directory, at).expect("a map never fails");
         prop_assert_eq!(&a.decision, &b.decision, "the same input gives the same decision");
+        let quiet = decide_without_trace(&claim, Some("p1"), &view, p, &directory, at).expect("a map never fails");
+        prop_assert!(quiet.decision.calculation.is_empty(), "no steps without the trace");
+        prop_assert_eq!(
+            &quiet.decision,
+            &Decision { calculation: Vec::new(), ..a.decision.clone() },
+            "without the trace, the same decision"
+        );
+        prop_assert_eq!((quiet.amount, &quiet.effects), (a.amount, &a.effects), "and the same effects");
 
         let d = &a.decision;
         let amount: Decimal = d.amount.parse().unwrap();
