@@ -229,7 +229,7 @@ pub fn decision_example() -> Value {
         "usage": {"year": 2020, "used": 1, "limit": 3},
         "policy": {
             "document": "武人社〔2020〕21号",
-            "version": "sha256:53a5c972ac6621312fa11a14a1781c8808a41304a3999d19793092183acdd8bc",
+            "version": "sha256:36c20cf1a3cdb993a73cbec7181e28799f05bdc0386d8a11a489849659800b94",
             "directory_version": "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5"
         },
         "decided_at": "2020-06-20T08:00:00Z",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::{Amount, Param};
+use super::{Amount, Citation, Param};
 use crate::domain::{CraftsmanTitle, Group, Kind, Level, StudioLevel};
 
 /// The kinds the Changxing rules module implements.
@@ -59,12 +59,18 @@ pub struct CxInvestment {
 #[serde(deny_unknown_fields)]
 pub struct CxFixed {
     pub amount: Param<Amount>,
+    /// R-ONCE: one grant per student and school year.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxCap {
     pub cap: Param<Amount>,
+    /// The fee paid, before the cap.
+    pub fee: Citation,
+    /// R-ONCE: one grant per person and training (or project).
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -72,6 +78,8 @@ pub struct CxCap {
 pub struct CxRange {
     pub min: Param<Amount>,
     pub max: Param<Amount>,
+    /// R-ONCE: one grant per student and school year.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -80,6 +88,8 @@ pub struct CxStudentAllowance {
     pub amount: Param<Amount>,
     /// County students of these groups receive the same allowance.
     pub groups: Param<Vec<Group>>,
+    /// R-ONCE: one grant per student and school year.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -88,6 +98,14 @@ pub struct CxKeyGroup {
     /// Caps by level; a level not listed is not subsidised.
     pub caps: BTreeMap<Level, Param<Amount>>,
     pub labour_cooperation_uplift: Param<Amount>,
+    /// A level without a cap is not subsidised.
+    pub levels: Citation,
+    /// The fee paid, before the cap.
+    pub fee: Citation,
+    /// The cap raised for labour cooperation and the trade-friction uplift (I-7).
+    pub raised_cap: Citation,
+    /// R-SAME-LEVEL: one grant per occupation and level (I-5).
+    pub once_per_level: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -95,6 +113,14 @@ pub struct CxKeyGroup {
 pub struct CxVeteran {
     pub min_months: Param<u32>,
     pub cap: Param<Amount>,
+    /// Only veterans.
+    pub veterans_only: Citation,
+    /// The fee paid, before the cap.
+    pub fee: Citation,
+    /// R-SAME-LEVEL: one grant per occupation and level (I-5).
+    pub once_per_level: Citation,
+    /// R-ONCE: one grant per project and level, when no occupation is given.
+    pub once_per_project: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -103,6 +129,8 @@ pub struct CxLivingAllowance {
     pub per_day: Param<Amount>,
     /// Groups eligible besides 4050 unemployed and rural school leavers.
     pub groups: Param<Vec<Group>>,
+    /// R-ONCE: one allowance per person and training.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -110,6 +138,8 @@ pub struct CxLivingAllowance {
 pub struct CxSafety {
     pub new_cap: Param<Amount>,
     pub renewal_cap: Param<Amount>,
+    /// The fee paid, before the cap.
+    pub fee: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -119,6 +149,12 @@ pub struct CxSkillUpgrade {
     /// Amounts by level; a level not listed is not subsidised.
     pub levels: BTreeMap<Level, Param<Amount>>,
     pub manufacturing_senior_technician: Param<Amount>,
+    /// Staff of public institutions are excluded.
+    pub public_institution_staff: Citation,
+    /// A level without an amount is not subsidised.
+    pub levels_listed: Citation,
+    /// R-SAME-LEVEL: one grant per occupation and level (I-5).
+    pub once_per_level: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -129,12 +165,20 @@ pub struct CxApprenticeship {
     /// GB/T 4754 sections counted as manufacturing.
     pub manufacturing_sections: Param<Vec<String>>,
     pub first_tranche_rate: Param<Amount>,
+    /// The completion tranche only after the acceptance is passed.
+    pub acceptance: Citation,
+    /// The completion tranche pays what the first did not.
+    pub tranche_remainder: Citation,
+    /// R-ONCE: each tranche once per apprentice and training year.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CxCraftsman {
     pub amounts: BTreeMap<CraftsmanTitle, Param<Amount>>,
+    /// R-ONCE: one award per recipient and title (I-13).
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -142,6 +186,8 @@ pub struct CxCraftsman {
 pub struct CxStudio {
     pub amounts: BTreeMap<StudioLevel, Param<Amount>>,
     pub key_bonus: Param<Amount>,
+    /// R-ONCE: one award per studio and level (I-13).
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -149,4 +195,6 @@ pub struct CxStudio {
 pub struct CxContest {
     pub standard: Param<Amount>,
     pub manufacturing_max: Param<Amount>,
+    /// R-ONCE: one grant per contest.
+    pub once: Citation,
 }

@@ -113,6 +113,33 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Param<T> {
     }
 }
 
+/// A clause the rules cite for a check or a step that has no figure of its
+/// own (a once-only rule, a refusal, a fee taken as paid):
+/// `{ clause = "R-ONCE, WY §4(1)2" }`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Citation {
+    pub clause: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Citation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Repr {
+            clause: String,
+            #[serde(default)]
+            note: Option<String>,
+        }
+        let Repr { clause, note } = Repr::deserialize(d)?;
+        if clause.trim().is_empty() {
+            return Err(serde::de::Error::custom("a citation without a clause"));
+        }
+        Ok(Citation { clause, note })
+    }
+}
+
 impl<T> Param<T> {
     /// The value in force on `day`.
     pub fn at(&self, day: NaiveDate) -> &T {
@@ -660,6 +687,23 @@ mod tests {
         assert!(toml::from_str::<Param<Amount>>(no_clause).unwrap_err().to_string().contains("clause"));
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = \"12a\"").is_err());
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = 12.5").is_err());
+    }
+
+    #[test]
+    fn citations_need_a_clause_and_nothing_else() {
+        let cited: Citation = toml::from_str("clause = \"R-ONCE, WY §4(1)2\"").unwrap();
+        assert_eq!(cited.clause, "R-ONCE, WY §4(1)2");
+        assert!(toml::from_str::<Citation>("clause = \" \"").unwrap_err().to_string().contains("clause"));
+        assert!(toml::from_str::<Citation>("clause = \"X\"\nvalue = \"1\"").is_err());
+    }
+
+    #[test]
+    fn a_citation_is_not_a_parameter_to_change() {
+        let policy = Policy::embedded(None).unwrap();
+        let wuyi = policy.county(crate::domain::County::Wuyi);
+        let errors = wuyi.with_changes(&[change("/rules/project_training/once", serde_json::json!("x"), None)]).unwrap_err();
+        let refused = |e: &ChangeError| e.index == 0 && e.field == ChangeField::Parameter && e.message.contains("not a parameter");
+        assert!(errors.iter().any(refused), "{errors:?}");
     }
 
     fn change(parameter: &str, value: serde_json::Value, from: Option<&str>) -> ParamChange {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use super::{Amount, Dated, Param};
+use super::{Amount, Citation, Dated, Param};
 use crate::domain::{Kind, Level};
 
 /// The kinds the Wuyi rules module implements.
@@ -28,12 +28,15 @@ pub struct WuyiRules {
     pub project_training: WyProject,
     pub apprenticeship_employee: WyApprenticeEmployee,
     pub apprenticeship_student: WyApprenticeStudent,
+    pub safety_training: WySafety,
     pub online_training: WyOnline,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyQualification {
+    /// R-SAME-LEVEL: one grant per occupation and level (I-5).
+    pub once_per_level: Citation,
     pub levels: BTreeMap<Level, Param<Amount>>,
 }
 
@@ -44,6 +47,8 @@ pub struct WyProject {
     pub min_class_hours: Param<u32>,
     pub cap: Param<Amount>,
     pub max_class_size: Param<u32>,
+    /// R-ONCE: one grant per person and project.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -53,12 +58,29 @@ pub struct WyApprenticeEmployee {
     pub with_junior_or_special_ability: Param<Amount>,
     pub with_intermediate: Param<Amount>,
     pub with_senior_or_above: Param<Amount>,
+    /// The enterprise's training cost, when the claim gives it, capped at the maximum (I-16).
+    pub training_cost: Citation,
+    /// R-ONCE: one grant per apprentice and training year.
+    pub once: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WyApprenticeStudent {
     pub yearly_cap: Param<Amount>,
+    /// The monthly allowance times the months.
+    pub allowance: Citation,
+    /// R-ONCE: one grant per apprentice and training year.
+    pub once: Citation,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WySafety {
+    /// Only training given in the county.
+    pub trained_in_county: Citation,
+    /// The fee paid, capped at the approved fee standard.
+    pub fee: Citation,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -72,6 +94,12 @@ pub struct WyOnline {
     pub period_cap: Param<Amount>,
     pub platform_rate: Param<Amount>,
     pub full_trainees: Param<u32>,
+    /// Only training filed with the bureau.
+    pub filing: Citation,
+    /// Courseware repeated within the period is deducted pro rata.
+    pub repeated_courseware: Citation,
+    /// R-ONCE: one grant per enterprise and training period.
+    pub once: Citation,
 }
 
 impl WuyiRules {

@@ -103,7 +103,7 @@ fn vocational_school_senior(ctx: &mut Ctx, r: &ChangxingRules, d: &VocationalSch
     ctx.unique(
         ctx.person_key(PersonScope::SchoolYear(school_year.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §3(2)",
+        &r.vocational_school_senior.once.clause,
     );
     grant(amount)
 }
@@ -121,7 +121,7 @@ fn cooperative_enrollment(ctx: &mut Ctx, r: &ChangxingRules, d: &CooperativeEnro
     ctx.unique(
         ctx.person_key(PersonScope::SchoolYear(school_year.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §3(2)",
+        &p.once.clause,
     );
     grant(v)
 }
@@ -140,7 +140,7 @@ fn student_living_allowance(ctx: &mut Ctx, r: &ChangxingRules, d: &StudentLiving
     ctx.unique(
         ctx.person_key(PersonScope::SchoolYear(school_year.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §3(2)",
+        &p.once.clause,
     );
     grant(amount)
 }
@@ -155,7 +155,7 @@ fn key_group_training(ctx: &mut Ctx, r: &ChangxingRules, d: &KeyGroupTrainingDet
     }
     let cap_param = p.caps.get(level);
     if cap_param.is_none() {
-        ctx.reject(ReasonCode::LevelNotSubsidized, "CX §3(3)");
+        ctx.reject(ReasonCode::LevelNotSubsidized, &p.levels.clause);
     }
     let cap_param = cap_param?;
     if ctx.failed() {
@@ -175,12 +175,12 @@ fn key_group_training(ctx: &mut Ctx, r: &ChangxingRules, d: &KeyGroupTrainingDet
         ctx.adjust(Reason::new(ReasonCode::UpliftTradeFriction, &clause).uplift(u));
     }
     let cap = standard * (Decimal::ONE + uplift);
-    ctx.step("fee", fee.value(), "CX §3(3)");
+    ctx.step("fee", fee.value(), &p.fee.clause);
     if uplift > Decimal::ZERO {
         ctx.step_detail(
             "raised_cap",
             cap,
-            "CX §3(3), I-7",
+            &p.raised_cap.clause,
             format!("{} × (1 + {})", standard.normalize(), uplift.normalize()),
         );
     }
@@ -191,7 +191,7 @@ fn key_group_training(ctx: &mut Ctx, r: &ChangxingRules, d: &KeyGroupTrainingDet
             level: level.to_string(),
         }),
         ReasonCode::DuplicateOccupationLevel,
-        "CX §5(2), I-5",
+        &p.once_per_level.clause,
     );
     ctx.certificate(certificate_number);
     grant(amount)
@@ -202,7 +202,7 @@ fn veteran_training(ctx: &mut Ctx, r: &ChangxingRules, d: &VeteranTrainingDetail
     let day = ctx.day();
     let p = &r.veteran_training;
     if !ctx.in_any(&[Group::Veteran]) {
-        ctx.reject(ReasonCode::NotVeteran, "CX §3(3)");
+        ctx.reject(ReasonCode::NotVeteran, &p.veterans_only.clause);
     }
     if !at_least_months(*start_date, *end_date, *p.min_months.at(day)) {
         ctx.reject(ReasonCode::TrainingTooShort, &p.min_months.clause);
@@ -210,19 +210,19 @@ fn veteran_training(ctx: &mut Ctx, r: &ChangxingRules, d: &VeteranTrainingDetail
     if ctx.failed() {
         return None;
     }
-    ctx.step("fee", fee.value(), "CX §3(3)");
+    ctx.step("fee", fee.value(), &p.fee.clause);
     let amount = ctx.cap(fee.value(), p.cap.dec(day), &p.cap.clause);
     let lvl = level.map_or("none", |l| l.as_str());
     match (occupation_code, project_code) {
         (Some(o), _) => ctx.unique(
             ctx.person_key(PersonScope::OccupationLevel { occupation: o.as_str().to_string(), level: lvl.to_string() }),
             ReasonCode::DuplicateOccupationLevel,
-            "CX §5(2), I-5",
+            &p.once_per_level.clause,
         ),
         (None, Some(pc)) => ctx.unique(
             ctx.person_key(PersonScope::ProjectLevel { project: pc.to_string(), level: lvl.to_string() }),
             ReasonCode::DuplicateSubsidy,
-            "R-ONCE, CX §3(3)",
+            &p.once_per_project.clause,
         ),
         (None, None) => {}
     }
@@ -250,7 +250,7 @@ fn training_living_allowance(ctx: &mut Ctx, r: &ChangxingRules, d: &TrainingLivi
     ctx.unique(
         ctx.person_key(PersonScope::Training(training_reference.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §3(3)",
+        &p.once.clause,
     );
     grant(amount)
 }
@@ -263,12 +263,12 @@ fn project_training(ctx: &mut Ctx, r: &ChangxingRules, d: &ChangxingProjectTrain
     }
     let p = &r.project_training;
     let fee = fee.value();
-    ctx.step("fee", fee, "CX §3(4)");
+    ctx.step("fee", fee, &p.fee.clause);
     let amount = ctx.cap(fee, p.cap.dec(day), &p.cap.clause);
     ctx.unique(
         ctx.person_key(PersonScope::Project(project_code.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §3(4)",
+        &p.once.clause,
     );
     ctx.certificate(completion_certificate_number);
     grant(amount)
@@ -285,7 +285,7 @@ fn safety_training(ctx: &mut Ctx, r: &ChangxingRules, d: &ChangxingSafetyTrainin
         SafetyTrainingType::Renewal => (&p.renewal_cap, "renewal"),
         SafetyTrainingType::New => (&p.new_cap, "new"),
     };
-    ctx.step("fee", fee_paid.value(), "CX §3(4)");
+    ctx.step("fee", fee_paid.value(), &p.fee.clause);
     let amount = ctx.cap(fee_paid.value(), cap.dec(day), &cap.clause);
     // A renewal may carry the original certificate's number once (RULES §8).
     ctx.certificate(&format!("{}:{tt}", certificate_number));
@@ -299,12 +299,12 @@ fn entrepreneurship_training(ctx: &mut Ctx, r: &ChangxingRules, d: &Entrepreneur
         return None;
     }
     let p = &r.entrepreneurship_training;
-    ctx.step("fee", fee.value(), "CX §3(4)");
+    ctx.step("fee", fee.value(), &p.fee.clause);
     let amount = ctx.cap(fee.value(), p.cap.dec(day), &p.cap.clause);
     ctx.unique(
         ctx.person_key(PersonScope::Training(training_reference.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §3(4)",
+        &p.once.clause,
     );
     grant(amount)
 }
@@ -317,7 +317,7 @@ fn skill_upgrade(ctx: &mut Ctx, r: &ChangxingRules, d: &SkillUpgradeDetails) -> 
         ctx.reject(ReasonCode::CertificateBeforeEligibleDate, &p.certificates_from.clause);
     }
     if ctx.applicant().is_some_and(|a| a.is_public_institution_staff()) {
-        ctx.reject(ReasonCode::PublicInstitutionStaffExcluded, "CX §3(5)");
+        ctx.reject(ReasonCode::PublicInstitutionStaffExcluded, &p.public_institution_staff.clause);
     }
     let level_param = if *level == crate::domain::Level::SeniorTechnician && occupation_code.is_manufacturing() {
         Some(&p.manufacturing_senior_technician)
@@ -325,7 +325,7 @@ fn skill_upgrade(ctx: &mut Ctx, r: &ChangxingRules, d: &SkillUpgradeDetails) -> 
         p.levels.get(level)
     };
     if level_param.is_none() {
-        ctx.reject(ReasonCode::LevelNotSubsidized, "CX §3(5)");
+        ctx.reject(ReasonCode::LevelNotSubsidized, &p.levels_listed.clause);
     }
     if ctx.failed() {
         return None;
@@ -333,17 +333,14 @@ fn skill_upgrade(ctx: &mut Ctx, r: &ChangxingRules, d: &SkillUpgradeDetails) -> 
     let lp = level_param?;
     let base = lp.dec(day);
     ctx.step("base", base, &lp.clause);
-    let amount = ctx.uplifted(base);
-    if amount != base {
-        ctx.step("uplift_trade_friction", amount, "CX §3(5)");
-    }
+    let amount = ctx.uplifted_with_step(base);
     ctx.unique(
         ctx.person_key(PersonScope::OccupationLevel {
             occupation: occupation_code.as_str().to_string(),
             level: level.to_string(),
         }),
         ReasonCode::DuplicateOccupationLevel,
-        "CX §3(5), I-5",
+        &p.once_per_level.clause,
     );
     ctx.certificate(certificate_number);
     grant(amount)
@@ -355,7 +352,7 @@ fn apprenticeship(ctx: &mut Ctx, r: &ChangxingRules, d: &ApprenticeshipDetails) 
     let claim = ctx.claim;
     let p = &r.apprenticeship;
     if *stage == ApprenticeshipStage::Completion && *acceptance_passed != Some(true) {
-        ctx.reject(ReasonCode::AcceptanceNotPassed, "CX §3(6)");
+        ctx.reject(ReasonCode::AcceptanceNotPassed, &p.acceptance.clause);
     }
     if ctx.failed() {
         return None;
@@ -387,7 +384,7 @@ fn apprenticeship(ctx: &mut Ctx, r: &ChangxingRules, d: &ApprenticeshipDetails) 
             ctx.step("tranche_first", v, &p.first_tranche_rate.clause);
             // An enrolment after a granted completion is a duplicate (RULES §8).
             if let Some(h) = ctx.holder(&completion_key) {
-                let mut r = Reason::new(ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(6)");
+                let mut r = Reason::new(ReasonCode::DuplicateSubsidy, &p.once.clause);
                 r.held_by = Some(h);
                 ctx.ledger_rejections.push(r);
             }
@@ -398,13 +395,13 @@ fn apprenticeship(ctx: &mut Ctx, r: &ChangxingRules, d: &ApprenticeshipDetails) 
             if paid > Decimal::ZERO {
                 let v = (total - paid).max(Decimal::ZERO);
                 ctx.adjust(
-                    Reason::new(ReasonCode::TrancheRemainder, "CX §3(6)")
+                    Reason::new(ReasonCode::TrancheRemainder, &p.tranche_remainder.clause)
                         .used_limit(super::fmt2(paid), super::fmt2(total)),
                 );
                 ctx.step_detail(
                     "tranche_remainder",
                     v,
-                    "CX §3(6)",
+                    &p.tranche_remainder.clause,
                     format!("{} − {} already paid", total.normalize(), paid.normalize()),
                 );
                 v
@@ -413,7 +410,7 @@ fn apprenticeship(ctx: &mut Ctx, r: &ChangxingRules, d: &ApprenticeshipDetails) 
             }
         }
     };
-    ctx.unique(stage_key, ReasonCode::DuplicateSubsidy, "R-ONCE, CX §3(6)");
+    ctx.unique(stage_key, ReasonCode::DuplicateSubsidy, &p.once.clause);
     ctx.effects.totals.push((paid_key, amount));
     // Once per apprentice-year: the first granted tranche counts.
     let counts = ctx.holder(&count_key).is_none();
@@ -438,7 +435,7 @@ fn craftsman_award(ctx: &mut Ctx, r: &ChangxingRules, d: &CraftsmanAwardDetails)
         ),
         _ => (ctx.person().to_string(), Payee::Person),
     };
-    ctx.unique(ctx.natural_key(&[&recipient, title.as_str()]), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §4(1), I-13");
+    ctx.unique(ctx.natural_key(&[&recipient, title.as_str()]), ReasonCode::DuplicateSubsidy, &p.once.clause);
     Some(Grant { amount, payee: Some(payee), counts: None })
 }
 
@@ -456,7 +453,7 @@ fn master_studio_award(ctx: &mut Ctx, r: &ChangxingRules, d: &MasterStudioAwardD
     ctx.unique(
         ctx.natural_key(&[studio_id.as_str(), level.as_str()]),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, CX §4(2), I-13",
+        &p.once.clause,
     );
     grant(amount)
 }
@@ -485,7 +482,7 @@ fn skill_contest_funding(ctx: &mut Ctx, r: &ChangxingRules, d: &SkillContestFund
             ctx.cap(kept, max, &clause)
         }
     };
-    ctx.unique(ctx.natural_key(&[contest_id.as_str()]), ReasonCode::DuplicateSubsidy, "R-ONCE, CX §4(4)");
+    ctx.unique(ctx.natural_key(&[contest_id.as_str()]), ReasonCode::DuplicateSubsidy, &p.once.clause);
     grant(amount)
 }
 

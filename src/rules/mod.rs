@@ -359,6 +359,16 @@ impl<'a> Ctx<'a> {
             None => standard,
         }
     }
+    /// [`Ctx::uplifted`], with an `uplift_trade_friction` step citing the
+    /// uplift's clause when the standard is raised.
+    fn uplifted_with_step(&mut self, standard: Decimal) -> Decimal {
+        let raised = self.uplifted(standard);
+        if raised != standard {
+            let policy = self.policy;
+            self.step("uplift_trade_friction", raised, &policy.common.trade_friction.rate.clause);
+        }
+        raised
+    }
     /// min(value, cap), with `CAPPED_AT_MAXIMUM` when the cap cuts.
     fn cap(&mut self, value: Decimal, cap: Decimal, clause: &str) -> Decimal {
         if value > cap {

@@ -35,7 +35,7 @@ pub(crate) fn assess(ctx: &mut Ctx, r: &WuyiRules) -> Option<Grant> {
         Details::WuyiProject(d) => project_training(ctx, r, d),
         Details::ApprenticeshipEmployee(d) => apprenticeship_employee(ctx, r, d),
         Details::ApprenticeshipStudent(d) => apprenticeship_student(ctx, r, d),
-        Details::WuyiSafety(d) => safety_training(ctx, d),
+        Details::WuyiSafety(d) => safety_training(ctx, r, d),
         Details::Online(d) => online_training(ctx, r, d),
         _ => None,
     }
@@ -50,15 +50,12 @@ fn qualification_training(ctx: &mut Ctx, r: &WuyiRules, d: &QualificationTrainin
     }
     let base = p.dec(day);
     ctx.step("base", base, &p.clause);
-    let amount = ctx.uplifted(base);
-    if amount != base {
-        ctx.step("uplift_trade_friction", amount, "WY §4(2)");
-    }
+    let amount = ctx.uplifted_with_step(base);
     let key = ctx.person_key(PersonScope::OccupationLevel {
         occupation: occupation_code.as_str().to_string(),
         level: level.to_string(),
     });
-    ctx.unique(key, ReasonCode::DuplicateOccupationLevel, "WY §4(1), I-5");
+    ctx.unique(key, ReasonCode::DuplicateOccupationLevel, &r.qualification_training.once_per_level.clause);
     ctx.certificate(certificate_number);
     Some(Grant { amount, payee: Some(Payee::from(*payee)), counts: None })
 }
@@ -98,7 +95,7 @@ fn project_training(ctx: &mut Ctx, r: &WuyiRules, d: &WuyiProjectTrainingDetails
     ctx.unique(
         ctx.person_key(PersonScope::Project(project_code.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, WY §4(1)2",
+        &p.once.clause,
     );
     ctx.certificate(completion_certificate_number);
     grant(amount)
@@ -130,14 +127,11 @@ fn apprenticeship_employee(ctx: &mut Ctx, r: &WuyiRules, d: &ApprenticeshipEmplo
     };
     let base = max.dec(day);
     ctx.step("maximum", base, &max.clause);
-    let maximum = ctx.uplifted(base);
-    if maximum != base {
-        ctx.step("uplift_trade_friction", maximum, "WY §4(2)");
-    }
+    let maximum = ctx.uplifted_with_step(base);
     // I-16: the maximum, or the enterprise's cost when the claim gives it.
     let amount = match training_cost {
         Some(cost) => {
-            ctx.step("training_cost", cost.value(), "WY §4(1)3, I-16");
+            ctx.step("training_cost", cost.value(), &p.training_cost.clause);
             ctx.cap(cost.value(), maximum, &max.clause)
         }
         None => maximum,
@@ -145,7 +139,7 @@ fn apprenticeship_employee(ctx: &mut Ctx, r: &WuyiRules, d: &ApprenticeshipEmplo
     ctx.unique(
         ctx.person_key(PersonScope::TrainingYear(training_year.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, WY §4(1)3",
+        &p.once.clause,
     );
     grant(amount)
 }
@@ -158,27 +152,28 @@ fn apprenticeship_student(ctx: &mut Ctx, r: &WuyiRules, d: &ApprenticeshipStuden
     }
     let p = &r.apprenticeship_student;
     let gross = monthly_allowance.value() * Decimal::from(months.get());
-    ctx.step_detail("base", gross, "WY §4(1)4", format!("{} months × {}", months, monthly_allowance));
+    ctx.step_detail("base", gross, &p.allowance.clause, format!("{} months × {}", months, monthly_allowance));
     let amount = ctx.cap(gross, p.yearly_cap.dec(day), &p.yearly_cap.clause);
     ctx.unique(
         ctx.person_key(PersonScope::TrainingYear(training_year.to_string())),
         ReasonCode::DuplicateSubsidy,
-        "R-ONCE, WY §4(1)4",
+        &p.once.clause,
     );
     grant(amount)
 }
 
-fn safety_training(ctx: &mut Ctx, d: &WuyiSafetyTrainingDetails) -> Option<Grant> {
+fn safety_training(ctx: &mut Ctx, r: &WuyiRules, d: &WuyiSafetyTrainingDetails) -> Option<Grant> {
     let WuyiSafetyTrainingDetails { certificate_number, fee_paid, approved_fee_standard, trained_in_county, .. } = d;
     if !*trained_in_county {
-        ctx.reject(ReasonCode::NotTrainedInCounty, "WY §4(2)");
+        ctx.reject(ReasonCode::NotTrainedInCounty, &r.safety_training.trained_in_county.clause);
     }
     if ctx.failed() {
         return None;
     }
-    ctx.step("fee_paid", fee_paid.value(), "WY §4(2)");
+    let clause = &r.safety_training.fee.clause;
+    ctx.step("fee_paid", fee_paid.value(), clause);
     let standard = approved_fee_standard.value();
-    let amount = ctx.cap(fee_paid.value(), standard, "WY §4(2)");
+    let amount = ctx.cap(fee_paid.value(), standard, clause);
     ctx.certificate(certificate_number);
     grant(amount)
 }
@@ -189,7 +184,7 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
     let claim = ctx.claim;
     let p = &r.online_training;
     if filing_reference.is_none() {
-        ctx.reject(ReasonCode::NotFiled, "WY §4(3)");
+        ctx.reject(ReasonCode::NotFiled, &p.filing.clause);
     }
     let (from, to) = (*p.window_from.at(day), *p.window_to.at(day));
     let outside: Vec<_> = days.iter().map(|d| d.date).filter(|d| *d < from || *d > to).collect();
@@ -236,7 +231,7 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
     };
     let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
     let key = ctx.natural_key(&[org, period_id.as_str()]);
-    ctx.unique(key, ReasonCode::DuplicateSubsidy, "R-ONCE, WY §4(3)");
+    ctx.unique(key, ReasonCode::DuplicateSubsidy, &p.once.clause);
     grant(amount)
 }
 
@@ -272,11 +267,11 @@ fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: Na
     if repeated_hours > Decimal::ZERO && total > Decimal::ZERO {
         let ratio = (total - repeated_hours) / total;
         gross *= ratio;
-        ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, "WY §4(3)").ratio(ratio));
+        ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, &p.repeated_courseware.clause).ratio(ratio));
         ctx.step_detail(
             "repeated_courseware_deducted",
             gross,
-            "WY §4(3)",
+            &p.repeated_courseware.clause,
             format!("× ({total} − {repeated_hours}) / {total}"),
         );
     }
