@@ -107,7 +107,26 @@ def schema_checks(doc, examples) -> list:
     for what, value in invalid.items():
         if validator.is_valid(value):
             failures.append(f"the schema accepts {what}")
-    print(f"json schema: {len(examples)} examples valid, {len(invalid)} broken claims refused")
+
+    def other_party_null(c):
+        c["organization"] = None
+
+    def optional_null(c):
+        c["department"] = None
+        c["institution"] = None
+
+    # `null` reads as absent, so the document allows it where a field may be absent.
+    valid = {
+        "a craftsman award whose organisation is null": claim("cx_craftsman_award", other_party_null),
+        "a claim whose optional parties are null": claim("cx_veteran_training", optional_null),
+    }
+    for what, value in valid.items():
+        for error in validator.iter_errors(value):
+            failures.append(f"the schema refuses {what}: {error.message[:200]}")
+    print(
+        f"json schema: {len(examples)} examples and {len(valid)} variants valid, "
+        f"{len(invalid)} broken claims refused"
+    )
     return failures
 
 

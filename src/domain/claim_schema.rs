@@ -163,12 +163,19 @@ fn branch(shape: &Shape) -> RefOr<Schema> {
     };
     // The other party may only be absent, or `null` (which reads as absent).
     let absent = || ObjectBuilder::new().schema_type(Type::Null).description(Some("Not part of this kind's claim."));
+    // Where either party may claim, each may also be `null`; `if`/`then`/`else` picks.
+    let party = |name: &str, description: &str| -> RefOr<Schema> {
+        match shape.claimant {
+            Claimant::PersonOrOrganization => nullable(reference(name), description).into(),
+            _ => reference(name),
+        }
+    };
     object = match applicant {
-        Some(applicant) => object.property("applicant", reference(&applicant)),
+        Some(applicant) => object.property("applicant", party(&applicant, "The person claiming.")),
         None => object.property("applicant", absent()),
     };
     object = if matches!(shape.claimant, Claimant::Organization | Claimant::PersonOrOrganization) {
-        object.property("organization", reference(&Organization::name()))
+        object.property("organization", party(&Organization::name(), "The organisation claiming."))
     } else {
         object.property("organization", absent())
     };

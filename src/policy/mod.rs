@@ -541,19 +541,17 @@ impl CountyPolicy {
 }
 
 /// Turns the served form of every parameter (`{clause, values: [...]}`) back
-/// into the data files' form (`{clause, history: [...]}`).
+/// into the data files' form (`{clause, history: [...]}`). Parameters are
+/// fields of objects, never items of a list (a served policy that loads back
+/// as it is, tested, shows it).
 fn as_data_file(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(o) => {
-            if o.get("clause").is_some_and(serde_json::Value::is_string) {
-                if let Some(values) = o.remove("values") {
-                    o.insert("history".into(), values);
-                }
+    if let serde_json::Value::Object(o) = v {
+        if o.get("clause").is_some_and(serde_json::Value::is_string) {
+            if let Some(values) = o.remove("values") {
+                o.insert("history".into(), values);
             }
-            o.values_mut().for_each(as_data_file);
         }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(as_data_file),
-        _ => {}
+        o.values_mut().for_each(as_data_file);
     }
 }
 
@@ -591,7 +589,9 @@ pub struct ChangeError {
     pub message: String,
 }
 
-/// Where a pointer of the served document lies in [`CountyPolicy::source`].
+/// Where a pointer of the served document lies in [`CountyPolicy::source`]:
+/// in the common part or the rules. The reference data (plan, departments,
+/// schools, targets) holds no parameter.
 fn source_pointer(served: &str) -> Option<String> {
     let first = served.strip_prefix('/')?.split('/').next()?;
     let section = match first {
@@ -599,7 +599,6 @@ fn source_pointer(served: &str) -> Option<String> {
             "/common"
         }
         "rules" => "",
-        "plan" | "departments" | "schools" | "targets" => "/reference",
         _ => return None,
     };
     Some(format!("{section}{served}"))
@@ -701,8 +700,11 @@ mod tests {
     fn a_citation_is_not_a_parameter_to_change() {
         let policy = Policy::embedded(None).unwrap();
         let wuyi = policy.county(crate::domain::County::Wuyi);
-        let errors = wuyi.with_changes(&[change("/rules/project_training/once", serde_json::json!("x"), None)]).unwrap_err();
-        let refused = |e: &ChangeError| e.index == 0 && e.field == ChangeField::Parameter && e.message.contains("not a parameter");
+        let errors =
+            wuyi.with_changes(&[change("/rules/project_training/once", serde_json::json!("x"), None)]).unwrap_err();
+        let refused = |e: &ChangeError| {
+            e.index == 0 && e.field == ChangeField::Parameter && e.message.contains("not a parameter")
+        };
         assert!(errors.iter().any(refused), "{errors:?}");
     }
 
@@ -759,6 +761,8 @@ mod tests {
                 // Figures the rules divide by.
                 change("/rules/project_training/rate_per_class_hour", "0".into(), None),
                 change("/rules/online_training/full_trainees", 0.into(), Some("2021-01-01")),
+                // The reference data holds no parameter.
+                change("/plan/totals/2020", 20000.into(), None),
             ])
             .unwrap_err();
         let got: Vec<(usize, ChangeField)> = errors.iter().map(|e| (e.index, e.field)).collect();
@@ -773,6 +777,7 @@ mod tests {
                 (5, ChangeField::Value),
                 (6, ChangeField::Value),
                 (7, ChangeField::Value),
+                (8, ChangeField::Parameter),
             ]
         );
         // A change that breaks a load-time check of the whole policy.

@@ -432,7 +432,7 @@ pub struct ListQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page (digits).
-    #[param(pattern = "^[0-9]{1,20}$")]
+    #[param(pattern = "^[0-9]{1,19}$")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
 }

@@ -450,11 +450,7 @@ fn master_studio_award(ctx: &mut Ctx, r: &ChangxingRules, d: &MasterStudioAwardD
         amount += p.key_bonus.dec(day);
         ctx.step("key_studio_bonus", amount, &p.key_bonus.clause);
     }
-    ctx.unique(
-        ctx.natural_key(&[studio_id.as_str(), level.as_str()]),
-        ReasonCode::DuplicateSubsidy,
-        &p.once.clause,
-    );
+    ctx.unique(ctx.natural_key(&[studio_id.as_str(), level.as_str()]), ReasonCode::DuplicateSubsidy, &p.once.clause);
     grant(amount)
 }
 

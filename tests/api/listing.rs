@@ -59,5 +59,9 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats_and_filters_apply() {
     assert_eq!(education.body["claims"].as_array().unwrap().len(), 9);
     assert_eq!(api.get("/v1/claims?county=changxing", AUDITOR).await.body["claims"].as_array().unwrap().len(), 0);
     assert_eq!(api.get("/v1/claims?cursor=abc", AUDITOR).await.status, 422);
+    // Any cursor the document's pattern allows (1 to 19 digits) is read: past the end, an empty last page.
+    let far = api.get("/v1/claims?cursor=9999999999999999999", AUDITOR).await;
+    assert_eq!((far.status, far.body["claims"].as_array().map(Vec::len)), (200, Some(0)));
+    assert!(far.body.get("next_cursor").is_none());
     assert_eq!(api.get("/v1/claims?colour=red", AUDITOR).await.status, 422);
 }
