@@ -65,13 +65,36 @@ impl PartialSchema for ParameterPointer {
 }
 impl ToSchema for ParameterPointer {}
 
+/// A parameter's new value: any JSON value but `null` (which reads as absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterValue(Value);
+
+impl FromJson for ParameterValue {
+    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        Value::from_json(v, at, errs).map(Self)
+    }
+}
+
+impl PartialSchema for ParameterValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        let kinds = vec![Type::String, Type::Number, Type::Integer, Type::Boolean, Type::Array, Type::Object];
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(kinds))
+            .description(Some(
+                "A value of the same shape as the parameter's values (amounts are quoted decimal strings, \
+                 counts are numbers, dates `YYYY-MM-DD`); never `null`.",
+            ))
+            .into()
+    }
+}
+impl ToSchema for ParameterValue {}
+
 request_type! {
     /// A parameter change (API.md §8).
     pub struct ChangeRequest {
         pub parameter: ParameterPointer,
-        /// A value of the same shape as the parameter's values (amounts are
-        /// quoted decimal strings, counts are numbers, dates `YYYY-MM-DD`).
-        pub value: Value,
+        pub value: ParameterValue,
         /// The date from which the new value applies; earlier dates keep the
         /// value in force. Without it the new value holds for the whole period.
         pub from: Option<NaiveDate>,
@@ -170,7 +193,7 @@ pub fn parse_request(body: &Value) -> Result<Request, Vec<FieldError>> {
         return Err(vec![FieldError::new("/to", "out_of_range", "`to` is before `from`")]);
     }
     let changes = changes.map_or_else(Vec::new, |c| {
-        c.0.into_iter().map(|c| ParamChange { parameter: c.parameter.0, value: c.value, from: c.from }).collect()
+        c.0.into_iter().map(|c| ParamChange { parameter: c.parameter.0, value: c.value.0, from: c.from }).collect()
     });
     let sample = sample.map_or(DEFAULT_SAMPLE, SampleSize::get) as usize;
     Ok(Request { county, from, to, changes, sample })
@@ -204,11 +227,12 @@ struct Scratch {
     ids: Vec<Box<str>>,
 }
 
-/// A key's identity in a scratch ledger: 128 bits from two SipHashes with
-/// keys drawn at random for the run. Cheaper than the real ledger's digest
-/// (no canonical text is built) and as unlikely to confuse two keys: a
-/// collision needs both 64-bit hashes to agree, and nobody outside the run
-/// knows its keys to aim for one.
+/// A key's identity in a scratch ledger: 128 bits from two SipHash-1-3
+/// hashes under two of std's `RandomState` keys (secret, random per process;
+/// the second differs from the first in its first word). Cheaper than the
+/// real ledger's digest (no canonical text is built) and as unlikely to
+/// confuse two keys: a collision needs both 64-bit hashes to agree, and
+/// nobody outside the process knows the keys to aim for one.
 #[derive(Default)]
 struct Fingerprints(std::hash::RandomState, std::hash::RandomState);
 

@@ -111,6 +111,11 @@ def schema_checks(doc, examples) -> list:
     def other_party_null(c):
         c["organization"] = None
 
+    def golden_cradle_by_organization(c):
+        c["details"]["title"] = "golden_cradle"
+        c["organization"] = {"credit_code": "91330522MA0EXMP048", "name": "x"}
+        c["applicant"] = None
+
     def optional_null(c):
         c["department"] = None
         c["institution"] = None
@@ -118,6 +123,7 @@ def schema_checks(doc, examples) -> list:
     # `null` reads as absent, so the document allows it where a field may be absent.
     valid = {
         "a craftsman award whose organisation is null": claim("cx_craftsman_award", other_party_null),
+        "a golden-cradle award whose applicant is null": claim("cx_craftsman_award", golden_cradle_by_organization),
         "a claim whose optional parties are null": claim("cx_veteran_training", optional_null),
     }
     for what, value in valid.items():

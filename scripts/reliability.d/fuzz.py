@@ -3,11 +3,11 @@
 store) until at least N requests have been generated, in passes:
 
   platform  local-platform-key   every operation          (about 70%)
-  admin     local-admin-key      directories, reports, evaluations
+  admin     local-admin-key      directories, reports, evaluations, simulations
   auditor   local-auditor-key    reports, directories, claims reads, usage
 
-Checks: every schemathesis check (`--checks all`, override with --checks),
-with two settings in the generated schemathesis.toml, each for a documented
+Checks: every schemathesis check, as the generated schemathesis.toml sets
+them (--checks overrides it), with two settings there, each for a documented
 behaviour:
   - positive_data_acceptance is replaced by schema_valid_requests_accepted
     (value_rules.py): a request the document allows may be refused only for
@@ -48,7 +48,7 @@ CHECKS = "all"
 PASSES = [
     ("platform", "local-platform-key", [], 0.70),
     ("admin", "local-admin-key",
-     ["--include-path-regex", r"^/v1/(directories|reports|evaluations)"], 0.15),
+     ["--include-path-regex", r"^/v1/(directories|reports|evaluations|simulations)"], 0.15),
     ("auditor-reads", "local-auditor-key",
      ["--include-path-regex", r"^/v1/(reports|directories|claims)",
       "--exclude-method", "POST", "--exclude-method", "PUT"], 0.10),

@@ -24,6 +24,7 @@ import re
 
 import schemathesis
 from jsonschema import Draft202012Validator
+from schemathesis.core import NotSet
 
 # (field pointer pattern, error code): the refusals no schema can state.
 VALUE_RULES = [
@@ -33,11 +34,15 @@ VALUE_RULES = [
     (r"^(/claims/\d+)?/department$", "invalid_value"),  # a department outside the county's plan
     (r"^(/claims/\d+)?/details/repeated_hours$", "out_of_range"),  # more than the period's hours
     (r"^/enterprises/\d+/credit_code$", "duplicate"),  # a directory lists each enterprise once
-    (r"^/details/days/\d+/date$", "duplicate"),  # an online training day is claimed once
+    (r"^(/claims/\d+)?/details/days/\d+/date$", "duplicate"),  # an online training day is claimed once
     # Hours in at most 2 decimal places (the schema's description says so):
     # `multipleOf: 0.01` cannot state it over binary floats, where 1.1 / 0.01
     # is not a whole number and validators would refuse valid hours.
-    (r"^/details/(days/\d+/class_hours|repeated_hours)$", "invalid_format"),
+    (r"^(/claims/\d+)?/details/(days/\d+/class_hours|repeated_hours)$", "invalid_format"),
+    # A simulation's change must name a parameter of the served policy and give
+    # a value of its shape; its window must fall in the county's policy period.
+    (r"^/changes/\d+/(parameter|value)$", "invalid_value"),
+    (r"^/(from|to)$", "out_of_range"),
 ]
 
 _SPEC = None
@@ -73,11 +78,17 @@ def _query_value(schema, raw):
 def _request_allowed(case):
     """Whether the document allows the request as sent."""
     operation = _spec()["paths"].get(case.operation.path, {}).get(case.method.lower(), {})
-    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
-    if body is not None and case.body is not None and not _valid(body.get("schema", {}), case.body):
-        return False
+    request_body = operation.get("requestBody", {})
+    body = request_body.get("content", {}).get("application/json")
+    if body is not None:
+        if isinstance(case.body, NotSet):
+            if request_body.get("required"):
+                return False
+        elif not _valid(body.get("schema", {}), case.body):
+            return False
     for param in operation.get("parameters", []):
-        values = {"query": case.query, "path": case.path_parameters}.get(param.get("in")) or {}
+        where = {"query": case.query, "path": case.path_parameters, "header": case.headers}
+        values = where.get(param.get("in")) or {}
         if param["name"] not in values:
             if param.get("required"):
                 return False

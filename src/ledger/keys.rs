@@ -165,5 +165,26 @@ mod tests {
             assert_eq!(canonical(&k), text);
             assert_eq!(digest(&k), digest_text(text));
         }
+        // Every other person scope, and a natural key without parts.
+        let person =
+            |scope| LedgerKey::Person { county: County::Wuyi, kind: Kind::ProjectTraining, person: p.clone(), scope };
+        let prefix = "wuyi:project_training:p0123:";
+        let scopes = [
+            (PersonScope::ProjectLevel { project: "P1".into(), level: "senior".into() }, "project:P1:senior"),
+            (PersonScope::Project("P1".into()), "P1"),
+            (PersonScope::SchoolYear("2020".into()), "school_year:2020"),
+            (PersonScope::TrainingYear("2020".into()), "year:2020"),
+            (PersonScope::Training("T-1".into()), "training:T-1"),
+            (
+                PersonScope::ApprenticeYear { year: "2020".into(), part: ApprenticePart::Stage("enrolment".into()) },
+                "apprentice_year:2020:enrolment",
+            ),
+        ];
+        let none = LedgerKey::Natural { county: County::Changxing, kind: Kind::SkillContestFunding, parts: vec![] };
+        let more = scopes.into_iter().map(|(scope, tail)| (person(scope), format!("{prefix}{tail}")));
+        for (k, text) in more.chain([(none, "changxing:skill_contest_funding:".to_string())]) {
+            assert_eq!(canonical(&k), text);
+            assert_eq!(digest(&k), digest_text(&text));
+        }
     }
 }

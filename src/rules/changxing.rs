@@ -61,7 +61,9 @@ fn institution_investment(ctx: &mut Ctx, r: &ChangxingRules, d: &InstitutionInve
     let claim = ctx.claim;
     let p = &r.institution_investment;
     let gross = investment_amount.value() * p.rate.dec(day);
-    ctx.step_detail("base", gross, &p.rate.clause, format!("{} × {}", investment_amount, p.rate.dec(day).normalize()));
+    ctx.step_detail("base", gross, &p.rate.clause, || {
+        format!("{} × {}", investment_amount, p.rate.dec(day).normalize())
+    });
     let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
     let key = LedgerKey::Cumulative { county: claim.county, kind: claim.kind, organization: org.to_string() };
     let cap = p.cumulative_cap.dec(day);
@@ -177,12 +179,9 @@ fn key_group_training(ctx: &mut Ctx, r: &ChangxingRules, d: &KeyGroupTrainingDet
     let cap = standard * (Decimal::ONE + uplift);
     ctx.step("fee", fee.value(), &p.fee.clause);
     if uplift > Decimal::ZERO {
-        ctx.step_detail(
-            "raised_cap",
-            cap,
-            &p.raised_cap.clause,
-            format!("{} × (1 + {})", standard.normalize(), uplift.normalize()),
-        );
+        ctx.step_detail("raised_cap", cap, &p.raised_cap.clause, || {
+            format!("{} × (1 + {})", standard.normalize(), uplift.normalize())
+        });
     }
     let amount = ctx.cap(fee.value(), cap, &cap_param.clause);
     ctx.unique(
@@ -241,12 +240,9 @@ fn training_living_allowance(ctx: &mut Ctx, r: &ChangxingRules, d: &TrainingLivi
         return None;
     }
     let amount = p.per_day.dec(day) * Decimal::from(training_days.get());
-    ctx.step_detail(
-        "base",
-        amount,
-        &p.per_day.clause,
-        format!("{} days × {}", training_days, p.per_day.dec(day).normalize()),
-    );
+    ctx.step_detail("base", amount, &p.per_day.clause, || {
+        format!("{} days × {}", training_days, p.per_day.dec(day).normalize())
+    });
     ctx.unique(
         ctx.person_key(PersonScope::Training(training_reference.to_string())),
         ReasonCode::DuplicateSubsidy,
@@ -398,12 +394,9 @@ fn apprenticeship(ctx: &mut Ctx, r: &ChangxingRules, d: &ApprenticeshipDetails) 
                     Reason::new(ReasonCode::TrancheRemainder, &p.tranche_remainder.clause)
                         .used_limit(super::fmt2(paid), super::fmt2(total)),
                 );
-                ctx.step_detail(
-                    "tranche_remainder",
-                    v,
-                    &p.tranche_remainder.clause,
-                    format!("{} − {} already paid", total.normalize(), paid.normalize()),
-                );
+                ctx.step_detail("tranche_remainder", v, &p.tranche_remainder.clause, || {
+                    format!("{} − {} already paid", total.normalize(), paid.normalize())
+                });
                 v
             } else {
                 total

@@ -276,11 +276,13 @@ impl<'a> Ctx<'a> {
         }
         self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: None });
     }
-    fn step_detail(&mut self, name: &str, amount: Decimal, clause: &str, detail: String) {
+    /// A step with a detail, written only when the trace is kept.
+    fn step_detail(&mut self, name: &str, amount: Decimal, clause: &str, detail: impl FnOnce() -> String) {
         if !self.trace {
             return;
         }
-        self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail: Some(detail) });
+        let detail = Some(detail());
+        self.steps.push(Step { step: name.into(), amount: fmt2(amount), clause: clause.into(), detail });
     }
     fn failed(&self) -> bool {
         !self.rejections.is_empty()
@@ -348,7 +350,7 @@ impl<'a> Ctx<'a> {
         let employer = self.applicant()?.employer.as_ref()?;
         self.directory.is_listed(employer.credit_code.as_str(), day).then(|| (tf.rate.dec(day), tf.rate.clause.clone()))
     }
-    /// Applies the trade-friction uplift to a standard, recording step and reason.
+    /// Applies the trade-friction uplift to a standard, recording its reason.
     fn uplifted(&mut self, standard: Decimal) -> Decimal {
         match self.trade_friction_uplift() {
             Some((rate, clause)) => {
@@ -557,7 +559,7 @@ fn finish(
         *total = Money::round(*total).value();
     }
     if approved {
-        ctx.step("total", rounded.value(), &kind_entry.map(|k| k.clause.clone()).unwrap_or_default());
+        ctx.step("total", rounded.value(), kind_entry.map_or("", |k| k.clause.as_str()));
     }
     let decision = Decision {
         claim_id: ctx.claim.claim_id.as_str().to_string(),

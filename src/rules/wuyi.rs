@@ -85,12 +85,9 @@ fn project_training(ctx: &mut Ctx, r: &WuyiRules, d: &WuyiProjectTrainingDetails
     let rate = ctx.uplifted(p.rate_per_class_hour.dec(day));
     let cap = p.cap.dec(day) * (rate / p.rate_per_class_hour.dec(day));
     let gross = rate * hours;
-    ctx.step_detail(
-        "base",
-        gross,
-        &p.rate_per_class_hour.clause,
-        format!("{} class hours × {}", hours, rate.normalize()),
-    );
+    ctx.step_detail("base", gross, &p.rate_per_class_hour.clause, || {
+        format!("{} class hours × {}", hours, rate.normalize())
+    });
     let amount = ctx.cap(gross, cap, &p.cap.clause);
     ctx.unique(
         ctx.person_key(PersonScope::Project(project_code.to_string())),
@@ -152,7 +149,7 @@ fn apprenticeship_student(ctx: &mut Ctx, r: &WuyiRules, d: &ApprenticeshipStuden
     }
     let p = &r.apprenticeship_student;
     let gross = monthly_allowance.value() * Decimal::from(months.get());
-    ctx.step_detail("base", gross, &p.allowance.clause, format!("{} months × {}", months, monthly_allowance));
+    ctx.step_detail("base", gross, &p.allowance.clause, || format!("{} months × {}", months, monthly_allowance));
     let amount = ctx.cap(gross, p.yearly_cap.dec(day), &p.yearly_cap.clause);
     ctx.unique(
         ctx.person_key(PersonScope::TrainingYear(training_year.to_string())),
@@ -209,12 +206,9 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
         OnlineMode::PlatformPurchase => {
             let invoice = invoice_amount.map(|m| m.value()).unwrap_or_default();
             let gross = invoice * p.platform_rate.dec(day);
-            ctx.step_detail(
-                "base",
-                gross,
-                &p.platform_rate.clause,
-                format!("invoice {} × {}", invoice.normalize(), p.platform_rate.dec(day).normalize()),
-            );
+            ctx.step_detail("base", gross, &p.platform_rate.clause, || {
+                format!("invoice {} × {}", invoice.normalize(), p.platform_rate.dec(day).normalize())
+            });
             ctx.cap(gross, period_cap, &p.period_cap.clause)
         }
     };
@@ -224,7 +218,7 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
     let amount = if ratio < Decimal::ONE {
         let v = standard * ratio;
         ctx.adjust(Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause).ratio(ratio));
-        ctx.step_detail("prorated_by_trainees", v, &p.full_trainees.clause, format!("× {trainees} / {full}"));
+        ctx.step_detail("prorated_by_trainees", v, &p.full_trainees.clause, || format!("× {trainees} / {full}"));
         v
     } else {
         standard
@@ -251,12 +245,9 @@ fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: Na
         }
         gross += v.min(daily_cap);
     }
-    ctx.step_detail(
-        "base",
-        gross,
-        &p.rate_per_class_hour.clause,
-        format!("{} days, each min(hours × {}, {})", days.len(), rate.normalize(), daily_cap.normalize()),
-    );
+    ctx.step_detail("base", gross, &p.rate_per_class_hour.clause, || {
+        format!("{} days, each min(hours × {}, {})", days.len(), rate.normalize(), daily_cap.normalize())
+    });
     if !capped_days.is_empty() {
         let mut reason = Reason::new(ReasonCode::CappedAtMaximum, &p.daily_cap.clause).cap(daily_cap);
         reason.days = Some(capped_days);
@@ -268,12 +259,9 @@ fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: Na
         let ratio = (total - repeated_hours) / total;
         gross *= ratio;
         ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, &p.repeated_courseware.clause).ratio(ratio));
-        ctx.step_detail(
-            "repeated_courseware_deducted",
-            gross,
-            &p.repeated_courseware.clause,
-            format!("× ({total} − {repeated_hours}) / {total}"),
-        );
+        ctx.step_detail("repeated_courseware_deducted", gross, &p.repeated_courseware.clause, || {
+            format!("× ({total} − {repeated_hours}) / {total}")
+        });
     }
     ctx.cap(gross, period_cap, &p.period_cap.clause)
 }
