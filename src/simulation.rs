@@ -77,10 +77,14 @@ impl FromJson for ParameterValue {
 
 impl PartialSchema for ParameterValue {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-        let kinds = vec![Type::String, Type::Number, Type::Integer, Type::Boolean, Type::Array, Type::Object];
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Array(kinds))
+        use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+        let of = |kind| ObjectBuilder::new().schema_type(kind);
+        AnyOfBuilder::new()
+            .item(of(Type::String))
+            .item(of(Type::Number))
+            .item(of(Type::Boolean))
+            .item(ArrayBuilder::new())
+            .item(of(Type::Object))
             .description(Some(
                 "A value of the same shape as the parameter's values (amounts are quoted decimal strings, \
                  counts are numbers, dates `YYYY-MM-DD`); never `null`.",
