@@ -744,6 +744,12 @@ mod tests {
             4,
             "a later value from before the new date is replaced"
         );
+        // A value dated before the new one stays; one dated on the same day is replaced.
+        let later = dated.with_changes(&[change("/annual_limit", 5.into(), Some("2021-06-01"))]).unwrap();
+        let at = |p: &CountyPolicy, d| *p.common.annual_limit.at(day(d));
+        assert_eq!((at(&later, "2020-12-31"), at(&later, "2021-03-01"), at(&later, "2021-06-01")), (3, 2, 5));
+        let same_day = dated.with_changes(&[change("/annual_limit", 1.into(), Some("2021-01-01"))]).unwrap();
+        assert_eq!((at(&same_day, "2020-12-31"), at(&same_day, "2021-01-01")), (3, 1));
     }
 
     #[test]
