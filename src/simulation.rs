@@ -22,7 +22,7 @@ use crate::domain::{string_schema, FieldError, FromJson};
 use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
-use crate::rules::{decide_without_trace, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status};
+use crate::rules::{decide_traced, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status, Trace};
 use crate::{bounded_whole, request_type};
 
 /// How many changed claims an answer lists when the request does not say.
@@ -364,13 +364,14 @@ impl<'a> Run<'a> {
         let id = r.claim.claim_id.as_str();
         // A bug in the rules (or data they cannot handle) must not take the service down.
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide_without_trace(
+            decide_traced(
                 &r.claim,
                 r.person.as_deref(),
                 &self.ledger,
                 self.policy,
                 self.directory,
                 self.decided_at,
+                Trace::Omitted,
             )
         }));
         let o = match decided {

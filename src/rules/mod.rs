@@ -397,31 +397,27 @@ pub fn decide(
     directory: &Directory,
     decided_at: DateTime<Utc>,
 ) -> Result<Outcome, LedgerReadError> {
-    decide_with(claim, person, view, policy, directory, decided_at, true)
+    decide_traced(claim, person, view, policy, directory, decided_at, Trace::Kept)
 }
 
-/// [`decide`] without the calculation steps (an empty `calculation`):
-/// the same status, amount, reasons and effects, for replays that compare
-/// outcomes only.
-pub fn decide_without_trace(
+/// Whether a decision keeps its calculation steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trace {
+    Kept,
+    /// An empty `calculation`, the same status, amount, reasons and effects:
+    /// for replays that compare outcomes only.
+    Omitted,
+}
+
+/// [`decide`], keeping the calculation steps or not.
+pub fn decide_traced(
     claim: &Claim,
     person: Option<&str>,
     view: &dyn LedgerView,
     policy: &CountyPolicy,
     directory: &Directory,
     decided_at: DateTime<Utc>,
-) -> Result<Outcome, LedgerReadError> {
-    decide_with(claim, person, view, policy, directory, decided_at, false)
-}
-
-fn decide_with(
-    claim: &Claim,
-    person: Option<&str>,
-    view: &dyn LedgerView,
-    policy: &CountyPolicy,
-    directory: &Directory,
-    decided_at: DateTime<Utc>,
-    trace: bool,
+    trace: Trace,
 ) -> Result<Outcome, LedgerReadError> {
     let mut ctx = Ctx {
         claim,
@@ -434,7 +430,7 @@ fn decide_with(
         adjustments: Vec::new(),
         notices: Vec::new(),
         steps: Vec::new(),
-        trace,
+        trace: trace == Trace::Kept,
         effects: Effects::default(),
         read_error: None,
     };
