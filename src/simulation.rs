@@ -221,7 +221,6 @@ pub enum SimulationError {
 /// A ledger that lives for one run: what the run's grants hold, under each
 /// key's fingerprint, a key's holder by its number in `ids` (a few bytes a
 /// key, so that a run over a million claims stays small).
-#[derive(Default)]
 struct Scratch {
     fingerprints: Fingerprints,
     counts: hashbrown::HashMap<u128, u32>,
@@ -231,18 +230,44 @@ struct Scratch {
     ids: Vec<Box<str>>,
 }
 
-/// A key's identity in a scratch ledger: 128 bits from two SipHash-1-3
-/// hashes under two of std's `RandomState` keys (secret, random per process;
-/// the second differs from the first in its first word). Cheaper than the
-/// real ledger's digest (no canonical text is built) and as unlikely to
-/// confuse two keys: a collision needs both 64-bit hashes to agree, and
-/// nobody outside the process knows the keys to aim for one.
-#[derive(Default)]
-struct Fingerprints(std::hash::RandomState, std::hash::RandomState);
+/// A key's identity in a scratch ledger: its 128-bit SipHash-1-3 under a
+/// key drawn at random for the run. Cheaper than the real ledger's digest
+/// (no canonical text is built) and as unlikely to confuse two keys: nobody
+/// outside the process knows the key to aim for a collision.
+struct Fingerprints(siphasher::sip128::SipHasher13);
 
 impl Fingerprints {
+    fn new() -> Self {
+        use ring::rand::SecureRandom;
+        let mut key = [0u8; 16];
+        // Without the system's randomness, std's per-process hash keys
+        // (random too, only not as fresh) stand in.
+        if ring::rand::SystemRandom::new().fill(&mut key).is_err() {
+            let state = std::hash::RandomState::new();
+            key[..8].copy_from_slice(&state.hash_one(0u8).to_le_bytes());
+            key[8..].copy_from_slice(&state.hash_one(1u8).to_le_bytes());
+        }
+        Self(siphasher::sip128::SipHasher13::new_with_key(&key))
+    }
+
     fn of(&self, key: &LedgerKey) -> u128 {
-        (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
+        use siphasher::sip128::Hasher128 as _;
+        use std::hash::Hash as _;
+        let mut h = self.0;
+        key.hash(&mut h);
+        h.finish128().as_u128()
+    }
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            fingerprints: Fingerprints::new(),
+            counts: hashbrown::HashMap::new(),
+            holders: hashbrown::HashMap::new(),
+            totals: hashbrown::HashMap::new(),
+            ids: Vec::new(),
+        }
     }
 }
 
@@ -356,7 +381,7 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new(policy: &'a CountyPolicy, directory: &'a Directory) -> Self {
         let decided_at = Utc::now();
-        Self { policy, directory, ledger: Scratch::default(), totals: RunTotals::default(), decided_at }
+        Self { policy, directory, ledger: Scratch::new(), totals: RunTotals::default(), decided_at }
     }
 
     /// Decides a claim against the run's ledger and takes what a grant holds.

@@ -52,13 +52,18 @@ pub(crate) fn string_at<'v>(v: &'v Value, at: &str) -> Result<&'v str, FieldErro
 pub(crate) fn pointer(base: &str, name: &str) -> String {
     let mut at = String::with_capacity(base.len() + 1 + name.len());
     at.push_str(base);
+    push_segment(&mut at, name);
+    at
+}
+
+/// Appends `/name` to a JSON pointer, escaping `~` and `/` in the name.
+fn push_segment(at: &mut String, name: &str) {
     at.push('/');
     if name.contains(['~', '/']) {
         at.push_str(&name.replace('~', "~0").replace('/', "~1"));
     } else {
         at.push_str(name);
     }
-    at
 }
 
 /// The fields of one JSON object. Fields read are remembered, so that
@@ -66,14 +71,21 @@ pub(crate) fn pointer(base: &str, name: &str) -> String {
 pub struct Fields<'a> {
     map: &'a Map<String, Value>,
     base: &'a str,
-    known: Vec<&'static str>,
+    known: smallvec::SmallVec<[&'static str; 16]>,
+    /// The pointer of the field being read: `base` and the field's name, in
+    /// one buffer for the whole object.
+    at: String,
 }
 
 impl<'a> Fields<'a> {
     /// The object at `at`, or `None` with an `invalid_type` error.
     pub fn new(v: &'a Value, at: &'a str, errs: &mut Vec<FieldError>) -> Option<Self> {
         match v {
-            Value::Object(map) => Some(Self { map, base: at, known: Vec::new() }),
+            Value::Object(map) => {
+                let mut buffer = String::with_capacity(at.len() + 32);
+                buffer.push_str(at);
+                Some(Self { map, base: at, known: smallvec::SmallVec::new(), at: buffer })
+            }
             _ => {
                 errs.push(FieldError::new(at, "invalid_type", "must be an object"));
                 None
@@ -89,11 +101,13 @@ impl<'a> Fields<'a> {
 
     /// Reads one field as `T`; an absent field is `T::absent()` or `required`.
     pub fn read<T: FromJson>(&mut self, name: &'static str, errs: &mut Vec<FieldError>) -> Option<T> {
-        let at = pointer(self.base, name);
-        match self.raw(name) {
-            Some(v) => T::from_json(v, &at, errs),
+        let value = self.raw(name);
+        self.at.truncate(self.base.len());
+        push_segment(&mut self.at, name);
+        match value {
+            Some(v) => T::from_json(v, &self.at, errs),
             None => T::absent().or_else(|| {
-                errs.push(FieldError::new(at, "required", "this field is required"));
+                errs.push(FieldError::new(self.at.as_str(), "required", "this field is required"));
                 None
             }),
         }
