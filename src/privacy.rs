@@ -164,11 +164,11 @@ impl Sealer {
             .key
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data_bytes)
             .map_err(|_| anyhow::anyhow!("the sealed fields do not open with this configuration's secret"))?;
-        let secret: serde_json::Value = serde_json::from_slice(plain)?;
+        let mut secret: serde_json::Value = serde_json::from_slice(plain)?;
         if let Some(a) = v.get_mut("applicant").and_then(serde_json::Value::as_object_mut) {
             for k in ["id_number", "name"] {
-                match secret.get(k) {
-                    Some(x) if !x.is_null() => a.insert(k.into(), x.clone()),
+                match secret.get_mut(k).map(serde_json::Value::take) {
+                    Some(x) if !x.is_null() => a.insert(k.into(), x),
                     _ => a.remove(k),
                 };
             }

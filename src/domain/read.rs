@@ -145,8 +145,18 @@ impl<T: FromJson> FromJson for Vec<T> {
             return None;
         };
         let before = errs.len();
-        let out: Vec<T> =
-            items.iter().enumerate().filter_map(|(i, item)| T::from_json(item, &format!("{at}/{i}"), errs)).collect();
+        let mut item_at = String::with_capacity(at.len() + 4);
+        let out: Vec<T> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                use std::fmt::Write as _;
+                item_at.clear();
+                // Writing into a String cannot fail.
+                let _ = write!(item_at, "{at}/{i}");
+                T::from_json(item, &item_at, errs)
+            })
+            .collect();
         (errs.len() == before).then_some(out)
     }
 }

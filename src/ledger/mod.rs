@@ -172,7 +172,7 @@ impl StoredClaim {
     pub fn into_json(self) -> anyhow::Result<Option<serde_json::Value>> {
         match self {
             Self::Json(v) => Ok(Some(v)),
-            Self::Section(bytes) => Ok(ClaimPart::decode(&bytes)?.submitted),
+            Self::Section(bytes) => ClaimPart::submitted_of(&bytes),
             Self::Missing => Ok(None),
         }
     }

@@ -114,6 +114,17 @@ impl ClaimPart {
     pub fn decode(section: &[u8]) -> anyhow::Result<Self> {
         decode_record(section).context("the claim section")
     }
+
+    /// Only the claim as submitted of a section as stored (a replay reads
+    /// nothing else, and skips the rest unread).
+    pub fn submitted_of(section: &[u8]) -> anyhow::Result<Option<Value>> {
+        #[derive(Deserialize)]
+        struct Submitted {
+            #[serde(default)]
+            submitted: Option<Value>,
+        }
+        decode_record::<Submitted>(section).map(|s| s.submitted).context("the claim section")
+    }
 }
 
 /// A record as stored: its header and its body.

@@ -165,5 +165,34 @@ pub struct ApiDoc;
 
 /// The document as served and checked in.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut api = ApiDoc::openapi();
+    drop_unreferenced_schemas(&mut api);
+    api
+}
+
+const SCHEMA_REF: &str = "#/components/schemas/";
+
+/// Keeps only the component schemas the operations reach, directly or
+/// through other schemas. A generic parameter type such as `Param<T>` makes
+/// utoipa list `T` (`u32`, `Vec`…) as a component that nothing refers to.
+fn drop_unreferenced_schemas(api: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = api.components.as_mut() else { return };
+    let schemas = std::mem::take(&mut components.schemas);
+    // Serialising the document's own types cannot fail.
+    let rest = serde_json::to_string(&*api).unwrap_or_default();
+    let mut reached: std::collections::BTreeSet<String> = schema_refs(&rest).collect();
+    let mut queue: Vec<String> = reached.iter().cloned().collect();
+    while let Some(name) = queue.pop() {
+        let Some(schema) = schemas.get(&name) else { continue };
+        let text = serde_json::to_string(schema).unwrap_or_default();
+        queue.extend(schema_refs(&text).filter(|r| reached.insert(r.clone())));
+    }
+    if let Some(components) = api.components.as_mut() {
+        components.schemas = schemas.into_iter().filter(|(name, _)| reached.contains(name)).collect();
+    }
+}
+
+/// The names of the component schemas a serialised part of the document refers to.
+fn schema_refs(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(SCHEMA_REF).skip(1).filter_map(|tail| tail.split('"').next()).map(str::to_string)
 }

@@ -121,3 +121,36 @@ fn every_error_code_has_its_problem_example() {
     }
     assert!(documented > 50, "only {documented} problem examples");
 }
+
+/// Every `$ref` of the document names a component schema, and every
+/// component schema is reached from an operation (directly or through other
+/// schemas): no dangling reference, no schema listed for nothing.
+#[test]
+fn every_schema_reference_resolves_and_every_component_schema_is_used() {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(r) = map.get("$ref").and_then(Value::as_str) {
+                    out.push(r.strip_prefix("#/components/schemas/").expect("a schema reference").to_string());
+                }
+                map.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(items) => items.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(subsidy_service::openapi::document()).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().expect("component schemas");
+    let mut queue = Vec::new();
+    refs(&doc["paths"], &mut queue);
+    let mut reached = std::collections::BTreeSet::new();
+    while let Some(name) = queue.pop() {
+        let schema = schemas.get(&name).unwrap_or_else(|| panic!("#/components/schemas/{name} does not exist"));
+        if reached.insert(name) {
+            refs(schema, &mut queue);
+        }
+    }
+    let unused: Vec<&String> = schemas.keys().filter(|k| !reached.contains(*k)).collect();
+    assert!(unused.is_empty(), "component schemas no operation reaches: {unused:?}");
+    assert!(reached.contains("ReasonCode") && reached.contains("Decision"), "{reached:?}");
+}
