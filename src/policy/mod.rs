@@ -697,6 +697,19 @@ mod tests {
     }
 
     #[test]
+    fn a_period_may_be_one_day_long_but_cannot_end_before_it_starts() {
+        let policy = Policy::embedded(None).unwrap();
+        for p in policy.counties() {
+            let mut common = p.common.clone();
+            common.period.to = common.period.from;
+            check(p.county(), &common, &p.rules, &p.reference).expect("a one-day period");
+            common.period.to = common.period.from.pred_opt().unwrap();
+            let refused = check(p.county(), &common, &p.rules, &p.reference).unwrap_err();
+            assert!(refused.to_string().contains("`from` is after `to`"), "{refused}");
+        }
+    }
+
+    #[test]
     fn a_citation_is_not_a_parameter_to_change() {
         let policy = Policy::embedded(None).unwrap();
         let wuyi = policy.county(crate::domain::County::Wuyi);
