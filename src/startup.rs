@@ -142,35 +142,38 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(method_not_allowed(allow))
 }
 
+/// The routes: fixed paths first, in order of traffic, then those with
+/// parameters. The router tries resources in this order, and a pattern with
+/// a parameter is matched by a regular expression, so a busy fixed path
+/// should not wait behind them. A fixed path that a pattern would match too
+/// (`/v1/claims/batch`) stays ahead of it either way.
 fn routes_config(cfg: &mut web::ServiceConfig) {
     use routes::*;
-    cfg.service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
-        .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
-        .service(
-            resource("/v1/claims", "GET, POST")
-                .route(web::post().to(claims::submit))
-                .route(web::get().to(claims::list)),
-        )
-        .service(resource("/v1/claims/batch", "POST").route(web::post().to(claims::batch)))
-        .service(resource("/v1/claims/{claim_id}", "GET").route(web::get().to(claims::get)))
-        .service(resource("/v1/claims/{claim_id}/revocation", "POST").route(web::post().to(claims::revoke)))
-        .service(resource("/v1/claims/{claim_id}/events", "GET").route(web::get().to(claims::events)))
-        .service(resource("/v1/claims/{claim_id}/submission", "GET").route(web::get().to(claims::submission)))
-        .service(resource("/v1/evaluations", "POST").route(web::post().to(claims::evaluate)))
-        .service(resource("/v1/usage/query", "POST").route(web::post().to(usage::query)))
-        .service(resource("/v1/policies", "GET").route(web::get().to(policies::list)))
-        .service(resource("/v1/policies/{county}", "GET").route(web::get().to(policies::get)))
-        .service(resource("/v1/reason-codes", "GET").route(web::get().to(policies::reason_codes)))
-        .service(
-            resource("/v1/directories/{county}/trade-friction-enterprises", "GET, PUT")
-                .route(web::get().to(directories::get))
-                .route(web::put().to(directories::put)),
-        )
-        .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)))
-        .service(resource("/reports/", "GET").route(web::get().to(reports::page)))
-        .service(resource("/reports/app.js", "GET").route(web::get().to(reports::script)))
-        .service(resource("/v1/simulations", "POST").route(web::post().to(simulations::simulate)));
+    cfg.service(
+        resource("/v1/claims", "GET, POST").route(web::post().to(claims::submit)).route(web::get().to(claims::list)),
+    )
+    .service(resource("/v1/evaluations", "POST").route(web::post().to(claims::evaluate)))
+    .service(resource("/v1/claims/batch", "POST").route(web::post().to(claims::batch)))
+    .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+    .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+    .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+    .service(resource("/v1/usage/query", "POST").route(web::post().to(usage::query)))
+    .service(resource("/v1/policies", "GET").route(web::get().to(policies::list)))
+    .service(resource("/v1/reason-codes", "GET").route(web::get().to(policies::reason_codes)))
+    .service(resource("/v1/simulations", "POST").route(web::post().to(simulations::simulate)))
+    .service(resource("/reports/", "GET").route(web::get().to(reports::page)))
+    .service(resource("/reports/app.js", "GET").route(web::get().to(reports::script)))
+    .service(resource("/v1/claims/{claim_id}", "GET").route(web::get().to(claims::get)))
+    .service(resource("/v1/claims/{claim_id}/revocation", "POST").route(web::post().to(claims::revoke)))
+    .service(resource("/v1/claims/{claim_id}/events", "GET").route(web::get().to(claims::events)))
+    .service(resource("/v1/claims/{claim_id}/submission", "GET").route(web::get().to(claims::submission)))
+    .service(resource("/v1/policies/{county}", "GET").route(web::get().to(policies::get)))
+    .service(
+        resource("/v1/directories/{county}/trade-friction-enterprises", "GET, PUT")
+            .route(web::get().to(directories::get))
+            .route(web::put().to(directories::put)),
+    )
+    .service(resource("/v1/reports/{county}/{year}", "GET").route(web::get().to(reports::get)));
 }
 
 /// A request id unique across restarts: a random per-process prefix and a counter
