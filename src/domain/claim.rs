@@ -625,7 +625,7 @@ fn canon(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                json_into(k, out);
                 out.push(b':');
                 canon(&m[k], out);
             }
@@ -641,8 +641,15 @@ fn canon(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        other => json_into(other, out),
     }
+}
+
+/// Appends a string or a scalar as compact JSON (what `Value`'s `Display`
+/// writes), without an intermediate `String`.
+fn json_into<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing a string or a scalar into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 pub fn body_hash(v: &Value) -> String {
@@ -672,6 +679,23 @@ mod tests {
 
     fn fields(v: &Value) -> Vec<(String, String)> {
         parse_claim(v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect()
+    }
+
+    /// The canonical body is what the body hashes of recorded claims were
+    /// taken over: `Value`'s compact text with object keys sorted (which a
+    /// `Value`'s own keys are), escapes and numbers written the same way.
+    #[test]
+    fn the_canonical_body_is_the_compact_text_of_the_value() {
+        let v = json!({
+            "z\"q": ["\u{1}\t\n", "张三", "\u{7f}", "a/b\\c"],
+            "b": [-0.0, 1.5e300, -7, 18446744073709551615u64, 0.1, true, null],
+            "a": {"y": {}, "x": [], "\u{e9}": "é"}
+        });
+        assert_eq!(String::from_utf8(canonical_body(&v)).unwrap(), v.to_string());
+        assert_eq!(
+            body_hash(&wy_qualification()),
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(wy_qualification().to_string()))
+        );
     }
 
     #[test]
