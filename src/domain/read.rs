@@ -145,15 +145,18 @@ impl<T: FromJson> FromJson for Vec<T> {
             return None;
         };
         let before = errs.len();
+        // One pointer buffer for every item: the array's pointer, then the index.
         let mut item_at = String::with_capacity(at.len() + 4);
+        item_at.push_str(at);
+        item_at.push('/');
         let out: Vec<T> = items
             .iter()
             .enumerate()
             .filter_map(|(i, item)| {
                 use std::fmt::Write as _;
-                item_at.clear();
+                item_at.truncate(at.len() + 1);
                 // Writing into a String cannot fail.
-                let _ = write!(item_at, "{at}/{i}");
+                let _ = write!(item_at, "{i}");
                 T::from_json(item, &item_at, errs)
             })
             .collect();
