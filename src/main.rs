@@ -228,6 +228,8 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
         from: filter.from,
         to: filter.to,
         sample: request.sample,
+        // A stopped store keeps no running totals to size the scratch ledgers by.
+        grants: 0,
     }
     .run(
         ledger::replay_store(&store, filter),

@@ -4,7 +4,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::IdNumber;
+use crate::domain::{IdNumber, Json, Node};
 
 #[derive(Clone)]
 pub struct Pseudonymizer {
@@ -97,6 +97,8 @@ const SEAL_LABEL: &[u8] = b"subsidy-service record seal v1";
 /// The sealed part's `alg`.
 const SEAL_ALG: &str = "chacha20poly1305";
 const NONCE_LEN: usize = ring::aead::NONCE_LEN;
+/// The applicant's fields kept only sealed.
+const SEALED_FIELDS: [&str; 2] = ["id_number", "name"];
 
 impl Sealer {
     pub fn new(secret: &str) -> Self {
@@ -151,10 +153,41 @@ impl Sealer {
 
     /// [`Sealer::unseal_claim`] of a claim the caller gives up.
     pub fn unseal_owned(&self, mut v: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let Some(sealed) = v.as_object_mut().and_then(|o| o.remove("sealed")) else { return Ok(v) };
+        let mut secret = self.open(&sealed)?;
+        if let Some(a) = v.get_mut("applicant").and_then(serde_json::Value::as_object_mut) {
+            for k in SEALED_FIELDS {
+                match secret.get_mut(k).map(serde_json::Value::take) {
+                    Some(x) if !x.is_null() => a.insert(k.into(), x),
+                    _ => a.remove(k),
+                };
+            }
+        }
+        Ok(v)
+    }
+
+    /// [`Sealer::unseal_owned`] of a claim read as a [`Node`].
+    pub fn unseal_node(&self, v: &mut Node<'_>) -> anyhow::Result<()> {
+        let Some(sealed) = v.remove("sealed") else { return Ok(()) };
+        let mut secret = self.open(&sealed)?;
+        if let Some(a) = v.get_mut("applicant") {
+            for k in SEALED_FIELDS {
+                match secret.get_mut(k).map(serde_json::Value::take) {
+                    Some(x) if !x.is_null() => a.insert(k, Node::from(x)),
+                    _ => {
+                        a.remove(k);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The personal fields a claim's `sealed` part holds.
+    fn open<J: Json>(&self, sealed: &J) -> anyhow::Result<serde_json::Value> {
         use anyhow::Context;
         use ring::aead::{Aad, Nonce};
-        let Some(sealed) = v.as_object_mut().and_then(|o| o.remove("sealed")) else { return Ok(v) };
-        let field = |k: &str| sealed.get(k).and_then(serde_json::Value::as_str).context("a sealed claim lacks a field");
+        let field = |k: &str| sealed.get(k).and_then(J::as_str).context("a sealed claim lacks a field");
         let mut nonce = [0u8; NONCE_LEN];
         hex::decode_to_slice(field("nonce")?, &mut nonce).context("a sealed claim's nonce is not 12 bytes of hex")?;
         let data = field("data")?;
@@ -164,16 +197,7 @@ impl Sealer {
             .key
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data_bytes)
             .map_err(|_| anyhow::anyhow!("the sealed fields do not open with this configuration's secret"))?;
-        let mut secret: serde_json::Value = serde_json::from_slice(plain)?;
-        if let Some(a) = v.get_mut("applicant").and_then(serde_json::Value::as_object_mut) {
-            for k in ["id_number", "name"] {
-                match secret.get_mut(k).map(serde_json::Value::take) {
-                    Some(x) if !x.is_null() => a.insert(k.into(), x),
-                    _ => a.remove(k),
-                };
-            }
-        }
-        Ok(v)
+        Ok(serde_json::from_slice(plain)?)
     }
 
     /// The stored claim as an auditor sees it: masked, without the sealed part.
@@ -206,6 +230,13 @@ mod tests {
         assert_eq!(s.unseal_claim(&sealed).expect("opens"), body);
         let err = Sealer::new("another").unseal_claim(&sealed).expect_err("another secret");
         assert!(err.to_string().contains("do not open"));
+        // Read as a node (replays): the same claim, a field never given left out.
+        for body in [body.clone(), serde_json::json!({"applicant": {"id_number": "330723199005060038"}})] {
+            let text = s.seal_claim(&body, Some("330723********0038")).to_string();
+            let mut node = Node::parse(text.as_bytes()).expect("json");
+            s.unseal_node(&mut node).expect("opens");
+            assert_eq!(node.to_value(), body);
+        }
     }
 
     /// A claim sealed by the earlier implementation (the `chacha20poly1305`
@@ -224,6 +255,13 @@ mod tests {
             "applicant": {"id_number": "330723199005060038", "name": "张三丰", "local_hukou": true}
         });
         assert_eq!(Sealer::new("secret").unseal_claim(&stored).expect("opens"), body);
+        // Read as a node (replays), it opens to the same claim.
+        let text = stored.to_string();
+        let mut node = Node::parse(text.as_bytes()).expect("json");
+        Sealer::new("secret").unseal_node(&mut node).expect("opens");
+        assert_eq!(node.to_value(), body);
+        let mut node = Node::parse(text.as_bytes()).expect("json");
+        assert!(Sealer::new("another").unseal_node(&mut node).is_err(), "another secret does not open");
         let mut bent = stored.clone();
         bent["sealed"]["nonce"] = "5cfb934246c1e226e015806".into();
         assert!(Sealer::new("secret").unseal_claim(&bent).is_err(), "an odd-length nonce is refused");

@@ -18,7 +18,7 @@ use serde_json::Value;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::{fmt2, parse_claim, Claim, County};
-use crate::domain::{string_schema, FieldError, FromJson};
+use crate::domain::{string_schema, FieldError, FromJson, Json};
 use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
@@ -38,7 +38,7 @@ impl ParameterPointer {
 }
 
 impl FromJson for ParameterPointer {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         let Some(s) = v.as_str() else {
             errs.push(FieldError::new(at, "invalid_type", "must be a string"));
             return None;
@@ -70,7 +70,7 @@ impl ToSchema for ParameterPointer {}
 pub struct ParameterValue(Value);
 
 impl FromJson for ParameterValue {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         Value::from_json(v, at, errs).map(Self)
     }
 }
@@ -114,7 +114,7 @@ impl Changes {
 }
 
 impl FromJson for Changes {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         if v.as_array().is_some_and(|list| list.len() > Self::MAX) {
             errs.push(FieldError::new(at, "out_of_range", format!("at most {} changes", Self::MAX)));
             return None;
@@ -260,13 +260,16 @@ impl Fingerprints {
 }
 
 impl Scratch {
-    fn new() -> Self {
+    /// A scratch ledger with room for the effects of `grants` grants: a
+    /// yearly count and a held key each (more keys or fewer people only
+    /// make a table grow or stay part empty).
+    fn with_capacity(grants: usize) -> Self {
         Self {
             fingerprints: Fingerprints::new(),
-            counts: hashbrown::HashMap::new(),
-            holders: hashbrown::HashMap::new(),
+            counts: hashbrown::HashMap::with_capacity(grants),
+            holders: hashbrown::HashMap::with_capacity(grants),
             totals: hashbrown::HashMap::new(),
-            ids: Vec::new(),
+            ids: Vec::with_capacity(grants),
         }
     }
 }
@@ -379,9 +382,9 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(policy: &'a CountyPolicy, directory: &'a Directory) -> Self {
+    fn new(policy: &'a CountyPolicy, directory: &'a Directory, grants: usize) -> Self {
         let decided_at = Utc::now();
-        Self { policy, directory, ledger: Scratch::new(), totals: RunTotals::default(), decided_at }
+        Self { policy, directory, ledger: Scratch::with_capacity(grants), totals: RunTotals::default(), decided_at }
     }
 
     /// Decides a claim against the run's ledger and takes what a grant holds.
@@ -473,6 +476,11 @@ pub struct Simulation<'a> {
     pub to: NaiveDate,
     /// At most this many changed claims are listed.
     pub sample: usize,
+    /// About how many claims the window's records grant (the running
+    /// report totals): the scratch ledgers' tables are made that large at
+    /// the start, so that they do not grow (rehashing every key) during the
+    /// replay. 0 when not known.
+    pub grants: usize,
 }
 
 /// Claims read, decoded and decided at a time.
@@ -549,12 +557,12 @@ impl Simulation<'_> {
         scope: &'s std::thread::Scope<'s, 'e>,
         cancel: &AtomicBool,
     ) -> Result<Comparison, SimulationError> {
-        let mut baseline = Run::new(self.baseline, self.directory);
+        let mut baseline = Run::new(self.baseline, self.directory, self.grants);
         // The simulated run decides each chunk on its own thread meanwhile.
         let (sim_tx, sim_rx) = crossbeam_channel::bounded::<Arc<Vec<Item>>>(1);
         let (briefs_tx, briefs_rx) = crossbeam_channel::bounded::<Result<Vec<Brief>, SimulationError>>(1);
         let simulated_run = scope.spawn(move || {
-            let mut simulated = Run::new(self.simulated, self.directory);
+            let mut simulated = Run::new(self.simulated, self.directory, self.grants);
             for chunk in sim_rx {
                 let briefs = chunk.iter().filter_map(Item::replay).map(|r| simulated.decide(r)).collect();
                 if briefs_tx.send(briefs).is_err() {
@@ -729,36 +737,32 @@ impl Comparison {
 }
 
 /// A recorded claim as the rules read it: its sealed fields opened, parsed as
-/// when it arrived. `None` for a record without the claim as submitted.
+/// when it arrived (read as a [`crate::domain::Node`] borrowed from the
+/// record's text, not built into a `Value`).
 fn decode(r: Submitted, sealer: &Sealer, pseudonymizer: &Pseudonymizer) -> Item {
     let claim_id = r.claim_id;
-    let stored = match r.claim.into_json() {
-        Ok(Some(v)) => v,
-        Ok(None) => return Item::WithoutSubmission,
-        Err(e) => {
-            let error = format!("{e:#}");
-            tracing::error!(claim_id = %claim_id, error = %error, "a recorded claim cannot be decoded; left out of the simulation");
-            return Item::Unreadable;
-        }
-    };
-    let body = match sealer.unseal_owned(stored) {
-        Ok(b) => b,
-        Err(e) => {
+    let item = r.claim.read(|stored| {
+        let Some(mut stored) = stored else { return Item::WithoutSubmission };
+        if let Err(e) = sealer.unseal_node(&mut stored) {
             tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be opened; left out of the simulation");
             return Item::Unreadable;
         }
-    };
-    match parse_claim(&body) {
-        Ok(claim) => {
-            let person = claim.applicant.as_ref().map(|a| pseudonymizer.person_key(&a.id_number));
-            Item::Replay(Replay { claim, person })
+        match parse_claim(&stored) {
+            Ok(claim) => {
+                let person = claim.applicant.as_ref().map(|a| pseudonymizer.person_key(&a.id_number));
+                Item::Replay(Replay { claim, person })
+            }
+            Err(errs) => {
+                let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+                tracing::error!(claim_id = %claim_id, fields = %fields.join(", "), "a recorded claim no longer parses; left out of the simulation");
+                Item::Unreadable
+            }
         }
-        Err(errs) => {
-            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-            tracing::error!(claim_id = %claim_id, fields = %fields.join(", "), "a recorded claim no longer parses; left out of the simulation");
-            Item::Unreadable
-        }
-    }
+    });
+    item.unwrap_or_else(|e| {
+        tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be decoded; left out of the simulation");
+        Item::Unreadable
+    })
 }
 
 #[cfg(test)]
@@ -817,6 +821,8 @@ mod tests {
             from: period.from,
             to: period.to,
             sample: 1000,
+            // Fewer than the grants: the scratch tables grow past it.
+            grants: 100,
         };
         let source: Submissions = Box::new(rows.into_iter().map(Ok));
         let c = sim.run(source, &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap();

@@ -11,7 +11,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::codes::*;
 use super::read::FieldError;
 use super::values::*;
-use super::{FromJson, IdNumber, Money};
+use super::{FromJson, IdNumber, Json, Money, Node};
 use crate::request_type;
 
 request_type! {
@@ -172,9 +172,9 @@ impl std::ops::Deref for OnlineDays {
 }
 
 impl FromJson for OnlineDays {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
-        let len = v.as_array().map_or(0, Vec::len);
-        if v.is_array() && !(1..=Self::MAX).contains(&len) {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        let len = v.as_array().map_or(0, <[J]>::len);
+        if v.as_array().is_some() && !(1..=Self::MAX).contains(&len) {
             errs.push(FieldError::new(at, "out_of_range", format!("from 1 to {} training days", Self::MAX)));
             return None;
         }
@@ -390,7 +390,10 @@ pub struct Shape {
     /// the kind still reads this shape, and decides `KIND_NOT_IN_COUNTY_POLICY`.
     pub county: Option<County>,
     pub claimant: Claimant,
+    /// Reads `details` from a request body.
     read: fn(&Value, &mut Vec<FieldError>) -> Option<Details>,
+    /// Reads `details` from a stored claim.
+    read_stored: fn(&Node, &mut Vec<FieldError>) -> Option<Details>,
     /// The `details` type's schema name, its schema, and the schemas it refers to.
     pub details_name: fn() -> std::borrow::Cow<'static, str>,
     pub details_schema: fn() -> RefOr<Schema>,
@@ -404,6 +407,7 @@ macro_rules! shape {
             county: $county,
             claimant: Claimant::$claimant,
             read: |v, errs| <$ty as FromJson>::from_json(v, "/details", errs).map(Details::$variant),
+            read_stored: |v, errs| <$ty as FromJson>::from_json(v, "/details", errs).map(Details::$variant),
             details_name: <$ty as ToSchema>::name,
             details_schema: <$ty as PartialSchema>::schema,
             details_refs: <$ty as ToSchema>::schemas,
@@ -468,11 +472,11 @@ impl Claim {
 
 /// Whether a claim of `kind` is made by an organisation (`details` decides
 /// for the craftsman award).
-pub fn is_organization_kind(kind: Kind, details: Option<&Value>) -> bool {
+pub fn is_organization_kind<J: Json>(kind: Kind, details: Option<&J>) -> bool {
     match SHAPES.iter().find(|s| s.kind == kind).map(|s| s.claimant) {
         Some(Claimant::Organization) => true,
         Some(Claimant::PersonOrOrganization) => {
-            details.and_then(|d| d.get("title")).and_then(Value::as_str) == Some(CraftsmanTitle::GoldenCradle.as_str())
+            details.and_then(|d| d.get("title")).and_then(J::as_str) == Some(CraftsmanTitle::GoldenCradle.as_str())
         }
         _ => false,
     }
@@ -483,8 +487,26 @@ pub fn peek_claim_id(v: &Value) -> Option<String> {
     v.get("claim_id").and_then(Value::as_str).filter(|s| ClaimId::parse(s, "").is_ok()).map(str::to_string)
 }
 
-/// Parses a claim body. On failure, every bad field is listed.
-pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
+/// A JSON value a claim is read from, with the reader of each shape's `details`.
+pub trait ClaimJson: Json {
+    fn read_details(shape: &Shape, details: &Self, errs: &mut Vec<FieldError>) -> Option<Details>;
+}
+
+impl ClaimJson for Value {
+    fn read_details(shape: &Shape, details: &Self, errs: &mut Vec<FieldError>) -> Option<Details> {
+        (shape.read)(details, errs)
+    }
+}
+
+impl ClaimJson for Node<'_> {
+    fn read_details(shape: &Shape, details: &Self, errs: &mut Vec<FieldError>) -> Option<Details> {
+        (shape.read_stored)(details, errs)
+    }
+}
+
+/// Parses a claim body (a request's, or a stored claim's). On failure, every
+/// bad field is listed.
+pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
     let mut errs = Vec::new();
     let Some(mut fields) = super::Fields::new(body, "", &mut errs) else {
         return Err(vec![FieldError::new("", "invalid_type", "a claim is a JSON object")]);
@@ -503,7 +525,7 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
     let shape = kind.zip(county).and_then(|(kind, county)| shape_of(kind, county));
     let parties = shape.map(|shape| claimant(shape, details, applicant, organization, &mut errs));
     let details = shape.and_then(|shape| match details {
-        Some(v) => (shape.read)(v, &mut errs).filter(|d| cross_checks(d, &mut errs)),
+        Some(v) => J::read_details(shape, v, &mut errs).filter(|d| cross_checks(d, &mut errs)),
         None => {
             errs.push(FieldError::new("/details", "required", "this field is required"));
             None
@@ -529,11 +551,11 @@ pub fn parse_claim(body: &Value) -> Result<Claim, Vec<FieldError>> {
 
 /// Reads the claimant: the applicant or the organisation, as the shape says.
 /// Each side is `Some` when read as required (`Some(None)`: rightly absent).
-fn claimant(
+fn claimant<J: Json>(
     shape: &Shape,
-    details: Option<&Value>,
-    applicant: Option<&Value>,
-    organization: Option<&Value>,
+    details: Option<&J>,
+    applicant: Option<&J>,
+    organization: Option<&J>,
     errs: &mut Vec<FieldError>,
 ) -> (Option<Option<Applicant>>, Option<Option<Organization>>) {
     if is_organization_kind(shape.kind, details) {
@@ -554,7 +576,7 @@ fn claimant(
 }
 
 /// `Some(None)` for a party rightly absent; an error for one given.
-fn absent<T>(v: Option<&Value>, at: &str, why: &str, errs: &mut Vec<FieldError>) -> Option<Option<T>> {
+fn absent<T, J>(v: Option<&J>, at: &str, why: &str, errs: &mut Vec<FieldError>) -> Option<Option<T>> {
     if v.is_some() {
         errs.push(FieldError::new(at, "unknown_field", why));
         None

@@ -21,7 +21,7 @@ macro_rules! string_enum {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
         }
         impl FromJson for $name {
-            fn from_json(v: &serde_json::Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+            fn from_json<J: crate::domain::Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
                 let value = string_at(v, at).and_then(|s| {
                     Self::parse(s).ok_or_else(|| {
                         let names: Vec<&str> = Self::ALL.iter().map(|x| x.as_str()).collect();

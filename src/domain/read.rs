@@ -7,8 +7,10 @@
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
+
+use super::json::Json;
 
 /// One bad field of a request, named by its JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -30,7 +32,7 @@ impl FieldError {
 /// A value read from the JSON at pointer `at`, reporting its own faults.
 pub trait FromJson: Sized {
     /// The value, or `None` with the reasons pushed onto `errs`.
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self>;
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self>;
 
     /// The value of an absent (or `null`) field; `None` makes the field required.
     fn absent() -> Option<Self> {
@@ -44,7 +46,7 @@ pub(crate) fn keep<T>(r: Result<T, FieldError>, errs: &mut Vec<FieldError>) -> O
 }
 
 /// The string at `at`, or an `invalid_type` error.
-pub(crate) fn string_at<'v>(v: &'v Value, at: &str) -> Result<&'v str, FieldError> {
+pub(crate) fn string_at<'v, J: Json>(v: &'v J, at: &str) -> Result<&'v str, FieldError> {
     v.as_str().ok_or_else(|| FieldError::new(at, "invalid_type", "must be a string"))
 }
 
@@ -68,35 +70,36 @@ fn push_segment(at: &mut String, name: &str) {
 
 /// The fields of one JSON object. Fields read are remembered, so that
 /// [`Fields::finish`] can report the rest as unknown.
-pub struct Fields<'a> {
-    map: &'a Map<String, Value>,
+pub struct Fields<'a, J: Json> {
+    object: &'a J,
     base: &'a str,
     known: smallvec::SmallVec<[&'static str; 16]>,
+    /// How many of the names read the object has.
+    found: usize,
     /// The pointer of the field being read: `base` and the field's name, in
     /// one buffer for the whole object.
     at: String,
 }
 
-impl<'a> Fields<'a> {
+impl<'a, J: Json> Fields<'a, J> {
     /// The object at `at`, or `None` with an `invalid_type` error.
-    pub fn new(v: &'a Value, at: &'a str, errs: &mut Vec<FieldError>) -> Option<Self> {
-        match v {
-            Value::Object(map) => {
-                let mut buffer = String::with_capacity(at.len() + 32);
-                buffer.push_str(at);
-                Some(Self { map, base: at, known: smallvec::SmallVec::new(), at: buffer })
-            }
-            _ => {
-                errs.push(FieldError::new(at, "invalid_type", "must be an object"));
-                None
-            }
+    pub fn new(v: &'a J, at: &'a str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        if !v.is_object() {
+            errs.push(FieldError::new(at, "invalid_type", "must be an object"));
+            return None;
         }
+        let mut buffer = String::with_capacity(at.len() + 32);
+        buffer.push_str(at);
+        Some(Self { object: v, base: at, known: smallvec::SmallVec::new(), found: 0, at: buffer })
     }
 
     /// The field's JSON value, `null` counting as absent.
-    pub fn raw(&mut self, name: &'static str) -> Option<&'a Value> {
+    pub fn raw(&mut self, name: &'static str) -> Option<&'a J> {
+        debug_assert!(!self.known.contains(&name), "`{name}` read twice");
         self.known.push(name);
-        self.map.get(name).filter(|v| !v.is_null())
+        let value = self.object.get(name);
+        self.found += usize::from(value.is_some());
+        value.filter(|v| !v.is_null())
     }
 
     /// Reads one field as `T`; an absent field is `T::absent()` or `required`.
@@ -115,8 +118,12 @@ impl<'a> Fields<'a> {
 
     /// Reports every field not read: unknown, or not part of this shape.
     pub fn finish(self, errs: &mut Vec<FieldError>) {
-        for name in self.map.keys() {
-            if !self.known.contains(&name.as_str()) {
+        // Every member was read (names are read once each): none is unknown.
+        if self.found == self.object.member_count() {
+            return;
+        }
+        for name in self.object.keys() {
+            if !self.known.contains(&name) {
                 errs.push(FieldError::new(
                     pointer(self.base, name),
                     "unknown_field",
@@ -128,7 +135,7 @@ impl<'a> Fields<'a> {
 }
 
 impl<T: FromJson> FromJson for Option<T> {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         T::from_json(v, at, errs).map(Some)
     }
 
@@ -139,7 +146,7 @@ impl<T: FromJson> FromJson for Option<T> {
 
 /// An array, every bad item reported.
 impl<T: FromJson> FromJson for Vec<T> {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         let Some(items) = v.as_array() else {
             errs.push(FieldError::new(at, "invalid_type", "must be an array"));
             return None;
@@ -166,25 +173,25 @@ impl<T: FromJson> FromJson for Vec<T> {
 
 /// Any JSON value but `null` (which reads as absent).
 impl FromJson for Value {
-    fn from_json(v: &Value, _at: &str, _errs: &mut Vec<FieldError>) -> Option<Self> {
-        Some(v.clone())
+    fn from_json<J: Json>(v: &J, _at: &str, _errs: &mut Vec<FieldError>) -> Option<Self> {
+        Some(v.to_value())
     }
 }
 
 impl FromJson for bool {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         keep(v.as_bool().ok_or_else(|| FieldError::new(at, "invalid_type", "must be true or false")), errs)
     }
 }
 
 /// Exactly `YYYY-MM-DD` and a real day: no signs, spaces or one-digit months.
 impl FromJson for NaiveDate {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         keep(parse_date(v, at), errs)
     }
 }
 
-fn parse_date(v: &Value, at: &str) -> Result<NaiveDate, FieldError> {
+fn parse_date<J: Json>(v: &J, at: &str) -> Result<NaiveDate, FieldError> {
     let s = v.as_str().ok_or_else(|| FieldError::new(at, "invalid_type", "must be a date string YYYY-MM-DD"))?;
     let invalid = || FieldError::new(at, "invalid_date", "must be a real date YYYY-MM-DD");
     let b = s.as_bytes();
@@ -208,8 +215,8 @@ macro_rules! request_type {
         pub struct $name { $($(#[$field_meta])* pub $field: $ty),+ }
 
         impl $crate::domain::FromJson for $name {
-            fn from_json(
-                v: &serde_json::Value,
+            fn from_json<J: $crate::domain::Json>(
+                v: &J,
                 at: &str,
                 errs: &mut Vec<$crate::domain::FieldError>,
             ) -> Option<Self> {

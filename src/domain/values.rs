@@ -3,13 +3,12 @@
 
 use rust_decimal::Decimal;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use super::read::{keep, string_at};
-use super::{ClaimId, CreditCode, FieldError, FromJson, IdNumber, IndustryCode, Money, OccupationCode};
+use super::{ClaimId, CreditCode, FieldError, FromJson, IdNumber, IndustryCode, Json, Money, OccupationCode};
 
 /// A string schema: its pattern, length bounds, example and description.
 pub fn string_schema(
@@ -32,7 +31,7 @@ pub fn string_schema(
 macro_rules! parsed_string {
     ($t:ty, $description:literal, $pattern:expr, $example:literal) => {
         impl FromJson for $t {
-            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+            fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
                 keep(string_at(v, at).and_then(|s| <$t>::parse(s, at)), errs)
             }
         }
@@ -84,10 +83,10 @@ parsed_string!(
 );
 /// Money is a decimal string; a JSON number is refused saying why.
 impl FromJson for Money {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
-        let money = match v {
-            Value::String(s) => Money::parse(s, at),
-            Value::Number(_) => Err(FieldError::new(
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+        let money = match (v.as_str(), v.as_number()) {
+            (Some(s), _) => Money::parse(s, at),
+            (_, Some(_)) => Err(FieldError::new(
                 at,
                 "invalid_type",
                 "money is a decimal string such as \"500.00\", not a JSON number",
@@ -136,7 +135,7 @@ macro_rules! bounded_text {
         }
 
         impl FromJson for $name {
-            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+            fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
                 keep(string_at(v, at).and_then(|s| read_text(s, at, Self::MAX_CHARS)).map(Self), errs)
             }
         }
@@ -179,7 +178,7 @@ impl DepartmentCode {
 }
 
 impl FromJson for DepartmentCode {
-    fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+    fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
         let code = Text::from_json(v, at, errs)?;
         let ok = code.len() <= 64 && code.bytes().all(|c| c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit());
         if !ok {
@@ -234,10 +233,14 @@ macro_rules! bounded_whole {
         }
 
         impl $crate::domain::FromJson for $name {
-            fn from_json(v: &serde_json::Value, at: &str, errs: &mut Vec<$crate::domain::FieldError>) -> Option<Self> {
+            fn from_json<J: $crate::domain::Json>(
+                v: &J,
+                at: &str,
+                errs: &mut Vec<$crate::domain::FieldError>,
+            ) -> Option<Self> {
                 use $crate::domain::FieldError;
                 let range = || format!("must be a whole number from {} to {}", $min, $max);
-                let serde_json::Value::Number(number) = v else {
+                let Some(number) = $crate::domain::Json::as_number(v) else {
                     errs.push(FieldError::new(at, "invalid_type", "must be a whole number"));
                     return None;
                 };
@@ -305,7 +308,7 @@ macro_rules! bounded_hours {
         }
 
         impl FromJson for $name {
-            fn from_json(v: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
+            fn from_json<J: Json>(v: &J, at: &str, errs: &mut Vec<FieldError>) -> Option<Self> {
                 keep(read_hours(v, at, Decimal::from($min), Decimal::from($max)).map(Self), errs)
             }
         }
@@ -327,8 +330,8 @@ macro_rules! bounded_hours {
     };
 }
 
-fn read_hours(v: &Value, at: &str, min: Decimal, max: Decimal) -> Result<Decimal, FieldError> {
-    let Value::Number(n) = v else {
+fn read_hours<J: Json>(v: &J, at: &str, min: Decimal, max: Decimal) -> Result<Decimal, FieldError> {
+    let Some(n) = v.as_number() else {
         return Err(FieldError::new(at, "invalid_type", "must be a number of hours"));
     };
     let h: Decimal =
@@ -354,7 +357,7 @@ bounded_hours!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn read<T: FromJson>(v: Value) -> Result<T, Vec<FieldError>> {
         let mut errs = Vec::new();

@@ -34,7 +34,7 @@ pub use record::{ClaimPart, ClaimRecord, DirectoryEntry, DirectoryRecord, Event,
 pub use state::StateStats;
 pub use store::Store;
 
-use crate::domain::{Claim, County, Kind};
+use crate::domain::{Claim, County, Kind, Node};
 use crate::rules::{Decision, Directory, Status};
 
 /// A parsed claim on its way to be recorded.
@@ -174,6 +174,20 @@ impl StoredClaim {
             Self::Json(v) => Ok(Some(v)),
             Self::Section(bytes) => ClaimPart::submitted_of(&bytes),
             Self::Missing => Ok(None),
+        }
+    }
+
+    /// `f` of the claim as submitted read as a [`Node`] (personal fields
+    /// sealed; `None` when not kept). A claim section's strings are borrowed
+    /// from its text, which lives only as long as the call.
+    pub fn read<R>(self, f: impl FnOnce(Option<Node<'_>>) -> R) -> anyhow::Result<R> {
+        match self {
+            Self::Json(v) => Ok(f(Some(Node::from(v)))),
+            Self::Section(bytes) => {
+                let text = record::record_text(&bytes)?;
+                Ok(f(ClaimPart::submitted_node(&text)?))
+            }
+            Self::Missing => Ok(f(None)),
         }
     }
 }

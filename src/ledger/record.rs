@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::keys::KeyDigest;
-use crate::domain::{County, Kind};
+use crate::domain::{County, Kind, Node};
 use crate::rules::{Decision, Directory, Status};
 
 /// The first byte of a layout-v2 claim record.
@@ -124,6 +124,18 @@ impl ClaimPart {
             submitted: Option<Value>,
         }
         decode_record::<Submitted>(section).map(|s| s.submitted).context("the claim section")
+    }
+
+    /// [`ClaimPart::submitted_of`] read as a [`Node`] borrowed from `text`,
+    /// the section's JSON text ([`record_text`]).
+    pub fn submitted_node(text: &[u8]) -> anyhow::Result<Option<Node<'_>>> {
+        #[derive(Deserialize)]
+        struct Submitted<'a> {
+            #[serde(default, borrow)]
+            submitted: Option<Node<'a>>,
+        }
+        // `null` reads as absent (`None`), as for a `Value`.
+        serde_json::from_slice::<Submitted>(text).map(|s| s.submitted).context("the claim section")
     }
 }
 
@@ -426,6 +438,11 @@ pub(crate) fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(v: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(&record_text(v)?).context("decoding a stored record")
+}
+
+/// A stored record's JSON text: decompressed, or the record itself when plain.
+pub(crate) fn record_text(v: &[u8]) -> anyhow::Result<std::borrow::Cow<'_, [u8]>> {
     match v {
         [COMPRESSED, version, a, b, c, d, z @ ..] => {
             let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
@@ -437,9 +454,9 @@ pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(v: &[u8]) -> anyhow:
                 dec.decompress(z, len)
             })
             .context("decompressing a stored record")?;
-            serde_json::from_slice(&json).context("decoding a stored record")
+            Ok(json.into())
         }
-        _ => serde_json::from_slice(v).context("decoding a stored record"),
+        _ => Ok(v.into()),
     }
 }
 

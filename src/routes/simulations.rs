@@ -97,6 +97,11 @@ pub async fn simulate(
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
     let directory = state.ledger.directory(p.county);
+    let mut grants = 0u64;
+    for year in chrono::Datelike::year(&from)..=chrono::Datelike::year(&to) {
+        let report = state.ledger.report(p.county, year).await.map_err(ledger_error)?;
+        grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
+    }
     // A client that hangs up stops the replay at its next chunk.
     let cancel = CancelOnDrop::default();
     let (st, cancelled) = (state.clone(), cancel.0.clone());
@@ -106,7 +111,9 @@ pub async fn simulate(
         let _slot = slot;
         let baseline = st.policy.county(p.county);
         let simulated = baseline.with_changes(&p.changes).map_err(change_errors)?;
-        let sim = Simulation { baseline, simulated: &simulated, directory: &directory, from, to, sample: p.sample };
+        let grants = usize::try_from(grants).unwrap_or(usize::MAX);
+        let sim =
+            Simulation { baseline, simulated: &simulated, directory: &directory, from, to, sample: p.sample, grants };
         sim.run(source, &st.sealer, &st.pseudonymizer, &cancelled).map_err(simulation_error)
     })
     .await
