@@ -223,11 +223,42 @@ pub enum SimulationError {
 /// key, so that a run over a million claims stays small).
 struct Scratch {
     fingerprints: Fingerprints,
-    counts: hashbrown::HashMap<u128, u32>,
-    holders: hashbrown::HashMap<u128, u32>,
-    totals: hashbrown::HashMap<u128, Decimal>,
-    /// The claims holding keys, each once.
-    ids: Vec<Box<str>>,
+    counts: hashbrown::HashMap<Fingerprint, u32>,
+    holders: hashbrown::HashMap<Fingerprint, u32>,
+    totals: hashbrown::HashMap<Fingerprint, Decimal>,
+    ids: HolderIds,
+}
+
+/// A key's fingerprint, as two 64-bit halves: a `u128`'s 16-byte alignment
+/// would pad a table entry from 24 bytes to 32.
+type Fingerprint = [u64; 2];
+
+/// The claims holding keys, each once, by number: their ids end to end in
+/// one string (not an allocation each).
+#[derive(Default)]
+struct HolderIds {
+    text: String,
+    /// Where each id ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl HolderIds {
+    fn with_capacity(ids: usize) -> Self {
+        Self { text: String::new(), ends: Vec::with_capacity(ids) }
+    }
+
+    /// Adds an id; its number.
+    fn push(&mut self, id: &str) -> u32 {
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+        u32::try_from(self.ends.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    fn get(&self, i: u32) -> Option<&str> {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+        self.text.get(start..*self.ends.get(i)?)
+    }
 }
 
 /// A key's identity in a scratch ledger: its 128-bit SipHash-1-3 under a
@@ -250,26 +281,28 @@ impl Fingerprints {
         Self(siphasher::sip128::SipHasher13::new_with_key(&key))
     }
 
-    fn of(&self, key: &LedgerKey) -> u128 {
+    fn of(&self, key: &LedgerKey) -> Fingerprint {
         use siphasher::sip128::Hasher128 as _;
         use std::hash::Hash as _;
         let mut h = self.0;
         key.hash(&mut h);
-        h.finish128().as_u128()
+        let h = h.finish128();
+        [h.h1, h.h2]
     }
 }
 
 impl Scratch {
     /// A scratch ledger with room for the effects of `grants` grants: a
-    /// yearly count and a held key each (more keys or fewer people only
-    /// make a table grow or stay part empty).
+    /// yearly count and two held keys each (a person's grant holds its
+    /// certificate and a scope such as occupation and level). Other grants
+    /// only make a table grow or stay part empty.
     fn with_capacity(grants: usize) -> Self {
         Self {
             fingerprints: Fingerprints::new(),
             counts: hashbrown::HashMap::with_capacity(grants),
-            holders: hashbrown::HashMap::with_capacity(grants),
+            holders: hashbrown::HashMap::with_capacity(grants.saturating_mul(2)),
             totals: hashbrown::HashMap::new(),
-            ids: Vec::with_capacity(grants),
+            ids: HolderIds::with_capacity(grants),
         }
     }
 }
@@ -280,7 +313,7 @@ impl LedgerView for Scratch {
     }
     fn holder(&self, key: &LedgerKey) -> Result<Option<String>, LedgerReadError> {
         let holder = self.holders.get(&self.fingerprints.of(key));
-        Ok(holder.and_then(|i| self.ids.get(*i as usize)).map(|id| id.to_string()))
+        Ok(holder.and_then(|i| self.ids.get(*i)).map(str::to_string))
     }
     fn total(&self, key: &LedgerKey) -> Result<Decimal, LedgerReadError> {
         Ok(self.totals.get(&self.fingerprints.of(key)).copied().unwrap_or_default())
@@ -414,8 +447,7 @@ impl<'a> Run<'a> {
                 *ledger.counts.entry(ledger.fingerprints.of(&k)).or_default() += 1;
             }
             if !e.keys.is_empty() {
-                let holder = u32::try_from(ledger.ids.len()).unwrap_or(u32::MAX);
-                ledger.ids.push(id.into());
+                let holder = ledger.ids.push(id);
                 for k in e.keys {
                     ledger.holders.insert(ledger.fingerprints.of(&k), holder);
                 }
@@ -849,6 +881,17 @@ mod tests {
         rows.insert(CHUNK + 3, Err(LedgerError::Unavailable("disk".into())));
         let e = sim.run(Box::new(rows.into_iter()), &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(e, SimulationError::Store(_)), "{e}");
+    }
+
+    #[test]
+    fn holder_ids_are_kept_end_to_end_and_read_back_by_number() {
+        let mut ids = HolderIds::default();
+        assert_eq!(ids.get(0), None);
+        assert_eq!((ids.push("C-1"), ids.push("培训-22"), ids.push("C-333")), (0, 1, 2));
+        assert_eq!(
+            (ids.get(0), ids.get(1), ids.get(2), ids.get(3)),
+            (Some("C-1"), Some("培训-22"), Some("C-333"), None)
+        );
     }
 
     #[test]
