@@ -180,31 +180,6 @@ impl Json for Node<'_> {
     }
 }
 
-/// A string borrowed from the text unless it had escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
@@ -253,8 +228,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut members: Vec<(Cow<'a, str>, Node<'a>)> = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(Text(k)) = map.next_key()? {
-                    members.push((k, map.next_value()?));
+                // A JSON object's names are strings, borrowed as other strings are.
+                while let Some(name) = map.next_key::<Node<'a>>()? {
+                    let Node::String(name) = name else {
+                        return Err(de::Error::custom("a member name is not a string"));
+                    };
+                    members.push((name, map.next_value()?));
                 }
                 // Sorted by name, the last of a repeated name kept: the sort
                 // is stable, and of two equal neighbours the later one's

@@ -157,7 +157,7 @@ pub struct Submitted {
 }
 
 /// The claim as submitted, as a backend reads it: decoded, or still in the
-/// stored form (decoded by [`StoredClaim::into_json`] on the reader's
+/// stored form (decoded by [`StoredClaim::read`] on the replay's decoding
 /// threads, so that a backend's reading thread only reads).
 pub enum StoredClaim {
     Json(serde_json::Value),
@@ -168,15 +168,6 @@ pub enum StoredClaim {
 }
 
 impl StoredClaim {
-    /// The claim as submitted (personal fields sealed); `None` when not kept.
-    pub fn into_json(self) -> anyhow::Result<Option<serde_json::Value>> {
-        match self {
-            Self::Json(v) => Ok(Some(v)),
-            Self::Section(bytes) => ClaimPart::submitted_of(&bytes),
-            Self::Missing => Ok(None),
-        }
-    }
-
     /// `f` of the claim as submitted read as a [`Node`] (personal fields
     /// sealed; `None` when not kept). A claim section's strings are borrowed
     /// from its text, which lives only as long as the call.

@@ -115,19 +115,9 @@ impl ClaimPart {
         decode_record(section).context("the claim section")
     }
 
-    /// Only the claim as submitted of a section as stored (a replay reads
-    /// nothing else, and skips the rest unread).
-    pub fn submitted_of(section: &[u8]) -> anyhow::Result<Option<Value>> {
-        #[derive(Deserialize)]
-        struct Submitted {
-            #[serde(default)]
-            submitted: Option<Value>,
-        }
-        decode_record::<Submitted>(section).map(|s| s.submitted).context("the claim section")
-    }
-
-    /// [`ClaimPart::submitted_of`] read as a [`Node`] borrowed from `text`,
-    /// the section's JSON text ([`record_text`]).
+    /// Only the claim as submitted of a section, read as a [`Node`]
+    /// borrowed from `text`, the section's JSON text ([`record_text`]); the
+    /// rest is skipped unread.
     pub fn submitted_node(text: &[u8]) -> anyhow::Result<Option<Node<'_>>> {
         #[derive(Deserialize)]
         struct Submitted<'a> {
