@@ -256,6 +256,33 @@ mod tests {
         assert_eq!(Vec::<bool>::from_json(&json!([true]), "/a", &mut errs), Some(vec![true]));
     }
 
+    /// The unknown members of an object, read as a `Value` and as a `Node`,
+    /// with `known` read first.
+    fn unknown(v: Value, known: &[&'static str]) -> [Vec<String>; 2] {
+        fn read<J: Json>(v: &J, known: &[&'static str]) -> Vec<String> {
+            let mut errs = Vec::new();
+            let mut fields = Fields::new(v, "", &mut errs).unwrap();
+            for name in known {
+                fields.raw(name);
+            }
+            fields.finish(&mut errs);
+            errs.into_iter().map(|e| e.field).collect()
+        }
+        let text = v.to_string();
+        [read(&v, known), read(&crate::domain::Node::parse(text.as_bytes()).unwrap(), known)]
+    }
+
+    #[test]
+    fn every_member_not_read_is_unknown_and_none_when_all_were_read() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(unknown(json!({"a": 1, "b": null}), &["a", "b", "c"]), [none.clone(), none.clone()]);
+        assert_eq!(unknown(json!({}), &[]), [none.clone(), none]);
+        let x = vec!["/x".to_string()];
+        assert_eq!(unknown(json!({"a": 1, "x": 2}), &["a"]), [x.clone(), x.clone()]);
+        assert_eq!(unknown(json!({"a": 1, "x": 2}), &["a", "b"]), [x.clone(), x.clone()]);
+        assert_eq!(unknown(json!({"x": 2}), &[]), [x.clone(), x]);
+    }
+
     #[test]
     fn unknown_names_are_escaped_in_their_pointer() {
         let v = json!({"a/b": 1, "c~d": 2});
