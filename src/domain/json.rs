@@ -191,12 +191,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Node::Null)
             }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Node::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                Node::deserialize(d)
-            }
             fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
                 Ok(Node::Bool(b))
             }
@@ -210,14 +204,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
                 Ok(Number::from_f64(n).map_or(Node::Null, Node::Number))
             }
+            // serde_json hands a string over borrowed when it had no escapes,
+            // else decoded into a scratch buffer.
             fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
                 Ok(Node::String(Cow::Borrowed(s)))
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
                 Ok(Node::String(Cow::Owned(s.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-                Ok(Node::String(Cow::Owned(s)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
@@ -249,6 +242,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
                 Ok(Node::Object(members))
             }
         }
+        // The visits serde_json's `deserialize_any` makes (never `visit_none`,
+        // `visit_some` or `visit_string`).
         d.deserialize_any(V(std::marker::PhantomData))
     }
 }
