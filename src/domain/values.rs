@@ -380,6 +380,7 @@ mod tests {
     #[test]
     fn hours_are_exact_with_two_places() {
         assert_eq!(read::<DayHours>(json!(3.5)).unwrap().get(), Decimal::new(35, 1));
+        assert_eq!(read::<DayHours>(json!(3.25)).unwrap().get(), Decimal::new(325, 2));
         assert_eq!(read::<DayHours>(json!(3.125)).unwrap_err()[0].code, "invalid_format");
         assert_eq!(read::<DayHours>(json!(25)).unwrap_err()[0].code, "out_of_range");
         assert_eq!(read::<RepeatedHours>(json!(0)).unwrap().get(), Decimal::ZERO);
