@@ -201,6 +201,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
                 Ok(Node::Number(n.into()))
             }
+            // The one float in src/: serde_json's parser hands a number with
+            // a fraction or an exponent over as a binary float, to this
+            // visitor as to a `Value`'s, and it is kept the same way. No
+            // amount passes here (money is a decimal string); hours are read
+            // back from the number's text into a `Decimal` (`read_hours`).
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
                 Ok(Number::from_f64(n).map_or(Node::Null, Node::Number))
             }
