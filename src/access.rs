@@ -99,7 +99,7 @@ pub const DEMO_KEYS: [&str; 4] =
     ["local-platform-key", "local-institution-key", "local-auditor-key", "local-admin-key"];
 
 pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
+    faster_hex::hex_string(&Sha256::digest(s.as_bytes()))
 }
 
 pub fn demo_key_hashes() -> Vec<String> {

@@ -44,9 +44,9 @@ impl KeyTable {
     pub fn new(keys: &[KeySettings], limits: &RateLimitSettings) -> anyhow::Result<Self> {
         let mut out = Vec::new();
         for k in keys {
-            let bytes = hex::decode(&k.key_sha256)?;
-            let hash: [u8; 32] =
-                bytes.try_into().map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 32 bytes", k.id))?;
+            let mut hash = [0u8; 32];
+            faster_hex::hex_decode(k.key_sha256.as_bytes(), &mut hash)
+                .map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 64 hex digits", k.id))?;
             let credit_code = match &k.credit_code {
                 Some(c) => Some(CreditCode::parse(c, "").map_err(|e| anyhow::anyhow!("{}", e.message))?),
                 None => None,

@@ -228,8 +228,9 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
         from: filter.from,
         to: filter.to,
         sample: request.sample,
-        // A stopped store keeps no running totals to size the scratch ledgers by.
-        grants: 0,
+        // A stopped store keeps no running totals to size the scratch ledgers
+        // by: every record it holds is the most the window can grant.
+        grants: usize::try_from(store.record_count()?).unwrap_or(usize::MAX),
     }
     .run(
         ledger::replay_store(&store, filter),

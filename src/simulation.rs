@@ -11,7 +11,7 @@ use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::Value;
@@ -22,7 +22,7 @@ use crate::domain::{string_schema, FieldError, FromJson, Json};
 use crate::ledger::{LedgerError, Submissions, Submitted};
 use crate::policy::{CountyPolicy, ParamChange};
 use crate::privacy::{Pseudonymizer, Sealer};
-use crate::rules::{decide_traced, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status, Trace};
+use crate::rules::{judge, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status, Trace};
 use crate::{bounded_whole, request_type};
 
 /// How many changed claims an answer lists when the request does not say.
@@ -410,39 +410,27 @@ struct Run<'a> {
     directory: &'a Directory,
     ledger: Scratch,
     totals: RunTotals,
-    /// Every replayed decision's time (the runs compare amounts, not times).
-    decided_at: chrono::DateTime<Utc>,
 }
 
 impl<'a> Run<'a> {
     fn new(policy: &'a CountyPolicy, directory: &'a Directory, grants: usize) -> Self {
-        let decided_at = Utc::now();
-        Self { policy, directory, ledger: Scratch::with_capacity(grants), totals: RunTotals::default(), decided_at }
+        Self { policy, directory, ledger: Scratch::with_capacity(grants), totals: RunTotals::default() }
     }
 
     /// Decides a claim against the run's ledger and takes what a grant holds.
     fn decide(&mut self, r: &Replay) -> Result<Brief, SimulationError> {
         let id = r.claim.claim_id.as_str();
         // A bug in the rules (or data they cannot handle) must not take the service down.
-        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            decide_traced(
-                &r.claim,
-                r.person.as_deref(),
-                &self.ledger,
-                self.policy,
-                self.directory,
-                self.decided_at,
-                Trace::Omitted,
-            )
+        let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            judge(&r.claim, r.person.as_deref(), &self.ledger, self.policy, self.directory, Trace::Omitted)
         }));
-        let o = match decided {
-            Ok(Ok(o)) => o,
+        let v = match judged {
+            Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(SimulationError::Replay(format!("recorded claim {id}: {e}"))),
             Err(_) => return Err(SimulationError::Replay(format!("the rules failed on recorded claim {id}"))),
         };
-        let d = &o.decision;
-        if d.status == Status::Approved {
-            let (e, ledger) = (o.effects, &mut self.ledger);
+        if v.status == Status::Approved {
+            let (e, ledger) = (v.effects, &mut self.ledger);
             if let Some(k) = e.count {
                 *ledger.counts.entry(ledger.fingerprints.of(&k)).or_default() += 1;
             }
@@ -456,11 +444,11 @@ impl<'a> Run<'a> {
                 *ledger.totals.entry(ledger.fingerprints.of(&k)).or_default() += v;
             }
             let t = &mut self.totals;
-            t.granted.add(o.amount);
-            add_to(&mut t.by_kind, r.claim.kind.as_str(), o.amount);
-            add_to(&mut t.by_department, r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()), o.amount);
+            t.granted.add(v.amount);
+            add_to(&mut t.by_kind, r.claim.kind.as_str(), v.amount);
+            add_to(&mut t.by_department, r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()), v.amount);
         }
-        Ok(Brief { status: d.status, amount: o.amount, reasons: d.reasons.iter().map(|x| x.code).collect() })
+        Ok(Brief { status: v.status, amount: v.amount, reasons: v.reasons.iter().map(|x| x.code).collect() })
     }
 }
 

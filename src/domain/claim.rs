@@ -676,7 +676,7 @@ fn json_into<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
 
 pub fn body_hash(v: &Value) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(canonical_body(v)))
+    faster_hex::hex_string(&Sha256::digest(canonical_body(v)))
 }
 
 /// The body with object keys sorted and no spacing (what a body hash hashes).
@@ -716,7 +716,7 @@ mod tests {
         assert_eq!(String::from_utf8(canonical_body(&v)).unwrap(), v.to_string());
         assert_eq!(
             body_hash(&wy_qualification()),
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(wy_qualification().to_string()))
+            faster_hex::hex_string(&<sha2::Sha256 as sha2::Digest>::digest(wy_qualification().to_string()))
         );
     }
 

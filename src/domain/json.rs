@@ -79,7 +79,10 @@ impl<'a> Node<'a> {
     /// Reads JSON text (serde_json's parser: numbers, escapes and the depth
     /// limit as for a [`Value`]).
     pub fn parse(text: &'a [u8]) -> serde_json::Result<Self> {
-        serde_json::from_slice(text)
+        // The whole text is checked as UTF-8 once: serde_json then reads it
+        // as a `str` and does not check each string again.
+        let text = std::str::from_utf8(text).map_err(<serde_json::Error as de::Error>::custom)?;
+        serde_json::from_str(text)
     }
 
     /// The member `name` of an object, taken out of it.
@@ -103,6 +106,21 @@ impl<'a> Node<'a> {
         let Node::Object(members) = self else { return None };
         let i = members.binary_search_by(|(k, _)| k.as_ref().cmp(name)).ok()?;
         Some(&mut members[i].1)
+    }
+}
+
+impl Node<'_> {
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Node<'static> {
+        let owned = |s: Cow<'_, str>| Cow::Owned(s.into_owned());
+        match self {
+            Node::Null => Node::Null,
+            Node::Bool(b) => Node::Bool(b),
+            Node::Number(n) => Node::Number(n),
+            Node::String(s) => Node::String(owned(s)),
+            Node::Array(a) => Node::Array(a.into_iter().map(Node::into_owned).collect()),
+            Node::Object(m) => Node::Object(m.into_iter().map(|(k, v)| (owned(k), v.into_owned())).collect()),
+        }
     }
 }
 

@@ -105,8 +105,11 @@ impl<'a, J: Json> Fields<'a, J> {
     /// Reads one field as `T`; an absent field is `T::absent()` or `required`.
     pub fn read<T: FromJson>(&mut self, name: &'static str, errs: &mut Vec<FieldError>) -> Option<T> {
         let value = self.raw(name);
+        // A declared field's name needs no escaping in a pointer.
+        debug_assert!(!name.contains(['~', '/']), "`{name}` needs escaping");
         self.at.truncate(self.base.len());
-        push_segment(&mut self.at, name);
+        self.at.push('/');
+        self.at.push_str(name);
         match value {
             Some(v) => T::from_json(v, &self.at, errs),
             None => T::absent().or_else(|| {

@@ -92,8 +92,8 @@ fn poisoned() -> LedgerError {
 pub(crate) fn replay(store: &Arc<Store>, before: u64, filter: ReplayFilter) -> Submissions {
     let rows = store.submissions(before, move |h| filter.keeps(h));
     Box::new(rows.map(|row| {
-        let (seq, h, section) = row?;
-        Ok(Submitted { seq, claim_id: h.claim_id, claim: StoredClaim::Section(section) })
+        let (seq, claim_id, section) = row?;
+        Ok(Submitted { seq, claim_id, claim: StoredClaim::Section(section) })
     }))
 }
 

@@ -114,7 +114,8 @@ impl DumpCheck {
         for (k, n) in &self.counted {
             // No year allows more than this many counted grants (RULES R-LIMIT: 3).
             if *n > 3 {
-                self.drift.push(format!("usage {}: {n} counted grants in one year", hex::encode(k)));
+                self.drift
+                    .push(format!("usage {}: {n} counted grants in one year", faster_hex::hex_string(k.as_slice())));
             }
         }
     }
@@ -147,7 +148,7 @@ impl DumpCheck {
             if let Some((seq, other)) = self.held.insert(*k, (r.seq, h.claim_id.clone())) {
                 self.drift.push(format!(
                     "key {} held by two granted claims: {other} (record {seq}) and {} (record {})",
-                    hex::encode(k),
+                    faster_hex::hex_string(k.as_slice()),
                     h.claim_id,
                     r.seq
                 ));
@@ -163,7 +164,11 @@ impl DumpCheck {
         for (k, amount) in &h.holdings.totals {
             *self.recount.totals.entry(*k).or_default() += *amount;
             if amount.is_sign_negative() {
-                self.drift.push(format!("claim {}: a negative share {amount} of total {}", h.claim_id, hex::encode(k)));
+                self.drift.push(format!(
+                    "claim {}: a negative share {amount} of total {}",
+                    h.claim_id,
+                    faster_hex::hex_string(k.as_slice())
+                ));
             }
         }
     }
@@ -216,8 +221,10 @@ struct ExportRecord {
 }
 
 fn hex16(s: &str) -> anyhow::Result<KeyDigest> {
-    let v = hex::decode(s).context("a key digest is not hex")?;
-    v.try_into().map_err(|_| anyhow::anyhow!("a key digest is not 16 bytes"))
+    let mut digest = KeyDigest::default();
+    faster_hex::hex_decode(s.as_bytes(), &mut digest)
+        .map_err(|_| anyhow::anyhow!("a key digest is not 32 hex digits"))?;
+    Ok(digest)
 }
 
 impl ExportRecord {
@@ -234,9 +241,9 @@ impl ExportRecord {
             granted: h.granted,
             parties: h.parties,
             decided_event: h.decided_event,
-            count: h.holdings.count.map(hex::encode),
-            keys: h.holdings.keys.iter().map(hex::encode).collect(),
-            totals: h.holdings.totals.iter().map(|(k, v)| (hex::encode(k), *v)).collect(),
+            count: h.holdings.count.map(|k| faster_hex::hex_string(k.as_slice())),
+            keys: h.holdings.keys.iter().map(|k| faster_hex::hex_string(k.as_slice())).collect(),
+            totals: h.holdings.totals.iter().map(|(k, v)| (faster_hex::hex_string(k.as_slice()), *v)).collect(),
             decision: r.body.decision,
             claim: ClaimPart {
                 body_hash: r.body.body_hash,

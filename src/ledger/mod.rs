@@ -30,7 +30,9 @@ pub use maintenance::{
     check, check_dump, export, export_dump, import, import_v1_store, read_export, Dump, Imported, Recount,
 };
 pub use postgres::PostgresLedger;
-pub use record::{ClaimPart, ClaimRecord, DirectoryEntry, DirectoryRecord, Event, RecordHeader, ReportTotals, Tally};
+pub use record::{
+    ClaimPart, ClaimRecord, DirectoryEntry, DirectoryRecord, Event, HeaderPrefix, RecordHeader, ReportTotals, Tally,
+};
 pub use state::StateStats;
 pub use store::Store;
 
@@ -144,7 +146,7 @@ pub struct ReplayFilter {
 }
 
 impl ReplayFilter {
-    fn keeps(&self, h: &RecordHeader) -> bool {
+    fn keeps(&self, h: &HeaderPrefix) -> bool {
         h.county == self.county && h.status != Status::Revoked && (self.from..=self.to).contains(&h.event_date)
     }
 }

@@ -76,6 +76,49 @@ struct WireHeader {
     totals: Vec<(KeyDigest, [u8; 16])>,
 }
 
+/// A header as stored: the layout's first byte, then the header in postcard.
+fn encode_header(h: &RecordHeader) -> Vec<u8> {
+    let wire = WireHeader {
+        claim_id: h.claim_id.clone(),
+        status: h.status,
+        county: h.county,
+        kind: h.kind,
+        event_day: h.event_date.num_days_from_ce(),
+        department: h.department.clone(),
+        granted: h.granted.serialize(),
+        parties: h.parties.clone(),
+        decided_event: h.decided_event,
+        count: h.holdings.count,
+        keys: h.holdings.keys.clone(),
+        totals: h.holdings.totals.iter().map(|(k, v)| (*k, v.serialize())).collect(),
+    };
+    let mut head = vec![RECORD_V2];
+    // Encoding plain values into a Vec cannot fail.
+    head.extend_from_slice(&postcard::to_allocvec(&wire).unwrap_or_default());
+    head
+}
+
+/// The first fields of [`WireHeader`], in its order: postcard reads them and
+/// leaves the rest of the header unread.
+#[derive(Deserialize)]
+struct WirePrefix<'a> {
+    claim_id: &'a str,
+    status: Status,
+    county: County,
+    /// Read only to get past it.
+    _kind: Kind,
+    event_day: i32,
+}
+
+/// The fields of a header a replay selects records by, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeaderPrefix<'a> {
+    pub claim_id: &'a str,
+    pub status: Status,
+    pub county: County,
+    pub event_date: NaiveDate,
+}
+
 /// The compressed part of a record, in two sections: the decision, and the
 /// claim as submitted with who recorded it (encoded before the claim
 /// reaches the writer, see [`ClaimPart::encode`]).
@@ -124,8 +167,11 @@ impl ClaimPart {
             #[serde(default, borrow)]
             submitted: Option<Node<'a>>,
         }
+        // The whole text is checked as UTF-8 once: serde_json then reads it
+        // as a `str` and does not check each string again.
+        let text = std::str::from_utf8(text).context("the claim section is not UTF-8")?;
         // `null` reads as absent (`None`), as for a `Value`.
-        serde_json::from_slice::<Submitted>(text).map(|s| s.submitted).context("the claim section")
+        serde_json::from_str::<Submitted>(text).map(|s| s.submitted).context("the claim section")
     }
 }
 
@@ -164,24 +210,7 @@ impl ClaimRecord {
     /// The record as stored: its header and its body, under two keys of the
     /// same atomic write (start-up and listings read only the headers).
     pub fn encode(&self) -> EncodedRecord {
-        let h = &self.header;
-        let wire = WireHeader {
-            claim_id: h.claim_id.clone(),
-            status: h.status,
-            county: h.county,
-            kind: h.kind,
-            event_day: h.event_date.num_days_from_ce(),
-            department: h.department.clone(),
-            granted: h.granted.serialize(),
-            parties: h.parties.clone(),
-            decided_event: h.decided_event,
-            count: h.holdings.count,
-            keys: h.holdings.keys.clone(),
-            totals: h.holdings.totals.iter().map(|(k, v)| (*k, v.serialize())).collect(),
-        };
-        let mut head = vec![RECORD_V2];
-        // Encoding plain values into a Vec cannot fail.
-        head.extend_from_slice(&postcard::to_allocvec(&wire).unwrap_or_default());
+        let head = encode_header(&self.header);
         let decision = encode_record(&self.body.decision);
         let claim: std::borrow::Cow<[u8]> = match &self.claim_section {
             Some(c) => std::borrow::Cow::Borrowed(c),
@@ -201,6 +230,16 @@ impl ClaimRecord {
         body.extend_from_slice(&decision);
         body.extend_from_slice(&claim);
         (head, body)
+    }
+
+    /// The first fields of a stored header, borrowed from it: what a replay
+    /// selects records by, read without the rest (no allocation).
+    pub fn decode_header_prefix(v: &[u8]) -> anyhow::Result<HeaderPrefix<'_>> {
+        let [RECORD_V2, head @ ..] = v else { bail!("not a layout-v2 record header") };
+        let w: WirePrefix = postcard::from_bytes(head).context("decoding a claim record's header")?;
+        let event_date =
+            NaiveDate::from_num_days_from_ce_opt(w.event_day).context("a claim record's date is out of range")?;
+        Ok(HeaderPrefix { claim_id: w.claim_id, status: w.status, county: w.county, event_date })
     }
 
     /// A stored header: no decompression.
@@ -353,7 +392,7 @@ impl DirectoryRecord {
         use sha2::{Digest, Sha256};
         enterprises.sort_by(|a, b| a.credit_code.cmp(&b.credit_code));
         let canonical = serde_json::to_vec(&enterprises).unwrap_or_default();
-        let version = format!("sha256:{}", hex::encode(&Sha256::digest(&canonical)[..16]));
+        let version = format!("sha256:{}", faster_hex::hex_string(&Sha256::digest(&canonical)[..16]));
         Self { enterprises, updated_at, version }
     }
 
@@ -378,6 +417,12 @@ const COMPRESSED: u8 = b'D';
 const DICTIONARIES: [&[u8]; 1] = [include_bytes!("records-v1.dict")];
 const CURRENT: usize = DICTIONARIES.len();
 
+/// zstd's level for new records. Below zero zstd leaves literals (the text
+/// the dictionary does not cover) without Huffman coding: records are
+/// somewhat larger, and compressing and decompressing them costs much less.
+/// A reader needs only the dictionary, so records of every level read alike.
+const LEVEL: i32 = -1;
+
 struct Codec {
     compressor: zstd::bulk::Compressor<'static>,
     /// One per dictionary version.
@@ -394,7 +439,7 @@ fn with_codec<R>(f: impl FnOnce(&mut Codec) -> std::io::Result<R>) -> std::io::R
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(Codec {
-                compressor: zstd::bulk::Compressor::with_dictionary(1, DICTIONARIES[CURRENT - 1])?,
+                compressor: zstd::bulk::Compressor::with_dictionary(LEVEL, DICTIONARIES[CURRENT - 1])?,
                 decompressors: DICTIONARIES
                     .iter()
                     .map(|d| zstd::bulk::Decompressor::with_dictionary(d))
@@ -408,8 +453,8 @@ fn with_codec<R>(f: impl FnOnce(&mut Codec) -> std::io::Result<R>) -> std::io::R
     })
 }
 
-/// A claim or event record as stored: its JSON, compressed (level 1) with the
-/// current dictionary.
+/// A claim or event record as stored: its JSON, compressed (at [`LEVEL`])
+/// with the current dictionary.
 pub(crate) fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising our own records cannot fail.
     let json = serde_json::to_vec(v).unwrap_or_default();
@@ -475,5 +520,39 @@ mod tests {
         unknown[1] = 99;
         let err = decode_record::<R>(&unknown).expect_err("no such dictionary");
         assert!(format!("{err:#}").contains("unknown record dictionary 99"), "{err:#}");
+    }
+
+    #[test]
+    fn a_header_reads_back_whole_and_its_prefix_alone_reads_the_same_fields() {
+        let header = RecordHeader {
+            claim_id: "WY-QT-2021-000123".into(),
+            status: Status::Revoked,
+            county: County::Changxing,
+            kind: Kind::QualificationTraining,
+            event_date: NaiveDate::from_ymd_opt(2021, 6, 30).expect("a date"),
+            department: Some("人社局".into()),
+            granted: Decimal::new(130000, 2),
+            parties: vec!["91330723MA0EXMP02T".into(), "91330522MA0EXMP048".into()],
+            decided_event: 77,
+            holdings: Holdings {
+                count: Some([1; 16]),
+                keys: vec![[2; 16], [3; 16]],
+                totals: vec![([4; 16], Decimal::new(55, 1))],
+            },
+        };
+        let stored = encode_header(&header);
+        assert_eq!(ClaimRecord::decode_header(&stored).expect("a header"), header);
+        let prefix = ClaimRecord::decode_header_prefix(&stored).expect("a prefix");
+        assert_eq!(
+            prefix,
+            HeaderPrefix {
+                claim_id: "WY-QT-2021-000123",
+                status: Status::Revoked,
+                county: County::Changxing,
+                event_date: header.event_date,
+            }
+        );
+        assert!(ClaimRecord::decode_header_prefix(&stored[..4]).is_err(), "a header cut short");
+        assert!(ClaimRecord::decode_header_prefix(&[1, 2, 3]).is_err(), "not a layout-v2 header");
     }
 }

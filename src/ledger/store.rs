@@ -26,7 +26,9 @@ use std::sync::Mutex;
 use anyhow::{bail, Context};
 use chrono::Utc;
 
-use super::record::{decode_record, encode_record, ClaimRecord, DirectoryRecord, EncodedRecord, Event, RecordHeader};
+use super::record::{
+    decode_record, encode_record, ClaimRecord, DirectoryRecord, EncodedRecord, Event, HeaderPrefix, RecordHeader,
+};
 use crate::domain::County;
 
 const RECORD: u8 = b'R';
@@ -421,6 +423,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many claim records the store holds: the number of the last (they
+    /// are numbered from 1, none removed). Reads only the last header page.
+    pub fn record_count(&self) -> anyhow::Result<u64> {
+        let Some(kv) = self.tree.scan_prefix([HEADER]).next_back() else { return Ok(0) };
+        let (k, v) = kv?;
+        let first = seq_of(&k)?;
+        let n = decode_page(&v).with_context(|| format!("the header page of record {first}"))?.len();
+        Ok((first + n as u64).saturating_sub(1))
+    }
+
     /// Every record's header after `after`, in recording order (listings).
     pub fn headers(&self, after: u64) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader)>> + '_ {
         let from = after.saturating_add(1);
@@ -495,20 +507,20 @@ impl Store {
     pub fn submissions(
         self: &std::sync::Arc<Self>,
         before: u64,
-        keep: impl Fn(&RecordHeader) -> bool + Send + 'static,
-    ) -> impl Iterator<Item = anyhow::Result<(u64, RecordHeader, Vec<u8>)>> + Send + 'static {
+        keep: impl Fn(&HeaderPrefix) -> bool + Send + 'static,
+    ) -> impl Iterator<Item = anyhow::Result<(u64, String, Vec<u8>)>> + Send + 'static {
         let store = self.clone();
         let pages = self.tree.range(header_key(1)..header_key(before.max(1)));
-        pages.flat_map(move |kv| -> Vec<anyhow::Result<(u64, RecordHeader, Vec<u8>)>> {
-            let page = || -> anyhow::Result<Vec<(u64, RecordHeader, Vec<u8>)>> {
+        pages.flat_map(move |kv| -> Vec<anyhow::Result<(u64, String, Vec<u8>)>> {
+            let page = || -> anyhow::Result<Vec<(u64, String, Vec<u8>)>> {
                 let (k, v) = kv?;
                 let first = seq_of(&k)?;
                 let mut kept = Vec::new();
                 for (i, h) in decode_page(&v)?.into_iter().enumerate() {
                     let seq = first + i as u64;
-                    let h = ClaimRecord::decode_header(h).with_context(|| format!("record {seq}"))?;
+                    let h = ClaimRecord::decode_header_prefix(h).with_context(|| format!("record {seq}"))?;
                     if seq < before && keep(&h) {
-                        kept.push((i, seq, h));
+                        kept.push((i, seq, h.claim_id.to_string()));
                     }
                 }
                 if kept.is_empty() {
@@ -588,6 +600,22 @@ mod tests {
         std::fs::remove_file(&blob).unwrap();
         assert!(!sync_file(&blob).unwrap(), "a blob sled removed meanwhile");
         assert!(sync_file(&dir.path().join("no-such-dir/x")).is_ok_and(|synced| !synced));
+    }
+
+    #[test]
+    fn the_record_count_is_the_last_records_number_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.record_count().unwrap(), 0);
+        for group in [3u64, 70, 1] {
+            let mut batch = WriteBatch::default();
+            let next = store.record_count().unwrap() + 1;
+            for seq in next..next + group {
+                batch.record_bytes(seq, (vec![2, seq as u8], vec![2, 0, 0, 0, 0]));
+            }
+            store.write(batch).unwrap();
+        }
+        assert_eq!(store.record_count().unwrap(), 74);
     }
 
     #[test]

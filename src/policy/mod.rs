@@ -442,7 +442,7 @@ impl CountyPolicy {
         check(county, &common, &rules, &reference)?;
         let mut p = CountyPolicy { common, rules, reference, version: String::new() };
         let canonical = serde_json::to_vec(&p.source())?;
-        p.version = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
+        p.version = format!("sha256:{}", faster_hex::hex_string(&Sha256::digest(&canonical)));
         Ok(p)
     }
 

@@ -233,6 +233,57 @@ pub struct Outcome {
     pub amount: Decimal,
 }
 
+/// What the rules found, before it is written out as a [`Decision`] (which
+/// adds the claim id, the amount as text, the policy's and directory's
+/// versions and the time). A replay that compares outcomes reads this and
+/// builds no decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub status: Status,
+    /// Rounded to cents; zero unless approved.
+    pub amount: Decimal,
+    pub payee: Option<Payee>,
+    pub calculation: Vec<Step>,
+    pub reasons: Vec<Reason>,
+    pub counted: bool,
+    pub usage: Option<Usage>,
+    /// Empty unless approved.
+    pub effects: Effects,
+}
+
+impl Verdict {
+    /// The decision of `claim`, decided at `decided_at` under `policy` and
+    /// `directory`.
+    pub fn into_outcome(
+        self,
+        claim: &Claim,
+        policy: &CountyPolicy,
+        directory: &Directory,
+        decided_at: DateTime<Utc>,
+    ) -> Outcome {
+        let decision = Decision {
+            claim_id: claim.claim_id.as_str().to_string(),
+            status: self.status,
+            amount: fmt2(self.amount),
+            currency: "CNY".into(),
+            payee: self.payee,
+            calculation: self.calculation,
+            reasons: self.reasons,
+            counted: self.counted,
+            usage: self.usage,
+            policy: PolicyRef {
+                document: policy.common.document.number.clone(),
+                version: policy.version.clone(),
+                directory_version: directory.version.clone(),
+            },
+            decided_at,
+            recorded: false,
+            revocation: None,
+        };
+        Outcome { decision, effects: self.effects, amount: self.amount }
+    }
+}
+
 /// What a kind's rule grants when nothing stops it.
 pub(crate) struct Grant {
     amount: Decimal,
@@ -419,6 +470,19 @@ pub fn decide_traced(
     decided_at: DateTime<Utc>,
     trace: Trace,
 ) -> Result<Outcome, LedgerReadError> {
+    Ok(judge(claim, person, view, policy, directory, trace)?.into_outcome(claim, policy, directory, decided_at))
+}
+
+/// What the rules find for a claim: [`decide_traced`] without writing the
+/// decision out.
+pub fn judge(
+    claim: &Claim,
+    person: Option<&str>,
+    view: &dyn LedgerView,
+    policy: &CountyPolicy,
+    directory: &Directory,
+    trace: Trace,
+) -> Result<Verdict, LedgerReadError> {
     let mut ctx = Ctx {
         claim,
         policy,
@@ -460,7 +524,7 @@ pub fn decide_traced(
         }
     };
     let usage = counts.then(|| Usage { year, used: used_before + u32::from(settled.counted), limit });
-    finish(ctx, kind_entry, settled, usage, decided_at)
+    finish(ctx, kind_entry, settled, usage)
 }
 
 /// The period, the kind and the county's rules for it: the grant they give,
@@ -540,8 +604,7 @@ fn finish(
     kind_entry: Option<&KindEntry>,
     settled: Settled,
     usage: Option<Usage>,
-    decided_at: DateTime<Utc>,
-) -> Result<Outcome, LedgerReadError> {
+) -> Result<Verdict, LedgerReadError> {
     let approved = !ctx.failed() && ctx.ledger_rejections.is_empty() && kind_entry.is_some();
     let mut reasons = Vec::new();
     reasons.append(&mut ctx.rejections);
@@ -557,30 +620,19 @@ fn finish(
     if approved {
         ctx.step("total", rounded.value(), kind_entry.map_or("", |k| k.clause.as_str()));
     }
-    let decision = Decision {
-        claim_id: ctx.claim.claim_id.as_str().to_string(),
+    if let Some(e) = ctx.read_error {
+        return Err(e);
+    }
+    Ok(Verdict {
         status: if approved { Status::Approved } else { Status::Rejected },
-        amount: if approved { rounded.to_string() } else { "0.00".into() },
-        currency: "CNY".into(),
+        amount: if approved { rounded.value() } else { Decimal::ZERO },
         payee: if approved { settled.payee } else { None },
         calculation: ctx.steps,
         reasons,
         counted: settled.counted,
         usage,
-        policy: PolicyRef {
-            document: ctx.policy.common.document.number.clone(),
-            version: ctx.policy.version.clone(),
-            directory_version: ctx.directory.version.clone(),
-        },
-        decided_at,
-        recorded: false,
-        revocation: None,
-    };
-    if let Some(e) = ctx.read_error {
-        return Err(e);
-    }
-    let effects = if approved { ctx.effects } else { Effects::default() };
-    Ok(Outcome { decision, effects, amount: if approved { rounded.value() } else { Decimal::ZERO } })
+        effects: if approved { ctx.effects } else { Effects::default() },
+    })
 }
 
 /// Base eligibility (WY §2(1); CX I-2 with §3(3)), shared by both counties.

@@ -126,6 +126,11 @@ proptest! {
             "without the trace, the same decision"
         );
         prop_assert_eq!((quiet.amount, &quiet.effects), (a.amount, &a.effects), "and the same effects");
+        let verdict = judge(&claim, Some("p1"), &view, p, &directory, Trace::Omitted).expect("a map never fails");
+        prop_assert_eq!((verdict.status, verdict.amount), (a.decision.status, a.amount), "a verdict has the decision's status and amount");
+        let written = verdict.into_outcome(&claim, p, &directory, at);
+        prop_assert_eq!(&written.decision, &quiet.decision, "a verdict writes out as the decision");
+        prop_assert_eq!(&written.effects, &a.effects, "with the decision's effects");
 
         let d = &a.decision;
         let amount: Decimal = d.amount.parse().unwrap();

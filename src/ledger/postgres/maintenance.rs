@@ -92,23 +92,29 @@ pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
     })?;
     for (k, id) in usage.symmetric_difference(&recount.usage) {
         let held = if usage.contains(&(*k, id.clone())) { "kept but not held by its record" } else { "missing" };
-        drift.push(format!("usage {} of claim {id}: {held}", hex::encode(k)));
+        drift.push(format!("usage {} of claim {id}: {held}", faster_hex::hex_string(k.as_slice())));
     }
     for (k, id) in &holders {
         if recount.holders.get(k) != Some(id) {
-            drift.push(format!("key {} kept for claim {id}, which does not hold it", hex::encode(k)));
+            drift.push(format!(
+                "key {} kept for claim {id}, which does not hold it",
+                faster_hex::hex_string(k.as_slice())
+            ));
         }
     }
     for (k, id) in &recount.holders {
         if !holders.contains_key(k) {
-            drift.push(format!("key {} of claim {id} is missing", hex::encode(k)));
+            drift.push(format!("key {} of claim {id} is missing", faster_hex::hex_string(k.as_slice())));
         }
     }
     for k in totals.keys().chain(recount.totals.keys()).collect::<BTreeSet<_>>() {
         let (kept, counted) =
             (totals.get(k).copied().unwrap_or_default(), recount.totals.get(k).copied().unwrap_or_default());
         if kept != counted {
-            drift.push(format!("total {}: kept {kept}, the records add up to {counted}", hex::encode(k)));
+            drift.push(format!(
+                "total {}: kept {kept}, the records add up to {counted}",
+                faster_hex::hex_string(k.as_slice())
+            ));
         }
     }
     Ok(drift)
