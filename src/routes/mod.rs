@@ -80,7 +80,14 @@ pub async fn read_json(req: &HttpRequest, mut payload: web::Payload, limit: usiz
     if too_large || seen > limit {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+    // The body is checked as UTF-8 once, so that serde_json does not check
+    // each string again; bytes that are not UTF-8 go to serde_json's own
+    // reader, which names their line and column.
+    match std::str::from_utf8(&body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(&body),
+    }
+    .map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
 impl AppState {

@@ -27,6 +27,23 @@ async fn a_body_that_is_not_json_is_400_malformed_json() {
 }
 
 #[tokio::test]
+async fn a_body_that_is_not_utf8_is_400_malformed_json_naming_where() {
+    let app = spawn_app().await;
+    // A Latin-1 é inside a string, on the second line.
+    let a = answer(
+        app.client
+            .post(app.api().url("/v1/claims"))
+            .bearer_auth(PLATFORM)
+            .header("content-type", "application/json")
+            .body(b"{\n\"claim_id\": \"caf\xe9\"}".to_vec()),
+    )
+    .await;
+    assert_problem(&a, 400, "MALFORMED_JSON");
+    let detail = a.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("line 2"), "serde_json's line and column: {detail}");
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_application_json_is_415() {
     let app = spawn_app().await;
     let a = answer(
