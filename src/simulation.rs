@@ -229,9 +229,9 @@ struct Scratch {
     ids: HolderIds,
 }
 
-/// A key's fingerprint, as two 64-bit halves: a `u128`'s 16-byte alignment
-/// would pad a table entry from 24 bytes to 32.
-type Fingerprint = [u64; 2];
+/// A key's fingerprint, 96 bits as three 32-bit words: with a `u32` value a
+/// table entry is 16 bytes (a `u128` would be 32 with its alignment).
+type Fingerprint = [u32; 3];
 
 /// The claims holding keys, each once, by number: their ids end to end in
 /// one string (not an allocation each).
@@ -261,10 +261,11 @@ impl HolderIds {
     }
 }
 
-/// A key's identity in a scratch ledger: its 128-bit SipHash-1-3 under a
-/// key drawn at random for the run. Cheaper than the real ledger's digest
-/// (no canonical text is built) and as unlikely to confuse two keys: nobody
-/// outside the process knows the key to aim for a collision.
+/// A key's identity in a scratch ledger: 96 bits of its 128-bit SipHash-1-3
+/// under a key drawn at random for the run. Cheaper than the real ledger's
+/// digest (no canonical text is built). Among the few million keys of a
+/// run, two share 96 bits with a chance of about 10^-16, and nobody outside
+/// the process knows the key to aim for a collision.
 struct Fingerprints(siphasher::sip128::SipHasher13);
 
 impl Fingerprints {
@@ -287,7 +288,7 @@ impl Fingerprints {
         let mut h = self.0;
         key.hash(&mut h);
         let h = h.finish128();
-        [h.h1, h.h2]
+        [h.h1 as u32, (h.h1 >> 32) as u32, h.h2 as u32]
     }
 }
 
