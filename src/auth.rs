@@ -45,8 +45,9 @@ impl KeyTable {
         let mut out = Vec::new();
         for k in keys {
             let mut hash = [0u8; 32];
-            faster_hex::hex_decode(k.key_sha256.as_bytes(), &mut hash)
-                .map_err(|_| anyhow::anyhow!("key `{}`: key_sha256 must be 64 hex digits", k.id))?;
+            if !crate::privacy::decode_hex(&k.key_sha256, &mut hash) {
+                anyhow::bail!("key `{}`: key_sha256 must be 64 hex digits", k.id);
+            }
             let credit_code = match &k.credit_code {
                 Some(c) => Some(CreditCode::parse(c, "").map_err(|e| anyhow::anyhow!("{}", e.message))?),
                 None => None,

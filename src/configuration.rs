@@ -245,7 +245,7 @@ impl Settings {
     /// Refuses settings that must never run, with the reason.
     pub fn check(&self) -> anyhow::Result<()> {
         for k in &self.auth.keys {
-            if faster_hex::hex_decode(k.key_sha256.as_bytes(), &mut [0u8; 32]).is_err() {
+            if !crate::privacy::decode_hex(&k.key_sha256, &mut [0u8; 32]) {
                 bail!("auth key `{}`: key_sha256 must be 64 hex digits", k.id);
             }
             match (k.role, &k.credit_code) {

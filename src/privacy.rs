@@ -6,6 +6,13 @@ use sha2::Sha256;
 
 use crate::domain::{IdNumber, Json, Node};
 
+/// Decodes hex of exactly `out.len()` bytes: `2 × out.len()` digits of
+/// either case, nothing before or after (faster-hex alone accepts a longer
+/// input and decodes only its start).
+pub fn decode_hex(s: &str, out: &mut [u8]) -> bool {
+    s.len() == out.len() * 2 && faster_hex::hex_decode(s.as_bytes(), out).is_ok()
+}
+
 #[derive(Clone)]
 pub struct Pseudonymizer {
     /// HMAC-SHA256 keyed with the secret, before any message: cloned for
@@ -31,11 +38,9 @@ impl Pseudonymizer {
         let mut mac = self.mac.clone();
         mac.update(id.as_str().as_bytes());
         let out = mac.finalize().into_bytes();
-        let mut hex = [0u8; 32];
-        let mut key = String::with_capacity(1 + hex.len());
+        let mut key = String::with_capacity(33);
         key.push('p');
-        // 16 bytes always fit in 32 hex digits.
-        key.push_str(faster_hex::hex_encode(&out[..16], &mut hex).map_or("", |h| &*h));
+        key.push_str(&faster_hex::hex_string(&out[..16]));
         key
     }
 }
@@ -176,12 +181,14 @@ impl Sealer {
         use ring::aead::{Aad, Nonce};
         let field = |k: &str| sealed.get(k).and_then(J::as_str).context("a sealed claim lacks a field");
         let mut nonce = [0u8; NONCE_LEN];
-        faster_hex::hex_decode(field("nonce")?.as_bytes(), &mut nonce)
-            .map_err(|_| anyhow::anyhow!("a sealed claim's nonce is not 12 bytes of hex"))?;
+        if !decode_hex(field("nonce")?, &mut nonce) {
+            anyhow::bail!("a sealed claim's nonce is not 12 bytes of hex");
+        }
         let data = field("data")?;
         let mut data_bytes = vec![0u8; data.len() / 2];
-        faster_hex::hex_decode(data.as_bytes(), &mut data_bytes)
-            .map_err(|_| anyhow::anyhow!("a sealed field is not hex"))?;
+        if !decode_hex(data, &mut data_bytes) {
+            anyhow::bail!("a sealed field is not hex");
+        }
         let plain = self
             .key
             .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data_bytes)
@@ -211,6 +218,40 @@ mod tests {
         let mut node = Node::parse(text.as_bytes())?;
         sealer.unseal_node(&mut node)?;
         Ok(node.to_value())
+    }
+
+    #[test]
+    fn hex_decodes_only_exactly_the_length_asked_for() {
+        let digest = "ab".repeat(32);
+        let mut out = [0u8; 32];
+        assert!(decode_hex(&digest, &mut out));
+        assert_eq!(out, [0xab; 32]);
+        assert!(decode_hex(&digest.to_uppercase(), &mut out), "either case");
+        for bad in [
+            "ab".repeat(31),                 // 62 digits
+            format!("{}a", "ab".repeat(31)), // 63
+            format!("{digest}00"),           // 66: a longer input is not cut to fit
+            "ab".repeat(64),                 // 128
+            format!("0x{}", "ab".repeat(31)),
+            format!("{}g", &digest[..63]),
+            String::new(),
+        ] {
+            assert!(!decode_hex(&bad, &mut out), "{bad}");
+        }
+        assert!(decode_hex("", &mut []), "nothing is zero bytes");
+    }
+
+    #[test]
+    fn the_person_key_is_p_and_32_lowercase_hex_digits() {
+        let id = crate::domain::IdNumber::parse("11010519491231002X", "").expect("a valid number");
+        let key = Pseudonymizer::new("secret").person_key(&id);
+        assert_eq!(key.len(), 33);
+        assert!(
+            key.starts_with('p') && key[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{key}"
+        );
+        assert_eq!(key, Pseudonymizer::new("secret").person_key(&id), "the same number, the same key");
+        assert_ne!(key, Pseudonymizer::new("another").person_key(&id), "another secret, another key");
     }
 
     #[test]

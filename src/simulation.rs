@@ -425,13 +425,13 @@ impl<'a> Run<'a> {
         let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             judge(&r.claim, r.person.as_deref(), &self.ledger, self.policy, self.directory, Trace::Omitted)
         }));
-        let v = match judged {
-            Ok(Ok(v)) => v,
+        let verdict = match judged {
+            Ok(Ok(verdict)) => verdict,
             Ok(Err(e)) => return Err(SimulationError::Replay(format!("recorded claim {id}: {e}"))),
             Err(_) => return Err(SimulationError::Replay(format!("the rules failed on recorded claim {id}"))),
         };
-        if v.status == Status::Approved {
-            let (e, ledger) = (v.effects, &mut self.ledger);
+        if verdict.status == Status::Approved {
+            let (e, ledger) = (verdict.effects, &mut self.ledger);
             if let Some(k) = e.count {
                 *ledger.counts.entry(ledger.fingerprints.of(&k)).or_default() += 1;
             }
@@ -445,11 +445,19 @@ impl<'a> Run<'a> {
                 *ledger.totals.entry(ledger.fingerprints.of(&k)).or_default() += v;
             }
             let t = &mut self.totals;
-            t.granted.add(v.amount);
-            add_to(&mut t.by_kind, r.claim.kind.as_str(), v.amount);
-            add_to(&mut t.by_department, r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()), v.amount);
+            t.granted.add(verdict.amount);
+            add_to(&mut t.by_kind, r.claim.kind.as_str(), verdict.amount);
+            add_to(
+                &mut t.by_department,
+                r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()),
+                verdict.amount,
+            );
         }
-        Ok(Brief { status: v.status, amount: v.amount, reasons: v.reasons.iter().map(|x| x.code).collect() })
+        Ok(Brief {
+            status: verdict.status,
+            amount: verdict.amount,
+            reasons: verdict.reasons.iter().map(|x| x.code).collect(),
+        })
     }
 }
 

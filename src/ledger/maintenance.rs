@@ -222,8 +222,9 @@ struct ExportRecord {
 
 fn hex16(s: &str) -> anyhow::Result<KeyDigest> {
     let mut digest = KeyDigest::default();
-    faster_hex::hex_decode(s.as_bytes(), &mut digest)
-        .map_err(|_| anyhow::anyhow!("a key digest is not 32 hex digits"))?;
+    if !crate::privacy::decode_hex(s, &mut digest) {
+        anyhow::bail!("a key digest is not 32 hex digits");
+    }
     Ok(digest)
 }
 

@@ -598,7 +598,7 @@ fn settle(
     }
 }
 
-/// The decision and its ledger effects, the amount rounded once, here.
+/// The verdict and its ledger effects, the amount rounded once, here.
 fn finish(
     mut ctx: Ctx,
     kind_entry: Option<&KindEntry>,

@@ -48,6 +48,31 @@ fn production_refuses_the_demo_keys_and_says_why() {
 }
 
 #[test]
+fn a_key_hash_longer_than_64_digits_is_refused_not_cut_to_a_demo_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = std::fs::read_to_string("config/local.toml").unwrap();
+    // A demo key's hash with two more digits: decoding only its first 64
+    // would let the demo key in under the production profile.
+    let longer = with_longer_key_hashes(&local);
+    std::fs::write(dir.path().join("default.toml"), std::fs::read_to_string("config/default.toml").unwrap()).unwrap();
+    std::fs::write(dir.path().join("production.toml"), longer).unwrap();
+    let (ok, err) = run_with(&[("SUBSIDY_ENV", "production"), ("SUBSIDY_CONFIG_DIR", dir.path().to_str().unwrap())]);
+    assert!(!ok);
+    assert!(err.contains("must be 64 hex digits"), "{err}");
+}
+
+/// `key_sha256 = "…"` lines with `00` added inside the quotes.
+fn with_longer_key_hashes(toml: &str) -> String {
+    toml.lines()
+        .map(|l| match l.strip_prefix("key_sha256 = \"").and_then(|h| h.strip_suffix('"')) {
+            Some(h) => format!("key_sha256 = \"{h}00\""),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
 fn production_refuses_to_start_with_no_key() {
     let (ok, err) = run_with(&[
         ("SUBSIDY_ENV", "production"),
