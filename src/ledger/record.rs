@@ -98,6 +98,11 @@ fn encode_header(h: &RecordHeader) -> Vec<u8> {
     head
 }
 
+/// A header's event date, stored as days from the common era.
+fn event_date(day: i32) -> anyhow::Result<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(day).context("a claim record's date is out of range")
+}
+
 /// The first fields of [`WireHeader`], in its order: postcard reads them and
 /// leaves the rest of the header unread.
 #[derive(Deserialize)]
@@ -237,8 +242,7 @@ impl ClaimRecord {
     pub fn decode_header_prefix(v: &[u8]) -> anyhow::Result<HeaderPrefix<'_>> {
         let [RECORD_V2, head @ ..] = v else { bail!("not a layout-v2 record header") };
         let w: WirePrefix = postcard::from_bytes(head).context("decoding a claim record's header")?;
-        let event_date =
-            NaiveDate::from_num_days_from_ce_opt(w.event_day).context("a claim record's date is out of range")?;
+        let event_date = event_date(w.event_day)?;
         Ok(HeaderPrefix { claim_id: w.claim_id, status: w.status, county: w.county, event_date })
     }
 
@@ -246,8 +250,7 @@ impl ClaimRecord {
     pub fn decode_header(v: &[u8]) -> anyhow::Result<RecordHeader> {
         let [RECORD_V2, head @ ..] = v else { bail!("not a layout-v2 record header") };
         let w: WireHeader = postcard::from_bytes(head).context("decoding a claim record's header")?;
-        let event_date =
-            NaiveDate::from_num_days_from_ce_opt(w.event_day).context("a claim record's date is out of range")?;
+        let event_date = event_date(w.event_day)?;
         Ok(RecordHeader {
             claim_id: w.claim_id,
             status: w.status,

@@ -12,17 +12,22 @@ fn assert_problem(a: &crate::helpers::Answer, status: u16, code: &str) {
     assert!(a.body["type"].is_string() && a.body["title"].is_string() && a.body["detail"].is_string());
 }
 
-#[tokio::test]
-async fn a_body_that_is_not_json_is_400_malformed_json() {
-    let app = spawn_app().await;
-    let a = answer(
+/// `body` sent to `POST /v1/claims` as JSON, as it is (not encoded here).
+async fn post_raw_claim(app: &crate::helpers::TestApp, body: impl Into<reqwest::Body>) -> crate::helpers::Answer {
+    answer(
         app.client
             .post(app.api().url("/v1/claims"))
             .bearer_auth(PLATFORM)
             .header("content-type", "application/json")
-            .body("{"),
+            .body(body),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_400_malformed_json() {
+    let app = spawn_app().await;
+    let a = post_raw_claim(&app, "{").await;
     assert_problem(&a, 400, "MALFORMED_JSON");
 }
 
@@ -30,14 +35,7 @@ async fn a_body_that_is_not_json_is_400_malformed_json() {
 async fn a_body_that_is_not_utf8_is_400_malformed_json_naming_where() {
     let app = spawn_app().await;
     // A Latin-1 é inside a string, on the second line.
-    let a = answer(
-        app.client
-            .post(app.api().url("/v1/claims"))
-            .bearer_auth(PLATFORM)
-            .header("content-type", "application/json")
-            .body(b"{\n\"claim_id\": \"caf\xe9\"}".to_vec()),
-    )
-    .await;
+    let a = post_raw_claim(&app, b"{\n\"claim_id\": \"caf\xe9\"}".to_vec()).await;
     assert_problem(&a, 400, "MALFORMED_JSON");
     let detail = a.body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("line 2"), "serde_json's line and column: {detail}");
