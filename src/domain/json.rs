@@ -278,6 +278,13 @@ mod tests {
     use super::*;
     use crate::domain::parse_claim;
 
+    #[test]
+    fn what_no_json_text_holds_is_refused_naming_a_json_value() {
+        use serde::de::value::{BytesDeserializer, Error};
+        let refused = Node::deserialize(BytesDeserializer::<Error>::new(b"x")).unwrap_err();
+        assert_eq!(refused.to_string(), "invalid type: byte array, expected any JSON value");
+    }
+
     /// Every member and item of `v`, by JSON pointer.
     fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
         let children: Vec<(String, &Value)> = match v {

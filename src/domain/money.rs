@@ -88,6 +88,15 @@ mod tests {
     }
 
     #[test]
+    fn only_digits_and_one_point_inside_make_an_amount() {
+        // Each of these rust_decimal alone would read as a number.
+        for bad in ["+500", "1_000", "1_000.00", ".5", "5.", "+.5"] {
+            assert_eq!(Money::parse(bad, "/f").unwrap_err().code, "invalid_format", "{bad}");
+        }
+        assert_eq!(Money::parse(" 500.00 ", "/f").unwrap().to_string(), "500.00");
+    }
+
+    #[test]
     fn rounds_half_away_from_zero() {
         assert_eq!(Money::round(Decimal::new(12345, 3)).to_string(), "12.35");
         assert_eq!(Money::round(Decimal::new(12344, 3)).to_string(), "12.34");
