@@ -383,7 +383,13 @@ mod tests {
         assert_eq!(read::<DayHours>(json!(3.25)).unwrap().get(), Decimal::new(325, 2));
         assert_eq!(read::<DayHours>(json!(3.125)).unwrap_err()[0].code, "invalid_format");
         assert_eq!(read::<DayHours>(json!(25)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<DayHours>(json!(24.01)).unwrap_err()[0].code, "out_of_range");
+        assert_eq!(read::<DayHours>(json!(0.99)).unwrap_err()[0].code, "out_of_range");
+        // Both bounds are hours a day may have.
+        assert_eq!(read::<DayHours>(json!(24)).unwrap().get(), Decimal::from(24));
+        assert_eq!(read::<DayHours>(json!(1)).unwrap().get(), Decimal::ONE);
         assert_eq!(read::<RepeatedHours>(json!(0)).unwrap().get(), Decimal::ZERO);
+        assert_eq!(read::<RepeatedHours>(json!(100_000)).unwrap().get(), Decimal::from(100_000));
     }
 
     #[test]
