@@ -269,6 +269,26 @@ fn the_vendored_golden_cases_equal_the_specifications() {
     }
 }
 
+/// The specification and the two policy documents are vendored under
+/// `docs/` (the README cites them); each copy equals the specification's
+/// where it is beside the repository.
+#[test]
+fn the_vendored_specification_equals_the_shared_one() {
+    let copies = [
+        ("docs/spec/RULES.md", "../shared/spec/RULES.md"),
+        ("docs/spec/API.md", "../shared/spec/API.md"),
+        ("docs/seeds/wuyi-2020-21.txt", "../shared/seeds/wuyi-2020-21.txt"),
+        ("docs/seeds/changxing-2020-7.txt", "../shared/seeds/changxing-2020-7.txt"),
+    ];
+    for (vendored, shared) in copies {
+        let copy = std::fs::read(vendored).unwrap_or_else(|e| panic!("{vendored} is part of the repository: {e}"));
+        assert!(copy.len() > 10_000, "{vendored} holds the document");
+        if let Ok(original) = std::fs::read(shared) {
+            assert!(original == copy, "{vendored} differs from {shared}: copy it again");
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_public_golden_case_passes_over_http() {
     let path = public_cases();
