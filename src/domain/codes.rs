@@ -215,10 +215,6 @@ impl IndustryCode {
     pub fn section(&self) -> char {
         self.0.as_bytes()[0] as char
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 /// Caller-chosen claim id: 1..64 of `A-Z a-z 0-9 . _ : -`.

@@ -121,6 +121,16 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_character_anywhere_is_a_format_error_not_a_checksum_or_date_error() {
+        // 17 digits and a last character that is neither a digit nor X.
+        assert_eq!(IdNumber::parse("33072319900506003Y", "/x").unwrap_err().code, "invalid_format");
+        // A letter or a space among the 17 digits, with a valid-looking last character.
+        assert_eq!(IdNumber::parse("3307231990050600A8", "/x").unwrap_err().code, "invalid_format");
+        assert_eq!(IdNumber::parse("330723 99005060038", "/x").unwrap_err().code, "invalid_format");
+        assert_eq!(IdNumber::parse("33072319900506 03X", "/x").unwrap_err().code, "invalid_format");
+    }
+
+    #[test]
     fn age_counts_the_birthday_and_leap_days() {
         let id = IdNumber::parse(&with_check("33052219800301001"), "/x").unwrap();
         assert_eq!(id.age_on(d("2020-03-01")), 40);
