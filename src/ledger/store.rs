@@ -178,6 +178,11 @@ struct DeviceSync {
     db_file: File,
     blobs: PathBuf,
     new_blobs: NewBlobs,
+    /// Blob files found but not synced yet (a sync failed part way: a
+    /// readiness probe's sync may fail and the next one must finish it).
+    pending: Vec<OsString>,
+    /// A blob was synced since the blob directory last was.
+    directory_behind: bool,
 }
 
 /// How a sync finds the blob files written since the last one.
@@ -221,7 +226,11 @@ impl NewBlobs {
                     let events = match inotify.read_events(buffer) {
                         Ok(events) => events,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            // Events may be lost: the next sync lists the directory.
+                            *listed = false;
+                            return Err(e);
+                        }
                     };
                     for e in events {
                         if e.mask.contains(inotify::EventMask::Q_OVERFLOW) {
@@ -279,7 +288,7 @@ impl DeviceSync {
         File::open(path)?.sync_all()?;
         let blobs = path.join("blobs");
         let new_blobs = NewBlobs::watch(&blobs);
-        Ok(Self { db_file, blobs, new_blobs })
+        Ok(Self { db_file, blobs, new_blobs, pending: Vec::new(), directory_behind: false })
     }
 
     /// Syncs the log, the blob files written since the last sync, and the
@@ -287,15 +296,22 @@ impl DeviceSync {
     fn sync(&mut self) -> std::io::Result<u64> {
         self.db_file.sync_data()?;
         let mut syncs = 1;
-        let mut added = false;
         for name in self.new_blobs.take(&self.blobs)? {
-            if sync_file(&self.blobs.join(name))? {
-                syncs += 1;
-                added = true;
+            // Left over from a failed sync: usually none.
+            if !self.pending.contains(&name) {
+                self.pending.push(name);
             }
         }
-        if added {
+        while let Some(name) = self.pending.last() {
+            if sync_file(&self.blobs.join(name))? {
+                syncs += 1;
+                self.directory_behind = true;
+            }
+            self.pending.pop();
+        }
+        if self.directory_behind {
             File::open(&self.blobs)?.sync_all()?;
+            self.directory_behind = false;
             syncs += 1;
         }
         Ok(syncs)
@@ -744,6 +760,25 @@ mod tests {
                 assert_eq!((partial, whole), (3, 3), "listed half written, synced again when longer");
             }
             assert_eq!(device.sync().unwrap(), 1, "nothing new (watch: {watch})");
+        }
+    }
+
+    #[test]
+    fn a_sync_that_failed_part_way_is_finished_by_the_next() {
+        for watch in [true, false] {
+            let (dir, mut device) = device(watch);
+            let blob = dir.path().join("blobs/7");
+            // A name that cannot be opened (a symbolic link to itself).
+            std::os::unix::fs::symlink(&blob, &blob).unwrap();
+            assert!(device.sync().is_err(), "watch: {watch}");
+            // Now a file, put there without being written (a hard link: no
+            // event of a file closed after writing, the same listing as before).
+            std::fs::remove_file(&blob).unwrap();
+            let made = dir.path().join("made");
+            std::fs::write(&made, b"node").unwrap();
+            std::fs::hard_link(&made, &blob).unwrap();
+            assert_eq!(device.sync().unwrap(), 3, "the blob left over, then its directory (watch: {watch})");
+            assert_eq!(device.sync().unwrap(), 1);
         }
     }
 
