@@ -9,6 +9,7 @@
 # yearly limit is hit at once); H one Changxing institution's investments
 # (every claim locks that institution's one cumulative total: a hot row).
 # Settings: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS (total), BENCH_OUT,
+# BENCH_BIN (a binary to measure instead of building this tree's),
 # SUBSIDY__STORE__POOL_SIZE (per replica, default 8: on 2 cores more
 # connections only add database backends competing for them).
 set -euo pipefail
@@ -26,9 +27,16 @@ die() { log "error: $*"; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 command -v wrk >/dev/null || { log "installing wrk"; apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }; }
-log "cargo build --release"
-cargo build --release --quiet --bin subsidy-service
-BIN="$ROOT/target/release/subsidy-service"
+if [ -n "${BENCH_BIN:-}" ]; then
+    # Another build of the service (e.g. an earlier commit's, for a
+    # comparison in the same conditions).
+    BIN=$BENCH_BIN
+    log "benchmarking $BIN"
+else
+    log "cargo build --release"
+    cargo build --release --quiet --bin subsidy-service
+    BIN="$ROOT/target/release/subsidy-service"
+fi
 
 TMP=$(mktemp -d -t subsidy-bench-pg.XXXXXX)
 PIDS=()

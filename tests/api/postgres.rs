@@ -358,3 +358,53 @@ async fn a_ledger_moves_from_sled_to_postgres_and_back() {
     let report = String::from_utf8_lossy(&drift.stdout);
     assert!(report.contains("of claim X-0: missing"), "{report}");
 }
+
+/// A claim's writes and its `COMMIT` go out together: a write the database
+/// refuses (here a trigger refuses the claim's yearly-usage row, the second
+/// of its writes, after the claim's own row was written) leaves nothing of
+/// the claim, and the pool's only connection goes on serving the next
+/// claims (it was not left inside the failed transaction).
+#[tokio::test]
+async fn a_write_the_database_refuses_records_nothing_and_the_connection_goes_on() {
+    let url = fresh_database().await;
+    let app = spawn_app_with(|s| {
+        use_postgres(s, &url);
+        s.store.pool_size = 1;
+    })
+    .await;
+    let api = app.api();
+    let admin = subsidy_service::ledger::postgres::connect(&url).await.expect("the test database answers");
+    admin
+        .batch_execute(
+            "CREATE FUNCTION refuse_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.claim_id = 'PGW-1' THEN RAISE EXCEPTION 'usage of PGW-1 refused'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_usage BEFORE INSERT ON usage_counts
+                 FOR EACH ROW EXECUTE FUNCTION refuse_usage();",
+        )
+        .await
+        .expect("the trigger");
+    let person = id_number("33072319900101031");
+    let claim = wy_qualification("PGW-1", &person, "6-31-01-03", "senior_technician", "ZS-PGW-1", "2020-06-15");
+    let refused = api.post_claim(&claim).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(api.get("/v1/claims/PGW-1", PLATFORM).await.status, 404, "the claim's own row was not kept");
+    assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 0);
+    let rows: i64 = admin.query_one("SELECT count(*) FROM claims", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 0);
+
+    // The one connection serves the next claims, and the refused one again.
+    let other = id_number("33072319900101032");
+    for (id, level, cert) in [("PGW-2", "senior_technician", "ZS-PGW-2"), ("PGW-3", "technician", "ZS-PGW-3")] {
+        let c = wy_qualification(id, &other, "6-31-01-03", level, cert, "2020-06-15");
+        let answer = api.post_claim(&c).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+    }
+    assert_eq!(api.usage("wuyi", &other, 2020).await.body["used"], 2);
+    admin.batch_execute("DROP TRIGGER refuse_usage ON usage_counts").await.expect("the trigger dropped");
+    let recorded = api.post_claim(&claim).await;
+    assert_eq!(recorded.status, 201, "{}", recorded.body);
+    assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 1);
+}

@@ -27,6 +27,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -39,34 +40,164 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-/// A transaction on a pooled connection (its prepared statements are cached
-/// per connection: a statement is parsed once per connection, not per use).
-type Tx<'a> = deadpool_postgres::Transaction<'a>;
+/// The statements of a transaction on a pooled connection (prepared
+/// statements are cached per connection: a statement is parsed once per
+/// connection, not per use).
+///
+/// The transaction is begun and ended by hand, not with a driver's
+/// `Transaction`, so that `BEGIN` goes out with its first statements and a
+/// recording's `COMMIT` with its last writes: two round trips fewer than
+/// waiting for each. A [`Session`] keeps the connection out of the pool
+/// while a transaction may be open on it.
+struct Tx<'a> {
+    client: &'a deadpool_postgres::ClientWrapper,
+    /// `BEGIN` was sent, and neither `COMMIT` nor `ROLLBACK` after it.
+    open: &'a AtomicBool,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = deadpool_postgres::ClientWrapper;
+    fn deref(&self) -> &Self::Target {
+        self.client
+    }
+}
+
+/// A pooled connection on which transactions are run one after another. If
+/// it is dropped while a transaction may be open (a request given up part
+/// way, a `ROLLBACK` that failed), the connection leaves the pool and is
+/// closed, which makes the database roll the transaction back: a
+/// connection never goes back to the pool inside a transaction.
+struct Session {
+    conn: Option<deadpool_postgres::Object>,
+    open: AtomicBool,
+}
+
+impl Session {
+    fn new(conn: deadpool_postgres::Object) -> Self {
+        Self { conn: Some(conn), open: AtomicBool::new(false) }
+    }
+
+    /// The connection's statements, for a transaction [`in_transaction`] begins.
+    fn tx(&self) -> Result<Tx<'_>, LedgerError> {
+        let client = self.conn.as_deref().ok_or_else(|| unavailable("the connection was closed"))?;
+        if self.open.load(Ordering::SeqCst) {
+            // A transaction that could not be ended: the connection is not used again.
+            return Err(unavailable("the database connection is in an unfinished transaction"));
+        }
+        Ok(Tx { client, open: &self.open })
+    }
+
+    /// Ends a transaction the body left open: `COMMIT` when it succeeded,
+    /// else `ROLLBACK`. Answers the body's result, or the commit's error.
+    async fn end<T>(&mut self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if !self.open.load(Ordering::SeqCst) {
+            return result;
+        }
+        let Some(conn) = self.conn.as_deref() else { return result };
+        match result {
+            Ok(v) => {
+                let committed = conn.batch_execute("COMMIT").await;
+                // A failed `COMMIT` ends the transaction too, unless the
+                // connection broke (then it is closed at the drop).
+                if committed.is_ok() || !conn.is_closed() {
+                    self.open.store(false, Ordering::SeqCst);
+                }
+                committed.map(|()| v).map_err(anyhow::Error::from)
+            }
+            Err(e) => {
+                if conn.batch_execute("ROLLBACK").await.is_ok() {
+                    self.open.store(false, Ordering::SeqCst);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs `body` in a new transaction on `tx`'s connection: `BEGIN` goes out
+/// first and is not waited for alone (`join` polls it first, so it is
+/// queued before anything the body sends). The transaction is then still
+/// open unless the body committed it ([`commit_with`]); [`Session::end`]
+/// ends it.
+async fn in_transaction<T>(
+    tx: &Tx<'_>,
+    body: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tx.open.store(true, Ordering::SeqCst);
+    let (begun, result) = futures_util::future::join(tx.client.batch_execute("BEGIN"), body).await;
+    begun?;
+    result
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.open.load(Ordering::SeqCst) {
+            if let Some(conn) = self.conn.take() {
+                // Out of the pool; dropping the client closes the connection.
+                drop(deadpool_postgres::Object::take(conn));
+            }
+        }
+    }
+}
+
+/// Sends `writes` and then `COMMIT`, pipelined. Each write's first poll
+/// sends its statement (or fails before sending it, which sends nothing
+/// more and leaves the transaction open for [`Session::end`] to roll back).
+/// Once every write is sent, `COMMIT` follows them: if a write then fails,
+/// the database ends the transaction at that `COMMIT` with a rollback, and
+/// the first failure (in sending order, the cause) is answered.
+async fn commit_with(
+    tx: &Tx<'_>,
+    writes: Vec<futures_util::future::BoxFuture<'_, Result<u64, tokio_postgres::Error>>>,
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::future::MaybeDone;
+    use std::future::Future as _;
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut writes: Vec<MaybeDone<_>> = writes.into_iter().map(futures_util::future::maybe_done).collect();
+    // The first poll of each write, in order, sends it; stop at one that
+    // failed before it was sent.
+    let unsent = futures_util::future::poll_fn(|cx| {
+        for (i, w) in writes.iter_mut().enumerate() {
+            let _ = Pin::new(&mut *w).poll(cx);
+            if matches!(w, MaybeDone::Done(Err(_))) {
+                return Poll::Ready(Some(i));
+            }
+        }
+        Poll::Ready(None)
+    })
+    .await;
+    if let Some(i) = unsent {
+        if let Some(Err(e)) = Pin::new(&mut writes[i]).take_output() {
+            return Err(e);
+        }
+    }
+    let commit = tx.client.batch_execute("COMMIT");
+    tx.open.store(false, Ordering::SeqCst);
+    let sent = futures_util::future::poll_fn(|cx| {
+        let mut pending = false;
+        for w in &mut writes {
+            pending |= Pin::new(w).poll(cx).is_pending();
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    });
+    let ((), committed) = futures_util::future::join(sent, commit).await;
+    for w in &mut writes {
+        if let Some(Err(e)) = Pin::new(w).take_output() {
+            return Err(e);
+        }
+    }
+    committed
+}
 
 /// Rows of a cached statement.
 async fn rows(tx: &Tx<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = tx.prepare_cached(sql).await?;
     tx.query(&statement, params).await
-}
-
-/// Runs a cached statement.
-async fn exec(tx: &Tx<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
-    let statement = tx.prepare_cached(sql).await?;
-    tx.execute(&statement, params).await
-}
-
-/// Runs a cached statement when `run` (a write of an empty list is skipped).
-async fn exec_some(
-    tx: &Tx<'_>,
-    run: bool,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64, tokio_postgres::Error> {
-    if run {
-        exec(tx, sql, params).await
-    } else {
-        Ok(0)
-    }
 }
 
 /// Query parameters.
@@ -447,7 +578,7 @@ impl PostgresLedger {
     ) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
         let known: HashMap<County, i64> =
             self.directories.read().map_err(|_| anyhow!("poisoned"))?.iter().map(|(c, (r, _))| (*c, *r)).collect();
-        let changed = changed_directories(&**tx, revisions, &known).await?;
+        let changed = changed_directories(&***tx, revisions, &known).await?;
         let mut dirs = self.directories.write().map_err(|_| anyhow!("poisoned"))?;
         dirs.extend(changed);
         Ok(dirs.iter().map(|(c, (_, d))| (*c, d.clone())).collect())
@@ -469,8 +600,9 @@ impl PostgresLedger {
     /// a batch).
     ///
     /// Round trips: every claim id locked (in sorted order) and looked up,
-    /// with the numbers and the directories' revisions; then every key the
-    /// new claims read, locked (in sorted order) and read; then the writes.
+    /// with the numbers and the directories' revisions (after the `BEGIN`
+    /// sent with them); then every key the new claims read, locked (in
+    /// sorted order) and read; then the writes, and the `COMMIT` with them.
     /// Locks taken in one sorted statement cannot deadlock with another
     /// transaction's; a key only the final decision reads is locked after.
     async fn submit_in(&self, tx: &Tx<'_>, items: &[&ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
@@ -626,15 +758,18 @@ impl PostgresLedger {
     /// Decides and records claims, trying the transaction again after a
     /// deadlock or a serialisation failure.
     async fn submit_group(&self, items: &[&ClaimItem]) -> Result<Vec<ItemResult>, LedgerError> {
-        let mut client = self.client().await?;
+        let mut session = Session::new(self.client().await?);
         for attempt in 1.. {
-            let tx = client.transaction().await.map_err(unavailable)?;
-            let result = self.submit_in(&tx, items).await;
-            if let Some(answer) = finish(tx, result, attempt).await {
+            let result = {
+                let tx = session.tx()?;
+                in_transaction(&tx, self.submit_in(&tx, items)).await
+            };
+            let result = session.end(result).await;
+            if let Some(answer) = answer_or_retry(result, attempt).await {
                 return answer;
             }
         }
-        unreachable!("finish answers by the last attempt")
+        unreachable!("answer_or_retry answers by the last attempt")
     }
 
     /// Decides a claim against what `known` holds; also answers the keys it
@@ -700,15 +835,23 @@ impl PostgresLedger {
             return Ok(());
         }
         let event_rows = Self::number_events(first_seq, event_numbers, events, &mut pending)?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .await?;
+        // Every statement prepared first (after the first use of a
+        // connection, from its cache): a write must go out when it is first
+        // polled, ahead of the `COMMIT` that follows it.
+        let [insert, usage_st, holders_st, totals_st, events_st] = [
+            "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+            "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+            "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
+             ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
+            "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
+        ]
+        .map(|sql| tx.prepare_cached(sql));
+        let (insert, usage_st, holders_st, totals_st, events_st) =
+            tokio::try_join!(insert, usage_st, holders_st, totals_st, events_st)?;
         let records = Self::numbered_records(first_seq, pending);
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
-        let inserts = Self::insert_records(tx, &insert, &records, &encoded);
         let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
@@ -719,36 +862,20 @@ impl PostgresLedger {
         let holders: Params<2> = [&holder_keys, &holder_ids];
         let totals: Params<2> = [&total_keys, &total_values];
         let events: Params<3> = [&event_rows.0, &event_rows.1, &event_rows.2];
-        // Everything in one round trip (the statements are pipelined); an
-        // empty list is not sent.
-        tokio::try_join!(
-            inserts,
-            exec_some(
-                tx,
-                !usage_keys.is_empty(),
-                "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-                &usage
-            ),
-            exec_some(
-                tx,
-                !holder_keys.is_empty(),
-                "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-                &holders
-            ),
-            exec_some(
-                tx,
-                !total_keys.is_empty(),
-                "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
-                 ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
-                &totals,
-            ),
-            exec_some(
-                tx,
-                !event_rows.0.is_empty(),
-                "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
-                &events,
-            ),
-        )?;
+        // Everything, then `COMMIT`, in one round trip (the statements are
+        // pipelined); an empty list is not sent.
+        let mut sends = Self::insert_records(tx, &insert, &records, &encoded);
+        for (run, st, params) in [
+            (!usage_keys.is_empty(), &usage_st, &usage[..]),
+            (!holder_keys.is_empty(), &holders_st, &holders[..]),
+            (!total_keys.is_empty(), &totals_st, &totals[..]),
+            (!event_rows.0.is_empty(), &events_st, &events[..]),
+        ] {
+            if run {
+                sends.push(Box::pin(tx.execute(st, params)));
+            }
+        }
+        commit_with(tx, sends).await?;
         Ok(())
     }
 
@@ -795,38 +922,42 @@ impl PostgresLedger {
             .collect()
     }
 
-    /// Inserts the numbered records with their encoded header and body, one
-    /// execution of the prepared `insert` each, pipelined (sent when the
-    /// future is first polled).
-    async fn insert_records(
-        tx: &Tx<'_>,
-        insert: &tokio_postgres::Statement,
-        records: &[(ClaimRecord, i64)],
-        encoded: &[(Vec<u8>, Vec<u8>)],
-    ) -> Result<Vec<u64>, tokio_postgres::Error> {
-        let inserts = records.iter().zip(encoded).map(|((r, seq), (head, body))| {
-            let h = &r.header;
-            async move {
-                tx.execute(
-                    insert,
-                    &[
-                        seq,
-                        &h.claim_id,
-                        &h.county.as_str(),
-                        &h.kind.as_str(),
-                        &h.status.as_str(),
-                        &h.event_date,
-                        &h.department,
-                        &h.parties,
-                        &h.granted,
-                        head,
-                        body,
-                    ],
-                )
-                .await
-            }
-        });
-        futures_util::future::try_join_all(inserts).await
+    /// The inserts of the numbered records with their encoded header and
+    /// body, one execution of the prepared `insert` each (each sent when
+    /// its future is first polled).
+    fn insert_records<'f>(
+        tx: &'f Tx<'_>,
+        insert: &'f tokio_postgres::Statement,
+        records: &'f [(ClaimRecord, i64)],
+        encoded: &'f [(Vec<u8>, Vec<u8>)],
+    ) -> Vec<futures_util::future::BoxFuture<'f, Result<u64, tokio_postgres::Error>>> {
+        records
+            .iter()
+            .zip(encoded)
+            .map(|((r, seq), (head, body))| {
+                let h = &r.header;
+                let insert: futures_util::future::BoxFuture<'f, _> = Box::pin(async move {
+                    tx.execute(
+                        insert,
+                        &[
+                            seq,
+                            &h.claim_id,
+                            &h.county.as_str(),
+                            &h.kind.as_str(),
+                            &h.status.as_str(),
+                            &h.event_date,
+                            &h.department,
+                            &h.parties,
+                            &h.granted,
+                            head,
+                            body,
+                        ],
+                    )
+                    .await
+                });
+                insert
+            })
+            .collect()
     }
 
     async fn revoke_in(&self, tx: &Tx<'_>, claim_id: &str, reason: &str, key_id: &str) -> anyhow::Result<RevokeResult> {
@@ -950,15 +1081,10 @@ async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i
     Ok((first, events, counties.into_iter().zip(revisions).collect()))
 }
 
-/// Ends a transaction's attempt: commits what succeeded; after a deadlock
-/// or a serialisation failure, waits a little and answers `None` (try
-/// again), a bounded number of times.
-async fn finish<T>(tx: Tx<'_>, result: anyhow::Result<T>, attempt: u32) -> Option<Result<T, LedgerError>> {
-    let result = match result {
-        Ok(v) => tx.commit().await.map(|()| v).map_err(anyhow::Error::from),
-        // Dropping the transaction rolls it back.
-        Err(e) => Err(e),
-    };
+/// Answers an ended transaction's attempt; after a deadlock or a
+/// serialisation failure, waits a little and answers `None` (try again), a
+/// bounded number of times.
+async fn answer_or_retry<T>(result: anyhow::Result<T>, attempt: u32) -> Option<Result<T, LedgerError>> {
     match result {
         Ok(v) => Some(Ok(v)),
         Err(e) if retryable(&e) && attempt < ATTEMPTS => {
@@ -1011,10 +1137,10 @@ impl LedgerService for PostgresLedger {
     }
 
     async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError> {
-        let mut c = self.client().await?;
-        // A transaction of reads only (no lock): its statements are cached
-        // like the recording transactions'; dropping it rolls it back.
-        let tx = c.transaction().await.map_err(unavailable)?;
+        // Reads only, no lock and no transaction (under read committed a
+        // transaction would not make the reads one snapshot either).
+        let session = Session::new(self.client().await?);
+        let tx = session.tx()?;
         self.evaluate_in(&tx, e).await.map_err(|e| unavailable(format!("{e:#}")))
     }
 
@@ -1091,15 +1217,18 @@ impl LedgerService for PostgresLedger {
     }
 
     async fn revoke(&self, claim_id: String, reason: String, key_id: String) -> Result<RevokeResult, LedgerError> {
-        let mut client = self.client().await?;
+        let mut session = Session::new(self.client().await?);
         for attempt in 1.. {
-            let tx = client.transaction().await.map_err(unavailable)?;
-            let result = self.revoke_in(&tx, &claim_id, &reason, &key_id).await;
-            if let Some(answer) = finish(tx, result, attempt).await {
+            let result = {
+                let tx = session.tx()?;
+                in_transaction(&tx, self.revoke_in(&tx, &claim_id, &reason, &key_id)).await
+            };
+            let result = session.end(result).await;
+            if let Some(answer) = answer_or_retry(result, attempt).await {
                 return answer;
             }
         }
-        unreachable!("finish answers by the last attempt")
+        unreachable!("answer_or_retry answers by the last attempt")
     }
 
     async fn usage(&self, county: County, person: String, year: i32) -> Result<Vec<UsageEntry>, LedgerError> {
