@@ -361,9 +361,10 @@ async fn a_ledger_moves_from_sled_to_postgres_and_back() {
 
 /// A claim's writes and its `COMMIT` go out together: a write the database
 /// refuses (here a trigger refuses the claim's yearly-usage row, the second
-/// of its writes, after the claim's own row was written) leaves nothing of
-/// the claim, and the pool's only connection goes on serving the next
-/// claims (it was not left inside the failed transaction).
+/// of its writes, after the claim's own row) leaves nothing of the claim,
+/// the refusal itself is answered (it is not retried: the trigger ran once),
+/// and the pool's only connection goes on serving the next claims: the same
+/// database session, not left inside the failed transaction.
 #[tokio::test]
 async fn a_write_the_database_refuses_records_nothing_and_the_connection_goes_on() {
     let url = fresh_database().await;
@@ -376,9 +377,13 @@ async fn a_write_the_database_refuses_records_nothing_and_the_connection_goes_on
     let admin = subsidy_service::ledger::postgres::connect(&url).await.expect("the test database answers");
     admin
         .batch_execute(
-            "CREATE FUNCTION refuse_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+            "CREATE SEQUENCE refusals;
+             CREATE FUNCTION refuse_usage() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
-                 IF NEW.claim_id = 'PGW-1' THEN RAISE EXCEPTION 'usage of PGW-1 refused'; END IF;
+                 IF NEW.claim_id = 'PGW-1' THEN
+                     PERFORM nextval('refusals');
+                     RAISE EXCEPTION 'usage of PGW-1 refused';
+                 END IF;
                  RETURN NEW;
              END $$;
              CREATE TRIGGER refuse_usage BEFORE INSERT ON usage_counts
@@ -386,16 +391,47 @@ async fn a_write_the_database_refuses_records_nothing_and_the_connection_goes_on
         )
         .await
         .expect("the trigger");
+    // The service's one connection, once it has recorded a claim.
+    let warm = wy_qualification(
+        "PGW-0",
+        &id_number("33072319900101030"),
+        "6-31-01-03",
+        "technician",
+        "ZS-PGW-0",
+        "2020-06-15",
+    );
+    assert_eq!(api.post_claim(&warm).await.status, 201);
+    let session = || async {
+        let backends: Vec<i32> = admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND backend_type = 'client backend'",
+                &[],
+            )
+            .await
+            .expect("the sessions")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        backends
+    };
+    let before = session().await;
+    assert_eq!(before.len(), 1, "one pooled connection: {before:?}");
+
     let person = id_number("33072319900101031");
     let claim = wy_qualification("PGW-1", &person, "6-31-01-03", "senior_technician", "ZS-PGW-1", "2020-06-15");
     let refused = api.post_claim(&claim).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert_eq!(api.get("/v1/claims/PGW-1", PLATFORM).await.status, 404, "the claim's own row was not kept");
     assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 0);
-    let rows: i64 = admin.query_one("SELECT count(*) FROM claims", &[]).await.unwrap().get(0);
-    assert_eq!(rows, 0);
+    for (table, rows) in [("claims", 1), ("usage_counts", 1), ("holders", 2), ("events", 0)] {
+        let n: i64 = admin.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+        assert_eq!(n, rows, "{table}: only the first claim's rows");
+    }
+    let refusals: i64 = admin.query_one("SELECT last_value FROM refusals", &[]).await.unwrap().get(0);
+    assert_eq!(refusals, 1, "the refusal is not a deadlock or serialisation failure: not tried again");
 
-    // The one connection serves the next claims, and the refused one again.
+    // The same connection serves the next claims, and the refused one again.
     let other = id_number("33072319900101032");
     for (id, level, cert) in [("PGW-2", "senior_technician", "ZS-PGW-2"), ("PGW-3", "technician", "ZS-PGW-3")] {
         let c = wy_qualification(id, &other, "6-31-01-03", level, cert, "2020-06-15");
@@ -403,6 +439,7 @@ async fn a_write_the_database_refuses_records_nothing_and_the_connection_goes_on
         assert_eq!(answer.status, 201, "{}", answer.body);
     }
     assert_eq!(api.usage("wuyi", &other, 2020).await.body["used"], 2);
+    assert_eq!(session().await, before, "the same database session");
     admin.batch_execute("DROP TRIGGER refuse_usage ON usage_counts").await.expect("the trigger dropped");
     let recorded = api.post_claim(&claim).await;
     assert_eq!(recorded.status, 201, "{}", recorded.body);

@@ -64,9 +64,9 @@ impl std::ops::Deref for Tx<'_> {
 
 /// A pooled connection on which transactions are run one after another. If
 /// it is dropped while a transaction may be open (a request given up part
-/// way, a `ROLLBACK` that failed), the connection leaves the pool and is
-/// closed, which makes the database roll the transaction back: a
-/// connection never goes back to the pool inside a transaction.
+/// way), a `ROLLBACK` is queued on the connection before it goes back to the
+/// pool, as a driver's `Transaction` does when dropped: the next user's
+/// statements follow it. A closed connection leaves the pool.
 struct Session {
     conn: Option<deadpool_postgres::Object>,
     open: AtomicBool,
@@ -94,23 +94,24 @@ impl Session {
             return result;
         }
         let Some(conn) = self.conn.as_deref() else { return result };
-        match result {
-            Ok(v) => {
-                let committed = conn.batch_execute("COMMIT").await;
-                // A failed `COMMIT` ends the transaction too, unless the
-                // connection broke (then it is closed at the drop).
-                if committed.is_ok() || !conn.is_closed() {
-                    self.open.store(false, Ordering::SeqCst);
-                }
-                committed.map(|()| v).map_err(anyhow::Error::from)
-            }
-            Err(e) => {
-                if conn.batch_execute("ROLLBACK").await.is_ok() {
-                    self.open.store(false, Ordering::SeqCst);
-                }
-                Err(e)
-            }
+        let result = match result {
+            Ok(v) => conn.batch_execute("COMMIT").await.map(|()| v).map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        if result.is_ok() {
+            self.open.store(false, Ordering::SeqCst);
+        } else if conn.batch_execute("ROLLBACK").await.is_ok() {
+            // Also after a `COMMIT` that failed: most such failures end the
+            // transaction already, and a `ROLLBACK` outside one only warns.
+            self.open.store(false, Ordering::SeqCst);
         }
+        result
+    }
+
+    /// Whether a transaction may still be open on the connection (one that
+    /// could not be ended); the connection is then not used again.
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -131,9 +132,13 @@ async fn in_transaction<T>(
 
 impl Drop for Session {
     fn drop(&mut self) {
+        use futures_util::FutureExt as _;
+        let Some(conn) = self.conn.take() else { return };
         if self.open.load(Ordering::SeqCst) {
-            if let Some(conn) = self.conn.take() {
-                // Out of the pool; dropping the client closes the connection.
+            // The first poll queues the statement; its answer is not read.
+            let _ = conn.batch_execute("ROLLBACK").now_or_never();
+            if conn.is_closed() {
+                // Out of the pool for good.
                 drop(deadpool_postgres::Object::take(conn));
             }
         }
@@ -173,7 +178,6 @@ async fn commit_with(
         }
     }
     let commit = tx.client.batch_execute("COMMIT");
-    tx.open.store(false, Ordering::SeqCst);
     let sent = futures_util::future::poll_fn(|cx| {
         let mut pending = false;
         for w in &mut writes {
@@ -186,6 +190,11 @@ async fn commit_with(
         }
     });
     let ((), committed) = futures_util::future::join(sent, commit).await;
+    // The transaction has ended once `COMMIT` answered, committed or (after
+    // a failed write) rolled back.
+    if committed.is_ok() {
+        tx.open.store(false, Ordering::SeqCst);
+    }
     for w in &mut writes {
         if let Some(Err(e)) = Pin::new(w).take_output() {
             return Err(e);
@@ -767,6 +776,14 @@ impl PostgresLedger {
             let result = session.end(result).await;
             if let Some(answer) = answer_or_retry(result, attempt).await {
                 return answer;
+            }
+            if session.is_open() {
+                // Not ended: the next attempt takes another connection.
+                session = Session::new(self.client().await?);
+            }
+            if session.is_open() {
+                // Not ended: the next attempt takes another connection.
+                session = Session::new(self.client().await?);
             }
         }
         unreachable!("answer_or_retry answers by the last attempt")
