@@ -16,7 +16,7 @@
 //! Everything else (usage, unique keys, running totals, reports) is the
 //! materialised state, rebuilt from the records' headers at start.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -178,11 +178,16 @@ struct DeviceSync {
     db_file: File,
     blobs: PathBuf,
     new_blobs: NewBlobs,
-    /// Blob files found but not synced yet (a sync failed part way: a
-    /// readiness probe's sync may fail and the next one must finish it).
-    pending: Vec<OsString>,
+    /// Blob files found but not synced yet, in name order: a sync that
+    /// could not open one, list the directory or sync the directory keeps
+    /// them for the next (a readiness probe's sync may fail so and the
+    /// store go on).
+    pending: BTreeSet<OsString>,
     /// A blob was synced since the blob directory last was.
     directory_behind: bool,
+    /// A sync of data failed: the kernel may have dropped the pages it could
+    /// not write and reports that once, so no later sync can be trusted.
+    failed: Option<String>,
 }
 
 /// How a sync finds the blob files written since the last one.
@@ -215,13 +220,14 @@ impl NewBlobs {
         NewBlobs::Listed { synced: HashMap::new() }
     }
 
-    /// The blob files to sync now (some may have been removed since).
-    fn take(&mut self, blobs: &Path) -> std::io::Result<Vec<OsString>> {
+    /// Adds the blob files to sync now to `into` (some may have been removed
+    /// since). What was found is in `into` even when a later step fails.
+    fn take(&mut self, blobs: &Path, into: &mut BTreeSet<OsString>) -> std::io::Result<()> {
         match self {
             #[cfg(target_os = "linux")]
             NewBlobs::Watched { inotify, buffer, listed } => {
-                let mut names = HashSet::new();
-                let mut overflowed = false;
+                let mut relist = !*listed;
+                let mut lost = false;
                 loop {
                     let events = match inotify.read_events(buffer) {
                         Ok(events) => events,
@@ -234,29 +240,35 @@ impl NewBlobs {
                     };
                     for e in events {
                         if e.mask.contains(inotify::EventMask::Q_OVERFLOW) {
-                            overflowed = true;
+                            relist = true;
+                        } else if e.mask.contains(inotify::EventMask::IGNORED) {
+                            // The watch ended (the directory went away).
+                            lost = true;
                         } else if let Some(name) = e.name {
-                            names.insert(name.to_os_string());
+                            into.insert(name.to_os_string());
                         }
                     }
                 }
+                if lost {
+                    tracing::warn!("the watch of the store's blob directory ended; it is listed at every sync instead");
+                    *self = NewBlobs::Listed { synced: HashMap::new() };
+                    return self.take(blobs, into);
+                }
                 // Events drained first: whatever is closed after the listing
                 // is reported again.
-                if !*listed || overflowed {
+                if relist {
+                    into.extend(list(blobs)?.into_iter().map(|(name, _)| name));
                     *listed = true;
-                    return list(blobs).map(|files| files.into_iter().map(|(name, _)| name).collect());
                 }
-                Ok(names.into_iter().collect())
+                Ok(())
             }
             NewBlobs::Listed { synced } => {
                 let files = list(blobs)?;
-                let new = files
-                    .iter()
-                    .filter(|(name, len)| synced.get(name) != Some(len))
-                    .map(|(name, _)| name.clone())
-                    .collect();
+                into.extend(
+                    files.iter().filter(|(name, len)| synced.get(name) != Some(len)).map(|(name, _)| name.clone()),
+                );
                 *synced = files.into_iter().collect();
-                Ok(new)
+                Ok(())
             }
         }
     }
@@ -288,44 +300,62 @@ impl DeviceSync {
         File::open(path)?.sync_all()?;
         let blobs = path.join("blobs");
         let new_blobs = NewBlobs::watch(&blobs);
-        Ok(Self { db_file, blobs, new_blobs, pending: Vec::new(), directory_behind: false })
+        Ok(Self { db_file, blobs, new_blobs, pending: BTreeSet::new(), directory_behind: false, failed: None })
     }
 
-    /// Syncs the log, the blob files written since the last sync, and the
-    /// blob directory when it gained any; the number of syncs made.
+    /// Syncs the blob files written since the last sync, the blob directory
+    /// when it gained any, then the log; the number of syncs made.
+    ///
+    /// Blobs first: when sled replaces a blob with a new one, it removes the
+    /// old file once the new one's log segment is written, and syncing the
+    /// log commits the file system's journal, that removal with it. Synced
+    /// first, the new blob is on the device before the old one can be gone.
     fn sync(&mut self) -> std::io::Result<u64> {
-        self.db_file.sync_data()?;
-        let mut syncs = 1;
-        for name in self.new_blobs.take(&self.blobs)? {
-            // Left over from a failed sync: usually none.
-            if !self.pending.contains(&name) {
-                self.pending.push(name);
-            }
+        if let Some(failed) = &self.failed {
+            return Err(std::io::Error::other(format!(
+                "an earlier sync failed ({failed}); the store must be reopened"
+            )));
         }
-        while let Some(name) = self.pending.last() {
-            if sync_file(&self.blobs.join(name))? {
-                syncs += 1;
-                self.directory_behind = true;
-            }
-            self.pending.pop();
+        let mut syncs = 0;
+        self.new_blobs.take(&self.blobs, &mut self.pending)?;
+        while let Some(name) = self.pending.first() {
+            let Some(file) = open_blob(&self.blobs.join(name))? else {
+                self.pending.pop_first();
+                continue;
+            };
+            self.data_synced(file.sync_data())?;
+            syncs += 1;
+            self.directory_behind = true;
+            self.pending.pop_first();
         }
         if self.directory_behind {
-            File::open(&self.blobs)?.sync_all()?;
+            let directory = File::open(&self.blobs)?;
+            self.data_synced(directory.sync_all())?;
             self.directory_behind = false;
             syncs += 1;
         }
-        Ok(syncs)
+        let synced = self.db_file.sync_data();
+        self.data_synced(synced)?;
+        Ok(syncs + 1)
+    }
+
+    /// A sync's outcome; a failure fails every later sync too.
+    fn data_synced(&mut self, r: std::io::Result<()>) -> std::io::Result<()> {
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
     }
 }
 
-/// Syncs a file's data to the device; `false` when the file is gone: sled
-/// removes a blob whose value was replaced, possibly between the listing of
-/// the blob directory and this call, and a removed blob holds nothing that
-/// must survive.
-fn sync_file(path: &Path) -> std::io::Result<bool> {
+/// Opens a blob file to sync it; `None` when it is gone: sled removes a
+/// blob whose value was replaced, possibly between its event (or the
+/// listing) and this call, and a removed blob holds nothing that must
+/// survive.
+fn open_blob(path: &Path) -> std::io::Result<Option<File>> {
     match File::open(path) {
-        Ok(f) => f.sync_data().map(|()| true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -701,10 +731,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blob = dir.path().join("1234");
         std::fs::write(&blob, b"value").unwrap();
-        assert!(sync_file(&blob).unwrap());
+        assert!(open_blob(&blob).unwrap().is_some());
         std::fs::remove_file(&blob).unwrap();
-        assert!(!sync_file(&blob).unwrap(), "a blob sled removed meanwhile");
-        assert!(sync_file(&dir.path().join("no-such-dir/x")).is_ok_and(|synced| !synced));
+        assert!(open_blob(&blob).unwrap().is_none(), "a blob sled removed meanwhile");
+        assert!(open_blob(&dir.path().join("no-such-dir/x")).is_ok_and(|f| f.is_none()));
     }
 
     /// Syncs made by one `sync` of the store.
@@ -722,16 +752,19 @@ mod tests {
         assert_eq!(syncs_of(&store), 1, "nothing new: the log alone");
         // Over a quarter of sled's 512 KiB segment: a blob file of its own.
         store.tree.insert(meta_key("large"), vec![7u8; 300 * 1024]).unwrap();
-        assert_eq!(syncs_of(&store), 3, "the log, the new blob and the blob directory");
+        assert_eq!(syncs_of(&store), 3, "the new blob, the blob directory and the log");
         assert!(std::fs::read_dir(dir.path().join("blobs")).unwrap().count() >= 1);
         assert_eq!(syncs_of(&store), 1, "the blob is not synced again");
     }
 
-    /// The blob directory as the store holds it, and a sync of it.
-    fn device(watch: bool) -> (tempfile::TempDir, DeviceSync) {
+    /// A store directory with these blob files already in it, and its sync.
+    fn device(watch: bool, blobs: &[&str]) -> (tempfile::TempDir, DeviceSync) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db"), b"").unwrap();
         std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        for name in blobs {
+            std::fs::write(dir.path().join("blobs").join(name), b"there before").unwrap();
+        }
         let mut device = DeviceSync::open(dir.path()).unwrap();
         if !watch {
             device.new_blobs = NewBlobs::Listed { synced: HashMap::new() };
@@ -743,12 +776,12 @@ mod tests {
     fn a_blob_still_being_written_is_synced_again_once_whole() {
         use std::io::Write as _;
         for watch in [true, false] {
-            let (dir, mut device) = device(watch);
-            std::fs::write(dir.path().join("blobs/1"), b"there before").unwrap();
-            assert_eq!(device.sync().unwrap(), 3, "the first sync syncs every blob (watch: {watch})");
+            // Written before the store was opened: no event tells of them.
+            let (dir, mut device) = device(watch, &["1", "2"]);
+            assert_eq!(device.sync().unwrap(), 4, "the first sync syncs every blob (watch: {watch})");
             assert_eq!(device.sync().unwrap(), 1);
             // A blob the writer has begun for a later group while a sync runs.
-            let mut f = std::fs::File::create(dir.path().join("blobs/2")).unwrap();
+            let mut f = std::fs::File::create(dir.path().join("blobs/3")).unwrap();
             f.write_all(b"crc").unwrap();
             let partial = device.sync().unwrap();
             f.write_all(b" and the node").unwrap();
@@ -766,20 +799,45 @@ mod tests {
     #[test]
     fn a_sync_that_failed_part_way_is_finished_by_the_next() {
         for watch in [true, false] {
-            let (dir, mut device) = device(watch);
+            let (dir, mut device) = device(watch, &[]);
             let blob = dir.path().join("blobs/7");
             // A name that cannot be opened (a symbolic link to itself).
             std::os::unix::fs::symlink(&blob, &blob).unwrap();
             assert!(device.sync().is_err(), "watch: {watch}");
-            // Now a file, put there without being written (a hard link: no
-            // event of a file closed after writing, the same listing as before).
+            // Now a file, put there without being written: a hard link gives
+            // no event of a file closed after writing, so with the watch only
+            // the blob kept from the failed sync is synced. (The listing of
+            // the fallback finds it again too: its length changed.)
             std::fs::remove_file(&blob).unwrap();
             let made = dir.path().join("made");
             std::fs::write(&made, b"node").unwrap();
             std::fs::hard_link(&made, &blob).unwrap();
-            assert_eq!(device.sync().unwrap(), 3, "the blob left over, then its directory (watch: {watch})");
+            assert_eq!(device.sync().unwrap(), 3, "the blob left over, its directory, the log (watch: {watch})");
             assert_eq!(device.sync().unwrap(), 1);
         }
+    }
+
+    #[test]
+    fn after_a_failed_sync_of_data_no_sync_succeeds() {
+        // The kernel reports a write-back error once, and may have dropped
+        // the pages: a later sync that succeeds would prove nothing.
+        let (_dir, mut device) = device(true, &[]);
+        assert_eq!(device.sync().unwrap(), 1);
+        assert!(device.data_synced(Err(std::io::Error::other("input/output error"))).is_err());
+        let refused = device.sync().unwrap_err();
+        assert!(refused.to_string().contains("an earlier sync failed (input/output error)"), "{refused}");
+    }
+
+    #[test]
+    fn a_blob_directory_whose_watch_ended_is_listed_instead() {
+        let (dir, mut device) = device(true, &[]);
+        assert_eq!(device.sync().unwrap(), 1);
+        std::fs::remove_dir(dir.path().join("blobs")).unwrap();
+        assert_eq!(device.sync().unwrap(), 1, "no blob directory: the log alone");
+        assert!(matches!(device.new_blobs, NewBlobs::Listed { .. }));
+        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        std::fs::write(dir.path().join("blobs/9"), b"node").unwrap();
+        assert_eq!(device.sync().unwrap(), 3, "found by listing");
     }
 
     #[test]
