@@ -47,8 +47,8 @@ use tokio_postgres::{NoTls, Row};
 /// The transaction is begun and ended by hand, not with a driver's
 /// `Transaction`, so that `BEGIN` goes out with its first statements and a
 /// recording's `COMMIT` with its last writes: two round trips fewer than
-/// waiting for each. A [`Session`] keeps the connection out of the pool
-/// while a transaction may be open on it.
+/// waiting for each. A [`Session`] ends every transaction it began before
+/// its connection goes back to the pool.
 struct Tx<'a> {
     client: &'a deadpool_postgres::ClientWrapper,
     /// `BEGIN` was sent, and neither `COMMIT` nor `ROLLBACK` after it.
@@ -781,10 +781,6 @@ impl PostgresLedger {
                 // Not ended: the next attempt takes another connection.
                 session = Session::new(self.client().await?);
             }
-            if session.is_open() {
-                // Not ended: the next attempt takes another connection.
-                session = Session::new(self.client().await?);
-            }
         }
         unreachable!("answer_or_retry answers by the last attempt")
     }
@@ -1243,6 +1239,10 @@ impl LedgerService for PostgresLedger {
             let result = session.end(result).await;
             if let Some(answer) = answer_or_retry(result, attempt).await {
                 return answer;
+            }
+            if session.is_open() {
+                // Not ended: the next attempt takes another connection.
+                session = Session::new(self.client().await?);
             }
         }
         unreachable!("answer_or_retry answers by the last attempt")
