@@ -82,7 +82,7 @@ impl<'a> Node<'a> {
         // The whole text is checked as UTF-8 once: serde_json then reads it
         // as a `str` and does not check each string again.
         let text = std::str::from_utf8(text).map_err(<serde_json::Error as de::Error>::custom)?;
-        serde_json::from_str(text)
+        serde_json::from_str(text).or_else(|_| serde_json::from_str::<Value>(text).map(Node::from))
     }
 
     /// The member `name` of an object, taken out of it.
@@ -219,14 +219,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
                 Ok(Node::Number(n.into()))
             }
-            // The one float in src/: serde_json's parser hands a number with
-            // a fraction or an exponent over as a binary float, to this
-            // visitor as to a `Value`'s, and it is kept the same way. No
-            // amount passes here (money is a decimal string); hours are read
-            // back from the number's text into a `Decimal` (`read_hours`).
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
-                Ok(Number::from_f64(n).map_or(Node::Null, Node::Number))
-            }
+            // A number with a fraction or an exponent is refused here:
+            // serde_json hands it over only as a binary float. The readers of
+            // whole texts ([`Node::parse`], the record's claim section) then
+            // read that text as a `Value`, whose numbers serde_json keeps
+            // itself, and convert it: the same node, read twice only when a
+            // claim holds such a number (fractional hours).
             // serde_json hands a string over borrowed when it had no escapes,
             // else decoded into a scratch buffer.
             fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {

@@ -175,8 +175,17 @@ impl ClaimPart {
         // The whole text is checked as UTF-8 once: serde_json then reads it
         // as a `str` and does not check each string again.
         let text = std::str::from_utf8(text).context("the claim section is not UTF-8")?;
-        // `null` reads as absent (`None`), as for a `Value`.
-        serde_json::from_str::<Submitted>(text).map(|s| s.submitted).context("the claim section")
+        #[derive(Deserialize)]
+        struct SubmittedValue {
+            #[serde(default)]
+            submitted: Option<serde_json::Value>,
+        }
+        // `null` reads as absent (`None`), as for a `Value`. A claim holding
+        // a number with a fraction is read as a `Value` (see `Node`'s reader).
+        serde_json::from_str::<Submitted>(text)
+            .map(|s| s.submitted)
+            .or_else(|_| serde_json::from_str::<SubmittedValue>(text).map(|s| s.submitted.map(Node::from)))
+            .context("the claim section")
     }
 }
 
@@ -501,6 +510,17 @@ pub(crate) fn record_text(v: &[u8]) -> anyhow::Result<std::borrow::Cow<'_, [u8]>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_section_with_fractional_hours_reads_as_its_value() {
+        let submitted = serde_json::json!({"claim_id": "C-1", "details": {"hours": [1.5, 2, 0.25]}, "n": null});
+        let text = serde_json::json!({"submitted": submitted, "other": [1.25]}).to_string();
+        let node = ClaimPart::submitted_node(text.as_bytes()).unwrap().expect("the claim as submitted");
+        assert_eq!(crate::domain::Json::to_value(&node), submitted);
+        let without = ClaimPart::submitted_node(br#"{"submitted":null,"x":0.5}"#).unwrap();
+        assert!(without.is_none());
+        assert!(ClaimPart::submitted_node(br#"{"submitted":{"a":1.5"#).is_err(), "cut short");
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct R {
