@@ -71,7 +71,7 @@ pub fn dump(url: &str) -> crate::ledger::Dump<'static> {
 pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
     let (mut drift, recount) = crate::ledger::check_dump(dump(url))?;
     let url = url.to_string();
-    let (usage, holders, totals) = on_own_runtime(async move {
+    let (usage, holders, totals, stray_events) = on_own_runtime(async move {
         let c = connect(&url).await?;
         let key = |r: &Row| -> anyhow::Result<KeyDigest> {
             r.get::<_, &[u8]>(0).try_into().context("a stored ledger key is not 16 bytes")
@@ -88,8 +88,19 @@ pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
         for r in c.query("SELECT key, total FROM totals WHERE total <> 0", &[]).await? {
             totals.insert(key(&r)?, r.get::<_, Decimal>(1));
         }
-        Ok((usage, holders, totals))
+        // No foreign key ties an event to its claim (migration 2): one
+        // whose claim is not kept is drift.
+        let stray_events: Vec<(i64, i64)> = c
+            .query("SELECT e.seq, e.claim_seq FROM events e WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = e.claim_seq)", &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok((usage, holders, totals, stray_events))
     })?;
+    for (seq, claim_seq) in stray_events {
+        drift.push(format!("event {seq} is of claim number {claim_seq}, which is not kept"));
+    }
     for (k, id) in usage.symmetric_difference(&recount.usage) {
         let held = if usage.contains(&(*k, id.clone())) { "kept but not held by its record" } else { "missing" };
         drift.push(format!("usage {} of claim {id}: {held}", faster_hex::hex_string(k.as_slice())));

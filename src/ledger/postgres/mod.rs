@@ -228,7 +228,10 @@ use crate::rules::{decide, Decision, Directory, LedgerKey, LedgerReadError, Ledg
 
 /// The schema, one migration per step, applied in order at start and by
 /// `subsidy-service migrate`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_ledger.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_ledger.sql")),
+    (2, include_str!("../migrations/0002_no_row_lock_per_write.sql")),
+];
 
 /// How many times a transaction is tried when the database rolls it back
 /// for a deadlock or a serialisation failure.
@@ -313,6 +316,28 @@ fn claim_lock(claim_id: &str) -> i64 {
 
 /// Takes transaction-scoped advisory locks in ascending order.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)";
+
+/// Everything a transaction writes, in one statement: its new claims (one
+/// element of each of the first eleven arrays per claim; a claim's parties as
+/// a JSON array), the usage rows and unique keys its grants take, its replay
+/// events, and the running totals it changed (their new values). An empty
+/// array writes nothing.
+const WRITE: &str = "WITH claims_written AS (
+        INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+        SELECT seq, claim_id, county, kind, status, event_date, department,
+               ARRAY(SELECT jsonb_array_elements_text(parties::jsonb)), granted, header, body
+        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
+                    $8::text[], $9::numeric[], $10::bytea[], $11::bytea[])
+             AS t(seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+    ), usage_written AS (
+        INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($12::bytea[], $13::text[])
+    ), holders_written AS (
+        INSERT INTO holders (key, claim_id) SELECT * FROM unnest($14::bytea[], $15::text[])
+    ), events_written AS (
+        INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($16::bigint[], $17::bigint[], $18::text[])
+    )
+    INSERT INTO totals (key, total) SELECT * FROM unnest($19::bytea[], $20::numeric[])
+    ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total";
 
 /// Takes the advisory locks `ids`, then runs each query under them, in one
 /// round trip. Every statement is prepared first, so that the lock is sent
@@ -675,16 +700,19 @@ impl PostgresLedger {
             [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
             _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
         };
-        let ((first_seq, event_numbers, revisions), found) =
-            tokio::try_join!(numbers(tx, items.len(), items.len()), async {
-                Ok(locked_reads(tx, ids.iter().map(|id| claim_lock(id)).collect(), [(lookup, &params)]).await?)
-            },)?;
+        // Both prepared first, so that the lookup is sent behind the
+        // statement that takes the locks, and reads under them.
+        let (numbering, lookup) = tokio::try_join!(tx.prepare_cached(NUMBERS), tx.prepare_cached(lookup))?;
+        let locks = ids.iter().map(|id| claim_lock(id)).collect();
+        let (numbers, found) = tokio::try_join!(numbers(tx, &numbering, items.len(), items.len(), locks), async {
+            Ok(tx.query(&lookup, &params).await?)
+        })?;
         let mut existing = HashMap::new();
-        for row in found.iter().flatten() {
+        for row in &found {
             let r = record_of(row)?;
             existing.insert(r.header.claim_id.clone(), r);
         }
-        Ok(((first_seq, event_numbers, revisions), existing))
+        Ok((numbers, existing))
     }
 
     /// Decides each claim not recorded yet once against nothing read (the
@@ -848,47 +876,54 @@ impl PostgresLedger {
             return Ok(());
         }
         let event_rows = Self::number_events(first_seq, event_numbers, events, &mut pending)?;
-        // Every statement prepared first (after the first use of a
-        // connection, from its cache): a write must go out when it is first
-        // polled, ahead of the `COMMIT` that follows it.
-        let [insert, usage_st, holders_st, totals_st, events_st] = [
-            "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-            "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-            "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
-             ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
-            "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
-        ]
-        .map(|sql| tx.prepare_cached(sql));
-        let (insert, usage_st, holders_st, totals_st, events_st) =
-            tokio::try_join!(insert, usage_st, holders_st, totals_st, events_st)?;
+        // Prepared first (after the first use of a connection, from its
+        // cache): the write must go out when it is first polled, ahead of
+        // the `COMMIT` that follows it.
+        let statement = tx.prepare_cached(WRITE).await?;
         let records = Self::numbered_records(first_seq, pending);
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|r| r.encode()).collect();
+        let headers: Vec<&RecordHeader> = records.iter().map(|r| &r.header).collect();
+        let seqs: Vec<i64> = records.iter().map(|r| seq_i64(r.seq)).collect();
+        let claim_ids: Vec<&str> = headers.iter().map(|h| h.claim_id.as_str()).collect();
+        let counties: Vec<&str> = headers.iter().map(|h| h.county.as_str()).collect();
+        let kinds: Vec<&str> = headers.iter().map(|h| h.kind.as_str()).collect();
+        let statuses: Vec<&str> = headers.iter().map(|h| h.status.as_str()).collect();
+        let dates: Vec<NaiveDate> = headers.iter().map(|h| h.event_date).collect();
+        let departments: Vec<Option<&str>> = headers.iter().map(|h| h.department.as_deref()).collect();
+        let parties: Vec<String> =
+            headers.iter().map(|h| serde_json::to_string(&h.parties)).collect::<Result<_, _>>()?;
+        let granted: Vec<Decimal> = headers.iter().map(|h| h.granted).collect();
+        let (heads, bodies): (Vec<&[u8]>, Vec<&[u8]>) = encoded.iter().map(|(h, b)| (&h[..], &b[..])).unzip();
         let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.holders.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
             writes.totals.iter().map(|k| (&k[..], known.totals.get(k).copied().unwrap_or_default())).unzip();
-        let usage: Params<2> = [&usage_keys, &usage_ids];
-        let holders: Params<2> = [&holder_keys, &holder_ids];
-        let totals: Params<2> = [&total_keys, &total_values];
-        let events: Params<3> = [&event_rows.0, &event_rows.1, &event_rows.2];
-        // Everything, then `COMMIT`, in one round trip (the statements are
-        // pipelined); an empty list is not sent.
-        let mut sends = Self::insert_records(tx, &insert, &records, &encoded);
-        for (run, st, params) in [
-            (!usage_keys.is_empty(), &usage_st, &usage[..]),
-            (!holder_keys.is_empty(), &holders_st, &holders[..]),
-            (!total_keys.is_empty(), &totals_st, &totals[..]),
-            (!event_rows.0.is_empty(), &events_st, &events[..]),
-        ] {
-            if run {
-                sends.push(Box::pin(tx.execute(st, params)));
-            }
-        }
-        commit_with(tx, sends).await?;
+        let params: Params<20> = [
+            &seqs,
+            &claim_ids,
+            &counties,
+            &kinds,
+            &statuses,
+            &dates,
+            &departments,
+            &parties,
+            &granted,
+            &heads,
+            &bodies,
+            &usage_keys,
+            &usage_ids,
+            &holder_keys,
+            &holder_ids,
+            &event_rows.0,
+            &event_rows.1,
+            &event_rows.2,
+            &total_keys,
+            &total_values,
+        ];
+        // The write, then `COMMIT`, in one round trip.
+        commit_with(tx, vec![Box::pin(tx.execute(&statement, &params))]).await?;
         Ok(())
     }
 
@@ -923,52 +958,16 @@ impl PostgresLedger {
     }
 
     /// The transaction's new claims as records, numbered from `first_seq` in
-    /// the order they were decided (each with its number for the insert).
-    fn numbered_records(first_seq: i64, pending: Vec<Pending>) -> Vec<(ClaimRecord, i64)> {
+    /// the order they were decided.
+    fn numbered_records(first_seq: i64, pending: Vec<Pending>) -> Vec<ClaimRecord> {
         pending
             .into_iter()
             .enumerate()
-            .map(|(n, p)| {
-                let seq = first_seq + n as i64;
-                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
-            })
-            .collect()
-    }
-
-    /// The inserts of the numbered records with their encoded header and
-    /// body, one execution of the prepared `insert` each (each sent when
-    /// its future is first polled).
-    fn insert_records<'f>(
-        tx: &'f Tx<'_>,
-        insert: &'f tokio_postgres::Statement,
-        records: &'f [(ClaimRecord, i64)],
-        encoded: &'f [(Vec<u8>, Vec<u8>)],
-    ) -> Vec<futures_util::future::BoxFuture<'f, Result<u64, tokio_postgres::Error>>> {
-        records
-            .iter()
-            .zip(encoded)
-            .map(|((r, seq), (head, body))| {
-                let h = &r.header;
-                let insert: futures_util::future::BoxFuture<'f, _> = Box::pin(async move {
-                    tx.execute(
-                        insert,
-                        &[
-                            seq,
-                            &h.claim_id,
-                            &h.county.as_str(),
-                            &h.kind.as_str(),
-                            &h.status.as_str(),
-                            &h.event_date,
-                            &h.department,
-                            &h.parties,
-                            &h.granted,
-                            head,
-                            body,
-                        ],
-                    )
-                    .await
-                });
-                insert
+            .map(|(n, p)| ClaimRecord {
+                seq: (first_seq + n as i64) as u64,
+                header: p.header,
+                body: p.body,
+                claim_section: Some(p.section),
             })
             .collect()
     }
@@ -999,7 +998,7 @@ impl PostgresLedger {
                 &totals,
             ),
         )?;
-        let (_, events, _) = numbers(tx, 0, 1).await?;
+        let (_, events, _) = numbers(tx, &tx.prepare_cached(NUMBERS).await?, 0, 1, Vec::new()).await?;
         let event_seq = *events.first().context("no event number was given")?;
         let revoked_at = Utc::now();
         r.header.status = Status::Revoked;
@@ -1066,22 +1065,34 @@ impl PostgresLedger {
     }
 }
 
+/// The first recording number of a transaction's claims ($1 claims), $1 event
+/// numbers, and the directories' revisions, with the advisory locks $2 taken
+/// (in the array's order): one statement.
+const NUMBERS: &str = "SELECT pg_current_xact_id()::text::bigint,
+        ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
+        ARRAY(SELECT county FROM directories ORDER BY county),
+        ARRAY(SELECT revision FROM directories ORDER BY county),
+        (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($2::bigint[]) AS t(k))";
+
 /// The first recording number of this transaction's claims, `events` event
-/// numbers (increasing), and the directories' revisions: one statement.
-async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, Vec<i64>, Vec<(String, i64)>)> {
+/// numbers (increasing), and the directories' revisions, with the advisory
+/// locks `locks` taken in ascending order. `statement` is [`NUMBERS`]
+/// prepared: the statement is sent when the future is first polled, so a
+/// read joined behind it runs under the locks.
+async fn numbers(
+    tx: &Tx<'_>,
+    statement: &tokio_postgres::Statement,
+    claims: usize,
+    events: usize,
+    mut locks: Vec<i64>,
+) -> anyhow::Result<(i64, Vec<i64>, Vec<(String, i64)>)> {
     anyhow::ensure!(
         claims < 1 << SEQ_SHIFT,
         "{claims} claims in one transaction is more than a transaction may number"
     );
-    let row = rows(
-        tx,
-        "SELECT pg_current_xact_id()::text::bigint,
-                ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
-                ARRAY(SELECT county FROM directories ORDER BY county),
-                ARRAY(SELECT revision FROM directories ORDER BY county)",
-        &[&(events as i64)],
-    )
-    .await?;
+    locks.sort_unstable();
+    locks.dedup();
+    let row = tx.query(statement, &[&(events as i64), &locks]).await?;
     let xid: i64 = row[0].get(0);
     let mut events: Vec<i64> = row[0].get(1);
     events.sort_unstable();
