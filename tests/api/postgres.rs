@@ -57,6 +57,11 @@ async fn every_project_scenario_file_passes_on_postgres() {
 }
 
 #[tokio::test]
+async fn an_institution_reads_only_its_own_claims_on_postgres() {
+    crate::auth::institution_reads_only_its_own_claims(&spawn_app_on_postgres().await.api()).await;
+}
+
+#[tokio::test]
 async fn simulations_replay_a_postgres_ledger() {
     crate::simulations::replays_recorded_claims_under_changed_figures(&spawn_app_on_postgres().await.api()).await;
 }

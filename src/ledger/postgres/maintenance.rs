@@ -9,7 +9,10 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::{connect, migrate, on_own_runtime, read_directory, read_on_thread, seq_i64, Writes, SEQ_SHIFT};
+use super::{
+    connect, migrate, on_own_runtime, read_directory, read_on_thread, seq_i64, ClaimRows, Writes, INSERT_CLAIMS,
+    SEQ_SHIFT,
+};
 use crate::domain::County;
 use crate::ledger::keys::KeyDigest;
 use crate::ledger::record::ClaimRecord;
@@ -196,43 +199,20 @@ pub fn import(url: &str, input: impl std::io::BufRead) -> anyhow::Result<usize> 
 
 /// Inserts imported records and what the granted ones hold.
 async fn import_records(tx: &tokio_postgres::Transaction<'_>, records: &[ClaimRecord]) -> anyhow::Result<()> {
-    let (mut seqs, mut ids, mut counties, mut kinds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut statuses, mut dates, mut departments) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut parties, mut granted, mut heads, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut held = Writes::default();
     let mut totals: HashMap<KeyDigest, Decimal> = HashMap::new();
-    for r in records {
+    for r in records.iter().filter(|r| r.header.status == Status::Approved) {
         let h = &r.header;
-        seqs.push(seq_i64(r.seq));
-        ids.push(h.claim_id.as_str());
-        counties.push(h.county.as_str());
-        kinds.push(h.kind.as_str());
-        statuses.push(h.status.as_str());
-        dates.push(h.event_date);
-        departments.push(h.department.as_deref());
-        parties.push(h.parties.join("\u{1f}"));
-        granted.push(h.granted);
-        let (head, body) = r.encode();
-        heads.push(head);
-        bodies.push(body);
-        if h.status == Status::Approved {
-            if let Some(k) = h.holdings.count {
-                held.usage.push((k, h.claim_id.clone()));
-            }
-            held.holders.extend(h.holdings.keys.iter().map(|k| (*k, h.claim_id.clone())));
-            for (k, a) in &h.holdings.totals {
-                *totals.entry(*k).or_default() += *a;
-            }
+        if let Some(k) = h.holdings.count {
+            held.usage.push((k, h.claim_id.clone()));
+        }
+        held.holders.extend(h.holdings.keys.iter().map(|k| (*k, h.claim_id.clone())));
+        for (k, a) in &h.holdings.totals {
+            *totals.entry(*k).or_default() += *a;
         }
     }
-    tx.execute(
-        "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
-         SELECT s, i, c, k, st, d, dep, string_to_array(p, E'\\x1f'), g, h, b
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
-                     $8::text[], $9::numeric[], $10::bytea[], $11::bytea[]) AS t(s, i, c, k, st, d, dep, p, g, h, b)",
-        &[&seqs, &ids, &counties, &kinds, &statuses, &dates, &departments, &parties, &granted, &heads, &bodies],
-    )
-    .await?;
+    let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(ClaimRecord::encode).collect();
+    tx.execute(INSERT_CLAIMS, &ClaimRows::new(records, &encoded).params()).await?;
     let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
         held.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
     let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =

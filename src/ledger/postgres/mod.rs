@@ -317,19 +317,30 @@ fn claim_lock(claim_id: &str) -> i64 {
 /// Takes transaction-scoped advisory locks in ascending order.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)";
 
-/// Everything a transaction writes, in one statement: its new claims (one
-/// element of each of the first eleven arrays per claim; a claim's parties as
-/// a JSON array), the usage rows and unique keys its grants take, its replay
-/// events, and the running totals it changed (their new values). An empty
-/// array writes nothing.
-const WRITE: &str = "WITH claims_written AS (
-        INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
-        SELECT seq, claim_id, county, kind, status, event_date, department,
-               ARRAY(SELECT jsonb_array_elements_text(parties::jsonb)), granted, header, body
-        FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
-                    $8::text[], $9::numeric[], $10::bytea[], $11::bytea[])
-             AS t(seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
-    ), usage_written AS (
+/// Inserts claims from the arrays $1 to $11, one element of each per claim
+/// (see [`ClaimRows`]).
+macro_rules! insert_claims {
+    () => {
+        "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+         SELECT seq, claim_id, county, kind, status, event_date, department,
+                string_to_array(parties, E'\\x1f'), granted, header, body
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
+                     $8::text[], $9::numeric[], $10::bytea[], $11::bytea[])
+              AS t(seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)"
+    };
+}
+
+/// Inserts claims ([`ClaimRows`]).
+const INSERT_CLAIMS: &str = insert_claims!();
+
+/// Everything a transaction writes, in one statement: its new claims
+/// ([`ClaimRows`]), the usage rows and unique keys its grants take, its
+/// replay events, and the running totals it changed (their new values). An
+/// empty array writes nothing.
+const WRITE: &str = concat!(
+    "WITH claims_written AS (",
+    insert_claims!(),
+    "), usage_written AS (
         INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($12::bytea[], $13::text[])
     ), holders_written AS (
         INSERT INTO holders (key, claim_id) SELECT * FROM unnest($14::bytea[], $15::text[])
@@ -337,7 +348,61 @@ const WRITE: &str = "WITH claims_written AS (
         INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($16::bigint[], $17::bigint[], $18::text[])
     )
     INSERT INTO totals (key, total) SELECT * FROM unnest($19::bytea[], $20::numeric[])
-    ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total";
+    ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total"
+);
+
+/// Claim records as the columns of [`INSERT_CLAIMS`]: one array per column,
+/// a claim's parties (credit codes) joined by U+001F.
+struct ClaimRows<'a> {
+    seqs: Vec<i64>,
+    claim_ids: Vec<&'a str>,
+    counties: Vec<&'static str>,
+    kinds: Vec<&'static str>,
+    statuses: Vec<&'static str>,
+    dates: Vec<NaiveDate>,
+    departments: Vec<Option<&'a str>>,
+    parties: Vec<String>,
+    granted: Vec<Decimal>,
+    heads: Vec<&'a [u8]>,
+    bodies: Vec<&'a [u8]>,
+}
+
+impl<'a> ClaimRows<'a> {
+    /// The rows of `records`, with their encoded header and body.
+    fn new(records: &'a [ClaimRecord], encoded: &'a [(Vec<u8>, Vec<u8>)]) -> Self {
+        let headers = || records.iter().map(|r| &r.header);
+        Self {
+            seqs: records.iter().map(|r| seq_i64(r.seq)).collect(),
+            claim_ids: headers().map(|h| h.claim_id.as_str()).collect(),
+            counties: headers().map(|h| h.county.as_str()).collect(),
+            kinds: headers().map(|h| h.kind.as_str()).collect(),
+            statuses: headers().map(|h| h.status.as_str()).collect(),
+            dates: headers().map(|h| h.event_date).collect(),
+            departments: headers().map(|h| h.department.as_deref()).collect(),
+            parties: headers().map(|h| h.parties.join("\u{1f}")).collect(),
+            granted: headers().map(|h| h.granted).collect(),
+            heads: encoded.iter().map(|(h, _)| &h[..]).collect(),
+            bodies: encoded.iter().map(|(_, b)| &b[..]).collect(),
+        }
+    }
+
+    /// The parameters $1 to $11.
+    fn params(&self) -> Params<'_, 11> {
+        [
+            &self.seqs,
+            &self.claim_ids,
+            &self.counties,
+            &self.kinds,
+            &self.statuses,
+            &self.dates,
+            &self.departments,
+            &self.parties,
+            &self.granted,
+            &self.heads,
+            &self.bodies,
+        ]
+    }
+}
 
 /// Takes the advisory locks `ids`, then runs each query under them, in one
 /// round trip. Every statement is prepared first, so that the lock is sent
@@ -882,36 +947,15 @@ impl PostgresLedger {
         let statement = tx.prepare_cached(WRITE).await?;
         let records = Self::numbered_records(first_seq, pending);
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|r| r.encode()).collect();
-        let headers: Vec<&RecordHeader> = records.iter().map(|r| &r.header).collect();
-        let seqs: Vec<i64> = records.iter().map(|r| seq_i64(r.seq)).collect();
-        let claim_ids: Vec<&str> = headers.iter().map(|h| h.claim_id.as_str()).collect();
-        let counties: Vec<&str> = headers.iter().map(|h| h.county.as_str()).collect();
-        let kinds: Vec<&str> = headers.iter().map(|h| h.kind.as_str()).collect();
-        let statuses: Vec<&str> = headers.iter().map(|h| h.status.as_str()).collect();
-        let dates: Vec<NaiveDate> = headers.iter().map(|h| h.event_date).collect();
-        let departments: Vec<Option<&str>> = headers.iter().map(|h| h.department.as_deref()).collect();
-        let parties: Vec<String> =
-            headers.iter().map(|h| serde_json::to_string(&h.parties)).collect::<Result<_, _>>()?;
-        let granted: Vec<Decimal> = headers.iter().map(|h| h.granted).collect();
-        let (heads, bodies): (Vec<&[u8]>, Vec<&[u8]>) = encoded.iter().map(|(h, b)| (&h[..], &b[..])).unzip();
+        let claims = ClaimRows::new(&records, &encoded);
         let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.holders.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
             writes.totals.iter().map(|k| (&k[..], known.totals.get(k).copied().unwrap_or_default())).unzip();
-        let params: Params<20> = [
-            &seqs,
-            &claim_ids,
-            &counties,
-            &kinds,
-            &statuses,
-            &dates,
-            &departments,
-            &parties,
-            &granted,
-            &heads,
-            &bodies,
+        let mut params: Vec<&(dyn ToSql + Sync)> = claims.params().to_vec();
+        params.extend::<Params<9>>([
             &usage_keys,
             &usage_ids,
             &holder_keys,
@@ -921,7 +965,7 @@ impl PostgresLedger {
             &event_rows.2,
             &total_keys,
             &total_values,
-        ];
+        ]);
         // The write, then `COMMIT`, in one round trip.
         commit_with(tx, vec![Box::pin(tx.execute(&statement, &params))]).await?;
         Ok(())
