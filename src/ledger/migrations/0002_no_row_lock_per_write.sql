@@ -1,3 +1,4 @@
+-- Undone by migration 3 (the constraints are back).
 -- The rows a claim's grant takes (usage, unique keys) and its events no
 -- longer reference the claim through a foreign key. Each such check looked
 -- the claim up again and locked its row (a second write of the row and a WAL

@@ -9,10 +9,7 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::{
-    connect, migrate, on_own_runtime, read_directory, read_on_thread, seq_i64, ClaimRows, Writes, INSERT_CLAIMS,
-    SEQ_SHIFT,
-};
+use super::{connect, migrate, on_own_runtime, read_directory, read_on_thread, seq_i64, Writes, SEQ_SHIFT};
 use crate::domain::County;
 use crate::ledger::keys::KeyDigest;
 use crate::ledger::record::ClaimRecord;
@@ -74,7 +71,7 @@ pub fn dump(url: &str) -> crate::ledger::Dump<'static> {
 pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
     let (mut drift, recount) = crate::ledger::check_dump(dump(url))?;
     let url = url.to_string();
-    let (usage, holders, totals, stray_events) = on_own_runtime(async move {
+    let (usage, holders, totals) = on_own_runtime(async move {
         let c = connect(&url).await?;
         let key = |r: &Row| -> anyhow::Result<KeyDigest> {
             r.get::<_, &[u8]>(0).try_into().context("a stored ledger key is not 16 bytes")
@@ -91,19 +88,8 @@ pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
         for r in c.query("SELECT key, total FROM totals WHERE total <> 0", &[]).await? {
             totals.insert(key(&r)?, r.get::<_, Decimal>(1));
         }
-        // No foreign key ties an event to its claim (migration 2): one
-        // whose claim is not kept is drift.
-        let stray_events: Vec<(i64, i64)> = c
-            .query("SELECT e.seq, e.claim_seq FROM events e WHERE NOT EXISTS (SELECT 1 FROM claims c WHERE c.seq = e.claim_seq)", &[])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        Ok((usage, holders, totals, stray_events))
+        Ok((usage, holders, totals))
     })?;
-    for (seq, claim_seq) in stray_events {
-        drift.push(format!("event {seq} is of claim number {claim_seq}, which is not kept"));
-    }
     for (k, id) in usage.symmetric_difference(&recount.usage) {
         let held = if usage.contains(&(*k, id.clone())) { "kept but not held by its record" } else { "missing" };
         drift.push(format!("usage {} of claim {id}: {held}", faster_hex::hex_string(k.as_slice())));
@@ -199,20 +185,43 @@ pub fn import(url: &str, input: impl std::io::BufRead) -> anyhow::Result<usize> 
 
 /// Inserts imported records and what the granted ones hold.
 async fn import_records(tx: &tokio_postgres::Transaction<'_>, records: &[ClaimRecord]) -> anyhow::Result<()> {
+    let (mut seqs, mut ids, mut counties, mut kinds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut statuses, mut dates, mut departments) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut parties, mut granted, mut heads, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut held = Writes::default();
     let mut totals: HashMap<KeyDigest, Decimal> = HashMap::new();
-    for r in records.iter().filter(|r| r.header.status == Status::Approved) {
+    for r in records {
         let h = &r.header;
-        if let Some(k) = h.holdings.count {
-            held.usage.push((k, h.claim_id.clone()));
-        }
-        held.holders.extend(h.holdings.keys.iter().map(|k| (*k, h.claim_id.clone())));
-        for (k, a) in &h.holdings.totals {
-            *totals.entry(*k).or_default() += *a;
+        seqs.push(seq_i64(r.seq));
+        ids.push(h.claim_id.as_str());
+        counties.push(h.county.as_str());
+        kinds.push(h.kind.as_str());
+        statuses.push(h.status.as_str());
+        dates.push(h.event_date);
+        departments.push(h.department.as_deref());
+        parties.push(h.parties.join("\u{1f}"));
+        granted.push(h.granted);
+        let (head, body) = r.encode();
+        heads.push(head);
+        bodies.push(body);
+        if h.status == Status::Approved {
+            if let Some(k) = h.holdings.count {
+                held.usage.push((k, h.claim_id.clone()));
+            }
+            held.holders.extend(h.holdings.keys.iter().map(|k| (*k, h.claim_id.clone())));
+            for (k, a) in &h.holdings.totals {
+                *totals.entry(*k).or_default() += *a;
+            }
         }
     }
-    let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(ClaimRecord::encode).collect();
-    tx.execute(INSERT_CLAIMS, &ClaimRows::new(records, &encoded).params()).await?;
+    tx.execute(
+        "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+         SELECT s, i, c, k, st, d, dep, string_to_array(p, E'\\x1f'), g, h, b
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
+                     $8::text[], $9::numeric[], $10::bytea[], $11::bytea[]) AS t(s, i, c, k, st, d, dep, p, g, h, b)",
+        &[&seqs, &ids, &counties, &kinds, &statuses, &dates, &departments, &parties, &granted, &heads, &bodies],
+    )
+    .await?;
     let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
         held.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
     let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =

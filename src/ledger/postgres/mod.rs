@@ -231,6 +231,7 @@ use crate::rules::{decide, Decision, Directory, LedgerKey, LedgerReadError, Ledg
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_ledger.sql")),
     (2, include_str!("../migrations/0002_no_row_lock_per_write.sql")),
+    (3, include_str!("../migrations/0003_claim_references_again.sql")),
 ];
 
 /// How many times a transaction is tried when the database rolls it back
@@ -316,93 +317,6 @@ fn claim_lock(claim_id: &str) -> i64 {
 
 /// Takes transaction-scoped advisory locks in ascending order.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)";
-
-/// Inserts claims from the arrays $1 to $11, one element of each per claim
-/// (see [`ClaimRows`]).
-macro_rules! insert_claims {
-    () => {
-        "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
-         SELECT seq, claim_id, county, kind, status, event_date, department,
-                string_to_array(parties, E'\\x1f'), granted, header, body
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
-                     $8::text[], $9::numeric[], $10::bytea[], $11::bytea[])
-              AS t(seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)"
-    };
-}
-
-/// Inserts claims ([`ClaimRows`]).
-const INSERT_CLAIMS: &str = insert_claims!();
-
-/// Everything a transaction writes, in one statement: its new claims
-/// ([`ClaimRows`]), the usage rows and unique keys its grants take, its
-/// replay events, and the running totals it changed (their new values). An
-/// empty array writes nothing.
-const WRITE: &str = concat!(
-    "WITH claims_written AS (",
-    insert_claims!(),
-    "), usage_written AS (
-        INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($12::bytea[], $13::text[])
-    ), holders_written AS (
-        INSERT INTO holders (key, claim_id) SELECT * FROM unnest($14::bytea[], $15::text[])
-    ), events_written AS (
-        INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($16::bigint[], $17::bigint[], $18::text[])
-    )
-    INSERT INTO totals (key, total) SELECT * FROM unnest($19::bytea[], $20::numeric[])
-    ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total"
-);
-
-/// Claim records as the columns of [`INSERT_CLAIMS`]: one array per column,
-/// a claim's parties (credit codes) joined by U+001F.
-struct ClaimRows<'a> {
-    seqs: Vec<i64>,
-    claim_ids: Vec<&'a str>,
-    counties: Vec<&'static str>,
-    kinds: Vec<&'static str>,
-    statuses: Vec<&'static str>,
-    dates: Vec<NaiveDate>,
-    departments: Vec<Option<&'a str>>,
-    parties: Vec<String>,
-    granted: Vec<Decimal>,
-    heads: Vec<&'a [u8]>,
-    bodies: Vec<&'a [u8]>,
-}
-
-impl<'a> ClaimRows<'a> {
-    /// The rows of `records`, with their encoded header and body.
-    fn new(records: &'a [ClaimRecord], encoded: &'a [(Vec<u8>, Vec<u8>)]) -> Self {
-        let headers = || records.iter().map(|r| &r.header);
-        Self {
-            seqs: records.iter().map(|r| seq_i64(r.seq)).collect(),
-            claim_ids: headers().map(|h| h.claim_id.as_str()).collect(),
-            counties: headers().map(|h| h.county.as_str()).collect(),
-            kinds: headers().map(|h| h.kind.as_str()).collect(),
-            statuses: headers().map(|h| h.status.as_str()).collect(),
-            dates: headers().map(|h| h.event_date).collect(),
-            departments: headers().map(|h| h.department.as_deref()).collect(),
-            parties: headers().map(|h| h.parties.join("\u{1f}")).collect(),
-            granted: headers().map(|h| h.granted).collect(),
-            heads: encoded.iter().map(|(h, _)| &h[..]).collect(),
-            bodies: encoded.iter().map(|(_, b)| &b[..]).collect(),
-        }
-    }
-
-    /// The parameters $1 to $11.
-    fn params(&self) -> Params<'_, 11> {
-        [
-            &self.seqs,
-            &self.claim_ids,
-            &self.counties,
-            &self.kinds,
-            &self.statuses,
-            &self.dates,
-            &self.departments,
-            &self.parties,
-            &self.granted,
-            &self.heads,
-            &self.bodies,
-        ]
-    }
-}
 
 /// Takes the advisory locks `ids`, then runs each query under them, in one
 /// round trip. Every statement is prepared first, so that the lock is sent
@@ -765,19 +679,16 @@ impl PostgresLedger {
             [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
             _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
         };
-        // Both prepared first, so that the lookup is sent behind the
-        // statement that takes the locks, and reads under them.
-        let (numbering, lookup) = tokio::try_join!(tx.prepare_cached(NUMBERS), tx.prepare_cached(lookup))?;
-        let locks = ids.iter().map(|id| claim_lock(id)).collect();
-        let (numbers, found) = tokio::try_join!(numbers(tx, &numbering, items.len(), items.len(), locks), async {
-            Ok(tx.query(&lookup, &params).await?)
-        })?;
+        let ((first_seq, event_numbers, revisions), found) =
+            tokio::try_join!(numbers(tx, items.len(), items.len()), async {
+                Ok(locked_reads(tx, ids.iter().map(|id| claim_lock(id)).collect(), [(lookup, &params)]).await?)
+            },)?;
         let mut existing = HashMap::new();
-        for row in &found {
+        for row in found.iter().flatten() {
             let r = record_of(row)?;
             existing.insert(r.header.claim_id.clone(), r);
         }
-        Ok((numbers, existing))
+        Ok(((first_seq, event_numbers, revisions), existing))
     }
 
     /// Decides each claim not recorded yet once against nothing read (the
@@ -941,33 +852,47 @@ impl PostgresLedger {
             return Ok(());
         }
         let event_rows = Self::number_events(first_seq, event_numbers, events, &mut pending)?;
-        // Prepared first (after the first use of a connection, from its
-        // cache): the write must go out when it is first polled, ahead of
-        // the `COMMIT` that follows it.
-        let statement = tx.prepare_cached(WRITE).await?;
+        // Every statement prepared first (after the first use of a
+        // connection, from its cache): a write must go out when it is first
+        // polled, ahead of the `COMMIT` that follows it.
+        let [insert, usage_st, holders_st, totals_st, events_st] = [
+            "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+            "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+            "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
+             ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
+            "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
+        ]
+        .map(|sql| tx.prepare_cached(sql));
+        let (insert, usage_st, holders_st, totals_st, events_st) =
+            tokio::try_join!(insert, usage_st, holders_st, totals_st, events_st)?;
         let records = Self::numbered_records(first_seq, pending);
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|r| r.encode()).collect();
-        let claims = ClaimRows::new(&records, &encoded);
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
         let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
             writes.holders.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
         let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
             writes.totals.iter().map(|k| (&k[..], known.totals.get(k).copied().unwrap_or_default())).unzip();
-        let mut params: Vec<&(dyn ToSql + Sync)> = claims.params().to_vec();
-        params.extend::<Params<9>>([
-            &usage_keys,
-            &usage_ids,
-            &holder_keys,
-            &holder_ids,
-            &event_rows.0,
-            &event_rows.1,
-            &event_rows.2,
-            &total_keys,
-            &total_values,
-        ]);
-        // The write, then `COMMIT`, in one round trip.
-        commit_with(tx, vec![Box::pin(tx.execute(&statement, &params))]).await?;
+        let usage: Params<2> = [&usage_keys, &usage_ids];
+        let holders: Params<2> = [&holder_keys, &holder_ids];
+        let totals: Params<2> = [&total_keys, &total_values];
+        let events: Params<3> = [&event_rows.0, &event_rows.1, &event_rows.2];
+        // Everything, then `COMMIT`, in one round trip (the statements are
+        // pipelined); an empty list is not sent.
+        let mut sends = Self::insert_records(tx, &insert, &records, &encoded);
+        for (run, st, params) in [
+            (!usage_keys.is_empty(), &usage_st, &usage[..]),
+            (!holder_keys.is_empty(), &holders_st, &holders[..]),
+            (!total_keys.is_empty(), &totals_st, &totals[..]),
+            (!event_rows.0.is_empty(), &events_st, &events[..]),
+        ] {
+            if run {
+                sends.push(Box::pin(tx.execute(st, params)));
+            }
+        }
+        commit_with(tx, sends).await?;
         Ok(())
     }
 
@@ -1002,16 +927,52 @@ impl PostgresLedger {
     }
 
     /// The transaction's new claims as records, numbered from `first_seq` in
-    /// the order they were decided.
-    fn numbered_records(first_seq: i64, pending: Vec<Pending>) -> Vec<ClaimRecord> {
+    /// the order they were decided (each with its number for the insert).
+    fn numbered_records(first_seq: i64, pending: Vec<Pending>) -> Vec<(ClaimRecord, i64)> {
         pending
             .into_iter()
             .enumerate()
-            .map(|(n, p)| ClaimRecord {
-                seq: (first_seq + n as i64) as u64,
-                header: p.header,
-                body: p.body,
-                claim_section: Some(p.section),
+            .map(|(n, p)| {
+                let seq = first_seq + n as i64;
+                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
+            })
+            .collect()
+    }
+
+    /// The inserts of the numbered records with their encoded header and
+    /// body, one execution of the prepared `insert` each (each sent when
+    /// its future is first polled).
+    fn insert_records<'f>(
+        tx: &'f Tx<'_>,
+        insert: &'f tokio_postgres::Statement,
+        records: &'f [(ClaimRecord, i64)],
+        encoded: &'f [(Vec<u8>, Vec<u8>)],
+    ) -> Vec<futures_util::future::BoxFuture<'f, Result<u64, tokio_postgres::Error>>> {
+        records
+            .iter()
+            .zip(encoded)
+            .map(|((r, seq), (head, body))| {
+                let h = &r.header;
+                let insert: futures_util::future::BoxFuture<'f, _> = Box::pin(async move {
+                    tx.execute(
+                        insert,
+                        &[
+                            seq,
+                            &h.claim_id,
+                            &h.county.as_str(),
+                            &h.kind.as_str(),
+                            &h.status.as_str(),
+                            &h.event_date,
+                            &h.department,
+                            &h.parties,
+                            &h.granted,
+                            head,
+                            body,
+                        ],
+                    )
+                    .await
+                });
+                insert
             })
             .collect()
     }
@@ -1042,7 +1003,7 @@ impl PostgresLedger {
                 &totals,
             ),
         )?;
-        let (_, events, _) = numbers(tx, &tx.prepare_cached(NUMBERS).await?, 0, 1, Vec::new()).await?;
+        let (_, events, _) = numbers(tx, 0, 1).await?;
         let event_seq = *events.first().context("no event number was given")?;
         let revoked_at = Utc::now();
         r.header.status = Status::Revoked;
@@ -1109,34 +1070,22 @@ impl PostgresLedger {
     }
 }
 
-/// The first recording number of a transaction's claims ($1 claims), $1 event
-/// numbers, and the directories' revisions, with the advisory locks $2 taken
-/// (in the array's order): one statement.
-const NUMBERS: &str = "SELECT pg_current_xact_id()::text::bigint,
-        ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
-        ARRAY(SELECT county FROM directories ORDER BY county),
-        ARRAY(SELECT revision FROM directories ORDER BY county),
-        (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($2::bigint[]) AS t(k))";
-
 /// The first recording number of this transaction's claims, `events` event
-/// numbers (increasing), and the directories' revisions, with the advisory
-/// locks `locks` taken in ascending order. `statement` is [`NUMBERS`]
-/// prepared: the statement is sent when the future is first polled, so a
-/// read joined behind it runs under the locks.
-async fn numbers(
-    tx: &Tx<'_>,
-    statement: &tokio_postgres::Statement,
-    claims: usize,
-    events: usize,
-    mut locks: Vec<i64>,
-) -> anyhow::Result<(i64, Vec<i64>, Vec<(String, i64)>)> {
+/// numbers (increasing), and the directories' revisions: one statement.
+async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, Vec<i64>, Vec<(String, i64)>)> {
     anyhow::ensure!(
         claims < 1 << SEQ_SHIFT,
         "{claims} claims in one transaction is more than a transaction may number"
     );
-    locks.sort_unstable();
-    locks.dedup();
-    let row = tx.query(statement, &[&(events as i64), &locks]).await?;
+    let row = rows(
+        tx,
+        "SELECT pg_current_xact_id()::text::bigint,
+                ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
+                ARRAY(SELECT county FROM directories ORDER BY county),
+                ARRAY(SELECT revision FROM directories ORDER BY county)",
+        &[&(events as i64)],
+    )
+    .await?;
     let xid: i64 = row[0].get(0);
     let mut events: Vec<i64> = row[0].get(1);
     events.sort_unstable();
