@@ -38,9 +38,12 @@ impl Default for IdIndex {
     }
 }
 
-/// The shard of a hash: its top bits (a table places entries by its low bits).
+/// The shard of a hash: bits 32 to 39, which no table uses (a table places
+/// an entry by the hash's low bits and tags it with its top seven: a shard
+/// chosen by those would give all its entries one tag, and every lookup
+/// would compare the ids of a whole group).
 fn shard_of_hash(h: u64) -> usize {
-    (h >> (64 - SHARDS.trailing_zeros())) as usize
+    (h >> 32) as usize % SHARDS
 }
 
 impl IdIndex {
@@ -97,10 +100,10 @@ const SHARDS: usize = 256;
 /// one twice its size, and the state is write-locked meanwhile, so every
 /// claim and evaluation waits. With one table per map (measured 2026-12-01,
 /// scenario 3 of `scripts/bench` from an empty store, four 8-second runs of
-/// ~150,000 claims in a row, twice), the runs that went past ~230,000 and
-/// ~460,000 claims had p99 of 65-90 and 244-254 ms (max 338 ms), the others
-/// 6-26 ms; split in 256, p99 was 6-10 ms in every run after the first
-/// (26 and 10 ms). A shard grows alone, with 1/256 of the entries.
+/// ~150,000 claims in a row), the runs that went past ~230,000 and ~460,000
+/// claims had p99 of 65-90 and 162-254 ms (max 338 ms), the others 6-25 ms;
+/// split in 256, p99 was 6-9.4 ms in every run, at a cost of about 3 % of
+/// the claims a second. A shard grows alone, with 1/256 of the entries.
 struct Shards<V> {
     tables: Box<[HashMap<KeyDigest, V>]>,
 }
