@@ -470,5 +470,12 @@ mod tests {
         assert_eq!(ids.seq("CLAIM-2999"), Some(2999));
         assert_eq!(ids.seq("CLAIM-3001"), None);
         assert_eq!(ids.id(42), Some("CLAIM-42"));
+        // The ids of a shard keep different tags (the hash's top seven bits).
+        let mut tags: HashMap<usize, std::collections::HashSet<u64>> = HashMap::new();
+        for seq in 1..=3_000u64 {
+            let h = ids.hasher.hash_one(format!("CLAIM-{seq}").as_str());
+            tags.entry(shard_of_hash(h)).or_default().insert(h >> 57);
+        }
+        assert!(tags.values().all(|t| t.len() > 1), "one tag for every id of a shard");
     }
 }
