@@ -266,6 +266,60 @@ async fn the_migrate_command_creates_the_schema_once() {
     assert_eq!(base(&app.address).post_claim(&claim).await.status, 201);
 }
 
+/// A database the release with migration 2 left without the claims' foreign
+/// keys gets them back from migration 3, with the rows it holds; a row whose
+/// claim is not kept stops that migration, which names the constraint.
+#[tokio::test]
+async fn migration_3_restores_the_foreign_keys_on_a_database_in_use() {
+    let url = fresh_database().await;
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
+            .args(["migrate", "--url", &url])
+            .output()
+            .expect("the binary runs")
+    };
+    {
+        let app = BinaryApp::start_on_postgres(&url).await;
+        let claim =
+            wy_qualification("FK-1", &id_number("33072319870707002"), "6-31-01-03", "junior", "FK-C1", "2020-07-01");
+        assert_eq!(base(&app.address).post_claim(&claim).await.status, 201);
+    }
+    // The database as migration 2 left it, with a row it let in.
+    let c = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
+    c.batch_execute(include_str!("../../src/ledger/migrations/0002_no_row_lock_per_write.sql")).await.unwrap();
+    c.execute("DELETE FROM schema_migrations WHERE version = 3", &[]).await.unwrap();
+    c.execute("INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')", &[])
+        .await
+        .unwrap();
+    let refused = migrate();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("schema migration 3") && message.contains("holders_claim_id_fkey"), "{message}");
+    // Nothing of it was kept: migration 3 is still to do.
+    let versions: Vec<i32> = c
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    c.execute("DELETE FROM holders WHERE claim_id = 'NOT-KEPT'", &[]).await.unwrap();
+    let applied = migrate();
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(String::from_utf8_lossy(&applied.stdout).contains("applied schema migrations [3]"));
+    let orphan = c
+        .execute("INSERT INTO events (seq, claim_seq, event) VALUES (9999999, 424242, '{}')", &[])
+        .await
+        .expect_err("an event of no claim");
+    assert_eq!(orphan.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
+    // The claim recorded before is still there: a retry replays it.
+    let app = BinaryApp::start_on_postgres(&url).await;
+    let again =
+        wy_qualification("FK-1", &id_number("33072319870707002"), "6-31-01-03", "junior", "FK-C1", "2020-07-01");
+    assert_eq!(base(&app.address).post_claim(&again).await.status, 200, "a replay of the recorded claim");
+}
+
 #[tokio::test]
 async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
     let replicas = two_replicas().await;
