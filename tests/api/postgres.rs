@@ -255,7 +255,7 @@ async fn the_migrate_command_creates_the_schema_once() {
     };
     let first = run();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema migrations [1, 2, 3]"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema migrations [1, 2, 3, 4]"));
     let again = run();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
@@ -267,10 +267,11 @@ async fn the_migrate_command_creates_the_schema_once() {
 }
 
 /// A database the release with migration 2 left without the claims' foreign
-/// keys gets them back from migration 3, with the rows it holds; a row whose
-/// claim is not kept stops that migration, which names the constraint.
+/// keys gets them back from migrations 3 (added, new rows checked) and 4
+/// (the rows there checked); a row whose claim is not kept stops migration
+/// 4, which names the constraint, and leaves 3 applied.
 #[tokio::test]
-async fn migration_3_restores_the_foreign_keys_on_a_database_in_use() {
+async fn migrations_3_and_4_restore_the_foreign_keys_on_a_database_in_use() {
     let url = fresh_database().await;
     let migrate = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
@@ -287,15 +288,15 @@ async fn migration_3_restores_the_foreign_keys_on_a_database_in_use() {
     // The database as migration 2 left it, with a row it let in.
     let c = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
     c.batch_execute(include_str!("../../src/ledger/migrations/0002_no_row_lock_per_write.sql")).await.unwrap();
-    c.execute("DELETE FROM schema_migrations WHERE version = 3", &[]).await.unwrap();
+    c.execute("DELETE FROM schema_migrations WHERE version IN (3, 4)", &[]).await.unwrap();
     c.execute("INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')", &[])
         .await
         .unwrap();
     let refused = migrate();
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
-    assert!(message.contains("schema migration 3") && message.contains("holders_claim_id_fkey"), "{message}");
-    // Nothing of it was kept: migration 3 is still to do.
+    assert!(message.contains("schema migration 4") && message.contains("holders_claim_id_fkey"), "{message}");
+    // Migration 3 was applied (rows written from then on are checked), 4 is still to do.
     let versions: Vec<i32> = c
         .query("SELECT version FROM schema_migrations ORDER BY version", &[])
         .await
@@ -303,11 +304,27 @@ async fn migration_3_restores_the_foreign_keys_on_a_database_in_use() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
+    let refused_now = c
+        .execute(
+            "INSERT INTO usage_counts (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')",
+            &[],
+        )
+        .await
+        .expect_err("a usage row of no claim, once migration 3 is in");
+    assert_eq!(refused_now.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
     c.execute("DELETE FROM holders WHERE claim_id = 'NOT-KEPT'", &[]).await.unwrap();
     let applied = migrate();
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    assert!(String::from_utf8_lossy(&applied.stdout).contains("applied schema migrations [3]"));
+    assert!(String::from_utf8_lossy(&applied.stdout).contains("applied schema migrations [4]"));
+    let validated: Vec<bool> = c
+        .query("SELECT convalidated FROM pg_constraint WHERE conname LIKE '%claim%fkey' ORDER BY conname", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(validated, [true, true, true], "the three foreign keys, checked");
     let orphan = c
         .execute("INSERT INTO events (seq, claim_seq, event) VALUES (9999999, 424242, '{}')", &[])
         .await

@@ -232,6 +232,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_ledger.sql")),
     (2, include_str!("../migrations/0002_no_row_lock_per_write.sql")),
     (3, include_str!("../migrations/0003_claim_references_again.sql")),
+    (4, include_str!("../migrations/0004_claim_references_checked.sql")),
 ];
 
 /// How many times a transaction is tried when the database rolls it back
@@ -247,30 +248,34 @@ const SETTLED: &str = "xid < pg_snapshot_xmin(pg_current_snapshot())";
 /// Claims read per query when replaying.
 const REPLAY_PAGE: i64 = 5_000;
 
-/// Creates or migrates the schema; returns the versions applied now. Several
-/// processes starting at once migrate one at a time.
+/// Creates or migrates the schema; returns the versions applied now. Each
+/// migration runs in a transaction of its own, so that one may take brief
+/// locks and the next scan the tables without holding them (the claims'
+/// foreign keys: added unchecked by migration 3, checked by migration 4
+/// while claims go on being recorded). Several processes starting at once
+/// migrate one at a time. A migration that fails leaves the ones before it
+/// applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i32>> {
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id(b"schema-migrations")]).await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
-    let done: HashSet<i32> =
-        tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
     let mut applied = Vec::new();
     for (version, sql) in MIGRATIONS {
-        if done.contains(version) {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id(b"schema-migrations")]).await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
+        if done {
             continue;
         }
         tx.batch_execute(sql).await.with_context(|| format!("schema migration {version}"))?;
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+        tx.commit().await?;
         applied.push(*version);
     }
-    tx.commit().await?;
     Ok(applied)
 }
 
