@@ -99,11 +99,12 @@ const SHARDS: usize = 256;
 /// byte (uniform: it is a SHA-256's). A full table moves every entry into
 /// one twice its size, and the state is write-locked meanwhile, so every
 /// claim and evaluation waits. With one table per map (measured 2026-12-01,
-/// scenario 3 of `scripts/bench` from an empty store, four 8-second runs of
+/// scenario 3 of `scripts/bench` from an empty store, 8-second runs of
 /// ~150,000 claims in a row), the runs that went past ~230,000 and ~460,000
-/// claims had p99 of 65-90 and 162-254 ms (max 338 ms), the others 6-25 ms;
-/// split in 256, p99 was 6-9.4 ms in every run, at a cost of about 3 % of
-/// the claims a second. A shard grows alone, with 1/256 of the entries.
+/// claims had p99 of 64-90 and up to 162-254 ms (max 338 ms), the others
+/// 6-26 ms; split in 256, p99 was 6-9.4 ms in every run, and the mean claims
+/// a second 3 % lower (within the spread of single runs). A shard grows
+/// alone, with 1/256 of the entries.
 struct Shards<V> {
     tables: Box<[HashMap<KeyDigest, V>]>,
 }
