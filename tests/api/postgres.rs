@@ -244,19 +244,21 @@ async fn an_unreachable_database_gives_503_and_the_service_reconnects_by_itself(
     assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 2);
 }
 
+/// `subsidy-service migrate --url URL`, run to its end.
+fn migrate_command(url: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
+        .args(["migrate", "--url", url])
+        .output()
+        .expect("the binary runs")
+}
+
 #[tokio::test]
 async fn the_migrate_command_creates_the_schema_once() {
     let url = fresh_database().await;
-    let run = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
-            .args(["migrate", "--url", &url])
-            .output()
-            .expect("the binary runs")
-    };
-    let first = run();
+    let first = migrate_command(&url);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema migrations [1, 2, 3, 4]"));
-    let again = run();
+    let again = migrate_command(&url);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
     // A service started on the migrated database decides claims.
@@ -273,12 +275,7 @@ async fn the_migrate_command_creates_the_schema_once() {
 #[tokio::test]
 async fn migrations_3_and_4_restore_the_foreign_keys_on_a_database_in_use() {
     let url = fresh_database().await;
-    let migrate = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
-            .args(["migrate", "--url", &url])
-            .output()
-            .expect("the binary runs")
-    };
+    let migrate = || migrate_command(&url);
     {
         let app = BinaryApp::start_on_postgres(&url).await;
         let claim =
