@@ -115,25 +115,22 @@ impl<V> Default for Shards<V> {
     }
 }
 
+/// The shard of a key digest: its first byte.
+fn shard_of_key(k: &KeyDigest) -> usize {
+    usize::from(k[0]) % SHARDS
+}
+
 impl<V> Shards<V> {
-    fn table(&self, k: &KeyDigest) -> &HashMap<KeyDigest, V> {
-        &self.tables[usize::from(k[0]) % SHARDS]
-    }
-
-    fn table_mut(&mut self, k: &KeyDigest) -> &mut HashMap<KeyDigest, V> {
-        &mut self.tables[usize::from(k[0]) % SHARDS]
-    }
-
     fn get(&self, k: &KeyDigest) -> Option<&V> {
-        self.table(k).get(k)
+        self.tables[shard_of_key(k)].get(k)
     }
 
     fn insert(&mut self, k: KeyDigest, v: V) {
-        self.table_mut(&k).insert(k, v);
+        self.tables[shard_of_key(&k)].insert(k, v);
     }
 
     fn remove(&mut self, k: &KeyDigest) {
-        self.table_mut(k).remove(k);
+        self.tables[shard_of_key(k)].remove(k);
     }
 
     fn len(&self) -> usize {

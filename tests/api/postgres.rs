@@ -244,6 +244,18 @@ async fn an_unreachable_database_gives_503_and_the_service_reconnects_by_itself(
     assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 2);
 }
 
+/// Rows whose claim is not kept, which the foreign keys refuse.
+const ORPHAN_HOLDER: &str =
+    "INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')";
+const ORPHAN_USAGE: &str =
+    "INSERT INTO usage_counts (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')";
+const ORPHAN_EVENT: &str = "INSERT INTO events (seq, claim_seq, event) VALUES (9999999, 424242, '{}')";
+
+/// The first column of a query's rows.
+async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(c: &tokio_postgres::Client, sql: &str) -> Vec<T> {
+    c.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
 /// `subsidy-service migrate --url URL`, run to its end.
 fn migrate_command(url: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
@@ -276,62 +288,36 @@ async fn the_migrate_command_creates_the_schema_once() {
 async fn migrations_3_and_4_restore_the_foreign_keys_on_a_database_in_use() {
     let url = fresh_database().await;
     let migrate = || migrate_command(&url);
+    let claim =
+        wy_qualification("FK-1", &id_number("33072319870707002"), "6-31-01-03", "junior", "FK-C1", "2020-07-01");
     {
         let app = BinaryApp::start_on_postgres(&url).await;
-        let claim =
-            wy_qualification("FK-1", &id_number("33072319870707002"), "6-31-01-03", "junior", "FK-C1", "2020-07-01");
         assert_eq!(base(&app.address).post_claim(&claim).await.status, 201);
     }
     // The database as migration 2 left it, with a row it let in.
     let c = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
     c.batch_execute(include_str!("../../src/ledger/migrations/0002_no_row_lock_per_write.sql")).await.unwrap();
     c.execute("DELETE FROM schema_migrations WHERE version IN (3, 4)", &[]).await.unwrap();
-    c.execute("INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')", &[])
-        .await
-        .unwrap();
+    c.execute(ORPHAN_HOLDER, &[]).await.unwrap();
     let refused = migrate();
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("schema migration 4") && message.contains("holders_claim_id_fkey"), "{message}");
     // Migration 3 was applied (rows written from then on are checked), 4 is still to do.
-    let versions: Vec<i32> = c
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(versions, [1, 2, 3]);
-    let refused_now = c
-        .execute(
-            "INSERT INTO usage_counts (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')",
-            &[],
-        )
-        .await
-        .expect_err("a usage row of no claim, once migration 3 is in");
+    assert_eq!(column::<i32>(&c, "SELECT version FROM schema_migrations ORDER BY version").await, [1, 2, 3]);
+    let refused_now = c.execute(ORPHAN_USAGE, &[]).await.expect_err("a usage row of no claim, once migration 3 is in");
     assert_eq!(refused_now.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
     c.execute("DELETE FROM holders WHERE claim_id = 'NOT-KEPT'", &[]).await.unwrap();
     let applied = migrate();
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
     assert!(String::from_utf8_lossy(&applied.stdout).contains("applied schema migrations [4]"));
-    let validated: Vec<bool> = c
-        .query("SELECT convalidated FROM pg_constraint WHERE conname LIKE '%claim%fkey' ORDER BY conname", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let validated = column::<bool>(&c, "SELECT convalidated FROM pg_constraint WHERE conname LIKE '%claim%fkey'").await;
     assert_eq!(validated, [true, true, true], "the three foreign keys, checked");
-    let orphan = c
-        .execute("INSERT INTO events (seq, claim_seq, event) VALUES (9999999, 424242, '{}')", &[])
-        .await
-        .expect_err("an event of no claim");
+    let orphan = c.execute(ORPHAN_EVENT, &[]).await.expect_err("an event of no claim");
     assert_eq!(orphan.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION));
     // The claim recorded before is still there: a retry replays it.
     let app = BinaryApp::start_on_postgres(&url).await;
-    let again =
-        wy_qualification("FK-1", &id_number("33072319870707002"), "6-31-01-03", "junior", "FK-C1", "2020-07-01");
-    assert_eq!(base(&app.address).post_claim(&again).await.status, 200, "a replay of the recorded claim");
+    assert_eq!(base(&app.address).post_claim(&claim).await.status, 200, "a replay of the recorded claim");
 }
 
 #[tokio::test]
@@ -427,11 +413,7 @@ async fn a_ledger_moves_from_sled_to_postgres_and_back() {
     c.execute("DELETE FROM usage_counts WHERE claim_id = 'X-0'", &[]).await.unwrap();
     c.execute("UPDATE totals SET total = total + 1", &[]).await.unwrap();
     // A row whose claim is not kept is refused (the foreign keys).
-    for orphan in [
-        "INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')",
-        "INSERT INTO usage_counts (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')",
-        "INSERT INTO events (seq, claim_seq, event) VALUES (9999999, 424242, '{}')",
-    ] {
+    for orphan in [ORPHAN_HOLDER, ORPHAN_USAGE, ORPHAN_EVENT] {
         let refused = c.execute(orphan, &[]).await.expect_err(orphan);
         assert_eq!(refused.code(), Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION), "{orphan}");
     }

@@ -257,7 +257,7 @@ const REPLAY_PAGE: i64 = 5_000;
 /// applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i32>> {
     let mut applied = Vec::new();
-    for (version, sql) in MIGRATIONS {
+    loop {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id(b"schema-migrations")]).await?;
         tx.batch_execute(
@@ -267,16 +267,17 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<
              )",
         )
         .await?;
-        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
-        if done {
-            continue;
-        }
+        let done: HashSet<i32> =
+            tx.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+        let Some((version, sql)) = MIGRATIONS.iter().find(|(v, _)| !done.contains(v)) else {
+            tx.commit().await?;
+            return Ok(applied);
+        };
         tx.batch_execute(sql).await.with_context(|| format!("schema migration {version}"))?;
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
         tx.commit().await?;
         applied.push(*version);
     }
-    Ok(applied)
 }
 
 /// Connects once, outside any pool (start-up, `migrate`, replays, the
