@@ -646,9 +646,24 @@ impl Store {
     }
 
     /// Every record, whole, in recording order (checks and exports).
+    ///
+    /// A page of bodies past the last page of headers is what a crash left of
+    /// a group written as two inserts ([`Store::write`]) and never
+    /// acknowledged: no record, skipped (the next group written replaces it).
+    /// Any other page of bodies without its headers is an error.
     pub fn records(&self) -> impl Iterator<Item = anyhow::Result<ClaimRecord>> + '_ {
-        let bodies_without_headers = self.tree.scan_prefix([RECORD]).filter_map(|kv| match kv {
+        let last_headers = match self.tree.scan_prefix([HEADER]).next_back() {
+            None => Ok(0),
+            Some(kv) => kv.map_err(anyhow::Error::from).and_then(|(k, _)| seq_of(&k)),
+        };
+        // Unreadable: every page of bodies without headers is reported.
+        let (last_headers, unreadable) = match last_headers {
+            Ok(first) => (first, None),
+            Err(e) => (u64::MAX, Some(Err(e.context("reading the last page of headers")))),
+        };
+        let bodies_without_headers = self.tree.scan_prefix([RECORD]).filter_map(move |kv| match kv {
             Ok((k, _)) => match seq_of(&k) {
+                Ok(first) if first > last_headers => None,
                 Ok(first) => match self.tree.contains_key(header_key(first)) {
                     Ok(true) => None,
                     Ok(false) => Some(Err(anyhow::anyhow!("record {first}: a page of bodies without its headers"))),
@@ -682,6 +697,7 @@ impl Store {
                 page().unwrap_or_else(|e| vec![Err(e)])
             })
             .chain(bodies_without_headers)
+            .chain(unreadable)
     }
 
     /// The claim sections (the claim as submitted), still encoded, of the
@@ -939,6 +955,22 @@ mod tests {
         // Damage, not a cut write: left to the readers (503 for its records).
         store.tree.insert(record_key(74), b"garbage".to_vec()).unwrap();
         store.last_page_whole(&index).expect("an unreadable page is the readers' error");
+    }
+
+    #[test]
+    fn bodies_past_the_last_headers_are_no_record_and_bodies_before_them_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let empty = encode_page(&[]);
+        // What a crash between a group's two inserts leaves: bodies alone.
+        store.tree.insert(record_key(9), empty.clone()).unwrap();
+        assert_eq!(store.records().count(), 0, "no record and no error");
+        store.tree.insert(record_key(3), empty.clone()).unwrap();
+        store.tree.insert(header_key(3), empty.clone()).unwrap();
+        assert_eq!(store.records().count(), 0, "still none past the last headers");
+        store.tree.insert(record_key(1), empty).unwrap();
+        let errs: Vec<String> = store.records().map(|r| format!("{:#}", r.expect_err("only errors"))).collect();
+        assert_eq!(errs, ["record 1: a page of bodies without its headers"]);
     }
 
     #[test]
