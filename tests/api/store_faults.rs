@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{free_port, id_number, wy_qualification, BinaryApp, PLATFORM};
+use crate::helpers::{free_port, id_number, wy_qualification, BinaryApp, AUDITOR, PLATFORM};
 
 #[tokio::test]
 async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
@@ -131,4 +131,42 @@ async fn an_unreadable_record_is_503_never_absent() {
     assert_eq!(api.post_claim(&other).await.status, 201);
     assert_eq!(api.get("/readyz", PLATFORM).await.status, 200);
     app.stop();
+}
+
+#[tokio::test]
+async fn a_group_cut_between_its_bodies_and_its_headers_is_no_record_and_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    let first =
+        wy_qualification("CUT-1", &id_number("33072319930101011"), "6-31-01-03", "junior", "CUT-C1", "2020-05-01");
+    assert_eq!(api.post_claim(&first).await.status, 201);
+    app.stop();
+    {
+        // What a crash between a group's two inserts leaves: the page of
+        // bodies of record 2 on, without its headers (a copy of record 1's).
+        let db = sled::Config::new().path(&store).open().unwrap();
+        let tree = db.open_tree("ledger-v2").unwrap();
+        let (_, bodies) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+        let mut key = b"R".to_vec();
+        key.extend_from_slice(&2u64.to_be_bytes());
+        tree.insert(key, bodies).unwrap();
+        db.flush().unwrap();
+    }
+    let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    assert_eq!(api.get("/v1/claims/CUT-1", PLATFORM).await.status, 200);
+    let second =
+        wy_qualification("CUT-2", &id_number("33072319930101012"), "6-31-01-03", "junior", "CUT-C2", "2020-05-01");
+    assert_eq!(api.post_claim(&second).await.status, 201);
+    let listed = api.get("/v1/claims?limit=10", AUDITOR).await;
+    let ids: Vec<&str> =
+        listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["CUT-1", "CUT-2"], "{}", listed.body);
+    app.stop();
+    let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
