@@ -100,20 +100,13 @@ async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
 async fn an_unreadable_record_is_503_never_absent() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let app = BinaryApp::start(&store).await;
-    let api = crate::helpers::base(&app.address);
     let claim =
         wy_qualification("BAD-1", &id_number("33072319930101009"), "6-31-01-03", "junior", "BAD-C1", "2020-05-01");
-    assert_eq!(api.post_claim(&claim).await.status, 201);
-    app.stop();
-    {
-        // Keep the record's header (start-up reads only that), spoil its body.
-        let db = sled::Config::new().path(&store).open().unwrap();
-        let tree = db.open_tree("ledger-v2").unwrap();
-        let (k, _) = tree.scan_prefix(b"R").next().unwrap().unwrap();
-        tree.insert(k, b"\x02\x05\x00\x00\x00garbage".to_vec()).unwrap();
-        db.flush().unwrap();
-    }
+    // Keep the record's header (start-up reads only that), spoil its body.
+    record_then_change_bodies(&store, &claim, |tree, key, _| {
+        tree.insert(key, b"\x02\x05\x00\x00\x00garbage".to_vec()).unwrap();
+    })
+    .await;
     let app = BinaryApp::start(&store).await;
     let api = crate::helpers::base(&app.address);
     for answer in [
@@ -137,23 +130,16 @@ async fn an_unreadable_record_is_503_never_absent() {
 async fn a_group_cut_between_its_bodies_and_its_headers_is_no_record_and_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let app = BinaryApp::start(&store).await;
-    let api = crate::helpers::base(&app.address);
     let first =
         wy_qualification("CUT-1", &id_number("33072319930101011"), "6-31-01-03", "junior", "CUT-C1", "2020-05-01");
-    assert_eq!(api.post_claim(&first).await.status, 201);
-    app.stop();
-    {
-        // What a crash between a group's two inserts leaves: the page of
-        // bodies of record 2 on, without its headers (a copy of record 1's).
-        let db = sled::Config::new().path(&store).open().unwrap();
-        let tree = db.open_tree("ledger-v2").unwrap();
-        let (_, bodies) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+    // What a crash between a group's two inserts leaves: the page of bodies
+    // of record 2 on, without its headers (a copy of record 1's).
+    record_then_change_bodies(&store, &first, |tree, _, bodies| {
         let mut key = b"R".to_vec();
         key.extend_from_slice(&2u64.to_be_bytes());
         tree.insert(key, bodies).unwrap();
-        db.flush().unwrap();
-    }
+    })
+    .await;
     let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let app = BinaryApp::start(&store).await;
@@ -169,4 +155,22 @@ async fn a_group_cut_between_its_bodies_and_its_headers_is_no_record_and_is_repl
     app.stop();
     let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+/// Records `claim` on a fresh store, stops the server, and lets `change`
+/// alter the stopped store given its first page of bodies (key and value).
+async fn record_then_change_bodies(
+    store: &std::path::Path,
+    claim: &serde_json::Value,
+    change: impl FnOnce(&sled::Tree, sled::IVec, sled::IVec),
+) {
+    let app = BinaryApp::start(store).await;
+    let api = crate::helpers::base(&app.address);
+    assert_eq!(api.post_claim(claim).await.status, 201);
+    app.stop();
+    let db = sled::Config::new().path(store).open().unwrap();
+    let tree = db.open_tree("ledger-v2").unwrap();
+    let (key, bodies) = tree.scan_prefix(b"R").next().unwrap().unwrap();
+    change(&tree, key, bodies);
+    db.flush().unwrap();
 }
