@@ -137,6 +137,8 @@ pub struct WriteBatch {
     batch: sled::Batch,
     /// New and changed records, paged when the batch is written.
     records: std::collections::BTreeMap<u64, EncodedRecord>,
+    /// Writes other than records (events, directories) in `batch`.
+    puts: usize,
     pub len: usize,
 }
 
@@ -157,6 +159,7 @@ impl WriteBatch {
     }
     fn put(&mut self, k: &[u8], v: Vec<u8>) {
         self.batch.insert(k, v);
+        self.puts += 1;
         self.len += 1;
     }
 }
@@ -426,20 +429,27 @@ impl Store {
     /// its new records as new pages, changed records by rewriting their pages.
     ///
     /// A group that is one new page and nothing else (the usual group of
-    /// single claims) is written as two plain inserts, the bodies before the
-    /// headers, instead of a sled batch: sled writes a batch's log between
-    /// two extra log buffers of its own (the one it seals before the batch
-    /// and one holding the batch's marker alone), each written, waited for
-    /// with `sync_file_range` and handed to its IO threads, which tripled the
-    /// buffers written per group. The two inserts are still all or nothing:
-    /// sled recovers its log in order and stops at the first torn message
-    /// (as it does for batches), so a header page that survives a crash has
-    /// its bodies, and a record exists only once its header is written; the
-    /// bodies alone are never read and the next group's page replaces them.
-    /// Readers see the same: the headers are inserted last.
+    /// single claims, up to 64 of them) is written as two plain inserts, the
+    /// bodies before the headers, instead of a sled batch. sled writes a
+    /// batch's log between two extra log buffers of its own (the one it seals
+    /// before the batch and one holding the batch's marker alone), each
+    /// written, waited for with `sync_file_range` and handed to its IO
+    /// threads; and a batch takes sled's global write lock, which waits for
+    /// any flush in progress (the syncer's), so the writer could not write
+    /// the next group while the previous one was being synced.
+    ///
+    /// A record exists once its header is written, and the headers go last,
+    /// for readers and for recovery alike. After a process crash sled
+    /// recovers its log in order and stops at the first torn message (as it
+    /// does for batches), so headers that survive have their bodies. After a
+    /// power loss before the group's sync, sled's recovery also passes over a
+    /// log entry whose blob file is missing, which can leave the headers
+    /// without their bodies (a group written as a batch had the same
+    /// exposure): start-up removes such pages ([`Store::load`]); they were
+    /// never acknowledged. Bodies left without their headers are never read,
+    /// and the next group's page replaces them.
     pub fn write(&self, batch: WriteBatch) -> anyhow::Result<()> {
-        let WriteBatch { batch: mut sled_batch, records, len } = batch;
-        let others = len - records.len(); // events and directories
+        let WriteBatch { batch: mut sled_batch, records, puts, .. } = batch;
         let mut index = self.pages.write().map_err(|_| anyhow::anyhow!("the page index lock is poisoned"))?;
         let next = index.next_seq();
         let mut changed: std::collections::BTreeMap<u64, Vec<(u64, EncodedRecord)>> = Default::default();
@@ -497,7 +507,7 @@ impl Store {
         close(&mut page, &mut new_pages);
         let paged: Vec<(u64, u32)> = new_pages.iter().map(|(first, _, _, n)| (*first, *n)).collect();
         match new_pages.as_slice() {
-            [(first, heads, bodies, _)] if others == 0 && rewrites == 0 => {
+            [(first, heads, bodies, _)] if puts == 0 && rewrites == 0 => {
                 self.tree.insert(record_key(*first), bodies.as_slice()).context("writing a page of records")?;
                 self.tree.insert(header_key(*first), heads.as_slice()).context("writing a page of records")?;
             }
@@ -570,6 +580,7 @@ impl Store {
     /// number or written to ([`Store::record`], [`Store::headers`] and
     /// [`Store::write`] need the index; exports and checks do not).
     pub fn load(&self, mut each: impl FnMut(u64, RecordHeader) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        self.drop_unacknowledged_tail()?;
         let mut pages = Pages::default();
         for kv in self.tree.scan_prefix([HEADER]) {
             let (k, v) = kv?;
@@ -581,29 +592,47 @@ impl Store {
             }
             pages.pages.push((first, heads.len() as u32));
         }
-        self.last_page_whole(&pages)?;
         *self.pages.write().map_err(|_| anyhow::anyhow!("the page index lock is poisoned"))? = pages;
         Ok(())
     }
 
-    /// The last page's bodies are written before its headers ([`Store::write`])
-    /// and sled recovers its log in order, so every header page has its
-    /// bodies; checked for the last one, the only one a crash could cut. (A
-    /// page of bodies that is there but cannot be read is damage, not a cut
-    /// write: its records answer `503` when read, like any unreadable one.)
-    fn last_page_whole(&self, pages: &Pages) -> anyhow::Result<()> {
-        let Some(&(first, n)) = pages.pages.last() else { return Ok(()) };
-        let bodies = self.tree.get(record_key(first))?;
-        let found = match bodies.as_deref().map(decode_page) {
-            None => 0,
-            Some(Ok(b)) => b.len(),
-            Some(Err(_)) => return Ok(()),
-        };
-        if found < n as usize {
-            bail!(
-                "the last page of records (from record {first}) has {n} headers but {found} bodies: \
-                 the store was not recovered in order; run `subsidy-service check` on a copy"
+    /// Removes the last pages of headers whose bodies are missing or short,
+    /// before the state is built from the headers. Such a page was never
+    /// acknowledged: a group is answered only after a sync that follows both
+    /// of its inserts, and what a completed sync covers is recovered whole.
+    /// After a process crash sled's in-order recovery never leaves one (the
+    /// bodies are inserted first); after a power loss before the group's
+    /// sync it can, when sled wrote the bodies to a blob file of their own
+    /// (a value or leaf over ~128 KB) that did not reach the device: sled's
+    /// recovery passes over a log entry whose blob is missing. A page of
+    /// bodies that is there but cannot be read is damage, not a cut write,
+    /// and is left to the readers (`503` for its records).
+    fn drop_unacknowledged_tail(&self) -> anyhow::Result<()> {
+        let mut dropped = 0;
+        while let Some(kv) = self.tree.scan_prefix([HEADER]).next_back() {
+            let (k, v) = kv?;
+            let first = seq_of(&k)?;
+            let n = decode_page(&v).with_context(|| format!("the header page of record {first}"))?.len();
+            let found = match self.tree.get(record_key(first))?.as_deref().map(decode_page) {
+                None => 0,
+                Some(Ok(b)) => b.len(),
+                Some(Err(_)) => n,
+            };
+            if found >= n {
+                break;
+            }
+            tracing::warn!(
+                first,
+                headers = n,
+                bodies = found,
+                "the last page of records has headers without their bodies: never acknowledged, removed"
             );
+            self.tree.remove(header_key(first))?;
+            self.tree.remove(record_key(first))?;
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.sync()?;
         }
         Ok(())
     }
@@ -647,23 +676,19 @@ impl Store {
 
     /// Every record, whole, in recording order (checks and exports).
     ///
-    /// A page of bodies past the last page of headers is what a crash left of
-    /// a group written as two inserts ([`Store::write`]) and never
-    /// acknowledged: no record, skipped (the next group written replaces it).
-    /// Any other page of bodies without its headers is an error.
+    /// A page of bodies that starts right after the last record is what a
+    /// crash left of a group written as two inserts ([`Store::write`]) and
+    /// never acknowledged: no record, skipped (the next group written
+    /// replaces it). Any other page of bodies without its headers is an error.
     pub fn records(&self) -> impl Iterator<Item = anyhow::Result<ClaimRecord>> + '_ {
-        let last_headers = match self.tree.scan_prefix([HEADER]).next_back() {
-            None => Ok(0),
-            Some(kv) => kv.map_err(anyhow::Error::from).and_then(|(k, _)| seq_of(&k)),
-        };
         // Unreadable: every page of bodies without headers is reported.
-        let (last_headers, unreadable) = match last_headers {
-            Ok(first) => (first, None),
-            Err(e) => (u64::MAX, Some(Err(e.context("reading the last page of headers")))),
+        let (next, unreadable) = match self.record_count().map(|n| n + 1) {
+            Ok(next) => (next, None),
+            Err(e) => (0, Some(Err(e.context("reading the last page of headers")))),
         };
         let bodies_without_headers = self.tree.scan_prefix([RECORD]).filter_map(move |kv| match kv {
             Ok((k, _)) => match seq_of(&k) {
-                Ok(first) if first > last_headers => None,
+                Ok(first) if first == next => None,
                 Ok(first) => match self.tree.contains_key(header_key(first)) {
                     Ok(true) => None,
                     Ok(false) => Some(Err(anyhow::anyhow!("record {first}: a page of bodies without its headers"))),
@@ -775,7 +800,8 @@ impl Store {
 
     /// Whether the store holds no claim, event or directory.
     pub fn is_empty(&self) -> anyhow::Result<bool> {
-        for p in [HEADER, RECORD, EVENT, DIRECTORY] {
+        // Bodies without headers hold no record (see `records`).
+        for p in [HEADER, EVENT, DIRECTORY] {
             if self.tree.scan_prefix([p]).next().transpose()?.is_some() {
                 return Ok(false);
             }
@@ -923,10 +949,9 @@ mod tests {
     }
 
     #[test]
-    fn groups_of_one_page_or_several_keep_every_record_and_a_last_page_without_bodies_is_refused() {
+    fn groups_of_one_page_or_several_keep_every_record_and_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let mut index = Pages::default();
         for group in [3u64, 70, 2] {
             // one page (two plain inserts), two pages (a sled batch), one page
             let mut batch = WriteBatch::default();
@@ -935,42 +960,63 @@ mod tests {
                 batch.record_bytes(seq, (vec![2, seq as u8], vec![3, seq as u8]));
             }
             store.write(batch).unwrap();
-            index = Pages { pages: store.pages.read().unwrap().pages.clone() };
-            store.last_page_whole(&index).expect("every page whole");
         }
-        assert_eq!(index.pages, vec![(1, 3), (4, 64), (68, 6), (74, 2)]);
-        for &(first, n) in &index.pages {
+        // One page and an event: a sled batch, nothing left out.
+        let mut batch = WriteBatch::default();
+        batch.record_bytes(76, (vec![2, 76], vec![3, 76]));
+        batch.put(&event_key(76, 2), b"event".to_vec());
+        store.write(batch).unwrap();
+        assert_eq!(store.tree.get(event_key(76, 2)).unwrap().as_deref(), Some(&b"event"[..]));
+        let index = store.pages.read().unwrap().pages.clone();
+        assert_eq!(index, vec![(1, 3), (4, 64), (68, 6), (74, 2), (76, 1)]);
+        for &(first, n) in &index {
             let heads = store.tree.get(header_key(first)).unwrap().expect("headers");
             let bodies = store.tree.get(record_key(first)).unwrap().expect("bodies");
             let want: Vec<Vec<u8>> = (first..first + u64::from(n)).map(|s| vec![3, s as u8]).collect();
             assert_eq!(decode_page(&bodies).unwrap(), want.iter().map(Vec::as_slice).collect::<Vec<_>>());
             assert_eq!(decode_page(&heads).unwrap().len(), n as usize);
         }
-        store.tree.remove(record_key(74)).unwrap();
-        let err = store.last_page_whole(&index).expect_err("headers without their bodies");
-        assert!(format!("{err:#}").contains("from record 74) has 2 headers but 0 bodies"), "{err:#}");
-        store.tree.insert(record_key(74), encode_page(&[b"\x03\x4a".as_slice()])).unwrap();
-        let err = store.last_page_whole(&index).expect_err("a body short");
-        assert!(format!("{err:#}").contains("has 2 headers but 1 bodies"), "{err:#}");
-        // Damage, not a cut write: left to the readers (503 for its records).
-        store.tree.insert(record_key(74), b"garbage".to_vec()).unwrap();
-        store.last_page_whole(&index).expect("an unreadable page is the readers' error");
     }
 
     #[test]
-    fn bodies_past_the_last_headers_are_no_record_and_bodies_before_them_an_error() {
+    fn last_pages_of_headers_without_their_bodies_are_removed_at_start_and_damage_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for group in [3u64, 70, 2] {
+            let mut batch = WriteBatch::default();
+            let next = store.record_count().unwrap() + 1;
+            for seq in next..next + group {
+                batch.record_bytes(seq, (vec![2, seq as u8], vec![3, seq as u8]));
+            }
+            store.write(batch).unwrap();
+        }
+        assert_eq!(store.record_count().unwrap(), 75);
+        store.drop_unacknowledged_tail().unwrap();
+        assert_eq!(store.record_count().unwrap(), 75, "every page whole: nothing removed");
+        // Page 74 lost its bodies, page 68 kept one body of six: both removed.
+        store.tree.remove(record_key(74)).unwrap();
+        store.tree.insert(record_key(68), encode_page(&[b"\x03\x44".as_slice()])).unwrap();
+        store.drop_unacknowledged_tail().unwrap();
+        assert_eq!(store.record_count().unwrap(), 67);
+        assert!(store.tree.get(record_key(68)).unwrap().is_none(), "its short bodies go with it");
+        // Damage, not a cut write: left to the readers (503 for its records).
+        store.tree.insert(record_key(4), b"garbage".to_vec()).unwrap();
+        store.drop_unacknowledged_tail().unwrap();
+        assert_eq!(store.record_count().unwrap(), 67);
+    }
+
+    #[test]
+    fn bodies_right_after_the_last_record_are_no_record_and_other_bodies_without_headers_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let empty = encode_page(&[]);
-        // What a crash between a group's two inserts leaves: bodies alone.
-        store.tree.insert(record_key(9), empty.clone()).unwrap();
+        // What a crash between the first group's two inserts leaves.
+        store.tree.insert(record_key(1), empty.clone()).unwrap();
         assert_eq!(store.records().count(), 0, "no record and no error");
-        store.tree.insert(record_key(3), empty.clone()).unwrap();
-        store.tree.insert(header_key(3), empty.clone()).unwrap();
-        assert_eq!(store.records().count(), 0, "still none past the last headers");
-        store.tree.insert(record_key(1), empty).unwrap();
+        assert!(store.is_empty().unwrap(), "bodies without headers hold no record");
+        store.tree.insert(record_key(9), empty).unwrap();
         let errs: Vec<String> = store.records().map(|r| format!("{:#}", r.expect_err("only errors"))).collect();
-        assert_eq!(errs, ["record 1: a page of bodies without its headers"]);
+        assert_eq!(errs, ["record 9: a page of bodies without its headers"]);
     }
 
     #[test]
