@@ -58,6 +58,10 @@ pub(crate) fn header_key(first: u64) -> [u8; 9] {
 const PAGE_RECORDS: usize = 64;
 const PAGE_BYTES: usize = 48 * 1024;
 const PAGE_V1: u8 = 1;
+/// The most last pages start-up removes for headers without their bodies
+/// ([`Store::load`]): a power loss cuts only the groups written after the last
+/// completed sync, a few; more is damage, and start-up refuses instead.
+const UNACKNOWLEDGED_PAGES_MAX: usize = 64;
 
 /// A page's values: the count, each entry's length, then the entries.
 fn encode_page(entries: &[&[u8]]) -> Vec<u8> {
@@ -608,8 +612,8 @@ impl Store {
     /// bodies that is there but cannot be read is damage, not a cut write,
     /// and is left to the readers (`503` for its records).
     fn drop_unacknowledged_tail(&self) -> anyhow::Result<()> {
-        let mut dropped = 0;
-        while let Some(kv) = self.tree.scan_prefix([HEADER]).next_back() {
+        let mut cut = Vec::new();
+        for kv in self.tree.scan_prefix([HEADER]).rev() {
             let (k, v) = kv?;
             let first = seq_of(&k)?;
             let n = decode_page(&v).with_context(|| format!("the header page of record {first}"))?.len();
@@ -621,17 +625,27 @@ impl Store {
             if found >= n {
                 break;
             }
+            if cut.len() == UNACKNOWLEDGED_PAGES_MAX {
+                // Far more than the groups in flight when the power went:
+                // damage, not a cut write. Nothing is removed.
+                bail!(
+                    "more than {UNACKNOWLEDGED_PAGES_MAX} last pages of records (down to record {first}) have \
+                     headers without their bodies: the store is damaged; run `subsidy-service check` on a copy"
+                );
+            }
+            cut.push((first, n, found));
+        }
+        for &(first, headers, bodies) in &cut {
             tracing::warn!(
                 first,
-                headers = n,
-                bodies = found,
-                "the last page of records has headers without their bodies: never acknowledged, removed"
+                headers,
+                bodies,
+                "a last page of records has headers without their bodies: never acknowledged, removed"
             );
             self.tree.remove(header_key(first))?;
             self.tree.remove(record_key(first))?;
-            dropped += 1;
         }
-        if dropped > 0 {
+        if !cut.is_empty() {
             self.sync()?;
         }
         Ok(())
@@ -1003,6 +1017,26 @@ mod tests {
         store.tree.insert(record_key(4), b"garbage".to_vec()).unwrap();
         store.drop_unacknowledged_tail().unwrap();
         assert_eq!(store.record_count().unwrap(), 67);
+    }
+
+    #[test]
+    fn more_last_pages_without_bodies_than_a_power_loss_leaves_are_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for seq in 1..=(UNACKNOWLEDGED_PAGES_MAX as u64 + 2) {
+            let mut batch = WriteBatch::default();
+            batch.record_bytes(seq, (vec![2, seq as u8], vec![3, seq as u8]));
+            store.write(batch).unwrap();
+        }
+        for seq in 2..=(UNACKNOWLEDGED_PAGES_MAX as u64 + 2) {
+            store.tree.remove(record_key(seq)).unwrap();
+        }
+        let err = store.drop_unacknowledged_tail().expect_err("damage");
+        assert!(format!("{err:#}").contains("more than 64 last pages"), "{err:#}");
+        assert_eq!(store.record_count().unwrap(), UNACKNOWLEDGED_PAGES_MAX as u64 + 2, "nothing removed");
+        store.tree.insert(record_key(2), encode_page(&[b"\x03\x02".as_slice()])).unwrap();
+        store.drop_unacknowledged_tail().expect("64 pages: a cut");
+        assert_eq!(store.record_count().unwrap(), 2);
     }
 
     #[test]
