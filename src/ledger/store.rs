@@ -951,30 +951,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.record_count().unwrap(), 0);
-        for group in [3u64, 70, 1] {
-            let mut batch = WriteBatch::default();
-            let next = store.record_count().unwrap() + 1;
-            for seq in next..next + group {
-                batch.record_bytes(seq, (vec![2, seq as u8], vec![2, 0, 0, 0, 0]));
-            }
-            store.write(batch).unwrap();
-        }
+        write_groups(&store, &[3, 70, 1]);
         assert_eq!(store.record_count().unwrap(), 74);
     }
 
-    #[test]
-    fn groups_of_one_page_or_several_keep_every_record_and_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        for group in [3u64, 70, 2] {
-            // one page (two plain inserts), two pages (a sled batch), one page
+    /// Writes groups of the given sizes of records numbered on from the
+    /// store's last; record `seq`'s header is `[2, seq]`, its body `[3, seq]`.
+    fn write_groups(store: &Store, sizes: &[u64]) {
+        for &size in sizes {
             let mut batch = WriteBatch::default();
             let next = store.record_count().unwrap() + 1;
-            for seq in next..next + group {
+            for seq in next..next + size {
                 batch.record_bytes(seq, (vec![2, seq as u8], vec![3, seq as u8]));
             }
             store.write(batch).unwrap();
         }
+    }
+
+    #[test]
+    fn groups_of_one_page_or_several_and_a_page_with_an_event_keep_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // one page (two plain inserts), two pages (a sled batch), one page
+        write_groups(&store, &[3, 70, 2]);
         // One page and an event: a sled batch, nothing left out.
         let mut batch = WriteBatch::default();
         batch.record_bytes(76, (vec![2, 76], vec![3, 76]));
@@ -996,14 +995,7 @@ mod tests {
     fn last_pages_of_headers_without_their_bodies_are_removed_at_start_and_damage_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        for group in [3u64, 70, 2] {
-            let mut batch = WriteBatch::default();
-            let next = store.record_count().unwrap() + 1;
-            for seq in next..next + group {
-                batch.record_bytes(seq, (vec![2, seq as u8], vec![3, seq as u8]));
-            }
-            store.write(batch).unwrap();
-        }
+        write_groups(&store, &[3, 70, 2]);
         assert_eq!(store.record_count().unwrap(), 75);
         store.drop_unacknowledged_tail().unwrap();
         assert_eq!(store.record_count().unwrap(), 75, "every page whole: nothing removed");
@@ -1023,11 +1015,7 @@ mod tests {
     fn more_last_pages_without_bodies_than_a_power_loss_leaves_are_refused_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        for seq in 1..=(UNACKNOWLEDGED_PAGES_MAX as u64 + 2) {
-            let mut batch = WriteBatch::default();
-            batch.record_bytes(seq, (vec![2, seq as u8], vec![3, seq as u8]));
-            store.write(batch).unwrap();
-        }
+        write_groups(&store, &[1; UNACKNOWLEDGED_PAGES_MAX + 2]);
         for seq in 2..=(UNACKNOWLEDGED_PAGES_MAX as u64 + 2) {
             store.tree.remove(record_key(seq)).unwrap();
         }
