@@ -510,18 +510,17 @@ impl Store {
         }
         close(&mut page, &mut new_pages);
         let paged: Vec<(u64, u32)> = new_pages.iter().map(|(first, _, _, n)| (*first, *n)).collect();
-        match new_pages.as_slice() {
-            [(first, heads, bodies, _)] if puts == 0 && rewrites == 0 => {
-                self.tree.insert(record_key(*first), bodies.as_slice()).context("writing a page of records")?;
-                self.tree.insert(header_key(*first), heads.as_slice()).context("writing a page of records")?;
+        if new_pages.len() == 1 && puts == 0 && rewrites == 0 {
+            for (first, heads, bodies, _) in new_pages {
+                self.tree.insert(record_key(first), bodies).context("writing a page of records")?;
+                self.tree.insert(header_key(first), heads).context("writing a page of records")?;
             }
-            _ => {
-                for (first, heads, bodies, _) in new_pages {
-                    sled_batch.insert(&header_key(first), heads);
-                    sled_batch.insert(&record_key(first), bodies);
-                }
-                self.tree.apply_batch(sled_batch).context("writing a group")?;
+        } else {
+            for (first, heads, bodies, _) in new_pages {
+                sled_batch.insert(&header_key(first), heads);
+                sled_batch.insert(&record_key(first), bodies);
             }
+            self.tree.apply_batch(sled_batch).context("writing a group")?;
         }
         index.pages.extend(paged);
         Ok(())
