@@ -9,7 +9,10 @@ use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::{connect, migrate, on_own_runtime, read_directory, read_on_thread, seq_i64, Writes, SEQ_SHIFT};
+use super::{
+    connect, key_columns, migrate, on_own_runtime, read_directory, read_on_thread, seq_i64, Writes, INSERT_HOLDERS,
+    INSERT_USAGE, SEQ_SHIFT,
+};
 use crate::domain::County;
 use crate::ledger::keys::KeyDigest;
 use crate::ledger::record::ClaimRecord;
@@ -222,21 +225,11 @@ async fn import_records(tx: &tokio_postgres::Transaction<'_>, records: &[ClaimRe
         &[&seqs, &ids, &counties, &kinds, &statuses, &dates, &departments, &parties, &granted, &heads, &bodies],
     )
     .await?;
-    let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
-        held.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
-    let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
-        held.holders.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
+    let (usage_keys, usage_ids) = key_columns(&held.usage);
+    let (holder_keys, holder_ids) = key_columns(&held.holders);
     let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) = totals.iter().map(|(k, v)| (&k[..], *v)).unzip();
-    tx.execute(
-        "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-        &[&usage_keys, &usage_ids],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-        &[&holder_keys, &holder_ids],
-    )
-    .await?;
+    tx.execute(INSERT_USAGE, &[&usage_keys, &usage_ids]).await?;
+    tx.execute(INSERT_HOLDERS, &[&holder_keys, &holder_ids]).await?;
     tx.execute(
         "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
          ON CONFLICT (key) DO UPDATE SET total = totals.total + EXCLUDED.total",

@@ -499,6 +499,17 @@ struct Writes {
     totals: BTreeSet<KeyDigest>,
 }
 
+/// The rows of [`Writes::usage`], as the parameters `($1 keys, $2 claim ids)`.
+const INSERT_USAGE: &str = "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])";
+/// The rows of [`Writes::holders`], as the parameters `($1 keys, $2 claim ids)`.
+const INSERT_HOLDERS: &str = "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])";
+
+/// Rows of (key, claim id) as the two array parameters of
+/// [`INSERT_USAGE`] and [`INSERT_HOLDERS`].
+fn key_columns(rows: &[(KeyDigest, String)]) -> (Vec<&[u8]>, Vec<&str>) {
+    rows.iter().map(|(k, id)| (&k[..], id.as_str())).unzip()
+}
+
 /// A claim decided in this transaction, numbered at commit.
 struct Pending {
     header: RecordHeader,
@@ -864,8 +875,8 @@ impl PostgresLedger {
         let [insert, usage_st, holders_st, totals_st, events_st] = [
             "INSERT INTO claims (seq, claim_id, county, kind, status, event_date, department, parties, granted, header, body)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            "INSERT INTO usage_counts (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
-            "INSERT INTO holders (key, claim_id) SELECT * FROM unnest($1::bytea[], $2::text[])",
+            INSERT_USAGE,
+            INSERT_HOLDERS,
             "INSERT INTO totals (key, total) SELECT * FROM unnest($1::bytea[], $2::numeric[])
              ON CONFLICT (key) DO UPDATE SET total = EXCLUDED.total",
             "INSERT INTO events (seq, claim_seq, event) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
@@ -875,10 +886,8 @@ impl PostgresLedger {
             tokio::try_join!(insert, usage_st, holders_st, totals_st, events_st)?;
         let records = Self::numbered_records(first_seq, pending);
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
-        let (usage_keys, usage_ids): (Vec<&[u8]>, Vec<&str>) =
-            writes.usage.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
-        let (holder_keys, holder_ids): (Vec<&[u8]>, Vec<&str>) =
-            writes.holders.iter().map(|(k, id)| (&k[..], id.as_str())).unzip();
+        let (usage_keys, usage_ids) = key_columns(&writes.usage);
+        let (holder_keys, holder_ids) = key_columns(&writes.holders);
         let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
             writes.totals.iter().map(|k| (&k[..], known.totals.get(k).copied().unwrap_or_default())).unzip();
         let usage: Params<2> = [&usage_keys, &usage_ids];
