@@ -89,8 +89,7 @@ async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
         assert_eq!(api.get(&format!("/v1/claims/{id}"), PLATFORM).await.status, 404, "{id} was answered 503");
     }
     app.stop();
-    let check =
-        Command::new(env!("CARGO_BIN_EXE_subsidy-service")).args(["check", "--store"]).arg(&store).output().unwrap();
+    let check = check_store(&store);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
 
@@ -135,12 +134,10 @@ async fn a_group_cut_between_its_bodies_and_its_headers_is_no_record_and_is_repl
     // What a crash between a group's two inserts leaves: the page of bodies
     // of record 2 on, without its headers (a copy of record 1's).
     record_then_change_bodies(&store, &first, |tree, _, bodies| {
-        let mut key = b"R".to_vec();
-        key.extend_from_slice(&2u64.to_be_bytes());
-        tree.insert(key, bodies).unwrap();
+        tree.insert(bodies_key(2), bodies).unwrap();
     })
     .await;
-    let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    let check = check_store(&store);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let app = BinaryApp::start(&store).await;
     let api = crate::helpers::base(&app.address);
@@ -153,19 +150,13 @@ async fn a_group_cut_between_its_bodies_and_its_headers_is_no_record_and_is_repl
         listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["CUT-1", "CUT-2"], "{}", listed.body);
     app.stop();
-    let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    let check = check_store(&store);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-    {
-        // Bodies without headers anywhere else are not a cut write: reported.
-        let db = sled::Config::new().path(&store).open().unwrap();
-        let tree = db.open_tree("ledger-v2").unwrap();
-        let (_, bodies) = tree.scan_prefix(b"R").next().unwrap().unwrap();
-        let mut key = b"R".to_vec();
-        key.extend_from_slice(&9u64.to_be_bytes());
-        tree.insert(key, bodies).unwrap();
-        db.flush().unwrap();
-    }
-    let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    // Bodies without headers anywhere else are not a cut write: reported.
+    change_bodies(&store, |tree, _, bodies| {
+        tree.insert(bodies_key(9), bodies).unwrap();
+    });
+    let check = check_store(&store);
     assert!(!check.status.success());
     let out = String::from_utf8_lossy(&check.stdout).to_string() + &String::from_utf8_lossy(&check.stderr);
     assert!(out.contains("record 9: a page of bodies without its headers"), "{out}");
@@ -191,7 +182,7 @@ async fn a_last_page_of_headers_without_its_bodies_is_removed_at_start() {
     assert_eq!(again.status, 201, "{}", again.body);
     assert_eq!(api.get("/v1/claims/LOST-1", PLATFORM).await.status, 200);
     app.stop();
-    let check = crate::maintenance::bin().args(["check", "--store"]).arg(&store).output().unwrap();
+    let check = check_store(&store);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
@@ -206,9 +197,25 @@ async fn record_then_change_bodies(
     let api = crate::helpers::base(&app.address);
     assert_eq!(api.post_claim(claim).await.status, 201);
     app.stop();
+    change_bodies(store, change);
+}
+
+/// Lets `change` alter a stopped store given its first page of bodies (key
+/// and value).
+fn change_bodies(store: &std::path::Path, change: impl FnOnce(&sled::Tree, sled::IVec, sled::IVec)) {
     let db = sled::Config::new().path(store).open().unwrap();
     let tree = db.open_tree("ledger-v2").unwrap();
     let (key, bodies) = tree.scan_prefix(b"R").next().unwrap().unwrap();
     change(&tree, key, bodies);
     db.flush().unwrap();
+}
+
+/// The key of the page of bodies whose first record is `first`.
+fn bodies_key(first: u64) -> Vec<u8> {
+    [&b"R"[..], &first.to_be_bytes()].concat()
+}
+
+/// `subsidy-service check --store`, run on a stopped store.
+fn check_store(store: &std::path::Path) -> std::process::Output {
+    crate::maintenance::bin().args(["check", "--store"]).arg(store).output().unwrap()
 }
