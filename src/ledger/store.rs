@@ -813,9 +813,15 @@ impl Store {
 
     /// Whether the store holds no claim, event or directory.
     pub fn is_empty(&self) -> anyhow::Result<bool> {
-        // Bodies without headers hold no record (see `records`).
         for p in [HEADER, EVENT, DIRECTORY] {
             if self.tree.scan_prefix([p]).next().transpose()?.is_some() {
+                return Ok(false);
+            }
+        }
+        // Without headers, only the bodies of record 1 are what a cut first
+        // group left (see `records`); any other bodies are data.
+        for kv in self.tree.scan_prefix([RECORD]) {
+            if seq_of(&kv?.0)? != 1 {
                 return Ok(false);
             }
         }
@@ -1036,6 +1042,7 @@ mod tests {
         assert_eq!(store.records().count(), 0, "no record and no error");
         assert!(store.is_empty().unwrap(), "bodies without headers hold no record");
         store.tree.insert(record_key(9), empty).unwrap();
+        assert!(!store.is_empty().unwrap(), "other bodies are data");
         let errs: Vec<String> = store.records().map(|r| format!("{:#}", r.expect_err("only errors"))).collect();
         assert_eq!(errs, ["record 9: a page of bodies without its headers"]);
     }
