@@ -371,6 +371,14 @@ fn retryable(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The values of the keys `$1` (digests), all three kinds in one statement:
+/// (0, key, claim id, NULL) for each claim counted under a usage key, (1,
+/// key, claim id, NULL) for a key's holder, (2, key, NULL, total) for a
+/// total.
+const READ_KEYS: &str = "SELECT 0, key, claim_id, NULL::numeric FROM usage_counts WHERE key = ANY($1)
+     UNION ALL SELECT 1, key, claim_id, NULL FROM holders WHERE key = ANY($1)
+     UNION ALL SELECT 2, key, NULL, total FROM totals WHERE key = ANY($1)";
+
 /// What a transaction has read of the ledger under its locks, plus its own
 /// changes so far: the values the rules see.
 #[derive(Default)]
@@ -386,26 +394,25 @@ impl Known {
     /// With `lock`, each key is locked first and read under its lock (one
     /// round trip either way).
     async fn fetch(&mut self, tx: &Tx<'_>, keys: &BTreeSet<KeyDigest>, lock: bool) -> anyhow::Result<()> {
-        let fresh: Vec<&KeyDigest> = keys.iter().filter(|k| !self.fetched.contains(*k)).collect();
+        let fresh = self.unread(keys);
         if fresh.is_empty() {
             return Ok(());
         }
-        let locks = if lock { fresh.iter().map(|k| key_lock(k)).collect() } else { Vec::new() };
-        let keys: Vec<&[u8]> = fresh.iter().map(|k| &k[..]).collect();
-        let p: Params<1> = [&keys];
-        // The three kinds of value in one statement: 0 usage, 1 holder, 2 total.
-        let read = locked_reads(
-            tx,
-            locks,
-            [(
-                "SELECT 0, key, claim_id, NULL::numeric FROM usage_counts WHERE key = ANY($1)
-                 UNION ALL SELECT 1, key, claim_id, NULL FROM holders WHERE key = ANY($1)
-                 UNION ALL SELECT 2, key, NULL, total FROM totals WHERE key = ANY($1)",
-                &p,
-            )],
-        )
-        .await?;
-        for r in read.iter().flatten() {
+        let locks = if lock { fresh.iter().map(key_lock).collect() } else { Vec::new() };
+        let digests: Vec<&[u8]> = fresh.iter().map(|k| &k[..]).collect();
+        let p: Params<1> = [&digests];
+        let read = locked_reads(tx, locks, [(READ_KEYS, &p)]).await?;
+        self.absorb(read.iter().flatten(), fresh)
+    }
+
+    /// Those of `keys` not read yet.
+    fn unread(&self, keys: &BTreeSet<KeyDigest>) -> Vec<KeyDigest> {
+        keys.iter().filter(|k| !self.fetched.contains(*k)).copied().collect()
+    }
+
+    /// Takes in the rows of [`READ_KEYS`] read for `keys`.
+    fn absorb<'r>(&mut self, rows: impl Iterator<Item = &'r Row>, keys: Vec<KeyDigest>) -> anyhow::Result<()> {
+        for r in rows {
             let key: KeyDigest = r.get::<_, &[u8]>(1).try_into().context("a stored ledger key is not 16 bytes")?;
             match r.get::<_, i32>(0) {
                 0 => self.usage.entry(key).or_default().push(r.get(2)),
@@ -417,7 +424,7 @@ impl Known {
                 }
             }
         }
-        self.fetched.extend(fresh);
+        self.fetched.extend(keys);
         Ok(())
     }
 
@@ -629,17 +636,21 @@ impl PostgresLedger {
     /// Decides and records claims in one transaction, in order (a claim, or
     /// a batch).
     ///
-    /// Round trips: every claim id locked (in sorted order) and looked up,
-    /// with the numbers and the directories' revisions (after the `BEGIN`
-    /// sent with them); then every key the new claims read, locked (in
-    /// sorted order) and read; then the writes, and the `COMMIT` with them.
-    /// Locks taken in one sorted statement cannot deadlock with another
-    /// transaction's; a key only the final decision reads is locked after.
+    /// Two round trips: first every claim id and every key the claims are
+    /// expected to read or take locked (in one sorted statement), then the
+    /// claims recorded under those ids and the keys read, with the numbers
+    /// and the directories' revisions (after the `BEGIN` sent with them);
+    /// then the writes, and the `COMMIT` with them. Locks taken in one
+    /// sorted statement cannot deadlock with another transaction's; a key
+    /// only the final decision reads (the expectation was made with a
+    /// directory changed since, or the decision went another way) is locked
+    /// after, in a round trip of its own.
     async fn submit_in(&self, tx: &Tx<'_>, items: &[&ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
-        let ((first_seq, event_numbers, revisions), existing) = Self::number_and_lock_claims(tx, items).await?;
+        let expected = self.keys_expected(items)?;
+        let ((first_seq, event_numbers, revisions), existing, mut known) =
+            Self::lock_and_read(tx, items, &expected).await?;
         let dirs = self.directories_at(tx, revisions).await?;
         let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_default();
-        let mut known = self.lock_keys_new_claims_read(tx, items, &existing, &dir_of).await?;
 
         let mut writes = Writes::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -681,14 +692,36 @@ impl PostgresLedger {
         Ok(results)
     }
 
-    /// Locks every claim id (in sorted order) and reads the claims recorded
-    /// under them, together with the transaction's numbers and the
-    /// directories' revisions (see [`numbers`]): one round trip. Answers the
-    /// numbers and the recorded claims by claim id.
-    async fn number_and_lock_claims(
+    /// The keys the claims are expected to read, or to take if granted:
+    /// the first claim of each claim id decided once against nothing read,
+    /// with the directories held in memory. What the transaction then finds
+    /// (a claim already recorded, a directory changed by another process)
+    /// can only make it need fewer keys or others, which it locks then.
+    fn keys_expected(&self, items: &[&ClaimItem]) -> anyhow::Result<BTreeSet<KeyDigest>> {
+        let dirs = self.directories.read().map_err(|_| anyhow!("poisoned"))?;
+        let known = Known::default();
+        let mut keys = BTreeSet::new();
+        let mut seen = HashSet::new();
+        for item in items {
+            if seen.insert(item.claim.claim_id.as_str()) {
+                let dir = dirs.get(&item.claim.county).map(|(_, d)| d.clone()).unwrap_or_default();
+                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir)?;
+                keys.extend(found.into_iter().flat_map(|(_, missing)| missing));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Locks every claim id and every one of `keys` (in one sorted
+    /// statement), then reads the claims recorded under those ids and the
+    /// keys, together with the transaction's numbers and the directories'
+    /// revisions (see [`numbers`]): one round trip. Answers the numbers,
+    /// the recorded claims by claim id, and the keys read.
+    async fn lock_and_read(
         tx: &Tx<'_>,
         items: &[&ClaimItem],
-    ) -> anyhow::Result<((i64, Vec<i64>, Vec<(String, i64)>), HashMap<String, ClaimRecord>)> {
+        keys: &BTreeSet<KeyDigest>,
+    ) -> anyhow::Result<((i64, Vec<i64>, Vec<(String, i64)>), HashMap<String, ClaimRecord>, Known)> {
         let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
         // One claim: the plain lookup (a generic plan of `= ANY($1)` may
         // estimate the array as large and leave the unique index).
@@ -696,41 +729,21 @@ impl PostgresLedger {
             [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
             _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
         };
-        let ((first_seq, event_numbers, revisions), found) =
-            tokio::try_join!(numbers(tx, items.len(), items.len()), async {
-                Ok(locked_reads(tx, ids.iter().map(|id| claim_lock(id)).collect(), [(lookup, &params)]).await?)
-            },)?;
+        let mut known = Known::default();
+        let keys = known.unread(keys);
+        let digests: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let key_params: Params<1> = [&digests];
+        let locks = ids.iter().map(|id| claim_lock(id)).chain(keys.iter().map(key_lock)).collect();
+        let (numbers, read) = tokio::try_join!(numbers(tx, items.len(), items.len()), async {
+            Ok(locked_reads(tx, locks, [(lookup, &params), (READ_KEYS, &key_params)]).await?)
+        })?;
         let mut existing = HashMap::new();
-        for row in found.iter().flatten() {
+        for row in &read[0] {
             let r = record_of(row)?;
             existing.insert(r.header.claim_id.clone(), r);
         }
-        Ok(((first_seq, event_numbers, revisions), existing))
-    }
-
-    /// Decides each claim not recorded yet once against nothing read (the
-    /// first of a claim id only), and locks and reads every key those
-    /// decisions read or a grant would take, in one sorted round trip.
-    /// Answers what was read under the locks.
-    async fn lock_keys_new_claims_read(
-        &self,
-        tx: &Tx<'_>,
-        items: &[&ClaimItem],
-        existing: &HashMap<String, ClaimRecord>,
-        dir_of: &impl Fn(&ClaimItem) -> Arc<Directory>,
-    ) -> anyhow::Result<Known> {
-        let mut known = Known::default();
-        let mut keys = BTreeSet::new();
-        let mut seen = HashSet::new();
-        for item in items {
-            let id = item.claim.claim_id.as_str();
-            if !existing.contains_key(id) && seen.insert(id) {
-                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir_of(item))?;
-                keys.extend(found.into_iter().flat_map(|(_, missing)| missing));
-            }
-        }
-        known.fetch(tx, &keys, true).await?;
-        Ok(known)
+        known.absorb(read[1].iter(), keys)?;
+        Ok((numbers, existing, known))
     }
 
     /// A claim already recorded, earlier in this transaction or before it:
