@@ -71,7 +71,7 @@ impl BodyHashes {
 
 impl Pseudonymizer {
     /// The body's hashes (object keys sorted, spacing ignored).
-    pub fn body_hashes(&self, body: &serde_json::Value) -> BodyHashes {
+    pub fn body_hashes<J: crate::domain::Json>(&self, body: &J) -> BodyHashes {
         use sha2::Digest;
         let canonical = crate::domain::canonical_body(body);
         let mut mac = self.mac.clone();

@@ -637,33 +637,38 @@ fn cross_checks(details: &Details, errs: &mut Vec<FieldError>) -> bool {
 
 /// SHA-256 of the body with object keys sorted: retries that differ only in
 /// key order or spacing are the same body.
-fn canon(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(m) => {
-            out.push(b'{');
-            let mut keys: Vec<_> = m.keys().collect();
-            keys.sort();
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_into(k, out);
-                out.push(b':');
-                canon(&m[k], out);
+fn canon<J: Json>(v: &J, out: &mut Vec<u8>) {
+    if v.is_object() {
+        out.push(b'{');
+        // `keys` answers each name once, in byte order.
+        for (i, k) in v.keys().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            out.push(b'}');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            json_into(k, out);
+            out.push(b':');
+            if let Some(x) = v.get(k) {
                 canon(x, out);
             }
-            out.push(b']');
         }
-        other => json_into(other, out),
+        out.push(b'}');
+    } else if let Some(a) = v.as_array() {
+        out.push(b'[');
+        for (i, x) in a.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            canon(x, out);
+        }
+        out.push(b']');
+    } else if let Some(s) = v.as_str() {
+        json_into(s, out);
+    } else if let Some(n) = v.as_number() {
+        json_into(n, out);
+    } else if let Some(b) = v.as_bool() {
+        json_into(&b, out);
+    } else {
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -680,7 +685,7 @@ pub fn body_hash(v: &Value) -> String {
 }
 
 /// The body with object keys sorted and no spacing (what a body hash hashes).
-pub fn canonical_body(v: &Value) -> Vec<u8> {
+pub fn canonical_body<J: Json>(v: &J) -> Vec<u8> {
     let mut buf = Vec::new();
     canon(v, &mut buf);
     buf

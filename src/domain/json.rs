@@ -274,7 +274,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::domain::parse_claim;
+    use crate::domain::{canonical_body, parse_claim};
 
     #[test]
     fn what_no_json_text_holds_is_refused_naming_a_json_value() {
@@ -335,8 +335,13 @@ mod tests {
                     (None, _) => {}
                 }
             }
-            let (from_value, from_node) = both(&serde_json::to_vec(&claim).expect("json"));
+            let text = serde_json::to_vec(&claim).expect("json");
+            let (from_value, from_node) = both(&text);
             prop_assert_eq!(from_value, from_node);
+            // The body hash of an evaluation (read as a `Node`) is that of the
+            // recorded claim (read as a `Value`).
+            let node = Node::parse(&text).expect("json");
+            prop_assert_eq!(canonical_body(&node), canonical_body(&claim));
         }
     }
 
@@ -371,6 +376,7 @@ mod tests {
                     assert_eq!(n.to_value(), v, "{text}");
                     assert_eq!(Node::from(v.clone()), n, "{text}");
                     assert_eq!(n.keys().collect::<Vec<_>>(), v.keys().collect::<Vec<_>>(), "{text}");
+                    assert_eq!(canonical_body(&n), canonical_body(&v), "{text}");
                 }
                 (v, n) => assert_eq!(v.is_err(), n.is_err(), "{text}"),
             }

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{internal, ledger_error, only_fields, read_body, read_json, AppState};
+use super::{internal, json_node, ledger_error, only_fields, read_body, read_body_bytes, read_json, AppState};
 use crate::auth::{Caller, Operation};
-use crate::domain::{peek_claim_id, County, Kind};
+use crate::domain::{peek_claim_id, County, Kind, Node};
 use crate::domain::{Claim, RevocationReason};
 use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
 use crate::privacy::Sealer;
@@ -247,12 +247,14 @@ pub async fn evaluate(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::Evaluate)?;
-    let body = read_json(&req, payload, state.server.claim_body_limit).await?;
-    let claim = state.parse(&body)?;
+    let body = read_body_bytes(&req, payload, state.server.claim_body_limit).await?;
+    let claim = state.parse(&json_node(&body)?)?;
     let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
     let decision = {
         let s = state.clone();
-        let body_hashes = Box::new(move || s.pseudonymizer.body_hashes(&body));
+        // Read again only when the claim id is already recorded; the text
+        // was read as JSON above, so it reads again.
+        let body_hashes = Box::new(move || s.pseudonymizer.body_hashes(&Node::parse(&body).unwrap_or(Node::Null)));
         state.ledger.evaluate(Evaluation { claim, person, body_hashes }).await.map_err(ledger_error)?
     };
     Ok(HttpResponse::Ok().json(decision))

@@ -1,8 +1,8 @@
 //! The ledger over HTTP: idempotency, batches, revocation, restarts, evaluations.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{id_number, spawn_app, wy_qualification, BinaryApp, AUDITOR, PLATFORM};
+use crate::helpers::{answer, id_number, spawn_app, wy_qualification, BinaryApp, AUDITOR, PLATFORM};
 
 #[tokio::test]
 async fn the_same_claim_id_with_another_body_is_409() {
@@ -97,6 +97,44 @@ async fn an_evaluation_records_nothing_and_changes_nothing() {
     assert_eq!(s.status, 201);
     assert_eq!(s.body["usage"]["used"], 1);
     assert_eq!(s.body["recorded"], true);
+}
+
+/// An evaluation reads its body as it was sent; a recorded claim sent
+/// again in another member order and spacing (the same body) is still set
+/// aside as its own, and a repeated member is read as its last value, as
+/// when it was recorded.
+#[tokio::test]
+async fn an_evaluation_knows_its_recorded_claim_in_any_member_order() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let p = id_number("33072319870101007");
+    let c = wy_qualification("EV-2", &p, "6-31-01-03", "senior", "EV-CERT-2", "2020-05-01");
+    assert_eq!(api.post_claim(&c).await.status, 201);
+    let evaluate = |text: String| {
+        api.client
+            .post(api.url("/v1/evaluations"))
+            .bearer_auth(PLATFORM)
+            .header("content-type", "application/json")
+            .body(text)
+    };
+    // serde_json's own text of a `Value` has its members sorted: reversed
+    // and spaced, it is another text of the same body.
+    let mut members: Vec<(String, Value)> = c.as_object().unwrap().clone().into_iter().collect();
+    members.reverse();
+    let reordered =
+        format!("{{ {} }}", members.iter().map(|(k, v)| format!("{k:?} : {v}")).collect::<Vec<_>>().join(" ,\n "));
+    let own = answer(evaluate(reordered)).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert_eq!(own.body["status"], "approved", "{}", own.body);
+    assert_eq!(own.body["usage"]["used"], 1, "its own record counted once: {}", own.body);
+    // A repeated member: the last value is the one read, as it is of a
+    // claim recorded; the earlier `claim_id` is not read, and the body is
+    // the recorded one, set aside as its own.
+    let text = c.to_string().replacen('{', r#"{"claim_id":"EV-other","#, 1);
+    let again = answer(evaluate(text)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["claim_id"], "EV-2", "{}", again.body);
+    assert_eq!(again.body["usage"]["used"], 1, "{}", again.body);
 }
 
 #[tokio::test]
