@@ -40,7 +40,12 @@ impl Application {
     /// binds the listener (port 0 picks a free port).
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let policy = Arc::new(settings.policy.load()?);
-        let ledger = open_ledger(&settings.store, policy.clone())?;
+        // actix's default: a worker per available core.
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            n => n,
+        };
+        let ledger = open_ledger(&settings.store, workers, policy.clone())?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new()?);
         let state = web::Data::new(AppState {
@@ -113,7 +118,11 @@ impl Application {
 }
 
 /// The ledger backend the settings choose, started.
-fn open_ledger(store: &StoreSettings, policy: Arc<crate::policy::Policy>) -> anyhow::Result<Arc<dyn LedgerService>> {
+fn open_ledger(
+    store: &StoreSettings,
+    workers: usize,
+    policy: Arc<crate::policy::Policy>,
+) -> anyhow::Result<Arc<dyn LedgerService>> {
     Ok(match store.backend {
         Backend::Sled => {
             let s = Store::open(&store.path, store.cache_capacity_bytes)?;
@@ -122,6 +131,7 @@ fn open_ledger(store: &StoreSettings, policy: Arc<crate::policy::Policy>) -> any
         Backend::Postgres => PostgresLedger::start(
             store.url.expose_secret(),
             store.pool_size,
+            workers,
             Duration::from_millis(store.connect_timeout_ms),
             policy,
         )?,

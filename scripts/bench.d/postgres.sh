@@ -11,7 +11,11 @@
 # Settings: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS (total), BENCH_OUT,
 # BENCH_BIN (a binary to measure instead of building this tree's),
 # SUBSIDY__STORE__POOL_SIZE (per replica, default 8: on 2 cores more
-# connections only add database backends competing for them).
+# connections only add database backends competing for them),
+# SUBSIDY__SERVER__WORKERS (per replica, default: the cores divided among the
+# two replicas, at least 1; the service's own default is one worker per
+# core, which for two replicas on one box means twice as many threads as
+# cores).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -20,6 +24,7 @@ SECONDS_RUN=${BENCH_SECONDS:-10}
 WARMUP=${BENCH_WARMUP:-3}
 CONNS=${BENCH_CONNECTIONS:-64}
 POOL=${SUBSIDY__STORE__POOL_SIZE:-8}
+WORKERS=${SUBSIDY__SERVER__WORKERS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}
 HALF=$((CONNS / 2))
 
 log() { printf '[bench-pg %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -57,14 +62,14 @@ URLS=()
 for r in 1 2; do
     port=$(free_port)
     SUBSIDY__STORE__BACKEND=postgres SUBSIDY__STORE__URL="$SERVER/ledger" SUBSIDY__STORE__POOL_SIZE="$POOL" \
-        SUBSIDY__SERVER__HOST=127.0.0.1 SUBSIDY__SERVER__PORT="$port" SUBSIDY__TELEMETRY__LEVEL=warn \
+        SUBSIDY__SERVER__WORKERS="$WORKERS" SUBSIDY__SERVER__HOST=127.0.0.1 SUBSIDY__SERVER__PORT="$port" SUBSIDY__TELEMETRY__LEVEL=warn \
         "$BIN" >>"$TMP/replica-$r.log" 2>&1 &
     PIDS+=($!)
     URLS+=("http://127.0.0.1:$port")
     for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$TMP/replica-$r.log" >&2; die "replica $r is not ready"; }
 done
-log "replicas ${URLS[*]} (pool $POOL each)"
+log "replicas ${URLS[*]} (pool $POOL, workers $WORKERS each)"
 
 RESULTS="$TMP/results.txt"
 : >"$RESULTS"
@@ -105,10 +110,10 @@ log "pgbench -N (same cluster, $CONNS connections)"
 PGB=$(awk '/^tps = / { print $3; exit }' "$TMP/pgbench.txt")
 [ -n "$PGB" ] || { cat "$TMP/pgbench.txt" >&2; die "pgbench gave no figure"; }
 
-python3 - "$RESULTS" "$PGB" "$CONNS" "$SECONDS_RUN" <<'PY' | tee "${BENCH_OUT:-/dev/null}"
+python3 - "$RESULTS" "$PGB" "$CONNS" "$SECONDS_RUN" "$POOL" "$WORKERS" <<'PY' | tee "${BENCH_OUT:-/dev/null}"
 import json, sys
-results, pgb, conns, secs = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
-print(f"PostgreSQL backend, two replicas on one cluster; {conns} connections, {secs} s per scenario")
+results, pgb, conns, secs, pool, workers = sys.argv[1], float(sys.argv[2]), *sys.argv[3:7]
+print(f"PostgreSQL backend, two replicas on one cluster (each: {workers} HTTP worker(s), {pool} database connections); {conns} connections, {secs} s per scenario")
 print()
 print("| # | scenario | claims/s | × pgbench -N | p50 ms | p99 ms | non-2xx | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")

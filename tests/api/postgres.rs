@@ -509,3 +509,40 @@ async fn a_write_the_database_refuses_records_nothing_and_the_connection_goes_on
     assert_eq!(recorded.status, 201, "{}", recorded.body);
     assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 1);
 }
+
+/// `store.pool_size` is split among the HTTP workers, each using only the
+/// connections it opened: under 40 claims at once, a replica with two
+/// workers and a pool of 2 keeps at most 2 connections to the database, and
+/// decides every claim.
+#[tokio::test]
+async fn a_replica_keeps_at_most_its_pool_size_of_connections_split_among_its_workers() {
+    let url = fresh_database().await;
+    let env = [
+        ("SUBSIDY__STORE__BACKEND", "postgres"),
+        ("SUBSIDY__STORE__URL", url.as_str()),
+        ("SUBSIDY__STORE__POOL_SIZE", "2"),
+        ("SUBSIDY__SERVER__WORKERS", "2"),
+    ];
+    let replica = BinaryApp::start_with_env(&env, None, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+    let api = base(&replica.address);
+    let sent = (0..40).map(|i| {
+        let claim = wy_qualification(
+            &format!("PS-{i}"),
+            &id_number(&format!("33072319860101{i:03}")),
+            "6-31-01-03",
+            "junior",
+            &format!("PSC-{i}"),
+            "2020-07-01",
+        );
+        let api = api.clone();
+        async move { api.post_claim(&claim).await.status }
+    });
+    let statuses = join_all(sent).await;
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let database = url.rsplit_once('/').map(|(_, d)| d.to_string()).unwrap();
+    let admin = subsidy_service::ledger::postgres::connect(crate::helpers::postgres_cluster()).await.unwrap();
+    let open: i64 =
+        admin.query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", &[&database]).await.unwrap().get(0);
+    assert!((1..=2).contains(&open), "{open} connections to the replica's database");
+    replica.stop();
+}

@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use chrono::{NaiveDate, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rust_decimal::Decimal;
 use sha2::{Digest as _, Sha256};
 use tokio_postgres::error::SqlState;
@@ -213,8 +212,10 @@ async fn rows(tx: &Tx<'_>, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<
 type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
 
 mod maintenance;
+mod pools;
 
 pub use maintenance::{check, dump, export, import};
+use pools::ThreadPools;
 
 use super::keys::{digest, KeyDigest};
 use super::record::{ClaimRecord, DirectoryRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals};
@@ -554,7 +555,7 @@ fn record_of(row: &Row) -> anyhow::Result<ClaimRecord> {
 
 /// The PostgreSQL ledger.
 pub struct PostgresLedger {
-    pool: Pool,
+    pools: ThreadPools,
     url: String,
     policy: Arc<Policy>,
     /// Directories as last read, with their revision.
@@ -563,26 +564,20 @@ pub struct PostgresLedger {
 
 impl PostgresLedger {
     /// Migrates the schema and reads the directories (once, at start), then
-    /// serves from a pool that reconnects by itself.
+    /// serves from pools that reconnect by themselves: `pool_size`
+    /// connections split among `threads` workers (see [`pools`]).
     pub fn start(
         url: &str,
         pool_size: usize,
+        threads: usize,
         connect_timeout: Duration,
         policy: Arc<Policy>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
         config.connect_timeout(connect_timeout);
         config.options("-c synchronous_commit=on");
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(connect_timeout))
-            .create_timeout(Some(connect_timeout))
-            .recycle_timeout(Some(connect_timeout))
-            .build()
-            .context("the database connection pool")?;
-        let ledger = Arc::new(Self { pool, url: url.to_string(), policy, directories: RwLock::default() });
+        let pools = ThreadPools::new(config, pool_size, threads, connect_timeout);
+        let ledger = Arc::new(Self { pools, url: url.to_string(), policy, directories: RwLock::default() });
         let url = url.to_string();
         let dirs = on_own_runtime(async move {
             let mut client = connect(&url).await?;
@@ -597,7 +592,8 @@ impl PostgresLedger {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
-        self.pool.get().await.map_err(|e| unavailable(format!("no database connection: {e}")))
+        let pool = self.pools.get().map_err(unavailable)?;
+        pool.get().await.map_err(|e| unavailable(format!("no database connection: {e}")))
     }
 
     /// The directories, read again where another process changed them.
@@ -1395,7 +1391,7 @@ impl LedgerService for PostgresLedger {
     }
 
     async fn shutdown(&self) {
-        self.pool.close();
+        self.pools.close();
     }
 }
 
