@@ -52,9 +52,7 @@ impl Pseudonymizer {
 #[derive(Debug, Clone)]
 pub struct BodyHashes {
     pub keyed: String,
-    /// The canonical body: its plain hash is taken only when a stored plain
-    /// hash is compared (a record moved from v1), not for every claim.
-    canonical: Vec<u8>,
+    pub plain: String,
 }
 
 /// Marks a keyed body hash.
@@ -66,25 +64,23 @@ impl BodyHashes {
         if stored.starts_with(KEYED) {
             stored == self.keyed
         } else {
-            stored == self.plain()
+            stored == self.plain
         }
-    }
-
-    /// The plain SHA-256 hash (hex), as layout v1 stored it.
-    pub fn plain(&self) -> String {
-        use sha2::Digest;
-        faster_hex::hex_string(&Sha256::digest(&self.canonical))
     }
 }
 
 impl Pseudonymizer {
     /// The body's hashes (object keys sorted, spacing ignored).
     pub fn body_hashes<J: crate::domain::Json>(&self, body: &J) -> BodyHashes {
+        use sha2::Digest;
         let canonical = crate::domain::canonical_body(body);
         let mut mac = self.mac.clone();
         mac.update(b"claim body\0");
         mac.update(&canonical);
-        BodyHashes { keyed: format!("{KEYED}{}", faster_hex::hex_string(&mac.finalize().into_bytes())), canonical }
+        BodyHashes {
+            keyed: format!("{KEYED}{}", faster_hex::hex_string(&mac.finalize().into_bytes())),
+            plain: faster_hex::hex_string(&Sha256::digest(&canonical)),
+        }
     }
 }
 
@@ -315,11 +311,11 @@ mod tests {
         let p = Pseudonymizer::new("secret");
         let h = p.body_hashes(&body);
         assert!(h.keyed.starts_with("hmac:"));
-        assert_eq!(h.plain(), crate::domain::body_hash(&body));
-        assert!(h.matches(&h.keyed) && h.matches(&h.plain()));
+        assert_eq!(h.plain, crate::domain::body_hash(&body));
+        assert!(h.matches(&h.keyed) && h.matches(&h.plain));
         assert!(p.body_hashes(&reordered).matches(&h.keyed), "key order is not a different body");
         assert!(!Pseudonymizer::new("other").body_hashes(&body).matches(&h.keyed), "the hash depends on the secret");
         let other = serde_json::json!({"claim_id": "S-2"});
-        assert!(!p.body_hashes(&other).matches(&h.keyed) && !p.body_hashes(&other).matches(&h.plain()));
+        assert!(!p.body_hashes(&other).matches(&h.keyed) && !p.body_hashes(&other).matches(&h.plain));
     }
 }
