@@ -107,7 +107,8 @@ pub struct StoreSettings {
     /// `postgres://subsidy:secret@db:5432/subsidy`. It may hold a password:
     /// never logged.
     pub url: Secret,
-    /// Connections to the database kept by each process.
+    /// The most connections to the database each process keeps, split
+    /// among its HTTP workers.
     pub pool_size: usize,
     /// How long a request waits for a database connection (ms) before it
     /// gets 503.

@@ -40,7 +40,7 @@ impl Application {
     /// binds the listener (port 0 picks a free port).
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let policy = Arc::new(settings.policy.load()?);
-        // actix's default: a worker per available core.
+        // 0: a worker per available core (actix's own default).
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             n => n,
@@ -84,9 +84,8 @@ impl Application {
         .client_request_timeout(Duration::from_millis(s.client_request_timeout_ms))
         .keep_alive(Duration::from_secs(s.keep_alive_secs))
         .shutdown_timeout(s.shutdown_timeout_secs);
-        if s.workers > 0 {
-            server = server.workers(s.workers);
-        }
+        // The count the ledger's connections were split for.
+        server = server.workers(workers);
         let server = server.run();
         if settings.store.stop_on_failure {
             let handle = server.handle();

@@ -252,9 +252,16 @@ pub async fn evaluate(
     let person = claim.applicant.as_ref().map(|a| state.pseudonymizer.person_key(&a.id_number));
     let decision = {
         let s = state.clone();
-        // Read again only when the claim id is already recorded; the text
-        // was read as JSON above, so it reads again.
-        let body_hashes = Box::new(move || s.pseudonymizer.body_hashes(&Node::parse(&body).unwrap_or(Node::Null)));
+        // Read again only when the claim id is already recorded.
+        let body_hashes = Box::new(move || match Node::parse(&body) {
+            Ok(node) => s.pseudonymizer.body_hashes(&node),
+            Err(e) => {
+                // Not reached: the same text was read above. Its record is
+                // then judged as another body's.
+                tracing::error!(error = %e, "an evaluated body no longer reads as JSON");
+                s.pseudonymizer.body_hashes(&Node::Null)
+            }
+        });
         state.ledger.evaluate(Evaluation { claim, person, body_hashes }).await.map_err(ledger_error)?
     };
     Ok(HttpResponse::Ok().json(decision))

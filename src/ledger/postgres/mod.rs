@@ -9,8 +9,9 @@
 //!   transaction-scoped advisory lock and read again under it. Claims that
 //!   share no key never wait for each other; claims that do are decided one
 //!   after another, each seeing the last one's effects.
-//! - The claim id is locked the same way first: a retry that lands on
-//!   another process finds the recorded claim and replays it (or conflicts).
+//! - The claim id is locked the same way, before any key: a retry that lands
+//!   on another process finds the recorded claim and replays it (or
+//!   conflicts).
 //! - Recording order needs no counter that every writer would wait on: a
 //!   claim's number is its transaction's id shifted left by [`SEQ_SHIFT`] bits
 //!   plus its place in the transaction, and listings and replays show only
@@ -325,17 +326,16 @@ fn claim_lock(claim_id: &str) -> i64 {
 /// Takes transaction-scoped advisory locks in ascending order.
 const LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS t(k)";
 
-/// Takes the advisory locks `ids`, then runs each query under them, in one
-/// round trip. Every statement is prepared first, so that the lock is sent
-/// before the reads (a statement prepared on first use would otherwise let
-/// a read overtake the lock, and read what the lock was to wait for).
+/// Takes the advisory locks `ids` in the order given (see [`lock_order`]),
+/// then runs each query under them, in one round trip. Every statement is
+/// prepared first, so that the lock is sent before the reads (a statement
+/// prepared on first use would otherwise let a read overtake the lock, and
+/// read what the lock was to wait for).
 async fn locked_reads<const N: usize>(
     tx: &Tx<'_>,
-    mut ids: Vec<i64>,
+    ids: Vec<i64>,
     queries: [(&str, &[&(dyn ToSql + Sync)]); N],
 ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
-    ids.sort_unstable();
-    ids.dedup();
     let lock = tx.prepare_cached(LOCK).await?;
     let mut statements = Vec::with_capacity(N);
     for (sql, _) in &queries {
@@ -351,6 +351,25 @@ async fn locked_reads<const N: usize>(
     let ((), rows) = tokio::try_join!(lock, reads)?;
     Ok(rows)
 }
+
+/// The order every transaction takes its locks in: claim ids first, sorted,
+/// then keys, sorted (each list without repeats). Two transactions that
+/// take their locks in one statement this way cannot deadlock; a key locked
+/// in a later round trip (one only the final decision reads) can, and the
+/// database then rolls one back and it is tried again.
+fn lock_order(claim_ids: &[&str], keys: &[KeyDigest]) -> Vec<i64> {
+    let mut ids: Vec<i64> = claim_ids.iter().map(|id| claim_lock(id)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut key_ids: Vec<i64> = keys.iter().map(key_lock).collect();
+    key_ids.sort_unstable();
+    key_ids.dedup();
+    ids.extend(key_ids);
+    ids
+}
+
+/// A recorded claim by its claim id.
+const CLAIM_BY_ID: &str = "SELECT seq, header, body FROM claims WHERE claim_id = $1";
 
 fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
@@ -399,7 +418,7 @@ impl Known {
         if fresh.is_empty() {
             return Ok(());
         }
-        let locks = if lock { fresh.iter().map(key_lock).collect() } else { Vec::new() };
+        let locks = if lock { lock_order(&[], &fresh) } else { Vec::new() };
         let digests: Vec<&[u8]> = fresh.iter().map(|k| &k[..]).collect();
         let p: Params<1> = [&digests];
         let read = locked_reads(tx, locks, [(READ_KEYS, &p)]).await?;
@@ -592,8 +611,7 @@ impl PostgresLedger {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
-        let pool = self.pools.get().map_err(unavailable)?;
-        pool.get().await.map_err(|e| unavailable(format!("no database connection: {e}")))
+        self.pools.get().await.map_err(|e| unavailable(format!("{e:#}")))
     }
 
     /// The directories, read again where another process changed them.
@@ -620,33 +638,40 @@ impl PostgresLedger {
     /// Locks a claim id and reads its record, if recorded (one round trip).
     async fn lock_claim(tx: &Tx<'_>, claim_id: &str) -> anyhow::Result<Option<ClaimRecord>> {
         let params: Params<1> = [&claim_id];
-        let found = locked_reads(
-            tx,
-            vec![claim_lock(claim_id)],
-            [("SELECT seq, header, body FROM claims WHERE claim_id = $1", &params)],
-        )
-        .await?;
+        let found = locked_reads(tx, lock_order(&[claim_id], &[]), [(CLAIM_BY_ID, &params)]).await?;
         found.first().and_then(|rows| rows.first()).map(record_of).transpose()
     }
 
     /// Decides and records claims in one transaction, in order (a claim, or
     /// a batch).
     ///
-    /// Two round trips: first every claim id and every key the claims are
-    /// expected to read or take locked (in one sorted statement), then the
-    /// claims recorded under those ids and the keys read, with the numbers
-    /// and the directories' revisions (after the `BEGIN` sent with them);
-    /// then the writes, and the `COMMIT` with them. Locks taken in one
-    /// sorted statement cannot deadlock with another transaction's; a key
-    /// only the final decision reads (the expectation was made with a
-    /// directory changed since, or the decision went another way) is locked
-    /// after, in a round trip of its own.
+    /// A single claim takes two round trips: its claim id and every key it is
+    /// expected to read or take locked (one statement, in [`lock_order`]),
+    /// its recorded claim and the keys read, with the numbers and the
+    /// directories' revisions (after the `BEGIN` sent with them); then the
+    /// writes, and the `COMMIT` with them. A batch looks its claim ids up
+    /// first and locks only the keys of the claims not recorded yet, in a
+    /// round trip of its own: a batch sent again locks its claim ids alone.
+    /// A key only the final decision reads (a directory changed by another
+    /// process, an earlier claim of the batch granted, the decision gone
+    /// another way) is locked after, in a round trip of its own.
     async fn submit_in(&self, tx: &Tx<'_>, items: &[&ClaimItem]) -> anyhow::Result<Vec<ItemResult>> {
-        let expected = self.keys_expected(items)?;
+        let single = items.len() == 1;
+        let expected = if single {
+            let dirs = self.directories.read().map_err(|_| anyhow!("poisoned"))?;
+            let held = |item: &ClaimItem| dirs.get(&item.claim.county).map(|(_, d)| d.clone()).unwrap_or_default();
+            self.keys_of_new_claims(items, &HashMap::new(), held)?
+        } else {
+            BTreeSet::new()
+        };
         let ((first_seq, event_numbers, revisions), existing, mut known) =
             Self::lock_and_read(tx, items, &expected).await?;
         let dirs = self.directories_at(tx, revisions).await?;
         let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_default();
+        if !single {
+            let keys = self.keys_of_new_claims(items, &existing, dir_of)?;
+            known.fetch(tx, &keys, true).await?;
+        }
 
         let mut writes = Writes::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -688,31 +713,36 @@ impl PostgresLedger {
         Ok(results)
     }
 
-    /// The keys the claims are expected to read, or to take if granted:
-    /// the first claim of each claim id decided once against nothing read,
-    /// with the directories held in memory. What the transaction then finds
-    /// (a claim already recorded, a directory changed by another process)
-    /// can only make it need fewer keys or others, which it locks then.
-    fn keys_expected(&self, items: &[&ClaimItem]) -> anyhow::Result<BTreeSet<KeyDigest>> {
-        let dirs = self.directories.read().map_err(|_| anyhow!("poisoned"))?;
+    /// The keys the claims not in `recorded` are expected to read, or to
+    /// take if granted: the first claim of each claim id decided once
+    /// against nothing read, with the directory `dir_of` gives. What the
+    /// transaction then finds (a claim recorded meanwhile, a directory
+    /// changed by another process, a grant earlier in the batch) can only
+    /// make it need fewer keys or others, which it locks then.
+    fn keys_of_new_claims(
+        &self,
+        items: &[&ClaimItem],
+        recorded: &HashMap<String, ClaimRecord>,
+        dir_of: impl Fn(&ClaimItem) -> Arc<Directory>,
+    ) -> anyhow::Result<BTreeSet<KeyDigest>> {
         let known = Known::default();
         let mut keys = BTreeSet::new();
         let mut seen = HashSet::new();
         for item in items {
-            if seen.insert(item.claim.claim_id.as_str()) {
-                let dir = dirs.get(&item.claim.county).map(|(_, d)| d.clone()).unwrap_or_default();
-                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir)?;
+            let id = item.claim.claim_id.as_str();
+            if !recorded.contains_key(id) && seen.insert(id) {
+                let found = self.decide_once(&known, &item.claim, item.person.as_deref(), &dir_of(item))?;
                 keys.extend(found.into_iter().flat_map(|(_, missing)| missing));
             }
         }
         Ok(keys)
     }
 
-    /// Locks every claim id and every one of `keys` (in one sorted
-    /// statement), then reads the claims recorded under those ids and the
-    /// keys, together with the transaction's numbers and the directories'
-    /// revisions (see [`numbers`]): one round trip. Answers the numbers,
-    /// the recorded claims by claim id, and the keys read.
+    /// Locks every claim id and every one of `keys` (one statement, in
+    /// [`lock_order`]), then reads the claims recorded under those ids and
+    /// the keys, together with the transaction's numbers and the
+    /// directories' revisions (see [`numbers`]): one round trip. Answers the
+    /// numbers, the recorded claims by claim id, and the keys read.
     async fn lock_and_read(
         tx: &Tx<'_>,
         items: &[&ClaimItem],
@@ -722,23 +752,29 @@ impl PostgresLedger {
         // One claim: the plain lookup (a generic plan of `= ANY($1)` may
         // estimate the array as large and leave the unique index).
         let (lookup, params): (&str, Params<1>) = match ids.as_slice() {
-            [one] => ("SELECT seq, header, body FROM claims WHERE claim_id = $1", [one]),
+            [one] => (CLAIM_BY_ID, [one]),
             _ => ("SELECT seq, header, body FROM claims WHERE claim_id = ANY($1)", [&ids]),
         };
         let mut known = Known::default();
         let keys = known.unread(keys);
         let digests: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let key_params: Params<1> = [&digests];
-        let locks = ids.iter().map(|id| claim_lock(id)).chain(keys.iter().map(key_lock)).collect();
+        let locks = lock_order(&ids, &keys);
         let (numbers, read) = tokio::try_join!(numbers(tx, items.len(), items.len()), async {
-            Ok(locked_reads(tx, locks, [(lookup, &params), (READ_KEYS, &key_params)]).await?)
+            Ok(if keys.is_empty() {
+                locked_reads(tx, locks, [(lookup, &params)]).await?
+            } else {
+                locked_reads(tx, locks, [(lookup, &params), (READ_KEYS, &key_params)]).await?
+            })
         })?;
         let mut existing = HashMap::new();
         for row in &read[0] {
             let r = record_of(row)?;
             existing.insert(r.header.claim_id.clone(), r);
         }
-        known.absorb(read[1].iter(), keys)?;
+        if let Some(rows) = read.get(1) {
+            known.absorb(rows.iter(), keys)?;
+        }
         Ok((numbers, existing, known))
     }
 
@@ -808,7 +844,9 @@ impl PostgresLedger {
                 return answer;
             }
             if session.is_open() {
-                // Not ended: the next attempt takes another connection.
+                // Not ended: the next attempt takes another connection, once
+                // this one is given up (its slot may be the pool's only one).
+                drop(session);
                 session = Session::new(self.client().await?);
             }
         }
@@ -1058,9 +1096,8 @@ impl PostgresLedger {
     async fn evaluate_in(&self, tx: &Tx<'_>, e: Evaluation) -> anyhow::Result<Decision> {
         let id = e.claim.claim_id.as_str();
         let params: Params<1> = [&id];
-        let (dirs, found) = tokio::try_join!(self.fresh_directories(tx), async {
-            Ok(rows(tx, "SELECT seq, header, body FROM claims WHERE claim_id = $1", &params).await?)
-        },)?;
+        let (dirs, found) =
+            tokio::try_join!(self.fresh_directories(tx), async { Ok(rows(tx, CLAIM_BY_ID, &params).await?) },)?;
         let existing = found.first().map(record_of).transpose()?;
         // Only the same body, granted, sets its own record aside.
         let own = match existing {
@@ -1086,10 +1123,7 @@ impl PostgresLedger {
 
     async fn record_by_id(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
         let c = self.client().await?;
-        let row = c
-            .query_opt("SELECT seq, header, body FROM claims WHERE claim_id = $1", &[&claim_id])
-            .await
-            .map_err(unavailable)?;
+        let row = c.query_opt(CLAIM_BY_ID, &[&claim_id]).await.map_err(unavailable)?;
         row.as_ref().map(record_of).transpose().map_err(|e| unavailable(format!("{e:#}")))
     }
 }
@@ -1269,7 +1303,9 @@ impl LedgerService for PostgresLedger {
                 return answer;
             }
             if session.is_open() {
-                // Not ended: the next attempt takes another connection.
+                // Not ended: the next attempt takes another connection, once
+                // this one is given up (its slot may be the pool's only one).
+                drop(session);
                 session = Session::new(self.client().await?);
             }
         }
@@ -1453,4 +1489,29 @@ where
         }
     });
     rx.into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Claim ids' locks come before keys' whatever their numbers, each
+    /// group sorted and without repeats: every transaction takes them in
+    /// one order (a revocation locks its claim id, then its keys).
+    #[test]
+    fn claim_ids_are_locked_before_keys_each_in_order() {
+        let keys: Vec<KeyDigest> = (0u8..40).map(|i| [i; 16]).collect();
+        let ids = ["C-2", "C-1", "C-2", "C-3"];
+        let order = lock_order(&ids, &keys);
+        let (claims, rest) = order.split_at(3);
+        let mut expected_claims: Vec<i64> = ["C-1", "C-2", "C-3"].iter().map(|id| claim_lock(id)).collect();
+        expected_claims.sort_unstable();
+        assert_eq!(claims, expected_claims);
+        let mut expected_keys: Vec<i64> = keys.iter().map(key_lock).collect();
+        expected_keys.sort_unstable();
+        assert_eq!(rest, expected_keys);
+        // Some key sorts below some claim id, and still comes after it.
+        assert!(rest.iter().any(|k| claims.iter().any(|c| k < c)));
+        assert_eq!(lock_order(&[], &[keys[1], keys[0], keys[1]]).len(), 2);
+    }
 }

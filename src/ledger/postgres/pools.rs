@@ -5,109 +5,157 @@
 //! through a channel and its answer comes back through another, waking the
 //! other thread twice per round trip. Each HTTP worker (a thread with a
 //! runtime of its own) therefore gets a pool of its own, whose connections
-//! it opens and alone uses: a query wakes no other thread. Two replicas on
-//! two cores recorded 10–17 % more claims a second this way than with one
-//! pool shared by both workers of each replica (README, Running several
-//! replicas).
+//! it opens and uses: a query wakes no other thread. Measured with two
+//! replicas of two workers on two cores: 4–8 % more claims a second than
+//! with one pool shared by both workers (means of five rounds;
+//! `scripts/bench.d/RESULTS.md`).
 //!
-//! `store.pool_size` is split among the workers (at least one connection
-//! each). The first threads to ask get pools of their own, up to the number
-//! of workers and a few more (start-up or a probe may run elsewhere); any
-//! thread after them shares the first pool, so that connections stay
-//! bounded whatever runs the ledger.
+//! `store.pool_size` is split among the workers (floor, the remainder to
+//! the first), so that a replica never holds more connections than it: the
+//! first threads to ask get a slot each, as many slots as workers (or as
+//! connections, when there are fewer). A thread without a slot (one beyond
+//! the workers, or a worker started again after another thread took its
+//! slot) uses the slots' pools. A worker whose connections are all in use
+//! takes an idle one of another worker's before it waits, so that a long
+//! request (a batch) on one worker does not hold up the others' share of
+//! work. A thread that ends gives its slot back.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::ThreadId;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::NoTls;
-
-/// Threads beyond the workers that may have a pool of their own.
-const SPARE_THREADS: usize = 2;
 
 /// Tells one [`ThreadPools`] from another in a thread's cache.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-thread_local! {
-    /// This thread's pool of each [`ThreadPools`] it has used, by id.
-    static OWN: RefCell<Vec<(u64, Pool)>> = const { RefCell::new(Vec::new()) };
+/// Each slot: the thread holding it and its pool.
+type Slots = Vec<Option<(ThreadId, Pool)>>;
+
+/// A thread's slots, given back when the thread ends.
+struct Held(Vec<HeldSlot>);
+
+struct HeldSlot {
+    pools: u64,
+    thread: ThreadId,
+    pool: Pool,
+    slots: Weak<Mutex<Slots>>,
 }
 
-/// The connections of one ledger, a pool per thread that uses it.
+impl Drop for Held {
+    fn drop(&mut self) {
+        for h in self.0.drain(..) {
+            let Some(slots) = h.slots.upgrade() else { continue };
+            if let Ok(mut slots) = slots.lock() {
+                for slot in slots.iter_mut() {
+                    if slot.as_ref().is_some_and(|(t, _)| *t == h.thread) {
+                        *slot = None;
+                    }
+                }
+            }
+            // Its connections were driven by this thread's runtime.
+            h.pool.close();
+        }
+    }
+}
+
+thread_local! {
+    static HELD: RefCell<Held> = const { RefCell::new(Held(Vec::new())) };
+}
+
+/// The connections of one ledger, a pool per worker thread.
 pub struct ThreadPools {
     id: u64,
     config: tokio_postgres::Config,
     connect_timeout: Duration,
-    per_thread: usize,
-    most_threads: usize,
-    /// Every pool made, by the thread it was made for (the first is shared
-    /// by threads beyond `most_threads`).
-    all: Mutex<Vec<(ThreadId, Pool)>>,
+    /// The size of each slot's pool (they add up to `store.pool_size`).
+    sizes: Vec<usize>,
+    slots: Arc<Mutex<Slots>>,
 }
 
 impl ThreadPools {
-    /// `pool_size` connections in all for `threads` workers.
-    pub fn new(config: tokio_postgres::Config, pool_size: usize, threads: usize, connect_timeout: Duration) -> Self {
-        let threads = threads.max(1);
+    /// `pool_size` connections in all, split among `workers` threads.
+    pub fn new(config: tokio_postgres::Config, pool_size: usize, workers: usize, connect_timeout: Duration) -> Self {
+        let pool_size = pool_size.max(1);
+        let n = workers.clamp(1, pool_size);
+        let sizes = (0..n).map(|i| pool_size / n + usize::from(i < pool_size % n)).collect();
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config,
             connect_timeout,
-            per_thread: pool_size.div_ceil(threads).max(1),
-            most_threads: threads + SPARE_THREADS,
-            all: Mutex::new(Vec::new()),
+            sizes,
+            slots: Arc::new(Mutex::new(vec![None; n])),
         }
     }
 
-    /// The calling thread's pool.
-    pub fn get(&self) -> anyhow::Result<Pool> {
-        let cached = OWN.with(|own| own.borrow().iter().find(|(id, _)| *id == self.id).map(|(_, p)| p.clone()));
+    /// A connection: the calling thread's own, else another thread's idle
+    /// one, else the first of its own to come free.
+    pub async fn get(&self) -> anyhow::Result<Object> {
+        let own = self.own()?;
+        let s = own.status();
+        if s.available == 0 && s.size >= s.max_size {
+            // Only an idle connection of another pool is taken (none is
+            // opened there): it stays driven by its own thread.
+            let now = Timeouts { wait: Some(Duration::ZERO), ..own.timeouts() };
+            for other in self.others()? {
+                if other.status().available > 0 {
+                    if let Ok(c) = other.timeout_get(&now).await {
+                        return Ok(c);
+                    }
+                }
+            }
+        }
+        own.get().await.map_err(|e| anyhow!("no database connection: {e}"))
+    }
+
+    /// The calling thread's pool: its slot's, a free slot's, or (no slot
+    /// free) the first slot's.
+    fn own(&self) -> anyhow::Result<Pool> {
+        let cached = HELD.with(|h| h.borrow().0.iter().find(|s| s.pools == self.id).map(|s| s.pool.clone()));
         if let Some(pool) = cached {
             return Ok(pool);
         }
         let me = std::thread::current().id();
-        let pool = {
-            let mut all = self.all.lock().map_err(|_| anyhow!("poisoned"))?;
-            if let Some((_, p)) = all.iter().find(|(t, _)| *t == me) {
-                p.clone()
-            } else if all.len() < self.most_threads {
-                let p = self.build()?;
-                all.push((me, p.clone()));
-                p
-            } else {
-                // Shared, not cached: this thread asks again each time, and
-                // the first pool is never taken from the list.
-                return Ok(all[0].1.clone());
-            }
+        let mut slots = self.slots.lock().map_err(|_| anyhow!("poisoned"))?;
+        let Some(free) = slots.iter().position(Option::is_none) else {
+            return slots.iter().flatten().map(|(_, p)| p.clone()).next().context("no connection pool");
         };
-        OWN.with(|own| {
-            let mut own = own.borrow_mut();
+        let pool = self.build(self.sizes[free])?;
+        slots[free] = Some((me, pool.clone()));
+        drop(slots);
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
             // Pools of ledgers closed since are let go.
-            own.retain(|(_, p)| !p.is_closed());
-            own.push((self.id, pool.clone()));
+            h.0.retain(|s| !s.pool.is_closed());
+            h.0.push(HeldSlot { pools: self.id, thread: me, pool: pool.clone(), slots: Arc::downgrade(&self.slots) });
         });
         Ok(pool)
+    }
+
+    /// Every slot's pool but the calling thread's.
+    fn others(&self) -> anyhow::Result<Vec<Pool>> {
+        let me = std::thread::current().id();
+        let slots = self.slots.lock().map_err(|_| anyhow!("poisoned"))?;
+        Ok(slots.iter().flatten().filter(|(t, _)| *t != me).map(|(_, p)| p.clone()).collect())
     }
 
     /// Closes every pool: connections in use close when given back, and no
     /// new one is opened.
     pub fn close(&self) {
-        if let Ok(all) = self.all.lock() {
-            for (_, p) in all.iter() {
-                p.close();
-            }
+        if let Ok(slots) = self.slots.lock() {
+            slots.iter().flatten().for_each(|(_, p)| p.close());
         }
     }
 
-    fn build(&self) -> anyhow::Result<Pool> {
+    fn build(&self, size: usize) -> anyhow::Result<Pool> {
         let manager =
             Manager::from_config(self.config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         Pool::builder(manager)
-            .max_size(self.per_thread)
+            .max_size(size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.connect_timeout))
             .create_timeout(Some(self.connect_timeout))
@@ -128,53 +176,73 @@ impl Drop for ThreadPools {
 mod tests {
     use super::*;
 
-    fn pools(pool_size: usize, threads: usize) -> ThreadPools {
+    fn pools(pool_size: usize, workers: usize) -> ThreadPools {
         // No connection is opened until a pool is asked for one.
         let config: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-        ThreadPools::new(config, pool_size, threads, Duration::from_millis(10))
+        ThreadPools::new(config, pool_size, workers, Duration::from_millis(10))
     }
 
-    fn threads_with_pools(p: &ThreadPools) -> usize {
-        p.all.lock().unwrap().len()
+    /// The sizes of the slots taken, in slot order.
+    fn taken(p: &ThreadPools) -> Vec<usize> {
+        p.slots.lock().unwrap().iter().flatten().map(|(_, pool)| pool.status().max_size).collect()
     }
 
-    #[test]
-    fn each_thread_keeps_its_own_pool_of_its_share_of_the_connections() {
-        let p = pools(5, 2);
-        let here = p.get().unwrap();
-        assert_eq!(here.status().max_size, 3, "5 connections for 2 workers: 3 each at most");
-        p.get().unwrap();
-        assert_eq!(threads_with_pools(&p), 1, "asked again, the same thread's pool");
-        std::thread::scope(|s| {
-            s.spawn(|| p.get().unwrap());
-        });
-        assert_eq!(threads_with_pools(&p), 2, "another thread, a pool of its own");
+    fn on_another_thread(p: &ThreadPools) -> usize {
+        std::thread::scope(|s| s.spawn(|| p.own().unwrap().status().max_size).join().unwrap())
     }
 
     #[test]
-    fn threads_beyond_the_workers_and_spares_share_the_first_pool() {
-        let p = pools(2, 1);
-        for _ in 0..6 {
-            std::thread::scope(|s| {
-                s.spawn(|| p.get().unwrap());
-            });
+    fn the_pool_size_is_split_among_the_workers_and_never_exceeded() {
+        for (size, workers, split) in [
+            (16, 2, vec![8, 8]),
+            (5, 2, vec![3, 2]),
+            (16, 6, vec![3, 3, 3, 3, 2, 2]),
+            (2, 4, vec![1, 1]),
+            (3, 1, vec![3]),
+        ] {
+            let p = pools(size, workers);
+            assert_eq!(p.sizes, split, "{size} connections for {workers} workers");
+            assert_eq!(p.sizes.iter().sum::<usize>(), size);
         }
-        assert_eq!(threads_with_pools(&p), 1 + SPARE_THREADS);
-        assert_eq!(p.get().unwrap().status().max_size, 2, "2 connections for 1 worker");
     }
 
     #[test]
-    fn a_closed_ledgers_pools_are_let_go_by_the_threads_that_cached_them() {
+    fn each_thread_keeps_its_own_slot_and_a_thread_without_one_shares() {
+        let p = pools(3, 2);
+        assert_eq!(p.own().unwrap().status().max_size, 2);
+        p.own().unwrap();
+        assert_eq!(taken(&p), vec![2], "asked again, the same thread's slot");
+        // A thread that ends gives its slot back; one alive keeps it.
+        assert_eq!(on_another_thread(&p), 1);
+        assert_eq!(taken(&p), vec![2], "the other thread ended: its slot is free again");
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let p = &p;
+            s.spawn(move || {
+                assert_eq!(p.own().unwrap().status().max_size, 1);
+                release.recv().unwrap();
+            });
+            while taken(p).len() < 2 {
+                std::thread::yield_now();
+            }
+            assert_eq!(on_another_thread(p), 2, "no slot free: the first slot's pool");
+            assert_eq!(taken(p), vec![2, 1], "never more pools than slots");
+            hold.send(()).unwrap();
+        });
+    }
+
+    #[test]
+    fn a_closed_ledgers_pools_are_let_go_by_the_threads_that_held_them() {
         let first = pools(1, 1);
-        let cached = first.get().unwrap();
+        let held = first.own().unwrap();
         drop(first);
-        assert!(cached.is_closed());
+        assert!(held.is_closed());
         let second = pools(1, 1);
-        second.get().unwrap();
-        OWN.with(|own| {
-            let own = own.borrow();
-            assert_eq!(own.len(), 1, "only the open ledger's pool stays cached");
-            assert_eq!(own[0].0, second.id);
+        second.own().unwrap();
+        HELD.with(|h| {
+            let h = h.borrow();
+            assert_eq!(h.0.len(), 1, "only the open ledger's pool stays held");
+            assert_eq!(h.0[0].pools, second.id);
         });
     }
 }
