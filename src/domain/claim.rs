@@ -639,28 +639,16 @@ fn cross_checks(details: &Details, errs: &mut Vec<FieldError>) -> bool {
 /// key order or spacing are the same body.
 fn canon<J: Json>(v: &J, out: &mut Vec<u8>) {
     if v.is_object() {
-        out.push(b'{');
         // `keys` answers each name once, in byte order.
-        for (i, k) in v.keys().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
+        separated(out, (b'{', b'}'), v.keys(), |k, out| {
             json_into(k, out);
             out.push(b':');
             if let Some(x) = v.get(k) {
                 canon(x, out);
             }
-        }
-        out.push(b'}');
+        });
     } else if let Some(a) = v.as_array() {
-        out.push(b'[');
-        for (i, x) in a.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            canon(x, out);
-        }
-        out.push(b']');
+        separated(out, (b'[', b']'), a.iter(), canon);
     } else if let Some(s) = v.as_str() {
         json_into(s, out);
     } else if let Some(n) = v.as_number() {
@@ -670,6 +658,23 @@ fn canon<J: Json>(v: &J, out: &mut Vec<u8>) {
     } else {
         out.extend_from_slice(b"null");
     }
+}
+
+/// Writes `items` between the brackets, separated by commas.
+fn separated<T>(
+    out: &mut Vec<u8>,
+    (open, close): (u8, u8),
+    items: impl Iterator<Item = T>,
+    mut write: impl FnMut(T, &mut Vec<u8>),
+) {
+    out.push(open);
+    for (i, x) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(x, out);
+    }
+    out.push(close);
 }
 
 /// Appends a string or a scalar as compact JSON (what `Value`'s `Display`
