@@ -125,13 +125,23 @@ impl Sealer {
     /// The claim with `applicant.id_number` and `applicant.name` masked, and
     /// both sealed under `sealed`.
     pub fn seal_claim(&self, body: &serde_json::Value, id_masked: Option<&str>) -> serde_json::Value {
+        self.seal_node(Node::from(body.clone()), id_masked).to_value()
+    }
+
+    /// [`Self::seal_claim`] of a claim read as a [`Node`] (its text borrowed).
+    pub fn seal_node<'a>(&self, mut v: Node<'a>, id_masked: Option<&str>) -> Node<'a> {
         use ring::aead::{Aad, Nonce};
         use ring::rand::SecureRandom;
-        let mut v = body.clone();
-        let Some(a) = v.get_mut("applicant").and_then(serde_json::Value::as_object_mut) else { return v };
-        let secret = serde_json::json!({"id_number": a.get("id_number"), "name": a.get("name")});
+        /// The sealed fields, written as `{"id_number":…,"name":…}` (`null` when not given).
+        #[derive(serde::Serialize)]
+        struct Secret<'n, 'a> {
+            id_number: Option<&'n Node<'a>>,
+            name: Option<&'n Node<'a>>,
+        }
+        let Some(a) = v.get_mut("applicant").filter(|a| a.is_object()) else { return v };
         // Serialising a JSON value cannot fail.
-        let mut data = serde_json::to_vec(&secret).unwrap_or_default();
+        let mut data =
+            serde_json::to_vec(&Secret { id_number: a.get("id_number"), name: a.get("name") }).unwrap_or_default();
         let mut nonce = [0u8; NONCE_LEN];
         // Without randomness or past the cipher's length limit nothing is
         // sealed: the personal fields are dropped, never stored in clear.
@@ -142,17 +152,20 @@ impl Sealer {
             a.remove("name");
             return v;
         }
-        a.insert("id_number".into(), id_masked.map(Into::into).unwrap_or(serde_json::Value::Null));
-        if let Some(name) = a.get("name").and_then(serde_json::Value::as_str) {
+        a.insert("id_number", id_masked.map_or(Node::Null, |m| Node::String(m.to_string().into())));
+        if let Some(name) = a.get("name").and_then(Json::as_str) {
             let masked: String = name.chars().enumerate().map(|(i, c)| if i == 0 { c } else { '*' }).collect();
-            a.insert("name".into(), masked.into());
+            a.insert("name", Node::String(masked.into()));
         }
-        if let Some(o) = v.as_object_mut() {
-            o.insert(
-                "sealed".into(),
-                serde_json::json!({"alg": SEAL_ALG, "nonce": faster_hex::hex_string(&nonce), "data": faster_hex::hex_string(&data)}),
-            );
-        }
+        let text = |k: &'static str, x: String| (k.into(), Node::String(x.into()));
+        v.insert(
+            "sealed",
+            Node::Object(vec![
+                text("alg", SEAL_ALG.to_string()),
+                text("data", faster_hex::hex_string(&data)),
+                text("nonce", faster_hex::hex_string(&nonce)),
+            ]),
+        );
         v
     }
 

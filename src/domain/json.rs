@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
 use serde_json::{Number, Value};
 
 /// What a reader asks of a JSON value.
@@ -198,6 +199,21 @@ impl Json for Node<'_> {
     }
 }
 
+/// Written as the [`Value`] it reads as would be: members in name order,
+/// numbers as serde_json writes them.
+impl Serialize for Node<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Node::Null => s.serialize_unit(),
+            Node::Bool(b) => s.serialize_bool(*b),
+            Node::Number(n) => n.serialize(s),
+            Node::String(x) => s.serialize_str(x),
+            Node::Array(items) => s.collect_seq(items),
+            Node::Object(members) => s.collect_map(members.iter().map(|(k, v)| (k.as_ref(), v))),
+        }
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Node<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
@@ -342,6 +358,8 @@ mod tests {
             // recorded claim (read as a `Value`).
             let node = Node::parse(&text).expect("json");
             prop_assert_eq!(canonical_body(&node), canonical_body(&claim));
+            // And it is written as the `Value` is (the claim as stored).
+            prop_assert_eq!(serde_json::to_vec(&node).expect("json"), serde_json::to_vec(&claim).expect("json"));
         }
     }
 
@@ -377,6 +395,7 @@ mod tests {
                     assert_eq!(Node::from(v.clone()), n, "{text}");
                     assert_eq!(n.keys().collect::<Vec<_>>(), v.keys().collect::<Vec<_>>(), "{text}");
                     assert_eq!(canonical_body(&n), canonical_body(&v), "{text}");
+                    assert_eq!(serde_json::to_string(&n).expect("json"), v.to_string(), "{text}");
                 }
                 (v, n) => assert_eq!(v.is_err(), n.is_err(), "{text}"),
             }

@@ -143,21 +143,25 @@ pub struct RecordBody {
 
 /// The claim section of a record body.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ClaimPart {
+pub struct ClaimPart<S = Value> {
     pub body_hash: String,
+    /// The claim as submitted, sealed: a [`Value`] as read back, or a
+    /// [`crate::domain::Node`] of the request's text as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub submitted: Option<Value>,
+    pub submitted: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_masked: Option<String>,
     pub recorded_by: String,
 }
 
-impl ClaimPart {
+impl<S: Serialize> ClaimPart<S> {
     /// The section as stored (compressed JSON).
     pub fn encode(&self) -> Vec<u8> {
         encode_record(self)
     }
+}
 
+impl ClaimPart {
     /// A section as stored.
     pub fn decode(section: &[u8]) -> anyhow::Result<Self> {
         decode_record(section).context("the claim section")

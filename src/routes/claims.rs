@@ -49,9 +49,10 @@ pub async fn submit(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitClaim)?;
-    let body = read_json(&req, payload, state.server.claim_body_limit).await?;
-    let item = state.prepare(&body, &caller)?;
+    let body = read_body_bytes(&req, payload, state.server.claim_body_limit).await?;
+    let item = state.prepare(json_node(&body)?, &caller)?;
     let (county, kind) = (item.claim.county, item.claim.kind);
+    let item_id = item.claim.claim_id.as_str().to_string();
     let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
     match result {
         Some(ItemResult::New(d)) => {
@@ -59,7 +60,7 @@ pub async fn submit(
             Ok(HttpResponse::Created().json(d))
         }
         Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
-        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(peek_claim_id(&body).unwrap_or_default())),
+        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(item_id)),
         Some(ItemResult::Failed) | None => Err(internal(anyhow::anyhow!("the ledger gave no decision"))),
     }
 }
@@ -157,8 +158,8 @@ pub async fn batch(
     let offset = claims.len();
     let s = state.clone();
     let c = caller.clone();
-    let other = web::block(move || prepare_all(&s, &c, &second, offset));
-    let mut prepared = prepare_all(&state, &caller, &claims, 0);
+    let other = web::block(move || prepare_all(&s, &c, second, offset));
+    let mut prepared = prepare_all(&state, &caller, claims, 0);
     prepared.extend(other.await.map_err(|e| internal(anyhow::anyhow!("{e}")))?);
     let mut results: Vec<BatchItem> = Vec::with_capacity(prepared.len());
     let mut items = Vec::new();
@@ -205,21 +206,22 @@ pub async fn batch(
 fn prepare_all(
     state: &AppState,
     caller: &Caller,
-    claims: &[Value],
+    claims: Vec<Value>,
     offset: usize,
 ) -> Vec<(Option<String>, Result<ClaimItem, Problem>)> {
     claims
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, c)| {
-            let prepared = state.prepare(c, caller).map_err(|e| {
+            let claim_id = peek_claim_id(&c);
+            let prepared = state.prepare(Node::from(c), caller).map_err(|e| {
                 let mut p = e.problem();
                 for fe in &mut p.errors {
                     fe.field = format!("/claims/{}{}", i + offset, fe.field);
                 }
                 p
             });
-            (peek_claim_id(c), prepared)
+            (claim_id, prepared)
         })
         .collect()
 }

@@ -142,8 +142,8 @@ impl AppState {
     }
 
     /// A claim ready for the ledger, refused if an institution key is not a party to it.
-    pub fn prepare(&self, body: &Value, caller: &Caller) -> Result<ClaimItem, ApiError> {
-        let claim = self.parse(body)?;
+    pub fn prepare(&self, body: Node<'_>, caller: &Caller) -> Result<ClaimItem, ApiError> {
+        let claim = self.parse(&body)?;
         if let Some(scope) = caller.scope() {
             if !claim.party_codes().contains(&scope) {
                 return Err(ApiError::Forbidden(format!(
@@ -154,10 +154,10 @@ impl AppState {
         }
         let person = claim.applicant.as_ref().map(|a| self.pseudonymizer.person_key(&a.id_number));
         let id_masked = claim.applicant.as_ref().map(|a| a.id_number.masked());
-        let body_hash = self.pseudonymizer.body_hashes(body);
+        let body_hash = self.pseudonymizer.body_hashes(&body);
         let claim_section = ClaimPart {
             body_hash: body_hash.keyed.clone(),
-            submitted: Some(self.sealer.seal_claim(body, id_masked.as_deref())),
+            submitted: Some(self.sealer.seal_node(body, id_masked.as_deref())),
             id_masked: id_masked.clone(),
             recorded_by: caller.key_id.clone(),
         }
