@@ -581,6 +581,10 @@ impl Writer {
         items: Vec<ClaimItem>,
     ) -> Vec<ItemResult> {
         let mut results = Vec::with_capacity(items.len());
+        // A claim sent alone is answered with its decision's stored text; a
+        // batch's answers are written with the batch (and its records'
+        // texts on two threads, `encode_records`).
+        let alone = items.len() == 1;
         for item in items {
             let Ok(state) = self.state.read() else {
                 g.note_poisoned_state();
@@ -588,7 +592,7 @@ impl Writer {
                 continue;
             };
             let base = Base { state: &state, inflight };
-            results.push(self.claim(g, base, dirs, item));
+            results.push(self.claim(g, base, dirs, item, alone));
         }
         results
     }
@@ -688,7 +692,14 @@ impl Writer {
         g.batch.event(claim_seq, &e);
     }
 
-    fn claim(&self, g: &mut Group, base: Base, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
+    fn claim(
+        &self,
+        g: &mut Group,
+        base: Base,
+        dirs: &HashMap<County, Arc<Directory>>,
+        item: ClaimItem,
+        alone: bool,
+    ) -> ItemResult {
         let id = item.claim.claim_id.as_str().to_string();
         if let Some(seq) = g.changes.seq_of(base, &id) {
             let Some(existing) = self.record(g, seq) else { return ItemResult::Failed };
@@ -749,13 +760,16 @@ impl Writer {
                 recorded_by: item.key_id,
             },
             claim_section: Some(item.claim_section),
+            // Serialising our own decision cannot fail.
+            decision_text: alone.then(|| serde_json::to_vec(&decision).unwrap_or_default().into()),
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {
             g.changes.hold(base, seq, &record.header, true);
         }
+        let text = record.decision_text.clone();
         g.records.insert(seq, record);
-        ItemResult::New(decision)
+        ItemResult::New(decision, text)
     }
 
     fn revoke(&self, g: &mut Group, base: Base, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
@@ -769,6 +783,7 @@ impl Writer {
                 r.header.status = Status::Revoked;
                 r.body.decision.status = Status::Revoked;
                 r.body.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });
+                r.decision_text = None;
                 Self::event(g, seq, claim_id, "revoked", key_id, Status::Revoked, Some(reason));
                 let decision = r.body.decision.clone();
                 g.records.insert(seq, r);

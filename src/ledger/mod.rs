@@ -64,7 +64,9 @@ pub struct Evaluation {
 
 #[derive(Debug, Clone)]
 pub enum ItemResult {
-    New(Decision),
+    /// A new decision, recorded; with its JSON text as stored when the
+    /// backend kept it (a claim sent alone), which is then the answer's body.
+    New(Decision, Option<Arc<[u8]>>),
     Replayed(Decision),
     Conflict,
     /// The rules failed on this claim (a bug); nothing was recorded for it.

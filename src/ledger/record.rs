@@ -205,6 +205,10 @@ pub struct ClaimRecord {
     pub body: RecordBody,
     /// The claim section already encoded (a new claim's, made off the writer).
     pub claim_section: Option<std::sync::Arc<[u8]>>,
+    /// The decision's JSON text already written, when it is also the answer
+    /// (a claim sent alone): stored from it, so the `201`'s body is the stored
+    /// text. Whatever changes `body.decision` sets this to `None`.
+    pub decision_text: Option<std::sync::Arc<[u8]>>,
 }
 
 impl ClaimRecord {
@@ -229,7 +233,10 @@ impl ClaimRecord {
     /// same atomic write (start-up and listings read only the headers).
     pub fn encode(&self) -> EncodedRecord {
         let head = encode_header(&self.header);
-        let decision = encode_record(&self.body.decision);
+        let decision = match &self.decision_text {
+            Some(text) => compress_text(text).unwrap_or_else(|| text.to_vec()),
+            None => encode_record(&self.body.decision),
+        };
         let claim: std::borrow::Cow<[u8]> = match &self.claim_section {
             Some(c) => std::borrow::Cow::Borrowed(c),
             None => std::borrow::Cow::Owned(
@@ -309,7 +316,7 @@ impl ClaimRecord {
             id_masked: claim.id_masked,
             recorded_by: claim.recorded_by,
         };
-        Ok(Self { seq, header, body, claim_section: None })
+        Ok(Self { seq, header, body, claim_section: None, decision_text: None })
     }
 }
 
@@ -474,17 +481,26 @@ fn with_codec<R>(f: impl FnOnce(&mut Codec) -> std::io::Result<R>) -> std::io::R
 pub(crate) fn encode_record<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising our own records cannot fail.
     let json = serde_json::to_vec(v).unwrap_or_default();
-    let Ok(len) = u32::try_from(json.len()) else { return json };
-    match with_codec(|c| c.compressor.compress(&json)) {
+    match compress_text(&json) {
+        Some(z) => z,
+        None => json,
+    }
+}
+
+/// A record's JSON text as stored when compressing it pays (`None`: stored
+/// as it is).
+fn compress_text(json: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::try_from(json.len()).ok()?;
+    match with_codec(|c| c.compressor.compress(json)) {
         Ok(z) if z.len() + 6 < json.len() => {
             let mut out = Vec::with_capacity(z.len() + 6);
             out.push(COMPRESSED);
             out.push(CURRENT as u8);
             out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(&z);
-            out
+            Some(out)
         }
-        _ => json,
+        _ => None,
     }
 }
 
@@ -547,6 +563,41 @@ mod tests {
         unknown[1] = 99;
         let err = decode_record::<R>(&unknown).expect_err("no such dictionary");
         assert!(format!("{err:#}").contains("unknown record dictionary 99"), "{err:#}");
+    }
+
+    #[test]
+    fn a_decision_stored_from_its_text_is_stored_as_from_the_decision() {
+        let decision: Decision = serde_json::from_value(serde_json::json!({
+            "claim_id": "C-1", "status": "approved", "amount": "1000.00", "currency": "CNY", "payee": "person",
+            "calculation": [{"step": "base", "amount": "1000.00", "clause": "WY §4(1)1"}],
+            "reasons": [], "counted": true,
+            "policy": {"document": "武人社〔2020〕21号", "version": "sha256:00", "directory_version": "sha256:11"},
+            "decided_at": "2020-06-15T08:00:00.123456789Z", "recorded": true
+        }))
+        .expect("a decision");
+        let header = RecordHeader {
+            claim_id: "C-1".into(),
+            status: Status::Approved,
+            county: County::Wuyi,
+            kind: Kind::QualificationTraining,
+            event_date: NaiveDate::from_ymd_opt(2020, 6, 15).expect("a date"),
+            department: None,
+            granted: Decimal::new(100000, 2),
+            parties: vec![],
+            decided_event: 1,
+            holdings: Holdings::default(),
+        };
+        let body =
+            RecordBody { decision, body_hash: "h".into(), submitted: None, id_masked: None, recorded_by: "k".into() };
+        let mut record = ClaimRecord { seq: 1, header, body, claim_section: None, decision_text: None };
+        let from_decision = record.encode();
+        record.decision_text = Some(serde_json::to_vec(&record.body.decision).expect("json").into());
+        assert_eq!(record.encode(), from_decision);
+        let read = ClaimRecord::decode(1, &from_decision.0, &from_decision.1).expect("a record");
+        assert_eq!(
+            serde_json::to_vec(&read.body.decision).expect("json")[..],
+            record.decision_text.as_deref().unwrap()[..]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/v1/claims`, `/v1/claims/batch`, `/v1/evaluations` and a claim's
 //! revocation and history.
 
+use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -55,9 +56,13 @@ pub async fn submit(
     let item_id = item.claim.claim_id.as_str().to_string();
     let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
     match result {
-        Some(ItemResult::New(d)) => {
+        Some(ItemResult::New(d, text)) => {
             count_decision(&state, county.as_str(), kind.as_str(), &d);
-            Ok(HttpResponse::Created().json(d))
+            Ok(match text {
+                // The decision's text as stored.
+                Some(text) => HttpResponse::Created().content_type(ContentType::json()).body(text.to_vec()),
+                None => HttpResponse::Created().json(d),
+            })
         }
         Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
         Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(item_id)),
@@ -181,7 +186,7 @@ pub async fn batch(
         for ((slot, r), (county, kind)) in slots.into_iter().zip(decided).zip(labels) {
             let out = &mut results[slot];
             match r {
-                ItemResult::New(d) => {
+                ItemResult::New(d, _) => {
                     count_decision(&state, county.as_str(), kind.as_str(), &d);
                     out.decision = Some(d);
                 }

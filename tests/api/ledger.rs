@@ -21,6 +21,35 @@ async fn the_same_claim_id_with_another_body_is_409() {
     assert_eq!(api.post_claim(&reordered).await.status, 200);
 }
 
+/// A claim sent alone is answered with its decision's text as stored: the
+/// `201`'s body is byte for byte what reading the claim back returns.
+#[tokio::test]
+async fn a_new_claims_answer_is_the_stored_decision_text() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let p = id_number("33072319870101011");
+    let claim = wy_qualification("TEXT-1", &p, "6-31-01-03", "junior", "TEXT-C", "2020-05-01");
+    let text = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (status, ct, r.bytes().await.expect("a body"))
+    };
+    let send = api.client.post(api.url("/v1/claims")).bearer_auth(PLATFORM).json(&claim);
+    let (status, ct, created) = text(send.send().await.expect("answered")).await;
+    assert_eq!((status, ct.as_str()), (201, "application/json"));
+    let read = api.client.get(api.url("/v1/claims/TEXT-1")).bearer_auth(PLATFORM);
+    let (status, _, stored) = text(read.send().await.expect("answered")).await;
+    assert_eq!(status, 200);
+    assert_eq!(created, stored, "the 201's body is the stored decision's text");
+    let decision: Value = serde_json::from_slice(&created).expect("JSON");
+    assert_eq!((decision["status"].as_str(), decision["recorded"].as_bool()), (Some("approved"), Some(true)));
+    // A replay answers the same decision; a revocation changes what is stored.
+    let replay = api.post_claim(&claim).await;
+    assert_eq!((replay.status, &replay.body), (200, &decision));
+    assert_eq!(api.revoke("TEXT-1").await.status, 200);
+    assert_eq!(api.get("/v1/claims/TEXT-1", PLATFORM).await.body["status"], "revoked");
+}
+
 #[tokio::test]
 async fn a_batch_is_decided_in_order_and_one_bad_item_does_not_fail_the_rest() {
     let app = spawn_app().await;

@@ -707,7 +707,7 @@ impl PostgresLedger {
                 },
                 section: item.claim_section.clone(),
             });
-            results.push(ItemResult::New(decision));
+            results.push(ItemResult::New(decision, None));
         }
         self.write(tx, (first_seq, event_numbers), pending, events, &known, &writes).await?;
         Ok(results)
@@ -996,7 +996,16 @@ impl PostgresLedger {
             .enumerate()
             .map(|(n, p)| {
                 let seq = first_seq + n as i64;
-                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
+                (
+                    ClaimRecord {
+                        seq: seq as u64,
+                        header: p.header,
+                        body: p.body,
+                        claim_section: Some(p.section),
+                        decision_text: None,
+                    },
+                    seq,
+                )
             })
             .collect()
     }
@@ -1071,6 +1080,7 @@ impl PostgresLedger {
         r.header.status = Status::Revoked;
         r.body.decision.status = Status::Revoked;
         r.body.decision.revocation = Some(Revocation { reason: reason.to_string(), revoked_at });
+        r.decision_text = None;
         let event = Event {
             seq: event_seq as u64,
             claim_id: claim_id.to_string(),
