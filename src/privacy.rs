@@ -288,6 +288,16 @@ mod tests {
         let sealed = s.seal_claim(&nameless, Some("330723********0038"));
         assert_eq!(Sealer::shown(&sealed)["applicant"]["id_number"], "330723********0038");
         assert_eq!(unseal(&s, &sealed).expect("opens"), nameless);
+        // What is sealed, exactly: both fields in this order, `null` for one not given.
+        assert_eq!(s.open(&sealed["sealed"]).expect("opens"), br#"{"id_number":"330723199005060038","name":null}"#);
+        let text = body.to_string();
+        let sealed = s.seal_node(Node::parse(text.as_bytes()).expect("json"), None);
+        assert_eq!(
+            s.open(sealed.get("sealed").expect("sealed")).expect("opens"),
+            r#"{"id_number":"330723199005060038","name":"张三丰"}"#.as_bytes()
+        );
+        assert_eq!(sealed.get("applicant").and_then(|a| a.get("id_number")), Some(&Node::Null));
+        assert_eq!(sealed.get("applicant").and_then(|a| a.get("name")).and_then(Json::as_str), Some("张**"));
     }
 
     /// A claim sealed by the earlier implementation (the `chacha20poly1305`

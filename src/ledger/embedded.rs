@@ -760,8 +760,9 @@ impl Writer {
                 recorded_by: item.key_id,
             },
             claim_section: Some(item.claim_section),
-            // Serialising our own decision cannot fail.
-            decision_text: alone.then(|| serde_json::to_vec(&decision).unwrap_or_default().into()),
+            // Serialising our own decision cannot fail; if it did, the record
+            // and the answer would both be written from the decision itself.
+            decision_text: if alone { serde_json::to_vec(&decision).ok().map(Into::into) } else { None },
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {

@@ -206,8 +206,10 @@ pub struct ClaimRecord {
     /// The claim section already encoded (a new claim's, made off the writer).
     pub claim_section: Option<std::sync::Arc<[u8]>>,
     /// The decision's JSON text already written, when it is also the answer
-    /// (a claim sent alone): stored from it, so the `201`'s body is the stored
-    /// text. Whatever changes `body.decision` sets this to `None`.
+    /// (a claim sent alone): the record is stored from it, so the `201`'s
+    /// body is the text stored, unless the same group changes the decision
+    /// (a revocation), which sets this to `None` with it. `encode` checks, in
+    /// debug builds (the tests), that it is the decision's text.
     pub decision_text: Option<std::sync::Arc<[u8]>>,
 }
 
@@ -233,6 +235,13 @@ impl ClaimRecord {
     /// same atomic write (start-up and listings read only the headers).
     pub fn encode(&self) -> EncodedRecord {
         let head = encode_header(&self.header);
+        debug_assert!(
+            self.decision_text
+                .as_deref()
+                .is_none_or(|t| serde_json::to_vec(&self.body.decision).ok().as_deref() == Some(t)),
+            "record {}: a decision text that is not its decision's",
+            self.seq
+        );
         let decision = match &self.decision_text {
             Some(text) => compress_text(text).unwrap_or_else(|| text.to_vec()),
             None => encode_record(&self.body.decision),

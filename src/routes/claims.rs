@@ -60,7 +60,9 @@ pub async fn submit(
             count_decision(&state, county.as_str(), kind.as_str(), &d);
             Ok(match text {
                 // The decision's text as stored.
-                Some(text) => HttpResponse::Created().content_type(ContentType::json()).body(text.to_vec()),
+                Some(text) => {
+                    HttpResponse::Created().content_type(ContentType::json()).body(web::Bytes::from_owner(text))
+                }
                 None => HttpResponse::Created().json(d),
             })
         }
