@@ -122,13 +122,14 @@ impl Sealer {
         Self { key: std::sync::Arc::new(LessSafeKey::new(key)) }
     }
 
-    /// The claim with `applicant.id_number` and `applicant.name` masked, and
-    /// both sealed under `sealed`.
+    /// [`Self::seal_node`] of a `Value` (the tests' claims).
+    #[cfg(test)]
     pub fn seal_claim(&self, body: &serde_json::Value, id_masked: Option<&str>) -> serde_json::Value {
         self.seal_node(Node::from(body.clone()), id_masked).to_value()
     }
 
-    /// [`Self::seal_claim`] of a claim read as a [`Node`] (its text borrowed).
+    /// The claim with `applicant.id_number` and `applicant.name` masked, and
+    /// both sealed under `sealed` (its other text stays borrowed).
     pub fn seal_node<'a>(&self, mut v: Node<'a>, id_masked: Option<&str>) -> Node<'a> {
         use ring::aead::{Aad, Nonce};
         use ring::rand::SecureRandom;

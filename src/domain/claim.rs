@@ -483,8 +483,8 @@ pub fn is_organization_kind<J: Json>(kind: Kind, details: Option<&J>) -> bool {
 }
 
 /// The claim id of a body, if it has a readable one (for batch results).
-pub fn peek_claim_id(v: &Value) -> Option<String> {
-    v.get("claim_id").and_then(Value::as_str).filter(|s| ClaimId::parse(s, "").is_ok()).map(str::to_string)
+pub fn peek_claim_id<J: Json>(v: &J) -> Option<String> {
+    v.get("claim_id").and_then(J::as_str).filter(|s| ClaimId::parse(s, "").is_ok()).map(str::to_string)
 }
 
 /// A JSON value a claim is read from, with the reader of each shape's `details`.

@@ -574,6 +574,26 @@ mod tests {
         assert!(format!("{err:#}").contains("unknown record dictionary 99"), "{err:#}");
     }
 
+    /// A header holding something in every field.
+    fn sample_header() -> RecordHeader {
+        RecordHeader {
+            claim_id: "WY-QT-2021-000123".into(),
+            status: Status::Revoked,
+            county: County::Changxing,
+            kind: Kind::QualificationTraining,
+            event_date: NaiveDate::from_ymd_opt(2021, 6, 30).expect("a date"),
+            department: Some("人社局".into()),
+            granted: Decimal::new(130000, 2),
+            parties: vec!["91330723MA0EXMP02T".into(), "91330522MA0EXMP048".into()],
+            decided_event: 77,
+            holdings: Holdings {
+                count: Some([1; 16]),
+                keys: vec![[2; 16], [3; 16]],
+                totals: vec![([4; 16], Decimal::new(55, 1))],
+            },
+        }
+    }
+
     #[test]
     fn a_decision_stored_from_its_text_is_stored_as_from_the_decision() {
         let decision: Decision = serde_json::from_value(serde_json::json!({
@@ -584,17 +604,13 @@ mod tests {
             "decided_at": "2020-06-15T08:00:00.123456789Z", "recorded": true
         }))
         .expect("a decision");
+        // The header as the decision has it (a record is read back only when they agree).
         let header = RecordHeader {
             claim_id: "C-1".into(),
             status: Status::Approved,
             county: County::Wuyi,
-            kind: Kind::QualificationTraining,
             event_date: NaiveDate::from_ymd_opt(2020, 6, 15).expect("a date"),
-            department: None,
-            granted: Decimal::new(100000, 2),
-            parties: vec![],
-            decided_event: 1,
-            holdings: Holdings::default(),
+            ..sample_header()
         };
         let body =
             RecordBody { decision, body_hash: "h".into(), submitted: None, id_masked: None, recorded_by: "k".into() };
@@ -611,22 +627,7 @@ mod tests {
 
     #[test]
     fn a_header_reads_back_whole_and_its_prefix_alone_reads_the_same_fields() {
-        let header = RecordHeader {
-            claim_id: "WY-QT-2021-000123".into(),
-            status: Status::Revoked,
-            county: County::Changxing,
-            kind: Kind::QualificationTraining,
-            event_date: NaiveDate::from_ymd_opt(2021, 6, 30).expect("a date"),
-            department: Some("人社局".into()),
-            granted: Decimal::new(130000, 2),
-            parties: vec!["91330723MA0EXMP02T".into(), "91330522MA0EXMP048".into()],
-            decided_event: 77,
-            holdings: Holdings {
-                count: Some([1; 16]),
-                keys: vec![[2; 16], [3; 16]],
-                totals: vec![([4; 16], Decimal::new(55, 1))],
-            },
-        };
+        let header = sample_header();
         let stored = encode_header(&header);
         assert_eq!(ClaimRecord::decode_header(&stored).expect("a header"), header);
         let prefix = ClaimRecord::decode_header_prefix(&stored).expect("a prefix");

@@ -53,7 +53,6 @@ pub async fn submit(
     let body = read_body_bytes(&req, payload, state.server.claim_body_limit).await?;
     let item = state.prepare(json_node(&body)?, &caller)?;
     let (county, kind) = (item.claim.county, item.claim.kind);
-    let item_id = item.claim.claim_id.as_str().to_string();
     let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
     match result {
         Some(ItemResult::New(d, text)) => {
@@ -67,7 +66,9 @@ pub async fn submit(
             })
         }
         Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
-        Some(ItemResult::Conflict) => Err(ApiError::ClaimIdConflict(item_id)),
+        Some(ItemResult::Conflict) => {
+            Err(ApiError::ClaimIdConflict(Node::parse(&body).ok().and_then(|n| peek_claim_id(&n)).unwrap_or_default()))
+        }
         Some(ItemResult::Failed) | None => Err(internal(anyhow::anyhow!("the ledger gave no decision"))),
     }
 }
