@@ -36,6 +36,11 @@ def find(id_, phase="empty"):
 
 health = find("1")
 hz = rate(health) if health else 0.0
+# healthz measured again after scenario 4: the box's speed can change within
+# a run, so scenarios 2 to 4 are also compared with it (the table's ratios
+# and the targets stay against scenario 1, as in every earlier run).
+again = find("1b")
+hz2 = rate(again) if again else 0.0
 out = []
 out.append("| # | scenario | store | conns | req/s | claims/s | p50 ms | p99 ms | max ms | non-2xx | other errors | RSS MB (peak) | store B/claim | claims recorded | ratio | load |")
 out.append("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|")
@@ -49,7 +54,9 @@ for r in rows:
         other_s += f" (sock {w['socket_errors']}, timeout {w['timeouts']}, items {w['item_errors']})"
     per_claim = f"{r['store_bytes'] / r['recorded']:.0f}" if r["recorded"] else "-"
     ratio = ""
-    if r["phase"] == "empty" and r["id"] in ("2", "3", "4") and hz:
+    if r["id"] == "1b" and hz:
+        ratio = f"{q / hz:.2f} × the first"
+    elif r["phase"] == "empty" and r["id"] in ("2", "3", "4") and hz:
         ratio = f"{q / hz:.2f} × healthz"
     elif r["phase"] == "empty" and r["id"] in ("5", "5b") and hz:
         ratio = f"{claims / hz:.2f} × healthz (claims)"
@@ -76,6 +83,9 @@ for r in rows:
         secs = r["wrk"]["duration_us"] / 1e6
         print(f"Scenario {r['id']} ({r['phase']}): {r['fsyncs'] / secs:,.0f} fsyncs/s "
               f"({r['wrk']['requests'] / r['fsyncs']:.1f} requests per fsync).")
+if hz2:
+    against = ", ".join(f"scenario {i} {rate(find(i)) / hz2:.2f} ×" for i in ("2", "3", "4") if find(i))
+    print(f"Against the healthz measured after scenario 4 ({hz2:,.0f} req/s, {hz2 / hz:.2f} × the first): {against}.")
 if meta:
     print("Run: " + ", ".join(f"{k} {v}" for k, v in meta.items()) + ".")
 
@@ -88,12 +98,16 @@ def check(label, ok, figure):
     print(f"  [{'meets' if ok else 'MISSES'}] {label}: {figure}")
 
 
+def second(r):
+    return f" ({rate(r) / hz2:.2f} against the healthz after scenario 4)" if hz2 else ""
+
+
 ev, cl, b1 = find("2"), find("3"), find("5b")
 if ev and hz:
-    check("evaluations ≥ 0.5 × healthz req/s", rate(ev) / hz >= 0.5, f"{rate(ev) / hz:.2f}")
+    check("evaluations ≥ 0.5 × healthz req/s", rate(ev) / hz >= 0.5, f"{rate(ev) / hz:.2f}{second(ev)}")
     check("evaluations p99 ≤ 5 ms", ev["wrk"]["p99_us"] <= 5000, f"{ev['wrk']['p99_us'] / 1000:.2f} ms")
 if cl and hz:
-    check("recorded claims ≥ 0.25 × healthz req/s", rate(cl) / hz >= 0.25, f"{rate(cl) / hz:.2f}")
+    check("recorded claims ≥ 0.25 × healthz req/s", rate(cl) / hz >= 0.25, f"{rate(cl) / hz:.2f}{second(cl)}")
 if b1:
     check("batch of 1000 answered ≤ 50 ms (1 connection, p50)", b1["wrk"]["p50_us"] <= 50_000,
           f"p50 {b1['wrk']['p50_us'] / 1000:.0f} ms, max {b1['wrk']['max_us'] / 1000:.0f} ms")
