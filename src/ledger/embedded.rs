@@ -11,9 +11,7 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::keys::digest;
-use super::record::{
-    ClaimRecord, DirectoryRecord, EncodedRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals,
-};
+use super::record::{ClaimRecord, DirectoryRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals};
 use super::state::{Base, Changes, EvalView, GroupView, State};
 use super::store::{Store, WriteBatch};
 use super::{
@@ -365,7 +363,9 @@ struct Writer {
 }
 
 enum Reply {
-    Claims(oneshot::Sender<Result<Vec<ItemResult>, LedgerError>>, Vec<ItemResult>),
+    /// The results, and the record number of each new decision (to give it
+    /// its stored text once the group's records are encoded).
+    Claims(oneshot::Sender<Result<Vec<ItemResult>, LedgerError>>, Vec<ItemResult>, Vec<Option<u64>>),
     Revoke(oneshot::Sender<Result<RevokeResult, LedgerError>>, RevokeResult),
     Directory(oneshot::Sender<Result<DirectoryRecord, LedgerError>>, DirectoryRecord),
 }
@@ -374,8 +374,8 @@ impl Reply {
     fn send(self, failed: Option<&str>) {
         let err = |e: &str| LedgerError::Unavailable(e.to_string());
         match (self, failed) {
-            (Reply::Claims(tx, v), None) => drop(tx.send(Ok(v))),
-            (Reply::Claims(tx, _), Some(e)) => drop(tx.send(Err(err(e)))),
+            (Reply::Claims(tx, v, _), None) => drop(tx.send(Ok(v))),
+            (Reply::Claims(tx, _, _), Some(e)) => drop(tx.send(Err(err(e)))),
             (Reply::Revoke(tx, v), None) => drop(tx.send(Ok(v))),
             (Reply::Revoke(tx, _), Some(e)) => drop(tx.send(Err(err(e)))),
             (Reply::Directory(tx, v), None) => drop(tx.send(Ok(v))),
@@ -525,8 +525,8 @@ impl Writer {
         for job in jobs {
             match job {
                 Job::Claims { items, reply } => {
-                    let results = self.decide_claims(&mut g, &inflight, &dirs, items);
-                    replies.push(Reply::Claims(reply, results));
+                    let (results, seqs) = self.decide_claims(&mut g, &inflight, &dirs, items);
+                    replies.push(Reply::Claims(reply, results, seqs));
                 }
                 Job::Revoke { claim_id, reason, key_id, reply } => {
                     let r = self.decide_revocation(&mut g, &inflight, &claim_id, reason, &key_id);
@@ -543,13 +543,14 @@ impl Writer {
             }
         }
         let Group { changes, batch, read_error, records } = g;
-        let written = match self.write_group(batch, records, read_error) {
+        let (written, texts) = match self.write_group(batch, records, read_error) {
             Ok(written) => written,
             Err(e) => {
                 replies.into_iter().for_each(|r| r.send(Some(&e)));
                 return None;
             }
         };
+        give_texts(&mut replies, texts);
         // Written: what follows is decided against it.
         self.next_seq = changes.next_seq();
         self.next_event = changes.next_event;
@@ -579,22 +580,24 @@ impl Writer {
         inflight: &[Arc<Changes>],
         dirs: &HashMap<County, Arc<Directory>>,
         items: Vec<ClaimItem>,
-    ) -> Vec<ItemResult> {
+    ) -> (Vec<ItemResult>, Vec<Option<u64>>) {
         let mut results = Vec::with_capacity(items.len());
-        // A claim sent alone is answered with its decision's stored text; a
-        // batch's answers are written with the batch (and its records'
-        // texts on two threads, `encode_records`).
-        let alone = items.len() == 1;
+        let mut seqs = Vec::with_capacity(items.len());
         for item in items {
             let Ok(state) = self.state.read() else {
                 g.note_poisoned_state();
                 results.push(ItemResult::Failed);
+                seqs.push(None);
                 continue;
             };
             let base = Base { state: &state, inflight };
-            results.push(self.claim(g, base, dirs, item, alone));
+            // A new decision takes the next record number.
+            let seq = g.changes.next_seq();
+            let result = self.claim(g, base, dirs, item);
+            seqs.push(matches!(result, ItemResult::New(..)).then_some(seq));
+            results.push(result);
         }
-        results
+        (results, seqs)
     }
 
     /// Decides a revocation into the group, the state read-locked for it. A
@@ -629,10 +632,11 @@ impl Writer {
         mut batch: WriteBatch,
         records: HashMap<u64, ClaimRecord>,
         read_error: Option<String>,
-    ) -> Result<usize, String> {
-        if read_error.is_none() {
-            encode_records(&mut batch, records.into_values().collect());
-        }
+    ) -> Result<(usize, Vec<DecisionText>), String> {
+        let texts = match read_error {
+            None => encode_records(&mut batch, records.into_values().collect()),
+            Some(_) => Vec::new(),
+        };
         if let Some(e) = read_error {
             // Nothing is written: the group's claims get 503, the store stays
             // writable (a read failure is not a reason to stop).
@@ -648,7 +652,7 @@ impl Writer {
                 return Err(e);
             }
         }
-        Ok(written)
+        Ok((written, texts))
     }
 
     /// A recorded claim, from this group's records or the store (which holds
@@ -692,14 +696,7 @@ impl Writer {
         g.batch.event(claim_seq, &e);
     }
 
-    fn claim(
-        &self,
-        g: &mut Group,
-        base: Base,
-        dirs: &HashMap<County, Arc<Directory>>,
-        item: ClaimItem,
-        alone: bool,
-    ) -> ItemResult {
+    fn claim(&self, g: &mut Group, base: Base, dirs: &HashMap<County, Arc<Directory>>, item: ClaimItem) -> ItemResult {
         let id = item.claim.claim_id.as_str().to_string();
         if let Some(seq) = g.changes.seq_of(base, &id) {
             let Some(existing) = self.record(g, seq) else { return ItemResult::Failed };
@@ -760,17 +757,16 @@ impl Writer {
                 recorded_by: item.key_id,
             },
             claim_section: Some(item.claim_section),
-            // Serialising our own decision cannot fail; if it did, the record
-            // and the answer would both be written from the decision itself.
-            decision_text: if alone { serde_json::to_vec(&decision).ok().map(Into::into) } else { None },
+            // Written when the group's records are encoded (`encode_records`).
+            decision_text: None,
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {
             g.changes.hold(base, seq, &record.header, true);
         }
-        let text = record.decision_text.clone();
         g.records.insert(seq, record);
-        ItemResult::New(decision, text)
+        // Its stored text is added once the group's records are encoded.
+        ItemResult::New(decision, None)
     }
 
     fn revoke(&self, g: &mut Group, base: Base, claim_id: &str, reason: String, key_id: &str) -> RevokeResult {
@@ -794,35 +790,72 @@ impl Writer {
     }
 }
 
-/// Encodes a group's new and changed records into its batch: the decisions'
-/// JSON and compression are most of a record's cost, so a large group (a
-/// batch) is encoded on two threads.
-fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) {
+/// A record's decision as written for it: its number, its status, and its
+/// JSON text.
+type DecisionText = (u64, Status, Arc<[u8]>);
+
+/// Encodes a group's new and changed records into its batch, and answers
+/// their decisions' texts as written (in record order). The decisions' JSON
+/// and compression are most of a record's cost, so a large group (a batch)
+/// is encoded on two threads.
+fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) -> Vec<DecisionText> {
     records.sort_by_key(|r| r.seq);
-    let encoded: Vec<(u64, EncodedRecord)> = if records.len() >= 256 {
-        let (a, b) = records.split_at(records.len() / 2);
-        let enc = |rs: &[ClaimRecord]| rs.iter().map(|r| (r.seq, r.encode())).collect::<Vec<_>>();
-        std::thread::scope(|s| {
-            let other = s.spawn(|| enc(b));
-            let mut first = enc(a);
-            match other.join() {
-                Ok(second) => first.extend(second),
-                // Encoding cannot panic; if it did, encode that half here.
-                Err(_) => first.extend(enc(b)),
-            }
-            first
-        })
-    } else {
-        records.iter().map(|r| (r.seq, r.encode())).collect()
+    let enc = |rs: &mut [ClaimRecord]| {
+        rs.iter_mut()
+            .map(|r| {
+                let (encoded, text) = r.encode_with_text();
+                (r.seq, encoded, text.map(|t| (r.body.decision.status, t)))
+            })
+            .collect::<Vec<_>>()
     };
-    for (seq, bytes) in encoded {
+    let encoded = if records.len() >= 256 {
+        let half = records.len() / 2;
+        let (a, b) = records.split_at_mut(half);
+        let (mut first, second) = std::thread::scope(|s| {
+            let other = s.spawn(|| enc(b));
+            (enc(a), other.join().ok())
+        });
+        // Encoding cannot panic; if it did, that half is encoded here.
+        first.extend(second.unwrap_or_else(|| enc(&mut records[half..])));
+        first
+    } else {
+        enc(&mut records)
+    };
+    let mut texts = Vec::with_capacity(encoded.len());
+    for (seq, bytes, text) in encoded {
         batch.record_bytes(seq, bytes);
+        if let Some((status, text)) = text {
+            texts.push((seq, status, text));
+        }
+    }
+    texts
+}
+
+/// Gives each new decision of the group's answers its text as stored, which
+/// is then the answer's body (`ItemResult::New`). A decision the same group
+/// changed later (a revocation) keeps none: its record's text is the
+/// changed decision's.
+fn give_texts(replies: &mut [Reply], texts: Vec<DecisionText>) {
+    if texts.is_empty() {
+        return;
+    }
+    for reply in replies {
+        let Reply::Claims(_, results, seqs) = reply else { continue };
+        for (result, seq) in results.iter_mut().zip(seqs.iter()) {
+            let (ItemResult::New(decision, text @ None), Some(seq)) = (result, seq) else { continue };
+            if let Ok(i) = texts.binary_search_by_key(seq, |(s, _, _)| *s) {
+                let (_, status, t) = &texts[i];
+                if *status == decision.status {
+                    *text = Some(t.clone());
+                }
+            }
+        }
     }
 }
 
 fn fail_job(job: Job, e: &str) {
     let reply = match job {
-        Job::Claims { reply, .. } => Reply::Claims(reply, Vec::new()),
+        Job::Claims { reply, .. } => Reply::Claims(reply, Vec::new(), Vec::new()),
         Job::Revoke { reply, .. } => Reply::Revoke(reply, RevokeResult::NotFound),
         Job::Directory { reply, record, .. } => Reply::Directory(reply, record),
         Job::Stop => return,
@@ -840,5 +873,51 @@ fn fail_job(job: Job, e: &str) {
 fn reclaim(written: usize) {
     for _ in 0..written / 128 + 2 {
         crossbeam_epoch::pin().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(status: &str) -> Decision {
+        serde_json::from_value(serde_json::json!({
+            "claim_id": "C-1", "status": status, "amount": "1000.00", "currency": "CNY", "payee": "person",
+            "calculation": [], "reasons": [], "counted": true,
+            "policy": {"document": "d", "version": "sha256:00", "directory_version": "sha256:11"},
+            "decided_at": "2020-06-15T08:00:00Z", "recorded": true
+        }))
+        .expect("a decision")
+    }
+
+    #[test]
+    fn a_new_decision_gets_its_records_text_unless_the_group_changed_it() {
+        let text = |s: &str| -> Arc<[u8]> { s.as_bytes().into() };
+        let (tx, _rx) = oneshot::channel();
+        let results = vec![
+            ItemResult::New(decision("approved"), None),
+            ItemResult::Replayed(decision("approved")),
+            ItemResult::New(decision("approved"), None),
+            ItemResult::New(decision("rejected"), None),
+            ItemResult::Failed,
+        ];
+        let seqs = vec![Some(7), None, Some(8), Some(9), None];
+        let mut replies = vec![Reply::Claims(tx, results, seqs)];
+        // Record 8 was revoked later in the same group: its text is the revoked decision's.
+        let texts = vec![
+            (7, Status::Approved, text("seven")),
+            (8, Status::Revoked, text("eight, revoked")),
+            (9, Status::Rejected, text("nine")),
+        ];
+        give_texts(&mut replies, texts);
+        let Reply::Claims(_, results, _) = &replies[0] else { panic!("claims") };
+        let given: Vec<Option<&[u8]>> = results
+            .iter()
+            .map(|r| match r {
+                ItemResult::New(_, t) => t.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(given, vec![Some(&b"seven"[..]), None, None, Some(&b"nine"[..]), None]);
     }
 }

@@ -65,7 +65,7 @@ pub struct Evaluation {
 #[derive(Debug, Clone)]
 pub enum ItemResult {
     /// A new decision, recorded; with its JSON text as stored when the
-    /// backend kept it (a claim sent alone), which is then the answer's body.
+    /// backend keeps it (the embedded ledger), which is then the answer's.
     New(Decision, Option<Arc<[u8]>>),
     Replayed(Decision),
     Conflict,

@@ -205,11 +205,11 @@ pub struct ClaimRecord {
     pub body: RecordBody,
     /// The claim section already encoded (a new claim's, made off the writer).
     pub claim_section: Option<std::sync::Arc<[u8]>>,
-    /// The decision's JSON text already written, when it is also the answer
-    /// (a claim sent alone): the record is stored from it, so the `201`'s
-    /// body is the text stored, unless the same group changes the decision
-    /// (a revocation), which sets this to `None` with it. `encode` checks, in
-    /// debug builds (the tests), that it is the decision's text.
+    /// The decision's JSON text, once written ([`ClaimRecord::encode_with_text`]):
+    /// the record is stored from it, and a new decision's answer is that
+    /// text. Whatever changes the decision (a revocation) sets this to
+    /// `None` with it; `encode` checks, in debug builds (the tests), that it
+    /// is the decision's text.
     pub decision_text: Option<std::sync::Arc<[u8]>>,
 }
 
@@ -233,6 +233,17 @@ impl ClaimRecord {
 
     /// The record as stored: its header and its body, under two keys of the
     /// same atomic write (start-up and listings read only the headers).
+    /// [`Self::encode`], the decision's text written first (kept in the
+    /// record) and answered with the stored record.
+    pub fn encode_with_text(&mut self) -> (EncodedRecord, Option<std::sync::Arc<[u8]>>) {
+        if self.decision_text.is_none() {
+            // Serialising our own decision cannot fail; if it did, the record
+            // would be written from the decision itself and the answer too.
+            self.decision_text = serde_json::to_vec(&self.body.decision).ok().map(Into::into);
+        }
+        (self.encode(), self.decision_text.clone())
+    }
+
     pub fn encode(&self) -> EncodedRecord {
         let head = encode_header(&self.header);
         debug_assert!(
@@ -618,6 +629,12 @@ mod tests {
         let from_decision = record.encode();
         record.decision_text = Some(serde_json::to_vec(&record.body.decision).expect("json").into());
         assert_eq!(record.encode(), from_decision);
+        // Encoding writes the text first when the record has none, and keeps it.
+        let mut fresh = ClaimRecord { decision_text: None, ..record.clone() };
+        let (encoded, text) = fresh.encode_with_text();
+        assert_eq!(encoded, from_decision);
+        assert_eq!(text.as_deref(), record.decision_text.as_deref());
+        assert_eq!(fresh.decision_text.as_deref(), record.decision_text.as_deref());
         let read = ClaimRecord::decode(1, &from_decision.0, &from_decision.1).expect("a record");
         assert_eq!(
             serde_json::to_vec(&read.body.decision).expect("json")[..],

@@ -103,6 +103,57 @@ pub struct BatchResponse {
     pub results: Vec<BatchItem>,
 }
 
+impl BatchResponse {
+    /// The answer's JSON, as serde writes it, except that a decision with
+    /// its stored text (`texts`, by item) is written as that text, where
+    /// serialising the decision again would give the same bytes.
+    fn to_json(&self, texts: &[Option<std::sync::Arc<[u8]>>]) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(64 + texts.iter().flatten().map(|t| t.len() + 64).sum::<usize>());
+        out.extend_from_slice(br#"{"results":["#);
+        for (i, item) in self.results.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            // A member's name, after a comma unless it is the item's first.
+            let field = |out: &mut Vec<u8>, name: &str| {
+                if out.last() != Some(&b'{') {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+            };
+            if let Some(id) = &item.claim_id {
+                field(&mut out, "claim_id");
+                serde_json::to_writer(&mut out, id)?;
+            }
+            match (texts.get(i).and_then(Option::as_deref), &item.decision) {
+                (Some(text), Some(_)) => {
+                    field(&mut out, "decision");
+                    out.extend_from_slice(text);
+                }
+                (_, Some(d)) => {
+                    field(&mut out, "decision");
+                    serde_json::to_writer(&mut out, d)?;
+                }
+                (_, None) => {}
+            }
+            if item.replayed {
+                field(&mut out, "replayed");
+                out.extend_from_slice(b"true");
+            }
+            if let Some(p) = &item.error {
+                field(&mut out, "error");
+                serde_json::to_writer(&mut out, p)?;
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+}
+
 /// The claims of a batch body: `claims`, an array of 1 to `max` items (each
 /// read later on its own).
 fn batch_claims(mut body: Value, max: usize) -> Result<Vec<Value>, ApiError> {
@@ -170,6 +221,8 @@ pub async fn batch(
     let mut prepared = prepare_all(&state, &caller, claims, 0);
     prepared.extend(other.await.map_err(|e| internal(anyhow::anyhow!("{e}")))?);
     let mut results: Vec<BatchItem> = Vec::with_capacity(prepared.len());
+    // The stored text of each new decision (the embedded ledger's), by item.
+    let mut texts = vec![None; prepared.len()];
     let mut items = Vec::new();
     let mut slots = Vec::new();
     let mut labels = Vec::new();
@@ -189,9 +242,10 @@ pub async fn batch(
         for ((slot, r), (county, kind)) in slots.into_iter().zip(decided).zip(labels) {
             let out = &mut results[slot];
             match r {
-                ItemResult::New(d, _) => {
+                ItemResult::New(d, text) => {
                     count_decision(&state, county.as_str(), kind.as_str(), &d);
                     out.decision = Some(d);
+                    texts[slot] = text;
                 }
                 ItemResult::Replayed(d) => {
                     out.decision = Some(d);
@@ -206,7 +260,8 @@ pub async fn batch(
             }
         }
     }
-    Ok(HttpResponse::Ok().json(BatchResponse { results }))
+    let body = BatchResponse { results }.to_json(&texts).map_err(|e| internal(e.into()))?;
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
 /// Prepares claims of a batch (`offset`: the index of the first in the batch):
@@ -534,4 +589,43 @@ pub async fn list(
         })
         .collect();
     Ok(HttpResponse::Ok().json(ClaimPage { claims, next_cursor: page.next.map(|n| n.to_string()) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_answer_with_stored_texts_is_what_serde_writes() {
+        let decision: Decision = serde_json::from_value(serde_json::json!({
+            "claim_id": "C-1", "status": "approved", "amount": "1000.00", "currency": "CNY", "payee": "person",
+            "calculation": [{"step": "base", "amount": "1000.00", "clause": "WY §4(1)1"}],
+            "reasons": [], "counted": true,
+            "policy": {"document": "武人社〔2020〕21号", "version": "sha256:00", "directory_version": "sha256:11"},
+            "decided_at": "2020-06-15T08:00:00.123456789Z", "recorded": true
+        }))
+        .expect("a decision");
+        let problem = ApiError::ClaimIdConflict("C-3".into()).problem();
+        let item = |id: Option<&str>, d: Option<&Decision>, replayed, error: Option<&Problem>| BatchItem {
+            claim_id: id.map(str::to_string),
+            decision: d.cloned(),
+            replayed,
+            error: error.cloned(),
+        };
+        let answer = BatchResponse {
+            results: vec![
+                item(Some("C-1"), Some(&decision), false, None),
+                item(Some("C-2 \"quoted\""), Some(&decision), true, None),
+                item(Some("C-3"), None, false, Some(&problem)),
+                item(None, None, false, Some(&problem)),
+                item(Some("C-4"), Some(&decision), false, None),
+            ],
+        };
+        let text: std::sync::Arc<[u8]> = serde_json::to_vec(&decision).expect("json").into();
+        let texts = vec![Some(text.clone()), None, None, None, None];
+        let expected = serde_json::to_vec(&answer).expect("json");
+        assert_eq!(answer.to_json(&texts).expect("json"), expected);
+        assert_eq!(answer.to_json(&[]).expect("json"), expected, "without texts");
+        assert_eq!(BatchResponse { results: vec![] }.to_json(&[]).expect("json"), br#"{"results":[]}"#);
+    }
 }

@@ -75,6 +75,43 @@ async fn a_batch_is_decided_in_order_and_one_bad_item_does_not_fail_the_rest() {
     assert_eq!(api.get("/v1/claims/B-3", PLATFORM).await.body["status"], "rejected");
 }
 
+/// A batch's new decisions are answered with their texts as stored (encoded
+/// on two threads for a batch this size): each is byte for byte what reading
+/// the claim back returns; a replay within the batch and a bad item keep
+/// their answers.
+#[tokio::test]
+async fn a_batchs_new_decisions_are_answered_with_their_stored_texts() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let occ = ["6-31-01-03", "6-18-02-04", "4-03-02-01"];
+    let mut claims: Vec<Value> = (0..300)
+        .map(|i| {
+            let p = id_number(&format!("330723198701{:05}", 20000 + i));
+            wy_qualification(&format!("BT-{i}"), &p, occ[i % 3], "junior", &format!("BT-C{i}"), "2020-05-01")
+        })
+        .collect();
+    claims.push(claims[5].clone());
+    claims.push(json!({"claim_id": "BT-bad", "county": "wuyi"}));
+    let send = api.client.post(api.url("/v1/claims/batch")).bearer_auth(PLATFORM).json(&json!({"claims": claims}));
+    let r = send.send().await.expect("answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    let body = r.bytes().await.expect("a body");
+    let answer: Value = serde_json::from_slice(&body).expect("JSON");
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(results.len(), 302);
+    let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+    for i in [0, 1, 5, 149, 150, 151, 299] {
+        let read = api.client.get(api.url(&format!("/v1/claims/BT-{i}"))).bearer_auth(PLATFORM);
+        let stored = read.send().await.expect("answered").text().await.expect("a body");
+        let item = format!(r#"{{"claim_id":"BT-{i}","decision":{stored}}}"#);
+        assert!(text.contains(&item), "item {i} is the stored decision's text");
+        assert_eq!(results[i]["decision"]["status"], "approved");
+    }
+    assert_eq!((results[300]["replayed"].as_bool(), &results[300]["decision"]), (Some(true), &results[5]["decision"]));
+    assert_eq!(results[301]["error"]["code"], "VALIDATION_FAILED");
+}
+
 #[tokio::test]
 async fn a_batch_over_the_limit_or_empty_is_422() {
     let app = spawn_app().await;
