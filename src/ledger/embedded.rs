@@ -880,25 +880,15 @@ fn reclaim(written: usize) {
 mod tests {
     use super::*;
 
-    fn decision(status: &str) -> Decision {
-        serde_json::from_value(serde_json::json!({
-            "claim_id": "C-1", "status": status, "amount": "1000.00", "currency": "CNY", "payee": "person",
-            "calculation": [], "reasons": [], "counted": true,
-            "policy": {"document": "d", "version": "sha256:00", "directory_version": "sha256:11"},
-            "decided_at": "2020-06-15T08:00:00Z", "recorded": true
-        }))
-        .expect("a decision")
-    }
-
     #[test]
     fn a_new_decision_gets_its_records_text_unless_the_group_changed_it() {
         let text = |s: &str| -> Arc<[u8]> { s.as_bytes().into() };
         let (tx, _rx) = oneshot::channel();
         let results = vec![
-            ItemResult::New(decision("approved"), None),
-            ItemResult::Replayed(decision("approved")),
-            ItemResult::New(decision("approved"), None),
-            ItemResult::New(decision("rejected"), None),
+            ItemResult::New(crate::rules::sample_decision("approved"), None),
+            ItemResult::Replayed(crate::rules::sample_decision("approved")),
+            ItemResult::New(crate::rules::sample_decision("approved"), None),
+            ItemResult::New(crate::rules::sample_decision("rejected"), None),
             ItemResult::Failed,
         ];
         let seqs = vec![Some(7), None, Some(8), Some(9), None];

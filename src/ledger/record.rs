@@ -607,14 +607,7 @@ mod tests {
 
     #[test]
     fn a_decision_stored_from_its_text_is_stored_as_from_the_decision() {
-        let decision: Decision = serde_json::from_value(serde_json::json!({
-            "claim_id": "C-1", "status": "approved", "amount": "1000.00", "currency": "CNY", "payee": "person",
-            "calculation": [{"step": "base", "amount": "1000.00", "clause": "WY §4(1)1"}],
-            "reasons": [], "counted": true,
-            "policy": {"document": "武人社〔2020〕21号", "version": "sha256:00", "directory_version": "sha256:11"},
-            "decided_at": "2020-06-15T08:00:00.123456789Z", "recorded": true
-        }))
-        .expect("a decision");
+        let decision = crate::rules::sample_decision("approved");
         // The header as the decision has it (a record is read back only when they agree).
         let header = RecordHeader {
             claim_id: "C-1".into(),

@@ -597,14 +597,7 @@ mod tests {
 
     #[test]
     fn a_batch_answer_with_stored_texts_is_what_serde_writes() {
-        let decision: Decision = serde_json::from_value(serde_json::json!({
-            "claim_id": "C-1", "status": "approved", "amount": "1000.00", "currency": "CNY", "payee": "person",
-            "calculation": [{"step": "base", "amount": "1000.00", "clause": "WY §4(1)1"}],
-            "reasons": [], "counted": true,
-            "policy": {"document": "武人社〔2020〕21号", "version": "sha256:00", "directory_version": "sha256:11"},
-            "decided_at": "2020-06-15T08:00:00.123456789Z", "recorded": true
-        }))
-        .expect("a decision");
+        let decision = crate::rules::sample_decision("approved");
         let problem = ApiError::ClaimIdConflict("C-3".into()).problem();
         let item = |id: Option<&str>, d: Option<&Decision>, replayed, error: Option<&Problem>| BatchItem {
             claim_id: id.map(str::to_string),

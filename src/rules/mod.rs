@@ -179,6 +179,20 @@ pub struct PolicyRef {
     pub directory_version: String,
 }
 
+/// A recorded decision of the given status, for the tests of its stored and
+/// answered forms.
+#[cfg(test)]
+pub(crate) fn sample_decision(status: &str) -> Decision {
+    serde_json::from_value(serde_json::json!({
+        "claim_id": "C-1", "status": status, "amount": "1000.00", "currency": "CNY", "payee": "person",
+        "calculation": [{"step": "base", "amount": "1000.00", "clause": "WY §4(1)1"}],
+        "reasons": [], "counted": true,
+        "policy": {"document": "武人社〔2020〕21号", "version": "sha256:00", "directory_version": "sha256:11"},
+        "decided_at": "2020-06-15T08:00:00.123456789Z", "recorded": true
+    }))
+    .expect("a decision")
+}
+
 /// The answer to a claim (API.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Decision {
