@@ -83,7 +83,7 @@ for r in rows:
         secs = r["wrk"]["duration_us"] / 1e6
         print(f"Scenario {r['id']} ({r['phase']}): {r['fsyncs'] / secs:,.0f} fsyncs/s "
               f"({r['wrk']['requests'] / r['fsyncs']:.1f} requests per fsync).")
-if hz2:
+if hz2 and hz:
     against = ", ".join(f"scenario {i} {rate(find(i)) / hz2:.2f} ×" for i in ("2", "3", "4") if find(i))
     print(f"Against the healthz measured after scenario 4 ({hz2:,.0f} req/s, {hz2 / hz:.2f} × the first): {against}.")
 if meta:

@@ -400,6 +400,9 @@ struct Group {
     changes: Changes,
     batch: WriteBatch,
     records: HashMap<u64, ClaimRecord>,
+    /// Records whose decision the group changed (revoked): a new decision
+    /// among them is not answered with its record's text.
+    changed: Vec<u64>,
     read_error: Option<String>,
 }
 
@@ -513,6 +516,7 @@ impl Writer {
             changes: Changes::new(self.next_seq, self.next_event),
             batch: WriteBatch::default(),
             records: HashMap::new(),
+            changed: Vec::new(),
             read_error: None,
         };
         let mut dirs = self.dirs.clone();
@@ -542,15 +546,16 @@ impl Writer {
                 Job::Stop => {}
             }
         }
-        let Group { changes, batch, read_error, records } = g;
-        let (written, texts) = match self.write_group(batch, records, read_error) {
+        let Group { changes, batch, read_error, records, changed } = g;
+        let (written, mut texts) = match self.write_group(batch, records, read_error) {
             Ok(written) => written,
             Err(e) => {
                 replies.into_iter().for_each(|r| r.send(Some(&e)));
                 return None;
             }
         };
-        give_texts(&mut replies, texts);
+        texts.retain(|(seq, _)| !changed.contains(seq));
+        give_texts(&mut replies, &texts);
         // Written: what follows is decided against it.
         self.next_seq = changes.next_seq();
         self.next_event = changes.next_event;
@@ -624,7 +629,8 @@ impl Writer {
 
     /// Encodes the group's records into its batch and writes the batch to
     /// the store (made durable later, by the syncer); answers how many keys
-    /// it wrote. After a read failure nothing is written; after a failed
+    /// it wrote and the records' decision texts (by record number). After a
+    /// read failure nothing is written; after a failed
     /// write the store is reported failed. Either failure is logged and
     /// answered (the caller fails the group's replies with it).
     fn write_group(
@@ -781,6 +787,7 @@ impl Writer {
                 r.body.decision.status = Status::Revoked;
                 r.body.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });
                 r.decision_text = None;
+                g.changed.push(seq);
                 Self::event(g, seq, claim_id, "revoked", key_id, Status::Revoked, Some(reason));
                 let decision = r.body.decision.clone();
                 g.records.insert(seq, r);
@@ -790,9 +797,8 @@ impl Writer {
     }
 }
 
-/// A record's decision as written for it: its number, its status, and its
-/// JSON text.
-type DecisionText = (u64, Status, Arc<[u8]>);
+/// A record's decision as written for it: its number and its JSON text.
+type DecisionText = (u64, Arc<[u8]>);
 
 /// Encodes a group's new and changed records into its batch, and answers
 /// their decisions' texts as written (in record order). The decisions' JSON
@@ -804,7 +810,7 @@ fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) -> Vec<
         rs.iter_mut()
             .map(|r| {
                 let (encoded, text) = r.encode_with_text();
-                (r.seq, encoded, text.map(|t| (r.body.decision.status, t)))
+                (r.seq, encoded, text)
             })
             .collect::<Vec<_>>()
     };
@@ -812,10 +818,11 @@ fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) -> Vec<
         let half = records.len() / 2;
         let (a, b) = records.split_at_mut(half);
         let (mut first, second) = std::thread::scope(|s| {
-            let other = s.spawn(|| enc(b));
-            (enc(a), other.join().ok())
+            let other = std::thread::Builder::new().spawn_scoped(s, || enc(b));
+            (enc(a), other.ok().and_then(|t| t.join().ok()))
         });
-        // Encoding cannot panic; if it did, that half is encoded here.
+        // Encoding cannot panic; if it did, or no thread could be started,
+        // that half is encoded here.
         first.extend(second.unwrap_or_else(|| enc(&mut records[half..])));
         first
     } else {
@@ -824,18 +831,17 @@ fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) -> Vec<
     let mut texts = Vec::with_capacity(encoded.len());
     for (seq, bytes, text) in encoded {
         batch.record_bytes(seq, bytes);
-        if let Some((status, text)) = text {
-            texts.push((seq, status, text));
+        if let Some(text) = text {
+            texts.push((seq, text));
         }
     }
     texts
 }
 
-/// Gives each new decision of the group's answers its text as stored, which
-/// is then the answer's body (`ItemResult::New`). A decision the same group
-/// changed later (a revocation) keeps none: its record's text is the
-/// changed decision's.
-fn give_texts(replies: &mut [Reply], texts: Vec<DecisionText>) {
+/// Gives each new decision of the group's answers its record's text (sorted
+/// by record number), which is then the answer's body (`ItemResult::New`).
+/// The caller leaves out the records the group changed after deciding them.
+fn give_texts(replies: &mut [Reply], texts: &[DecisionText]) {
     if texts.is_empty() {
         return;
     }
@@ -843,11 +849,13 @@ fn give_texts(replies: &mut [Reply], texts: Vec<DecisionText>) {
         let Reply::Claims(_, results, seqs) = reply else { continue };
         for (result, seq) in results.iter_mut().zip(seqs.iter()) {
             let (ItemResult::New(decision, text @ None), Some(seq)) = (result, seq) else { continue };
-            if let Ok(i) = texts.binary_search_by_key(seq, |(s, _, _)| *s) {
-                let (_, status, t) = &texts[i];
-                if *status == decision.status {
-                    *text = Some(t.clone());
-                }
+            if let Ok(i) = texts.binary_search_by_key(seq, |(s, _)| *s) {
+                let t = &texts[i].1;
+                debug_assert!(
+                    serde_json::to_vec(decision).ok().as_deref() == Some(&t[..]),
+                    "record {seq}: the text given is not the answered decision's"
+                );
+                *text = Some(t.clone());
             }
         }
     }
@@ -881,33 +889,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_decision_gets_its_records_text_unless_the_group_changed_it() {
-        let text = |s: &str| -> Arc<[u8]> { s.as_bytes().into() };
-        let (tx, _rx) = oneshot::channel();
-        let results = vec![
-            ItemResult::New(crate::rules::sample_decision("approved"), None),
-            ItemResult::Replayed(crate::rules::sample_decision("approved")),
-            ItemResult::New(crate::rules::sample_decision("approved"), None),
-            ItemResult::New(crate::rules::sample_decision("rejected"), None),
-            ItemResult::Failed,
+    fn each_new_decision_gets_its_own_records_text() {
+        let decided =
+            |id: &str, status: &str| Decision { claim_id: id.into(), ..crate::rules::sample_decision(status) };
+        let text = |d: &Decision| -> Arc<[u8]> { serde_json::to_vec(d).expect("json").into() };
+        let (a, b, c) = (decided("A", "approved"), decided("B", "approved"), decided("C", "rejected"));
+        let (tx1, _rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        let mut replies = vec![
+            Reply::Claims(
+                tx1,
+                vec![ItemResult::New(a.clone(), None), ItemResult::Replayed(a.clone()), ItemResult::Failed],
+                vec![Some(7), None, None],
+            ),
+            Reply::Revoke(oneshot::channel().0, RevokeResult::NotFound),
+            // Two jobs of single claims in the same group.
+            Reply::Claims(tx2, vec![ItemResult::New(b.clone(), None)], vec![Some(8)]),
+            Reply::Claims(oneshot::channel().0, vec![ItemResult::New(c.clone(), None)], vec![Some(9)]),
         ];
-        let seqs = vec![Some(7), None, Some(8), Some(9), None];
-        let mut replies = vec![Reply::Claims(tx, results, seqs)];
-        // Record 8 was revoked later in the same group: its text is the revoked decision's.
-        let texts = vec![
-            (7, Status::Approved, text("seven")),
-            (8, Status::Revoked, text("eight, revoked")),
-            (9, Status::Rejected, text("nine")),
-        ];
-        give_texts(&mut replies, texts);
-        let Reply::Claims(_, results, _) = &replies[0] else { panic!("claims") };
-        let given: Vec<Option<&[u8]>> = results
+        // Record 8 was revoked later in the same group: the caller leaves its text out.
+        give_texts(&mut replies, &[(7, text(&a)), (9, text(&c))]);
+        let given: Vec<Option<Vec<u8>>> = replies
             .iter()
-            .map(|r| match r {
-                ItemResult::New(_, t) => t.as_deref(),
-                _ => None,
+            .flat_map(|r| match r {
+                Reply::Claims(_, results, _) => results
+                    .iter()
+                    .map(|r| match r {
+                        ItemResult::New(_, t) => t.as_deref().map(<[u8]>::to_vec),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
             })
             .collect();
-        assert_eq!(given, vec![Some(&b"seven"[..]), None, None, Some(&b"nine"[..]), None]);
+        assert_eq!(given, vec![Some(text(&a).to_vec()), None, None, None, Some(text(&c).to_vec())]);
     }
 }

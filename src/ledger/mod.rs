@@ -65,7 +65,9 @@ pub struct Evaluation {
 #[derive(Debug, Clone)]
 pub enum ItemResult {
     /// A new decision, recorded; with its JSON text as stored when the
-    /// backend keeps it (the embedded ledger), which is then the answer's.
+    /// backend keeps it (the embedded ledger), which is then the answer's
+    /// body. None when the same group changed the decision after it was
+    /// made (a revocation): the stored text is then the changed decision's.
     New(Decision, Option<Arc<[u8]>>),
     Replayed(Decision),
     Conflict,

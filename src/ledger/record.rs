@@ -231,8 +231,6 @@ impl ClaimRecord {
         }
     }
 
-    /// The record as stored: its header and its body, under two keys of the
-    /// same atomic write (start-up and listings read only the headers).
     /// [`Self::encode`], the decision's text written first (kept in the
     /// record) and answered with the stored record.
     pub fn encode_with_text(&mut self) -> (EncodedRecord, Option<std::sync::Arc<[u8]>>) {
@@ -244,6 +242,8 @@ impl ClaimRecord {
         (self.encode(), self.decision_text.clone())
     }
 
+    /// The record as stored: its header and its body, under two keys of the
+    /// same atomic write (start-up and listings read only the headers).
     pub fn encode(&self) -> EncodedRecord {
         let head = encode_header(&self.header);
         debug_assert!(

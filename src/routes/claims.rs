@@ -108,42 +108,42 @@ impl BatchResponse {
     /// its stored text (`texts`, by item) is written as that text, where
     /// serialising the decision again would give the same bytes.
     fn to_json(&self, texts: &[Option<std::sync::Arc<[u8]>>]) -> serde_json::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(64 + texts.iter().flatten().map(|t| t.len() + 64).sum::<usize>());
+        // About a kilobyte an item (a decision's JSON is most of it).
+        let mut out = Vec::with_capacity(16 + self.results.len() * 1024);
         out.extend_from_slice(br#"{"results":["#);
         for (i, item) in self.results.iter().enumerate() {
+            // Every field named: a field added to `BatchItem` must be written here too.
+            let BatchItem { claim_id, decision, replayed, error } = item;
             if i > 0 {
                 out.push(b',');
             }
             out.push(b'{');
+            let mut first = true;
             // A member's name, after a comma unless it is the item's first.
-            let field = |out: &mut Vec<u8>, name: &str| {
-                if out.last() != Some(&b'{') {
+            let mut field = |out: &mut Vec<u8>, name: &str| {
+                if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
                 out.push(b'"');
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b"\":");
             };
-            if let Some(id) = &item.claim_id {
+            if let Some(id) = claim_id {
                 field(&mut out, "claim_id");
                 serde_json::to_writer(&mut out, id)?;
             }
-            match (texts.get(i).and_then(Option::as_deref), &item.decision) {
-                (Some(text), Some(_)) => {
-                    field(&mut out, "decision");
-                    out.extend_from_slice(text);
+            if let Some(d) = decision {
+                field(&mut out, "decision");
+                match texts.get(i).and_then(Option::as_deref) {
+                    Some(text) => out.extend_from_slice(text),
+                    None => serde_json::to_writer(&mut out, d)?,
                 }
-                (_, Some(d)) => {
-                    field(&mut out, "decision");
-                    serde_json::to_writer(&mut out, d)?;
-                }
-                (_, None) => {}
             }
-            if item.replayed {
+            if *replayed {
                 field(&mut out, "replayed");
                 out.extend_from_slice(b"true");
             }
-            if let Some(p) = &item.error {
+            if let Some(p) = error {
                 field(&mut out, "error");
                 serde_json::to_writer(&mut out, p)?;
             }
@@ -619,6 +619,14 @@ mod tests {
         let expected = serde_json::to_vec(&answer).expect("json");
         assert_eq!(answer.to_json(&texts).expect("json"), expected);
         assert_eq!(answer.to_json(&[]).expect("json"), expected, "without texts");
+        // A text is written as it is, in its item's place only.
+        let marked = answer.to_json(&[None, Some(br#"{"x":1}"#[..].into())]).expect("json");
+        let marked = String::from_utf8(marked).expect("UTF-8");
+        assert_eq!(marked.matches(r#""decision":{"x":1}"#).count(), 1);
+        let read: Value = serde_json::from_str(&marked).expect("JSON");
+        assert_eq!(read["results"][1]["decision"], serde_json::json!({"x": 1}));
+        assert_eq!(read["results"][1]["replayed"], true);
+        assert_eq!(read["results"][0]["decision"]["claim_id"], "C-1");
         assert_eq!(BatchResponse { results: vec![] }.to_json(&[]).expect("json"), br#"{"results":[]}"#);
     }
 }
