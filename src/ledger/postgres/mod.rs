@@ -219,7 +219,9 @@ pub use maintenance::{check, dump, export, import};
 use pools::ThreadPools;
 
 use super::keys::{digest, KeyDigest};
-use super::record::{ClaimRecord, DirectoryRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals};
+use super::record::{
+    ClaimRecord, DirectoryRecord, EncodedRecord, Event, Holdings, RecordBody, RecordHeader, ReportTotals,
+};
 use super::{
     ClaimItem, Evaluation, ItemResult, LedgerError, LedgerService, LedgerStats, ListFilter, ListPage, ReplayFilter,
     RevokeResult, StoredClaim, Submissions, Submitted, UsageEntry,
@@ -709,7 +711,22 @@ impl PostgresLedger {
             });
             results.push(ItemResult::New(decision, None));
         }
-        self.write(tx, (first_seq, event_numbers), pending, events, &known, &writes).await?;
+        let texts = self.write(tx, (first_seq, event_numbers), pending, events, &known, &writes).await?;
+        // The new claims' records are numbered in the order they were
+        // decided: each new decision is answered with its record's text.
+        let mut texts = texts.into_iter();
+        for r in &mut results {
+            if let ItemResult::New(decision, text) = r {
+                // None only if a decision could not be written as JSON: the
+                // answer is then the decision itself.
+                *text = texts.next().flatten();
+                debug_assert!(
+                    text.as_deref().is_none_or(|t| serde_json::to_vec(decision).ok().as_deref() == Some(t)),
+                    "claim {}: the text given is not the answered decision's",
+                    decision.claim_id
+                );
+            }
+        }
         Ok(results)
     }
 
@@ -911,9 +928,9 @@ impl PostgresLedger {
         events: Vec<EventOf>,
         known: &Known,
         writes: &Writes,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Option<Arc<[u8]>>>> {
         if pending.is_empty() && events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let event_rows = Self::number_events(first_seq, event_numbers, events, &mut pending)?;
         // Every statement prepared first (after the first use of a
@@ -931,8 +948,11 @@ impl PostgresLedger {
         .map(|sql| tx.prepare_cached(sql));
         let (insert, usage_st, holders_st, totals_st, events_st) =
             tokio::try_join!(insert, usage_st, holders_st, totals_st, events_st)?;
-        let records = Self::numbered_records(first_seq, pending);
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = records.iter().map(|(r, _)| r.encode()).collect();
+        let mut records = Self::numbered_records(first_seq, pending);
+        // The records' decision texts are written as they are encoded, and
+        // answered (in record order).
+        let (encoded, texts): (Vec<EncodedRecord>, Vec<_>) =
+            records.iter_mut().map(|(r, _)| r.encode_with_text()).unzip();
         let (usage_keys, usage_ids) = key_columns(&writes.usage);
         let (holder_keys, holder_ids) = key_columns(&writes.holders);
         let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
@@ -955,7 +975,7 @@ impl PostgresLedger {
             }
         }
         commit_with(tx, sends).await?;
-        Ok(())
+        Ok(texts)
     }
 
     /// Gives each of the transaction's events its number, in order: a
