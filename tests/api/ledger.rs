@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{answer, id_number, spawn_app, wy_qualification, BinaryApp, AUDITOR, PLATFORM};
+use crate::helpers::{answer, id_number, spawn_app, wy_qualification, BinaryApp, Client, AUDITOR, PLATFORM};
 
 #[tokio::test]
 async fn the_same_claim_id_with_another_body_is_409() {
@@ -74,21 +74,36 @@ async fn a_batch_is_decided_in_order_and_one_bad_item_does_not_fail_the_rest() {
     assert_eq!(api.get("/v1/claims/B-3", PLATFORM).await.body["status"], "rejected");
 }
 
-/// A batch's new decisions are answered with their texts as stored (encoded
+/// A batch's new decisions are answered with their stored texts (encoded
 /// on two threads for a batch this size): each is byte for byte what reading
 /// the claim back returns; a replay within the batch and a bad item keep
 /// their answers.
 #[tokio::test]
 async fn a_batchs_new_decisions_are_answered_with_their_stored_texts() {
     let app = spawn_app().await;
-    let api = app.api();
+    new_decisions_are_answered_with_their_stored_texts(&app.api(), 300, "330723198701").await;
+}
+
+/// A claim sent alone, then a batch of `n` new claims (people numbered
+/// from `id_digits`, 12 digits) with a replay of one of them and a bad
+/// item: every new decision's answer is byte for byte what reading the
+/// claim back returns (the backends check, in debug builds, that each text
+/// given is the answered decision's).
+pub async fn new_decisions_are_answered_with_their_stored_texts(api: &Client, n: usize, id_digits: &str) {
     let occ = ["6-31-01-03", "6-18-02-04", "4-03-02-01"];
-    let mut claims: Vec<Value> = (0..300)
-        .map(|i| {
-            let p = id_number(&format!("330723198701{:05}", 20000 + i));
-            wy_qualification(&format!("BT-{i}"), &p, occ[i % 3], "junior", &format!("BT-C{i}"), "2020-05-01")
-        })
-        .collect();
+    let person = |i: usize| id_number(&format!("{id_digits}{:05}", 20000 + i));
+    let claim = |i: usize| {
+        wy_qualification(&format!("BT-{i}"), &person(i), occ[i % 3], "junior", &format!("BT-C{i}"), "2020-05-01")
+    };
+    let stored = |i: usize| async move {
+        let read = api.client.get(api.url(&format!("/v1/claims/BT-{i}"))).bearer_auth(PLATFORM);
+        read.send().await.expect("answered").text().await.expect("a body")
+    };
+    let alone = api.client.post(api.url("/v1/claims")).bearer_auth(PLATFORM).json(&claim(n));
+    let created = alone.send().await.expect("answered");
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.text().await.expect("a body"), stored(n).await, "the 201's body is the stored text");
+    let mut claims: Vec<Value> = (0..n).map(claim).collect();
     claims.push(claims[5].clone());
     claims.push(json!({"claim_id": "BT-bad", "county": "wuyi"}));
     let send = api.client.post(api.url("/v1/claims/batch")).bearer_auth(PLATFORM).json(&json!({"claims": claims}));
@@ -98,17 +113,15 @@ async fn a_batchs_new_decisions_are_answered_with_their_stored_texts() {
     let body = r.bytes().await.expect("a body");
     let answer: Value = serde_json::from_slice(&body).expect("JSON");
     let results = answer["results"].as_array().expect("results");
-    assert_eq!(results.len(), 302);
+    assert_eq!(results.len(), n + 2);
     let text = String::from_utf8(body.to_vec()).expect("UTF-8");
-    for i in [0, 1, 5, 149, 150, 151, 299] {
-        let read = api.client.get(api.url(&format!("/v1/claims/BT-{i}"))).bearer_auth(PLATFORM);
-        let stored = read.send().await.expect("answered").text().await.expect("a body");
-        let item = format!(r#"{{"claim_id":"BT-{i}","decision":{stored}}}"#);
+    for i in [0, 1, 5, n / 2 - 1, n / 2, n / 2 + 1, n - 1] {
+        let item = format!(r#"{{"claim_id":"BT-{i}","decision":{}}}"#, stored(i).await);
         assert!(text.contains(&item), "item {i} is the stored decision's text");
         assert_eq!(results[i]["decision"]["status"], "approved");
     }
-    assert_eq!((results[300]["replayed"].as_bool(), &results[300]["decision"]), (Some(true), &results[5]["decision"]));
-    assert_eq!(results[301]["error"]["code"], "VALIDATION_FAILED");
+    assert_eq!((results[n]["replayed"].as_bool(), &results[n]["decision"]), (Some(true), &results[5]["decision"]));
+    assert_eq!(results[n + 1]["error"]["code"], "VALIDATION_FAILED");
 }
 
 #[tokio::test]

@@ -46,6 +46,14 @@ fn apis(replicas: &(BinaryApp, BinaryApp)) -> [Client; 2] {
     [base(&replicas.0.address), base(&replicas.1.address)]
 }
 
+/// New decisions, alone and in a batch, are answered with their records'
+/// texts on PostgreSQL too.
+#[tokio::test]
+async fn new_decisions_are_answered_with_their_stored_texts_on_postgres() {
+    let app = spawn_app_on_postgres().await;
+    crate::ledger::new_decisions_are_answered_with_their_stored_texts(&app.api(), 20, "330723198702").await;
+}
+
 #[tokio::test]
 async fn every_public_golden_case_passes_on_postgres() {
     public_cases_pass(&spawn_app_on_postgres().await.api()).await;
