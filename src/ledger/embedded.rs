@@ -363,9 +363,7 @@ struct Writer {
 }
 
 enum Reply {
-    /// The results, and the record number of each new decision (to give it
-    /// its stored text once the group's records are encoded).
-    Claims(oneshot::Sender<Result<Vec<ItemResult>, LedgerError>>, Vec<ItemResult>, Vec<Option<u64>>),
+    Claims(oneshot::Sender<Result<Vec<ItemResult>, LedgerError>>, Vec<ItemResult>),
     Revoke(oneshot::Sender<Result<RevokeResult, LedgerError>>, RevokeResult),
     Directory(oneshot::Sender<Result<DirectoryRecord, LedgerError>>, DirectoryRecord),
 }
@@ -374,8 +372,8 @@ impl Reply {
     fn send(self, failed: Option<&str>) {
         let err = |e: &str| LedgerError::Unavailable(e.to_string());
         match (self, failed) {
-            (Reply::Claims(tx, v, _), None) => drop(tx.send(Ok(v))),
-            (Reply::Claims(tx, _, _), Some(e)) => drop(tx.send(Err(err(e)))),
+            (Reply::Claims(tx, v), None) => drop(tx.send(Ok(v))),
+            (Reply::Claims(tx, _), Some(e)) => drop(tx.send(Err(err(e)))),
             (Reply::Revoke(tx, v), None) => drop(tx.send(Ok(v))),
             (Reply::Revoke(tx, _), Some(e)) => drop(tx.send(Err(err(e)))),
             (Reply::Directory(tx, v), None) => drop(tx.send(Ok(v))),
@@ -529,8 +527,8 @@ impl Writer {
         for job in jobs {
             match job {
                 Job::Claims { items, reply } => {
-                    let (results, seqs) = self.decide_claims(&mut g, &inflight, &dirs, items);
-                    replies.push(Reply::Claims(reply, results, seqs));
+                    let results = self.decide_claims(&mut g, &inflight, &dirs, items);
+                    replies.push(Reply::Claims(reply, results));
                 }
                 Job::Revoke { claim_id, reason, key_id, reply } => {
                     let r = self.decide_revocation(&mut g, &inflight, &claim_id, reason, &key_id);
@@ -555,7 +553,7 @@ impl Writer {
             }
         };
         texts.retain(|(seq, _)| !changed.contains(seq));
-        give_texts(&mut replies, &texts);
+        give_texts(&mut replies, self.next_seq, &texts);
         // Written: what follows is decided against it.
         self.next_seq = changes.next_seq();
         self.next_event = changes.next_event;
@@ -585,24 +583,18 @@ impl Writer {
         inflight: &[Arc<Changes>],
         dirs: &HashMap<County, Arc<Directory>>,
         items: Vec<ClaimItem>,
-    ) -> (Vec<ItemResult>, Vec<Option<u64>>) {
+    ) -> Vec<ItemResult> {
         let mut results = Vec::with_capacity(items.len());
-        let mut seqs = Vec::with_capacity(items.len());
         for item in items {
             let Ok(state) = self.state.read() else {
                 g.note_poisoned_state();
                 results.push(ItemResult::Failed);
-                seqs.push(None);
                 continue;
             };
             let base = Base { state: &state, inflight };
-            // A new decision takes the next record number.
-            let seq = g.changes.next_seq();
-            let result = self.claim(g, base, dirs, item);
-            seqs.push(matches!(result, ItemResult::New(..)).then_some(seq));
-            results.push(result);
+            results.push(self.claim(g, base, dirs, item));
         }
-        (results, seqs)
+        results
     }
 
     /// Decides a revocation into the group, the state read-locked for it. A
@@ -763,8 +755,6 @@ impl Writer {
                 recorded_by: item.key_id,
             },
             claim_section: Some(item.claim_section),
-            // Written when the group's records are encoded (`encode_records`).
-            decision_text: None,
         };
         g.changes.add_id(seq, &id);
         if record.header.status == Status::Approved {
@@ -786,7 +776,6 @@ impl Writer {
                 r.header.status = Status::Revoked;
                 r.body.decision.status = Status::Revoked;
                 r.body.decision.revocation = Some(Revocation { reason: reason.clone(), revoked_at: Utc::now() });
-                r.decision_text = None;
                 g.changed.push(seq);
                 Self::event(g, seq, claim_id, "revoked", key_id, Status::Revoked, Some(reason));
                 let decision = r.body.decision.clone();
@@ -806,50 +795,40 @@ type DecisionText = (u64, Arc<[u8]>);
 /// is encoded on two threads.
 fn encode_records(batch: &mut WriteBatch, mut records: Vec<ClaimRecord>) -> Vec<DecisionText> {
     records.sort_by_key(|r| r.seq);
-    let enc = |rs: &mut [ClaimRecord]| {
-        rs.iter_mut()
-            .map(|r| {
-                let (encoded, text) = r.encode_with_text();
-                (r.seq, encoded, text)
-            })
-            .collect::<Vec<_>>()
-    };
+    let enc = |rs: &[ClaimRecord]| rs.iter().map(|r| (r.seq, r.encode_with_text())).collect::<Vec<_>>();
     let encoded = if records.len() >= 256 {
-        let half = records.len() / 2;
-        let (a, b) = records.split_at_mut(half);
+        let (a, b) = records.split_at(records.len() / 2);
         let (mut first, second) = std::thread::scope(|s| {
             let other = std::thread::Builder::new().spawn_scoped(s, || enc(b));
             (enc(a), other.ok().and_then(|t| t.join().ok()))
         });
         // Encoding cannot panic; if it did, or no thread could be started,
         // that half is encoded here.
-        first.extend(second.unwrap_or_else(|| enc(&mut records[half..])));
+        first.extend(second.unwrap_or_else(|| enc(b)));
         first
     } else {
-        enc(&mut records)
+        enc(&records)
     };
     let mut texts = Vec::with_capacity(encoded.len());
-    for (seq, bytes, text) in encoded {
+    for (seq, (bytes, text)) in encoded {
         batch.record_bytes(seq, bytes);
-        if let Some(text) = text {
-            texts.push((seq, text));
-        }
+        texts.push((seq, text));
     }
     texts
 }
 
-/// Gives each new decision of the group's answers its record's text (sorted
-/// by record number), which is then the answer's body (`ItemResult::New`).
-/// The caller leaves out the records the group changed after deciding them.
-fn give_texts(replies: &mut [Reply], texts: &[DecisionText]) {
-    if texts.is_empty() {
-        return;
-    }
+/// Gives each new decision of the group's answers its record's text (texts
+/// sorted by record number), which is then the answer's body
+/// (`ItemResult::New`). The group's new records are numbered from
+/// `first_seq` in the order of its new decisions. The caller leaves out the
+/// records the group changed after deciding them.
+fn give_texts(replies: &mut [Reply], first_seq: u64, texts: &[DecisionText]) {
+    let mut seq = first_seq;
     for reply in replies {
-        let Reply::Claims(_, results, seqs) = reply else { continue };
-        for (result, seq) in results.iter_mut().zip(seqs.iter()) {
-            let (ItemResult::New(decision, text @ None), Some(seq)) = (result, seq) else { continue };
-            if let Ok(i) = texts.binary_search_by_key(seq, |(s, _)| *s) {
+        let Reply::Claims(_, results) = reply else { continue };
+        for result in results {
+            let ItemResult::New(decision, text) = result else { continue };
+            if let Ok(i) = texts.binary_search_by_key(&seq, |(s, _)| *s) {
                 let t = &texts[i].1;
                 debug_assert!(
                     serde_json::to_vec(decision).ok().as_deref() == Some(&t[..]),
@@ -857,13 +836,14 @@ fn give_texts(replies: &mut [Reply], texts: &[DecisionText]) {
                 );
                 *text = Some(t.clone());
             }
+            seq += 1;
         }
     }
 }
 
 fn fail_job(job: Job, e: &str) {
     let reply = match job {
-        Job::Claims { reply, .. } => Reply::Claims(reply, Vec::new(), Vec::new()),
+        Job::Claims { reply, .. } => Reply::Claims(reply, Vec::new()),
         Job::Revoke { reply, .. } => Reply::Revoke(reply, RevokeResult::NotFound),
         Job::Directory { reply, record, .. } => Reply::Directory(reply, record),
         Job::Stop => return,
@@ -900,19 +880,20 @@ mod tests {
             Reply::Claims(
                 tx1,
                 vec![ItemResult::New(a.clone(), None), ItemResult::Replayed(a.clone()), ItemResult::Failed],
-                vec![Some(7), None, None],
             ),
             Reply::Revoke(oneshot::channel().0, RevokeResult::NotFound),
             // Two jobs of single claims in the same group.
-            Reply::Claims(tx2, vec![ItemResult::New(b.clone(), None)], vec![Some(8)]),
-            Reply::Claims(oneshot::channel().0, vec![ItemResult::New(c.clone(), None)], vec![Some(9)]),
+            Reply::Claims(tx2, vec![ItemResult::New(b.clone(), None)]),
+            Reply::Claims(oneshot::channel().0, vec![ItemResult::New(c.clone(), None)]),
         ];
-        // Record 8 was revoked later in the same group: the caller leaves its text out.
-        give_texts(&mut replies, &[(7, text(&a)), (9, text(&c))]);
+        // The group's new records are 7, 8 and 9; record 3, of an earlier
+        // group, was revoked in it, and so was 8: the caller leaves 8 out.
+        let revoked = decided("R", "revoked");
+        give_texts(&mut replies, 7, &[(3, text(&revoked)), (7, text(&a)), (9, text(&c))]);
         let given: Vec<Option<Vec<u8>>> = replies
             .iter()
             .flat_map(|r| match r {
-                Reply::Claims(_, results, _) => results
+                Reply::Claims(_, results) => results
                     .iter()
                     .map(|r| match r {
                         ItemResult::New(_, t) => t.as_deref().map(<[u8]>::to_vec),

@@ -282,7 +282,6 @@ impl ExportRecord {
                 recorded_by: self.claim.recorded_by,
             },
             claim_section: None,
-            decision_text: None,
         })
     }
 }
@@ -362,7 +361,6 @@ fn from_v1(c: LegacyClaim, seq: u64, decided_event: u64) -> ClaimRecord {
             recorded_by: c.recorded_by,
         },
         claim_section: None,
-        decision_text: None,
     }
 }
 

@@ -205,12 +205,6 @@ pub struct ClaimRecord {
     pub body: RecordBody,
     /// The claim section already encoded (a new claim's, made off the writer).
     pub claim_section: Option<std::sync::Arc<[u8]>>,
-    /// The decision's JSON text, once written ([`ClaimRecord::encode_with_text`]):
-    /// the record is stored from it, and a new decision's answer is that
-    /// text. Whatever changes the decision (a revocation) sets this to
-    /// `None` with it; `encode` checks, in debug builds (the tests), that it
-    /// is the decision's text.
-    pub decision_text: Option<std::sync::Arc<[u8]>>,
 }
 
 impl ClaimRecord {
@@ -231,32 +225,25 @@ impl ClaimRecord {
         }
     }
 
-    /// [`Self::encode`], the decision's text written first (kept in the
-    /// record) and answered with the stored record.
-    pub fn encode_with_text(&mut self) -> (EncodedRecord, Option<std::sync::Arc<[u8]>>) {
-        if self.decision_text.is_none() {
-            // Serialising our own decision cannot fail; if it did, the record
-            // would be written from the decision itself and the answer too.
-            self.decision_text = serde_json::to_vec(&self.body.decision).ok().map(Into::into);
-        }
-        (self.encode(), self.decision_text.clone())
-    }
-
     /// The record as stored: its header and its body, under two keys of the
     /// same atomic write (start-up and listings read only the headers).
     pub fn encode(&self) -> EncodedRecord {
+        self.encode_from_text().0
+    }
+
+    /// [`Self::encode`], and the decision's JSON text it was stored from (a
+    /// new decision's answer is that text).
+    pub fn encode_with_text(&self) -> (EncodedRecord, std::sync::Arc<[u8]>) {
+        let (encoded, text) = self.encode_from_text();
+        (encoded, text.into())
+    }
+
+    fn encode_from_text(&self) -> (EncodedRecord, Vec<u8>) {
         let head = encode_header(&self.header);
-        debug_assert!(
-            self.decision_text
-                .as_deref()
-                .is_none_or(|t| serde_json::to_vec(&self.body.decision).ok().as_deref() == Some(t)),
-            "record {}: a decision text that is not its decision's",
-            self.seq
-        );
-        let decision = match &self.decision_text {
-            Some(text) => compress_text(text).unwrap_or_else(|| text.to_vec()),
-            None => encode_record(&self.body.decision),
-        };
+        // Serialising our own decision cannot fail.
+        let text = serde_json::to_vec(&self.body.decision).unwrap_or_default();
+        let decision = compress_text(&text);
+        let decision = decision.as_deref().unwrap_or(&text);
         let claim: std::borrow::Cow<[u8]> = match &self.claim_section {
             Some(c) => std::borrow::Cow::Borrowed(c),
             None => std::borrow::Cow::Owned(
@@ -272,9 +259,9 @@ impl ClaimRecord {
         let mut body = Vec::with_capacity(5 + decision.len() + claim.len());
         body.push(RECORD_V2);
         body.extend_from_slice(&(decision.len() as u32).to_le_bytes());
-        body.extend_from_slice(&decision);
+        body.extend_from_slice(decision);
         body.extend_from_slice(&claim);
-        (head, body)
+        ((head, body), text)
     }
 
     /// The first fields of a stored header, borrowed from it: what a replay
@@ -336,7 +323,7 @@ impl ClaimRecord {
             id_masked: claim.id_masked,
             recorded_by: claim.recorded_by,
         };
-        Ok(Self { seq, header, body, claim_section: None, decision_text: None })
+        Ok(Self { seq, header, body, claim_section: None })
     }
 }
 
@@ -606,7 +593,7 @@ mod tests {
     }
 
     #[test]
-    fn a_decision_stored_from_its_text_is_stored_as_from_the_decision() {
+    fn a_record_is_stored_from_its_decisions_text_and_reads_back_as_that_text() {
         let decision = crate::rules::sample_decision("approved");
         // The header as the decision has it (a record is read back only when they agree).
         let header = RecordHeader {
@@ -618,21 +605,15 @@ mod tests {
         };
         let body =
             RecordBody { decision, body_hash: "h".into(), submitted: None, id_masked: None, recorded_by: "k".into() };
-        let mut record = ClaimRecord { seq: 1, header, body, claim_section: None, decision_text: None };
-        let from_decision = record.encode();
-        record.decision_text = Some(serde_json::to_vec(&record.body.decision).expect("json").into());
-        assert_eq!(record.encode(), from_decision);
-        // Encoding writes the text first when the record has none, and keeps it.
-        let mut fresh = ClaimRecord { decision_text: None, ..record.clone() };
-        let (encoded, text) = fresh.encode_with_text();
-        assert_eq!(encoded, from_decision);
-        assert_eq!(text.as_deref(), record.decision_text.as_deref());
-        assert_eq!(fresh.decision_text.as_deref(), record.decision_text.as_deref());
-        let read = ClaimRecord::decode(1, &from_decision.0, &from_decision.1).expect("a record");
-        assert_eq!(
-            serde_json::to_vec(&read.body.decision).expect("json")[..],
-            record.decision_text.as_deref().unwrap()[..]
-        );
+        let record = ClaimRecord { seq: 1, header, body, claim_section: None };
+        let (stored, text) = record.encode_with_text();
+        assert_eq!(record.encode(), stored);
+        assert_eq!(text[..], serde_json::to_vec(&record.body.decision).expect("json")[..]);
+        // The decision is stored as a decision always was: from its text, compressed.
+        let len = u32::from_le_bytes(stored.1[1..5].try_into().expect("a length")) as usize;
+        assert_eq!(stored.1[5..5 + len], encode_record(&record.body.decision)[..]);
+        let read = ClaimRecord::decode(1, &stored.0, &stored.1).expect("a record");
+        assert_eq!(serde_json::to_vec(&read.body.decision).expect("json")[..], text[..]);
     }
 
     #[test]

@@ -717,9 +717,7 @@ impl PostgresLedger {
         let mut texts = texts.into_iter();
         for r in &mut results {
             if let ItemResult::New(decision, text) = r {
-                // None only if a decision could not be written as JSON: the
-                // answer is then the decision itself.
-                *text = texts.next().flatten();
+                *text = texts.next();
                 debug_assert!(
                     text.as_deref().is_none_or(|t| serde_json::to_vec(decision).ok().as_deref() == Some(t)),
                     "claim {}: the text given is not the answered decision's",
@@ -928,7 +926,7 @@ impl PostgresLedger {
         events: Vec<EventOf>,
         known: &Known,
         writes: &Writes,
-    ) -> anyhow::Result<Vec<Option<Arc<[u8]>>>> {
+    ) -> anyhow::Result<Vec<Arc<[u8]>>> {
         if pending.is_empty() && events.is_empty() {
             return Ok(Vec::new());
         }
@@ -948,11 +946,10 @@ impl PostgresLedger {
         .map(|sql| tx.prepare_cached(sql));
         let (insert, usage_st, holders_st, totals_st, events_st) =
             tokio::try_join!(insert, usage_st, holders_st, totals_st, events_st)?;
-        let mut records = Self::numbered_records(first_seq, pending);
+        let records = Self::numbered_records(first_seq, pending);
         // The records' decision texts are written as they are encoded, and
         // answered (in record order).
-        let (encoded, texts): (Vec<EncodedRecord>, Vec<_>) =
-            records.iter_mut().map(|(r, _)| r.encode_with_text()).unzip();
+        let (encoded, texts): (Vec<EncodedRecord>, Vec<_>) = records.iter().map(|(r, _)| r.encode_with_text()).unzip();
         let (usage_keys, usage_ids) = key_columns(&writes.usage);
         let (holder_keys, holder_ids) = key_columns(&writes.holders);
         let (total_keys, total_values): (Vec<&[u8]>, Vec<Decimal>) =
@@ -1016,16 +1013,7 @@ impl PostgresLedger {
             .enumerate()
             .map(|(n, p)| {
                 let seq = first_seq + n as i64;
-                (
-                    ClaimRecord {
-                        seq: seq as u64,
-                        header: p.header,
-                        body: p.body,
-                        claim_section: Some(p.section),
-                        decision_text: None,
-                    },
-                    seq,
-                )
+                (ClaimRecord { seq: seq as u64, header: p.header, body: p.body, claim_section: Some(p.section) }, seq)
             })
             .collect()
     }
@@ -1100,7 +1088,6 @@ impl PostgresLedger {
         r.header.status = Status::Revoked;
         r.body.decision.status = Status::Revoked;
         r.body.decision.revocation = Some(Revocation { reason: reason.to_string(), revoked_at });
-        r.decision_text = None;
         let event = Event {
             seq: event_seq as u64,
             claim_id: claim_id.to_string(),
