@@ -22,8 +22,9 @@ async fn the_same_claim_id_with_another_body_is_409() {
 }
 
 /// A claim is answered with its decision's text as stored (the writer
-/// checks, in this debug build, that the text it stores is its decision's):
-/// the `201`'s body is byte for byte what reading the claim back returns.
+/// checks, in this debug build, that the text it gives is the answered
+/// decision's): the `201`'s body is byte for byte what reading the claim
+/// back returns.
 #[tokio::test]
 async fn a_new_claims_answer_is_the_stored_decision_text() {
     let app = spawn_app().await;
