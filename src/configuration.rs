@@ -179,6 +179,9 @@ pub struct AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
     /// A non-secret name for the key, recorded on every event it causes.
+    /// Optional: a key without one is named by its role and the first 12 hex
+    /// digits of its `key_sha256` (e.g. `platform-3f1c0a9b2e4d`).
+    #[serde(default)]
     pub id: String,
     pub role: Role,
     /// Hex SHA-256 of the key; the key itself is never stored.
@@ -227,17 +230,24 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
         Profile::Production => file("production.toml", include_str!("../config/production.toml")),
         Profile::Local => file("local.toml", include_str!("../config/local.toml")),
     };
-    let settings: Settings = config::Config::builder()
+    let mut settings: Settings = config::Config::builder()
         .set_override("profile", profile.as_str())?
         .add_source(vec![file("default.toml", include_str!("../config/default.toml"))])
         .add_source(vec![profile_file])
         .add_source(
-            config::Environment::with_prefix("SUBSIDY").prefix_separator("__").separator("__").try_parsing(true),
+            // Values stay strings (no `try_parsing`): a number or a bool is
+            // read from the string where the setting is one, and a string
+            // setting made of digits (a secret) keeps its leading zeros.
+            config::Environment::with_prefix("SUBSIDY").prefix_separator("__").separator("__"),
         )
         .build()
         .with_context(|| format!("reading configuration from {}", dir.display()))?
         .try_deserialize()
         .context("configuration is not valid")?;
+    for k in settings.auth.keys.iter_mut().filter(|k| k.id.is_empty()) {
+        let role = serde_json::to_value(k.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        k.id = format!("{role}-{}", k.key_sha256.get(..12).unwrap_or(&k.key_sha256).to_ascii_lowercase());
+    }
     settings.check()?;
     Ok(settings)
 }

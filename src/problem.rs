@@ -68,7 +68,13 @@ pub fn only_fields(v: &serde_json::Value, allowed: &[&str]) -> Vec<FieldError> {
         Some(m) => m
             .keys()
             .filter(|k| !allowed.contains(&k.as_str()))
-            .map(|k| FieldError::new(format!("/{k}"), "unknown_field", "this field is not part of this request"))
+            .map(|k| {
+                FieldError::new(
+                    crate::domain::pointer("", k),
+                    "unknown_field",
+                    "this field is not part of this request",
+                )
+            })
             .collect(),
         None => vec![FieldError::new("", "invalid_type", "the body must be a JSON object")],
     }

@@ -68,10 +68,6 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
-                .app_data(
-                    web::QueryConfig::default()
-                        .error_handler(|e, _| ApiError::validation("query", "invalid_value", &e.to_string()).into()),
-                )
                 .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(e.to_string()).into()))
                 .wrap(from_fn(observe))
                 .configure(routes_config)

@@ -523,7 +523,21 @@ pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
     fields.finish(&mut errs);
 
     let shape = kind.zip(county).and_then(|(kind, county)| shape_of(kind, county));
-    let parties = shape.map(|shape| claimant(shape, details, applicant, organization, &mut errs));
+    let parties = match shape {
+        Some(shape) => Some(claimant(shape, details, applicant, organization, &mut errs)),
+        None => {
+            // Without a kind and county there is no shape to read `details`
+            // by, nor to say which party is needed; the parties given are
+            // still read, so that their own bad fields are listed too.
+            if let Some(v) = applicant {
+                Applicant::from_json(v, "/applicant", &mut errs);
+            }
+            if let Some(v) = organization {
+                Organization::from_json(v, "/organization", &mut errs);
+            }
+            None
+        }
+    };
     let details = shape.and_then(|shape| match details {
         Some(v) => J::read_details(shape, v, &mut errs).filter(|d| cross_checks(d, &mut errs)),
         None => {

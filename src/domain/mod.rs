@@ -15,7 +15,7 @@ pub use codes::*;
 pub use id_number::{IdNumber, Sex};
 pub use json::{Json, Node};
 pub use money::{fmt2, Money};
-pub use read::{FieldError, Fields, FromJson};
+pub use read::{pointer, FieldError, Fields, FromJson};
 pub use values::*;
 
 /// The number an all-ASCII-digit slice spells (the caller has checked the

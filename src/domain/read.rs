@@ -51,7 +51,7 @@ pub(crate) fn string_at<'v, J: Json>(v: &'v J, at: &str) -> Result<&'v str, Fiel
 }
 
 /// `base/name` as a JSON pointer, escaping `~` and `/` in the name.
-pub(crate) fn pointer(base: &str, name: &str) -> String {
+pub fn pointer(base: &str, name: &str) -> String {
     let mut at = String::with_capacity(base.len() + 1 + name.len());
     at.push_str(base);
     push_segment(&mut at, name);

@@ -511,6 +511,65 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+impl ListQuery {
+    /// Reads the query string of `GET /v1/claims`, naming every bad or
+    /// unknown parameter at once (`/status`, `/limit`, …): the query, the
+    /// page size (default 100) and the cursor as a record number.
+    fn read(query: &str) -> Result<(Self, usize, Option<u64>), Vec<FieldError>> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| vec![FieldError::new("", "invalid_value", format!("the query string cannot be read: {e}"))])?
+            .into_inner();
+        let mut q = ListQuery::default();
+        let mut errs = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in pairs {
+            let at = crate::domain::pointer("", &name);
+            if !seen.insert(name.clone()) {
+                errs.push(FieldError::new(at, "invalid_value", "given more than once"));
+                continue;
+            }
+            match name.as_str() {
+                "county" => q.county = named_value(&at, &value, &mut errs),
+                "kind" => q.kind = named_value(&at, &value, &mut errs),
+                "status" => q.status = named_value(&at, &value, &mut errs),
+                "from" | "to" => {
+                    let date = NaiveDate::parse_from_str(&value, "%Y-%m-%d")
+                        .map_err(|_| errs.push(FieldError::new(&at, "invalid_date", "not a date YYYY-MM-DD")))
+                        .ok();
+                    if name == "from" {
+                        q.from = date;
+                    } else {
+                        q.to = date;
+                    }
+                }
+                "department" => q.department = Some(value),
+                "limit" => match value.parse::<usize>() {
+                    Ok(n) if (1..=500).contains(&n) => q.limit = Some(n),
+                    _ => errs.push(FieldError::new(at, "out_of_range", "limit is 1..500")),
+                },
+                "cursor" => match value.parse::<u64>() {
+                    Ok(_) => q.cursor = Some(value),
+                    Err(_) => errs.push(FieldError::new(at, "invalid_value", "not a cursor of this service")),
+                },
+                _ => errs.push(FieldError::new(at, "unknown_field", "not a parameter of this request")),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        let after = q.cursor.as_deref().and_then(|c| c.parse().ok());
+        let limit = q.limit.unwrap_or(100);
+        Ok((q, limit, after))
+    }
+}
+
+/// One of an enum's snake_case names, read as serde reads it in a body.
+fn named_value<T: serde::de::DeserializeOwned>(at: &str, value: &str, errs: &mut Vec<FieldError>) -> Option<T> {
+    serde_json::from_value(Value::String(value.to_string()))
+        .map_err(|e| errs.push(FieldError::new(at, "invalid_value", e.to_string())))
+        .ok()
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClaimSummary {
     pub claim_id: String,
@@ -545,24 +604,9 @@ pub struct ClaimPage {
     ),
     security(("bearer" = []))
 )]
-pub async fn list(
-    query: web::Query<ListQuery>,
-    caller: Caller,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ListClaims)?;
-    let q = query.into_inner();
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::validation("/limit", "out_of_range", "limit is 1..500"));
-    }
-    let after = match &q.cursor {
-        Some(c) => Some(
-            c.parse::<u64>()
-                .map_err(|_| ApiError::validation("/cursor", "invalid_value", "not a cursor of this service"))?,
-        ),
-        None => None,
-    };
+    let (q, limit, after) = ListQuery::read(req.query_string()).map_err(ApiError::Validation)?;
     let filter = ListFilter {
         county: q.county,
         kind: q.kind,

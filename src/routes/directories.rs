@@ -109,16 +109,17 @@ pub async fn put(
 }
 
 fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, ApiError> {
-    let DirectoryBody { enterprises } = read_body(body)?;
-    let mut seen = HashSet::new();
-    let duplicates: Vec<FieldError> = enterprises
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| !seen.insert(e.credit_code.as_str()))
-        .map(|(i, _)| {
-            FieldError::new(format!("/enterprises/{i}/credit_code"), "duplicate", "each enterprise appears once")
-        })
-        .collect();
+    let DirectoryBody { enterprises } = match read_body(body) {
+        Ok(b) => b,
+        Err(ApiError::Validation(mut errs)) => {
+            // Duplicates are named beside every other bad field, as written.
+            let written = body["enterprises"].as_array().into_iter().flatten().map(|e| e["credit_code"].as_str());
+            errs.extend(duplicates(written.map(|c| c.unwrap_or_default())));
+            return Err(ApiError::Validation(errs));
+        }
+        Err(e) => return Err(e),
+    };
+    let duplicates = duplicates(enterprises.iter().map(|e| e.credit_code.as_str()));
     if !duplicates.is_empty() {
         return Err(ApiError::Validation(duplicates));
     }
@@ -130,4 +131,16 @@ fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, ApiError> {
             listed_from: e.listed_from,
         })
         .collect())
+}
+
+/// An error for each credit code that an earlier entry has (empty ones aside).
+fn duplicates<'a>(codes: impl Iterator<Item = &'a str>) -> Vec<FieldError> {
+    let mut seen = HashSet::new();
+    codes
+        .enumerate()
+        .filter(|(_, c)| !c.is_empty() && !seen.insert(*c))
+        .map(|(i, _)| {
+            FieldError::new(format!("/enterprises/{i}/credit_code"), "duplicate", "each enterprise appears once")
+        })
+        .collect()
 }

@@ -43,11 +43,13 @@ impl Drop for Slot {
 }
 
 fn change_errors(errs: Vec<ChangeError>) -> ApiError {
-    ApiError::Validation(
-        errs.into_iter()
-            .map(|e| FieldError::new(format!("/changes/{}/{}", e.index, e.field.as_str()), "invalid_value", e.message))
-            .collect(),
-    )
+    ApiError::Validation(change_fields(errs))
+}
+
+fn change_fields(errs: Vec<ChangeError>) -> Vec<FieldError> {
+    errs.into_iter()
+        .map(|e| FieldError::new(format!("/changes/{}/{}", e.index, e.field.as_str()), "invalid_value", e.message))
+        .collect()
 }
 
 /// Replay a county's recorded claims under the policy in force and under
@@ -93,7 +95,18 @@ pub async fn simulate(
     caller.require(Operation::Simulate)?;
     let body = read_json(&req, payload, BODY_LIMIT).await?;
     let p = parse_request(&body).map_err(ApiError::Validation)?;
-    let (from, to) = p.window(state.policy.county(p.county)).map_err(ApiError::Validation)?;
+    let (from, to) = match p.window(state.policy.county(p.county)) {
+        Ok(window) => window,
+        Err(mut errs) => {
+            // The changes' own bad fields are listed too (they are checked
+            // off the worker: each change loads the policy).
+            let (st, county, changes) = (state.clone(), p.county, p.changes.clone());
+            if let Ok(Err(e)) = web::block(move || st.policy.county(county).with_changes(&changes).map(drop)).await {
+                errs.extend(change_fields(e));
+            }
+            return Err(ApiError::Validation(errs));
+        }
+    };
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
     let directory = state.ledger.directory(p.county);

@@ -83,7 +83,7 @@ fn project_training(ctx: &mut Ctx, r: &WuyiRules, d: &WuyiProjectTrainingDetails
     }
     // The uplift raises the standard: the hourly rate and its cap (I-7).
     let rate = ctx.uplifted(p.rate_per_class_hour.dec(day));
-    let cap = p.cap.dec(day) * (rate / p.rate_per_class_hour.dec(day));
+    let cap = p.cap.dec(day) * rate / p.rate_per_class_hour.dec(day);
     let gross = rate * hours;
     ctx.step_detail("base", gross, &p.rate_per_class_hour.clause, || {
         format!("{} class hours × {}", hours, rate.normalize())
@@ -216,7 +216,7 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
     let full = Decimal::from(*p.full_trainees.at(day));
     let ratio = (Decimal::from(trainees.get()) / full).min(Decimal::ONE);
     let amount = if ratio < Decimal::ONE {
-        let v = standard * ratio;
+        let v = standard * Decimal::from(trainees.get()) / full;
         ctx.adjust(Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause).ratio(ratio));
         ctx.step_detail("prorated_by_trainees", v, &p.full_trainees.clause, || format!("× {trainees} / {full}"));
         v
@@ -256,8 +256,12 @@ fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: Na
     let total: Decimal = days.iter().map(|d| d.class_hours.get()).sum();
     let repeated_hours = repeated_hours.unwrap_or_default().get();
     if repeated_hours > Decimal::ZERO && total > Decimal::ZERO {
-        let ratio = (total - repeated_hours) / total;
-        gross *= ratio;
+        // Multiplied before dividing: a ratio that does not terminate
+        // (15.35 / 15.36) would be cut at 28 digits and could turn an exact
+        // half cent into one just below it.
+        let kept = total - repeated_hours;
+        let ratio = kept / total;
+        gross = gross * kept / total;
         ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, &p.repeated_courseware.clause).ratio(ratio));
         ctx.step_detail("repeated_courseware_deducted", gross, &p.repeated_courseware.clause, || {
             format!("× ({total} − {repeated_hours}) / {total}")

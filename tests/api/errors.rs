@@ -88,6 +88,14 @@ async fn bad_path_and_query_parameters_are_problems() {
     assert_problem(&api.get("/v1/reports/wuyi/twenty", AUDITOR).await, 404, "NOT_FOUND");
     assert_problem(&api.get("/v1/claims?status=maybe", AUDITOR).await, 422, "VALIDATION_FAILED");
     assert_problem(&api.get("/v1/claims?limit=0", AUDITOR).await, 422, "VALIDATION_FAILED");
+    // Every bad or unknown parameter is named at once, by its pointer.
+    let a = api.get("/v1/claims?bogus=1&status=nope&limit=0&from=2020-13-01&cursor=x&kind=a%2Fb&kind=c", AUDITOR).await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["/bogus", "/cursor", "/from", "/kind", "/kind", "/limit", "/status"], "{}", a.body);
+    let ok = api.get("/v1/claims?county=wuyi&kind=qualification_training&status=approved&from=2020-01-01&to=2021-12-31&department=human_resources&limit=5", AUDITOR).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
 }
 
 #[tokio::test]
@@ -102,6 +110,15 @@ async fn every_bad_field_of_a_claim_is_listed_with_its_pointer() {
     for f in ["/applicant/id_number", "/event_date", "/details/level", "/details/fee", "/surprise"] {
         assert!(fields.contains(&f.to_string()), "{f} missing from {fields:?}");
     }
+    // With no kind to read `details` by, the parties' own bad fields are still named.
+    let mut claim = wy_qualification("E-2", "330723199005061130", "6-31-01-03", "junior", "C-2", "2020-02-01");
+    claim["kind"] = json!("foo");
+    claim["organization"] = json!({"credit_code": "91330723MA00000157", "name": "企业"});
+    let a = app.api().post_claim(&claim).await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["/applicant/id_number", "/kind", "/organization/credit_code"], "{}", a.body);
 }
 
 #[tokio::test]
@@ -163,4 +180,32 @@ fn merge(a: &mut serde_json::Value, b: &serde_json::Value) {
         }
         (a, b) => *a = b.clone(),
     }
+}
+
+#[tokio::test]
+async fn a_directory_names_its_duplicates_beside_every_other_bad_field() {
+    let app = spawn_app().await;
+    let e = |code: &str, from: &str| json!({"credit_code": code, "name": "企业", "listed_from": from});
+    let list = json!([
+        e("91330723MA00000156", "2019-06-01"),
+        e("91330723MA00000156", "2019-07-01"),
+        e("91330723MA00000157", "2019-02-30")
+    ]);
+    let a = app.api().put_directory("wuyi", &list).await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(
+        fields,
+        ["/enterprises/1/credit_code", "/enterprises/2/credit_code", "/enterprises/2/listed_from"],
+        "{}",
+        a.body
+    );
+    let a = app
+        .api()
+        .put_directory("wuyi", &json!([e("91330723MA00000156", "2019-06-01"), e("91330723MA00000156", "2019-07-01")]))
+        .await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    assert_eq!(a.error_fields(), ["/enterprises/1/credit_code"], "{}", a.body);
+    assert_eq!(app.api().put_directory("wuyi", &json!([e("91330723MA00000156", "2019-06-01")])).await.status, 200);
 }

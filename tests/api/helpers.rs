@@ -137,12 +137,13 @@ impl BinaryApp {
         };
         let child = Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
             .current_dir(cwd)
+            // The local profile unless `env` chooses one.
+            .env_remove("SUBSIDY_ENV")
+            .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .env("SUBSIDY__SERVER__PORT", port.to_string())
             .env("SUBSIDY__TELEMETRY__LEVEL", level)
             .env("SUBSIDY__TELEMETRY__FORMAT", "json")
-            .env_remove("SUBSIDY_ENV")
-            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

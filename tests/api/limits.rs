@@ -49,7 +49,8 @@ async fn a_body_that_never_finishes_gets_408_and_frees_the_worker() {
 #[tokio::test]
 async fn an_unknown_field_in_a_batch_body_is_422() {
     let app = spawn_app_with(|_| {}).await;
-    let a = app.api().post("/v1/claims/batch", PLATFORM, &json!({"claims": [{}], "extra": 1})).await;
+    let a = app.api().post("/v1/claims/batch", PLATFORM, &json!({"claims": [{}], "extra": 1, "a/b~c": 2})).await;
     assert_eq!(a.status, 422);
     assert!(a.error_fields().contains(&"/extra".to_string()));
+    assert!(a.error_fields().contains(&"/a~1b~0c".to_string()), "a name escaped as RFC 6901 asks: {}", a.body);
 }

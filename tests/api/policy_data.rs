@@ -164,3 +164,28 @@ fn the_configured_end_of_the_epidemic_window_applies() {
     let default = decide_on(&example("wy_online_training"), &policy(County::Wuyi), &Directory::default());
     assert_eq!(default.amount, "16000.00", "{:?}", default.reasons);
 }
+
+/// Base eligibility cites the county's clause; a pension refusal adds I-1,
+/// once, and a refusal for want of a tie to the county does not cite it.
+#[test]
+fn base_eligibility_cites_its_clause_and_the_pension_choice_once() {
+    let clause_of = |d: &Decision, code: &str| -> String {
+        d.reasons.iter().find(|r| r.code.as_str() == code).map(|r| r.clause.clone()).unwrap_or_default()
+    };
+    for (name, county, clause) in [
+        ("wy_qualification_training", County::Wuyi, "WY §2(1)"),
+        ("cx_skill_upgrade", County::Changxing, "I-2, CX §3(3)"),
+    ] {
+        let mut c = example(name);
+        c["applicant"]["receives_monthly_pension"] = true.into();
+        let d = decide_on(&c, &policy(county), &cx_directory());
+        assert_eq!(clause_of(&d, "APPLICANT_RECEIVES_PENSION"), format!("{clause}, I-1"), "{name}");
+        let mut c = example(name);
+        for tie in ["local_hukou", "residence_permit", "employed_in_county", "unemployment_registered"] {
+            c["applicant"][tie] = false.into();
+        }
+        c["applicant"]["groups"] = serde_json::json!(["enterprise_employee"]);
+        let d = decide_on(&c, &policy(county), &cx_directory());
+        assert_eq!(clause_of(&d, "APPLICANT_NOT_ELIGIBLE"), clause, "{name}: {:?}", codes(&d));
+    }
+}

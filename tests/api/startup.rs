@@ -162,3 +162,45 @@ async fn the_binary_runs_from_any_directory_on_its_built_in_configuration() {
     assert!(!dir.path().join("config").exists());
     app.stop();
 }
+
+/// API.md §6's key entry (`role` and `key_sha256`, no `id`) is enough, and
+/// a secret given in the environment is read as the string it is: sixteen
+/// characters with a leading zero pass the production profile's check of
+/// sixteen or more.
+#[tokio::test]
+async fn production_starts_on_a_key_without_an_id_and_a_secret_of_digits() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy("config/default.toml", dir.path().join("default.toml")).unwrap();
+    let key = "a-production-key-of-this-test-only";
+    let hash = faster_hex::hex_string(&Sha256::digest(key.as_bytes()));
+    let production =
+        format!("[server]\nhost = \"127.0.0.1\"\n\n[[auth.keys]]\nrole = \"platform\"\nkey_sha256 = \"{hash}\"\n");
+    std::fs::write(dir.path().join("production.toml"), production).unwrap();
+    let store = dir.path().join("store");
+    let env = [
+        ("SUBSIDY_ENV", "production"),
+        ("SUBSIDY_CONFIG_DIR", dir.path().to_str().unwrap()),
+        ("SUBSIDY__PRIVACY__ID_HASH_SECRET", "0123456789012345"),
+        ("SUBSIDY__STORE__PATH", store.to_str().unwrap()),
+    ];
+    let app =
+        crate::helpers::BinaryApp::start_with_env(&env, None, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+    let api = crate::helpers::base(&app.address);
+    let claim = crate::helpers::wy_qualification(
+        "PRD-1",
+        &crate::helpers::id_number("33072319900101021"),
+        "6-31-01-03",
+        "junior",
+        "PRD-C1",
+        "2020-05-01",
+    );
+    let a = api.post("/v1/claims", key, &claim).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let events = api.get("/v1/claims/PRD-1/events", key).await;
+    assert_eq!(events.status, 200, "{}", events.body);
+    // Named by its role and the start of its hash.
+    assert_eq!(events.body[0]["key_id"], format!("platform-{}", &hash[..12]), "{}", events.body);
+    assert_eq!(api.get("/v1/claims/PRD-1", crate::helpers::PLATFORM).await.status, 401, "no demo key in production");
+    app.stop();
+}
