@@ -94,6 +94,9 @@ pub struct ServerSettings {
     pub body_timeout_ms: u64,
     pub keep_alive_secs: u64,
     pub shutdown_timeout_secs: u64,
+    /// `host:port` of a listener of its own for `GET /metrics` (then not
+    /// served on the API's listener); empty: served on the API's listener.
+    pub metrics_address: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

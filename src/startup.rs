@@ -30,6 +30,8 @@ use crate::routes::{self, AppState};
 pub struct Application {
     port: u16,
     server: Server,
+    /// The metrics listener's port and server, when it has its own.
+    metrics: Option<(u16, Server)>,
     ledger: Arc<dyn LedgerService>,
 }
 
@@ -61,6 +63,11 @@ impl Application {
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
         let port = listener.local_addr()?.port();
+        let metrics = match settings.server.metrics_address.as_str() {
+            "" => None,
+            address => Some(metrics_server(address, state.clone())?),
+        };
+        let metrics_on_api = metrics.is_none();
         let keys = web::Data::new(keys);
         let openapi = crate::openapi::document();
         let s = &settings.server;
@@ -70,7 +77,7 @@ impl Application {
                 .app_data(keys.clone())
                 .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(e.to_string()).into()))
                 .wrap(from_fn(observe))
-                .configure(routes_config)
+                .configure(|cfg| routes_config(cfg, metrics_on_api))
                 .service(web::redirect("/swagger-ui", "/swagger-ui/"))
                 .service(web::redirect("/reports", "/reports/"))
                 .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", openapi.clone()))
@@ -91,17 +98,31 @@ impl Application {
                 drop(handle.stop(true));
             }));
         }
-        Ok(Self { port, server, ledger })
+        Ok(Self { port, server, metrics, ledger })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The metrics listener's port, when `server.metrics_address` gives it one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
+    }
+
     /// Serves until SIGTERM/SIGINT (actix stops accepting and finishes the
     /// requests in flight), then stops the writer and flushes the store.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let metrics = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        // The metrics listener serves as long as the API's does.
+        if let Some((handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         self.ledger.shutdown().await;
         tracing::info!("stopped; store flushed");
         result.context("server error")?;
@@ -142,6 +163,24 @@ fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     })
 }
 
+/// The metrics listener: `GET /metrics` alone, to anyone who reaches it, on
+/// one worker; it stops with the API's server (no signal handling of its own).
+fn metrics_server(address: &str, state: web::Data<AppState>) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(address).with_context(|| format!("binding the metrics listener {address}"))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .service(resource("/metrics", "GET").route(web::get().to(routes::health::metrics)))
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .workers(1)
+    .disable_signals()
+    .run();
+    Ok((port, server))
+}
+
 /// A resource whose other methods get 405 with `Allow: {allow}`.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(method_not_allowed(allow))
@@ -152,8 +191,11 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 /// a parameter is matched by a regular expression, so a busy fixed path
 /// should not wait behind them. A fixed path that a pattern would match too
 /// (`/v1/claims/batch`) stays ahead of it either way.
-fn routes_config(cfg: &mut web::ServiceConfig) {
+fn routes_config(cfg: &mut web::ServiceConfig, metrics_on_api: bool) {
     use routes::*;
+    if metrics_on_api {
+        cfg.service(resource("/metrics", "GET").route(web::get().to(health::metrics)));
+    }
     cfg.service(
         resource("/v1/claims", "GET, POST").route(web::post().to(claims::submit)).route(web::get().to(claims::list)),
     )
@@ -161,7 +203,6 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/claims/batch", "POST").route(web::post().to(claims::batch)))
     .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
     .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-    .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
     .service(resource("/v1/usage/query", "POST").route(web::post().to(usage::query)))
     .service(resource("/v1/policies", "GET").route(web::get().to(policies::list)))
     .service(resource("/v1/reason-codes", "GET").route(web::get().to(policies::reason_codes)))

@@ -80,3 +80,28 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
     assert!(gauge("subsidy_ledger_state_bytes ") > 0, "{text}");
     assert!(gauge("subsidy_ledger_fsyncs ") >= 1, "{text}");
 }
+
+/// With `server.metrics_address`, `/metrics` is served on that listener
+/// alone, without a key, and the API's listener no longer serves it; the
+/// metrics listener serves nothing else.
+#[tokio::test]
+async fn metrics_on_a_listener_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::test_settings(&dir.path().join("store"));
+    settings.server.metrics_address = "127.0.0.1:0".into();
+    let app = subsidy_service::startup::Application::build(settings).expect("the application builds");
+    let (port, metrics_port) = (app.port(), app.metrics_port().expect("a metrics listener"));
+    assert_ne!(port, metrics_port);
+    let server = tokio::spawn(app.run_until_stopped());
+    let api = crate::helpers::base(&format!("http://127.0.0.1:{port}"));
+    let metrics = crate::helpers::base(&format!("http://127.0.0.1:{metrics_port}"));
+    assert_eq!(api.get("/healthz", "").await.status, 200);
+    let m = metrics.get("/metrics", "").await;
+    assert_eq!(m.status, 200, "{}", m.body);
+    let text = m.body.as_str().unwrap_or_default();
+    assert!(text.contains("subsidy_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"), "{text}");
+    assert_eq!(api.get("/metrics", PLATFORM).await.status, 404);
+    assert_eq!(metrics.get("/v1/policies", PLATFORM).await.status, 404);
+    assert_eq!(metrics.get("/healthz", "").await.status, 404);
+    server.abort();
+}
