@@ -252,6 +252,57 @@ async fn an_unreachable_database_gives_503_and_the_service_reconnects_by_itself(
     assert_eq!(api.usage("wuyi", &person, 2020).await.body["used"], 2);
 }
 
+/// API.md §7 from the start: a database that cannot be reached when the
+/// service starts does not stop it; claims and `/readyz` answer 503 until
+/// the database answers, and then the schema is made and claims recorded.
+/// One that answers and refuses (no such database) stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
+    let url = fresh_database().await;
+    let (server, database) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
+    let forwarder = Forwarder::start(server.to_string()).await;
+    forwarder.cut();
+    let through = format!("postgres://postgres@127.0.0.1:{}/{database}", forwarder.port);
+    let app = spawn_app_with(|s| {
+        use_postgres(s, &through);
+        s.store.connect_timeout_ms = 500;
+    })
+    .await;
+    let api = app.api();
+    let person = id_number("33072319870707021");
+    let claim = |n: usize| {
+        wy_qualification(&format!("LATE-{n}"), &person, "6-31-01-03", "junior", &format!("LATE-C{n}"), "2020-07-01")
+    };
+    let before = api.post_claim(&claim(1)).await;
+    assert_eq!(before.status, 503, "{}", before.body);
+    assert_eq!(before.body["code"], "STORE_UNAVAILABLE");
+    assert_eq!(api.get("/readyz", PLATFORM).await.status, 503);
+    assert_eq!(api.get("/healthz", "").await.status, 200, "alive, not ready");
+
+    forwarder.restore();
+    let mut ready = false;
+    for _ in 0..100 {
+        if api.get("/readyz", PLATFORM).await.status == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the service became ready once the database answered");
+    assert_eq!(api.post_claim(&claim(2)).await.status, 201);
+    assert_eq!(api.get("/v1/claims/LATE-1", AUDITOR).await.status, 404, "nothing of the refused claim was written");
+
+    let missing = format!("{}/no_such_database", url.rsplit_once('/').unwrap().0);
+    let refused = subsidy_service::startup::Application::build({
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = crate::helpers::test_settings(&dir.path().join("store"));
+        use_postgres(&mut s, &missing);
+        s
+    });
+    let err = refused.err().expect("a database that refuses stops the start");
+    assert!(format!("{err:#}").contains("no_such_database"), "{err:#}");
+}
+
 /// Rows whose claim is not kept, which the foreign keys refuse.
 const ORPHAN_HOLDER: &str =
     "INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')";

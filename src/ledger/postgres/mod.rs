@@ -300,6 +300,38 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// Whether a failed start is the database not answering (yet): no
+/// connection, a timeout, or a server still starting up; not a database
+/// that answers and refuses.
+fn unreachable_at_start(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .next()
+        .is_some_and(|pg| pg.as_db_error().is_none() || pg.code() == Some(&SqlState::CANNOT_CONNECT_NOW))
+}
+
+/// Tries [`PostgresLedger::prepare`] again, waiting longer each time (up to
+/// 5 s), until it succeeds or the ledger is dropped. A database that now
+/// answers and refuses is logged as an error each time and tried again.
+fn prepare_until_ready(ledger: &std::sync::Weak<PostgresLedger>) {
+    let mut wait = Duration::from_millis(250);
+    loop {
+        std::thread::sleep(wait);
+        let Some(ledger) = ledger.upgrade() else { return };
+        match ledger.prepare() {
+            Ok(()) => {
+                tracing::info!("the database answers: the ledger is ready");
+                return;
+            }
+            Err(e) if unreachable_at_start(&e) => {
+                tracing::debug!(error = %format!("{e:#}"), "the database cannot be reached yet");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "the database refused the start: trying again"),
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Runs `f` to completion on a runtime of its own, on a thread of its own:
 /// callable from synchronous code and from inside another runtime alike.
 pub fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = anyhow::Result<T>> + Send) -> anyhow::Result<T> {
@@ -581,12 +613,21 @@ pub struct PostgresLedger {
     policy: Arc<Policy>,
     /// Directories as last read, with their revision.
     directories: RwLock<HashMap<County, (i64, Arc<Directory>)>>,
+    /// The schema is migrated and the directories read: until then every
+    /// operation answers `503` (the database was unreachable at start).
+    ready: AtomicBool,
 }
 
 impl PostgresLedger {
     /// Migrates the schema and reads the directories (once, at start), then
     /// serves from pools that reconnect by themselves: `pool_size`
     /// connections split among `threads` workers (see [`pools`]).
+    ///
+    /// A database that cannot be reached at start (no answer, or "starting
+    /// up") does not stop the service: it serves `503 STORE_UNAVAILABLE`
+    /// (and `/readyz` `503`) while a thread tries again, and is ready once
+    /// the schema is migrated. A database that answers and refuses (a wrong
+    /// password, no such database, a failed migration) stops the start.
     pub fn start(
         url: &str,
         pool_size: usize,
@@ -598,8 +639,28 @@ impl PostgresLedger {
         config.connect_timeout(connect_timeout);
         config.options("-c synchronous_commit=on");
         let pools = ThreadPools::new(config, pool_size, threads, connect_timeout);
-        let ledger = Arc::new(Self { pools, url: url.to_string(), policy, directories: RwLock::default() });
-        let url = url.to_string();
+        let ledger = Arc::new(Self {
+            pools,
+            url: url.to_string(),
+            policy,
+            directories: RwLock::default(),
+            ready: AtomicBool::new(false),
+        });
+        match ledger.prepare() {
+            Ok(()) => {}
+            Err(e) if unreachable_at_start(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the database cannot be reached: answering 503 until it can");
+                let weak = Arc::downgrade(&ledger);
+                std::thread::Builder::new().name("ledger-connect".into()).spawn(move || prepare_until_ready(&weak))?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(ledger)
+    }
+
+    /// Migrates the schema and reads the directories; the ledger is ready after.
+    fn prepare(&self) -> anyhow::Result<()> {
+        let url = self.url.clone();
         let dirs = on_own_runtime(async move {
             let mut client = connect(&url).await?;
             let applied = migrate(&mut client).await?;
@@ -608,11 +669,15 @@ impl PostgresLedger {
             }
             read_directories(&client).await
         })?;
-        ledger.directories.write().map_err(|_| anyhow!("poisoned"))?.extend(dirs);
-        Ok(ledger)
+        self.directories.write().map_err(|_| anyhow!("poisoned"))?.extend(dirs);
+        self.ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(unavailable("the database has not been reached since the start"));
+        }
         self.pools.get().await.map_err(|e| unavailable(format!("{e:#}")))
     }
 
