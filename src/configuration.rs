@@ -96,6 +96,7 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// `host:port` of a listener of its own for `GET /metrics` (then not
     /// served on the API's listener); empty: served on the API's listener.
+    #[serde(default)]
     pub metrics_address: String,
 }
 
@@ -182,8 +183,9 @@ pub struct AuthSettings {
 #[serde(deny_unknown_fields)]
 pub struct KeySettings {
     /// A non-secret name for the key, recorded on every event it causes.
-    /// Optional: a key without one is named by its role and the first 12 hex
-    /// digits of its `key_sha256` (e.g. `platform-3f1c0a9b2e4d`).
+    /// Optional: a key without one is named by its role and 12 hex digits of
+    /// an HMAC of its `key_sha256` under `privacy.id_hash_secret` (e.g.
+    /// `platform-3f1c0a9b2e4d`): stable, and telling nothing of the key.
     #[serde(default)]
     pub id: String,
     pub role: Role,
@@ -247,12 +249,27 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
         .with_context(|| format!("reading configuration from {}", dir.display()))?
         .try_deserialize()
         .context("configuration is not valid")?;
+    let secret = settings.privacy.id_hash_secret.expose_secret().to_string();
     for k in settings.auth.keys.iter_mut().filter(|k| k.id.is_empty()) {
-        let role = serde_json::to_value(k.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        k.id = format!("{role}-{}", k.key_sha256.get(..12).unwrap_or(&k.key_sha256).to_ascii_lowercase());
+        k.id = unnamed_key_id(k, &secret);
     }
     settings.check()?;
     Ok(settings)
+}
+
+/// The name of a key configured without one: its role and 12 hex digits of
+/// an HMAC of its hash under the id-hash secret.
+fn unnamed_key_id(k: &KeySettings, secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let role = serde_json::to_value(k.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let digest = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(k.key_sha256.to_ascii_lowercase().as_bytes());
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => Vec::new(),
+    };
+    format!("{role}-{}", faster_hex::hex_string(digest.get(..6).unwrap_or_default()))
 }
 
 impl Settings {

@@ -288,7 +288,7 @@ fn serve() -> anyhow::Result<ExitCode> {
     telemetry::init(&settings.telemetry);
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;
-        tracing::info!(port = app.port(), "listening");
+        tracing::info!(port = app.port(), metrics_port = app.metrics_port(), "listening");
         app.run_until_stopped().await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -121,13 +121,17 @@ impl Application {
         // The metrics listener serves as long as the API's does.
         if let Some((handle, task)) = metrics {
             handle.stop(true).await;
-            let _ = task.await;
+            match task.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Err(e) => tracing::warn!(error = %e, "the metrics listener's task failed"),
+                Ok(Ok(())) => {}
+            }
         }
         self.ledger.shutdown().await;
         tracing::info!("stopped; store flushed");
         result.context("server error")?;
         if self.ledger.failed() {
-            anyhow::bail!("stopped because the store could not be written; restart on a repaired store");
+            anyhow::bail!("stopped because the store failed (see the log above); restart once it is repaired");
         }
         Ok(())
     }

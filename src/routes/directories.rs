@@ -113,8 +113,14 @@ fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, ApiError> {
         Ok(b) => b,
         Err(ApiError::Validation(mut errs)) => {
             // Duplicates are named beside every other bad field, as written.
-            let written = body["enterprises"].as_array().into_iter().flatten().map(|e| e["credit_code"].as_str());
-            errs.extend(duplicates(written.map(|c| c.unwrap_or_default())));
+            // Compared as the reader compares them: trimmed, in upper case.
+            let written: Vec<String> = body["enterprises"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["credit_code"].as_str().unwrap_or_default().trim().to_ascii_uppercase())
+                .collect();
+            errs.extend(duplicates(written.iter().map(String::as_str)));
             return Err(ApiError::Validation(errs));
         }
         Err(e) => return Err(e),

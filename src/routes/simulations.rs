@@ -98,23 +98,31 @@ pub async fn simulate(
     let (from, to) = match p.window(state.policy.county(p.county)) {
         Ok(window) => window,
         Err(mut errs) => {
-            // The changes' own bad fields are listed too (they are checked
-            // off the worker: each change loads the policy).
-            let (st, county, changes) = (state.clone(), p.county, p.changes.clone());
-            if let Ok(Err(e)) = web::block(move || st.policy.county(county).with_changes(&changes).map(drop)).await {
-                errs.extend(change_fields(e));
+            // The changes' own bad fields are listed too, checked off the
+            // worker (each change loads the policy) under the county's one
+            // slot; while a simulation holds it, the window's errors alone.
+            if let Some(slot) = state.simulations.take(p.county) {
+                let (st, county, changes) = (state.clone(), p.county, p.changes.clone());
+                let checked = web::block(move || {
+                    let _slot = slot;
+                    st.policy.county(county).with_changes(&changes).map(drop)
+                });
+                if let Ok(Err(e)) = checked.await {
+                    errs.extend(change_fields(e));
+                }
             }
             return Err(ApiError::Validation(errs));
         }
     };
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
-    let directory = state.ledger.directory(p.county);
     let mut grants = 0u64;
     for year in chrono::Datelike::year(&from)..=chrono::Datelike::year(&to) {
         let report = state.ledger.report(p.county, year).await.map_err(ledger_error)?;
         grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
     }
+    // Read after the reports: the ledger has answered, so its directory is loaded.
+    let directory = state.ledger.directory(p.county);
     // A client that hangs up stops the replay at its next chunk.
     let cancel = CancelOnDrop::default();
     let (st, cancelled) = (state.clone(), cancel.0.clone());

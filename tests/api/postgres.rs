@@ -303,6 +303,30 @@ async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
     assert!(format!("{err:#}").contains("no_such_database"), "{err:#}");
 }
 
+/// A database first reached after the start that then refuses it (here: no
+/// such database) stops the service, exit status an error, instead of
+/// leaving it answering 503 for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_refuses_once_reached_after_the_start_stops_the_service() {
+    let url = fresh_database().await;
+    let (server, _) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
+    let forwarder = Forwarder::start(server.to_string()).await;
+    forwarder.cut();
+    let through = format!("postgres://postgres@127.0.0.1:{}/no_such_database", forwarder.port);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = crate::helpers::test_settings(&dir.path().join("store"));
+    use_postgres(&mut settings, &through);
+    settings.store.connect_timeout_ms = 500;
+    let app = subsidy_service::startup::Application::build(settings).expect("an unreachable database lets it start");
+    let api = crate::helpers::base(&format!("http://127.0.0.1:{}", app.port()));
+    let running = tokio::spawn(app.run_until_stopped());
+    assert_eq!(api.get("/readyz", PLATFORM).await.status, 503);
+    forwarder.restore();
+    let ended = tokio::time::timeout(Duration::from_secs(20), running).await.expect("the service stopped");
+    let err = ended.expect("no panic").expect_err("stopped with an error");
+    assert!(format!("{err:#}").contains("store failed"), "{err:#}");
+}
+
 /// Rows whose claim is not kept, which the foreign keys refuse.
 const ORPHAN_HOLDER: &str =
     "INSERT INTO holders (key, claim_id) VALUES ('\\x00112233445566778899aabbccddeeff', 'NOT-KEPT')";

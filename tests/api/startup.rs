@@ -199,8 +199,13 @@ async fn production_starts_on_a_key_without_an_id_and_a_secret_of_digits() {
     assert_eq!(a.status, 201, "{}", a.body);
     let events = api.get("/v1/claims/PRD-1/events", key).await;
     assert_eq!(events.status, 200, "{}", events.body);
-    // Named by its role and the start of its hash.
-    assert_eq!(events.body[0]["key_id"], format!("platform-{}", &hash[..12]), "{}", events.body);
+    // Named by its role and an HMAC of its hash under the id-hash secret.
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(b"0123456789012345").unwrap();
+    mac.update(hash.as_bytes());
+    let name = format!("platform-{}", faster_hex::hex_string(&mac.finalize().into_bytes()[..6]));
+    assert_eq!(events.body[0]["key_id"], name.as_str(), "{}", events.body);
+    assert!(!name.contains(&hash[..12]), "the name tells nothing of the key's hash");
     assert_eq!(api.get("/v1/claims/PRD-1", crate::helpers::PLATFORM).await.status, 401, "no demo key in production");
     app.stop();
 }

@@ -301,32 +301,45 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 /// Whether a failed start is the database not answering (yet): no
-/// connection, a timeout, or a server still starting up; not a database
-/// that answers and refuses.
+/// connection (refused, reset, a timeout, a name that does not resolve), a
+/// connection closed, or a server starting up or full. Not a database that
+/// answers and refuses, nor a client-side error (a password missing).
 fn unreachable_at_start(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<tokio_postgres::Error>())
-        .next()
-        .is_some_and(|pg| pg.as_db_error().is_none() || pg.code() == Some(&SqlState::CANNOT_CONNECT_NOW))
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some())
+        || e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).any(|pg| {
+            pg.is_closed()
+                || pg.code().is_some_and(|c| *c == SqlState::CANNOT_CONNECT_NOW || *c == SqlState::TOO_MANY_CONNECTIONS)
+        })
 }
 
 /// Tries [`PostgresLedger::prepare`] again, waiting longer each time (up to
-/// 5 s), until it succeeds or the ledger is dropped. A database that now
-/// answers and refuses is logged as an error each time and tried again.
+/// 5 s), until it succeeds, the database refuses (the service is then
+/// stopped), or the ledger shuts down or is dropped.
 fn prepare_until_ready(ledger: &std::sync::Weak<PostgresLedger>) {
     let mut wait = Duration::from_millis(250);
-    loop {
+    for attempt in 1u64.. {
         std::thread::sleep(wait);
         let Some(ledger) = ledger.upgrade() else { return };
+        if ledger.closing.load(Ordering::Acquire) {
+            return;
+        }
         match ledger.prepare() {
             Ok(()) => {
-                tracing::info!("the database answers: the ledger is ready");
+                tracing::info!(attempt, "the database answers: the ledger is ready");
                 return;
             }
+            // A line now and then (about a minute apart), not one a try.
             Err(e) if unreachable_at_start(&e) => {
-                tracing::debug!(error = %format!("{e:#}"), "the database cannot be reached yet");
+                if attempt % 12 == 0 {
+                    tracing::warn!(attempt, error = %format!("{e:#}"), "the database still cannot be reached");
+                }
             }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "the database refused the start: trying again"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the database refused the start: stopping");
+                ledger.refused.store(true, Ordering::Release);
+                ledger.stop_on_refusal();
+                return;
+            }
         }
         wait = (wait * 2).min(Duration::from_secs(5));
     }
@@ -616,6 +629,13 @@ pub struct PostgresLedger {
     /// The schema is migrated and the directories read: until then every
     /// operation answers `503` (the database was unreachable at start).
     ready: AtomicBool,
+    /// The database, first reached after the start, refused it (see
+    /// [`prepare_until_ready`]): the service is to stop.
+    refused: AtomicBool,
+    /// Called when it did (`store.stop_on_failure`).
+    on_refusal: std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Set by `shutdown`: the start-up retries stop.
+    closing: AtomicBool,
 }
 
 impl PostgresLedger {
@@ -623,11 +643,12 @@ impl PostgresLedger {
     /// serves from pools that reconnect by themselves: `pool_size`
     /// connections split among `threads` workers (see [`pools`]).
     ///
-    /// A database that cannot be reached at start (no answer, or "starting
-    /// up") does not stop the service: it serves `503 STORE_UNAVAILABLE`
-    /// (and `/readyz` `503`) while a thread tries again, and is ready once
-    /// the schema is migrated. A database that answers and refuses (a wrong
-    /// password, no such database, a failed migration) stops the start.
+    /// A database that cannot be reached at start (no connection, or one
+    /// "starting up") does not stop the service: it serves `503
+    /// STORE_UNAVAILABLE` (and `/readyz` `503`) while a thread tries again,
+    /// and is ready once the schema is migrated. A database that answers and
+    /// refuses (a wrong password, no such database, a failed migration)
+    /// stops the start, or, when first reached later, the service.
     pub fn start(
         url: &str,
         pool_size: usize,
@@ -645,6 +666,9 @@ impl PostgresLedger {
             policy,
             directories: RwLock::default(),
             ready: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+            on_refusal: std::sync::Mutex::new(None),
+            closing: AtomicBool::new(false),
         });
         match ledger.prepare() {
             Ok(()) => {}
@@ -672,6 +696,13 @@ impl PostgresLedger {
         self.directories.write().map_err(|_| anyhow!("poisoned"))?.extend(dirs);
         self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Calls the stop given to `on_failure`, once.
+    fn stop_on_refusal(&self) {
+        if let Some(stop) = self.on_refusal.lock().ok().and_then(|mut f| f.take()) {
+            stop();
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
@@ -1421,6 +1452,9 @@ impl LedgerService for PostgresLedger {
     }
 
     fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(unavailable("the database has not been reached since the start"));
+        }
         Ok(replay(self.url.clone(), filter))
     }
 
@@ -1499,16 +1533,24 @@ impl LedgerService for PostgresLedger {
         LedgerStats::default()
     }
 
-    fn on_failure(&self, _: Box<dyn Fn() + Send + Sync>) {
-        // Nothing here stops the service: a database that fails is retried
-        // by the pool, and the claims meanwhile get 503.
+    fn on_failure(&self, f: Box<dyn Fn() + Send + Sync>) {
+        // A database that fails once serving is retried by the pool, and the
+        // claims meanwhile get 503; only one that refused the start, first
+        // reached after it, stops the service.
+        if let Ok(mut slot) = self.on_refusal.lock() {
+            *slot = Some(f);
+        }
+        if self.refused.load(Ordering::Acquire) {
+            self.stop_on_refusal();
+        }
     }
 
     fn failed(&self) -> bool {
-        false
+        self.refused.load(Ordering::Acquire)
     }
 
     async fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
         self.pools.close();
     }
 }
