@@ -539,7 +539,14 @@ pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
         }
     };
     let details = shape.and_then(|shape| match details {
-        Some(v) => J::read_details(shape, v, &mut errs).filter(|d| cross_checks(d, &mut errs)),
+        Some(v) => {
+            // The fields one needs beside another are checked as written,
+            // so that they are named even when another field is bad.
+            let present = presence_checks(shape.kind, v, &mut errs);
+            let read = J::read_details(shape, v, &mut errs);
+            let consistent = read.as_ref().is_some_and(|d| cross_checks(d, &mut errs));
+            read.filter(|_| present && consistent)
+        }
         None => {
             errs.push(FieldError::new("/details", "required", "this field is required"));
             None
@@ -616,25 +623,37 @@ fn employer_checks(shape: &Shape, applicant: Applicant, errs: &mut Vec<FieldErro
     }
 }
 
-/// Rules between fields of one `details`; false when one is broken.
+/// Fields of `details` that one needs beside another, as written (a field
+/// given as `null` is absent); false when one is missing or doubled.
+fn presence_checks<J: Json>(kind: Kind, details: &J, errs: &mut Vec<FieldError>) -> bool {
+    let given = |name: &str| details.get(name).is_some_and(|v| !v.is_null());
+    let before = errs.len();
+    match kind {
+        Kind::VeteranTraining if given("occupation_code") == given("project_code") => errs.push(FieldError::new(
+            "/details/occupation_code",
+            "required",
+            "give exactly one of occupation_code and project_code",
+        )),
+        Kind::OnlineTraining
+            if details.get("mode").and_then(J::as_str) == Some(OnlineMode::PlatformPurchase.as_str())
+                && !given("invoice_amount") =>
+        {
+            errs.push(FieldError::new(
+                "/details/invoice_amount",
+                "required",
+                "a platform purchase needs the invoice amount",
+            ))
+        }
+        _ => {}
+    }
+    errs.len() == before
+}
+
+/// Rules between the values of one `details`; false when one is broken.
 fn cross_checks(details: &Details, errs: &mut Vec<FieldError>) -> bool {
     let before = errs.len();
     match details {
-        Details::VeteranTraining(d) if d.occupation_code.is_some() == d.project_code.is_some() => {
-            errs.push(FieldError::new(
-                "/details/occupation_code",
-                "required",
-                "give exactly one of occupation_code and project_code",
-            ))
-        }
         Details::Online(d) => {
-            if d.mode == OnlineMode::PlatformPurchase && d.invoice_amount.is_none() {
-                errs.push(FieldError::new(
-                    "/details/invoice_amount",
-                    "required",
-                    "a platform purchase needs the invoice amount",
-                ));
-            }
             let total: rust_decimal::Decimal = d.days.iter().map(|day| day.class_hours.get()).sum();
             if d.repeated_hours.is_some_and(|h| h.get() > total) {
                 errs.push(FieldError::new(

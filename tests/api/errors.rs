@@ -209,3 +209,33 @@ async fn a_directory_names_its_duplicates_beside_every_other_bad_field() {
     assert_eq!(a.error_fields(), ["/enterprises/1/credit_code"], "{}", a.body);
     assert_eq!(app.api().put_directory("wuyi", &json!([e("91330723MA00000156", "2019-06-01")])).await.status, 200);
 }
+
+/// A field that one needs beside another (a platform purchase's invoice, a
+/// veteran's one code) is named beside the other bad fields of `details`.
+#[tokio::test]
+async fn a_field_needed_beside_another_is_named_beside_other_bad_fields() {
+    let app = spawn_app().await;
+    let example = |name: &str| {
+        subsidy_service::openapi::claim_examples().into_iter().find(|(n, _)| *n == name).expect("an example").1
+    };
+    let mut online = example("wy_online_training");
+    online["details"]["mode"] = json!("platform_purchase");
+    online["details"].as_object_mut().unwrap().remove("invoice_amount");
+    online["details"]["trainees"] = json!("x");
+    let a = app.api().post_claim(&online).await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["/details/invoice_amount", "/details/trainees"], "{}", a.body);
+
+    let mut veteran = example("cx_veteran_training");
+    let details = veteran["details"].as_object_mut().unwrap();
+    details.remove("occupation_code");
+    details.remove("project_code");
+    veteran["details"]["fee"] = json!("-5.00");
+    let a = app.api().post_claim(&veteran).await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["/details/fee", "/details/occupation_code"], "{}", a.body);
+}
