@@ -209,19 +209,29 @@ impl Forwarder {
     }
 }
 
+/// A fresh database of the test cluster behind a forwarder: the forwarder,
+/// and the URL through it (of the database named `database` instead, when
+/// given).
+async fn behind_forwarder(database: Option<&str>) -> (Forwarder, String) {
+    let url = fresh_database().await;
+    let (server, fresh) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
+    let forwarder = Forwarder::start(server.to_string()).await;
+    let through = format!("postgres://postgres@127.0.0.1:{}/{}", forwarder.port, database.unwrap_or(fresh));
+    (forwarder, through)
+}
+
+/// Settings of a ledger at `url` that waits 500 ms for a connection.
+fn on_postgres_briefly(s: &mut subsidy_service::configuration::Settings, url: &str) {
+    use_postgres(s, url);
+    s.store.connect_timeout_ms = 500;
+}
+
 // Multi-threaded: the forwarder runs on the test's runtime while the
 // application's start-up (synchronous) connects through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_gives_503_and_the_service_reconnects_by_itself() {
-    let url = fresh_database().await;
-    let (server, database) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
-    let forwarder = Forwarder::start(server.to_string()).await;
-    let through = format!("postgres://postgres@127.0.0.1:{}/{database}", forwarder.port);
-    let app = spawn_app_with(|s| {
-        use_postgres(s, &through);
-        s.store.connect_timeout_ms = 500;
-    })
-    .await;
+    let (forwarder, through) = behind_forwarder(None).await;
+    let app = spawn_app_with(|s| on_postgres_briefly(s, &through)).await;
     let api = app.api();
     let person = id_number("33072319870707001");
     let claim = |n: usize, level: &str| {
@@ -258,16 +268,9 @@ async fn an_unreachable_database_gives_503_and_the_service_reconnects_by_itself(
 /// One that answers and refuses (no such database) stops the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
-    let url = fresh_database().await;
-    let (server, database) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
-    let forwarder = Forwarder::start(server.to_string()).await;
+    let (forwarder, through) = behind_forwarder(None).await;
     forwarder.cut();
-    let through = format!("postgres://postgres@127.0.0.1:{}/{database}", forwarder.port);
-    let app = spawn_app_with(|s| {
-        use_postgres(s, &through);
-        s.store.connect_timeout_ms = 500;
-    })
-    .await;
+    let app = spawn_app_with(|s| on_postgres_briefly(s, &through)).await;
     let api = app.api();
     let person = id_number("33072319870707021");
     let claim = |n: usize| {
@@ -292,7 +295,7 @@ async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
     assert_eq!(api.post_claim(&claim(2)).await.status, 201);
     assert_eq!(api.get("/v1/claims/LATE-1", AUDITOR).await.status, 404, "nothing of the refused claim was written");
 
-    let missing = format!("{}/no_such_database", url.rsplit_once('/').unwrap().0);
+    let missing = format!("{}/no_such_database", through.rsplit_once('/').unwrap().0);
     let refused = subsidy_service::startup::Application::build({
         let dir = tempfile::tempdir().unwrap();
         let mut s = crate::helpers::test_settings(&dir.path().join("store"));
@@ -308,15 +311,11 @@ async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
 /// leaving it answering 503 for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_refuses_once_reached_after_the_start_stops_the_service() {
-    let url = fresh_database().await;
-    let (server, _) = url.trim_start_matches("postgres://postgres@").split_once('/').unwrap();
-    let forwarder = Forwarder::start(server.to_string()).await;
+    let (forwarder, through) = behind_forwarder(Some("no_such_database")).await;
     forwarder.cut();
-    let through = format!("postgres://postgres@127.0.0.1:{}/no_such_database", forwarder.port);
     let dir = tempfile::tempdir().unwrap();
     let mut settings = crate::helpers::test_settings(&dir.path().join("store"));
-    use_postgres(&mut settings, &through);
-    settings.store.connect_timeout_ms = 500;
+    on_postgres_briefly(&mut settings, &through);
     let app = subsidy_service::startup::Application::build(settings).expect("an unreachable database lets it start");
     let api = crate::helpers::base(&format!("http://127.0.0.1:{}", app.port()));
     let running = tokio::spawn(app.run_until_stopped());
