@@ -258,18 +258,15 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
 }
 
 /// The name of a key configured without one: its role and 12 hex digits of
-/// an HMAC of its hash under the id-hash secret.
+/// an HMAC of its hash (labelled, lower case) under the id-hash secret.
 fn unnamed_key_id(k: &KeySettings, secret: &str) -> String {
     use hmac::{Hmac, Mac};
     let role = serde_json::to_value(k.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let digest = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(k.key_sha256.to_ascii_lowercase().as_bytes());
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    };
-    format!("{role}-{}", faster_hex::hex_string(digest.get(..6).unwrap_or_default()))
+    // HMAC takes a key of any length.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    mac.update(b"api key id\0");
+    mac.update(k.key_sha256.to_ascii_lowercase().as_bytes());
+    format!("{role}-{}", faster_hex::hex_string(&mac.finalize().into_bytes()[..6]))
 }
 
 impl Settings {

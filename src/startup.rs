@@ -93,7 +93,7 @@ impl Application {
         if settings.store.stop_on_failure {
             let handle = server.handle();
             ledger.on_failure(Box::new(move || {
-                tracing::error!("the store cannot be written: stopping so that the supervisor restarts the service");
+                tracing::error!("the store failed: stopping so that the supervisor restarts the service");
                 // The stop command is sent now; its completion is awaited by run_until_stopped.
                 drop(handle.stop(true));
             }));

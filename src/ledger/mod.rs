@@ -233,8 +233,10 @@ pub trait LedgerService: Send + Sync {
     /// Readiness: the store takes a durable write.
     async fn probe(&self) -> Result<(), LedgerError>;
     fn stats(&self) -> LedgerStats;
-    /// Called once when a write fails (the service then stops so that its
-    /// supervisor restarts it on a repaired store).
+    /// Called once when the store fails for good (the embedded store: a
+    /// write fails; PostgreSQL: a database first reached after the start
+    /// refuses it), so that the service stops and its supervisor starts it
+    /// again on a repaired store.
     fn on_failure(&self, f: Box<dyn Fn() + Send + Sync>);
     fn failed(&self) -> bool;
     /// Finishes what is queued, then makes the store durable.

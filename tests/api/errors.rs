@@ -201,6 +201,17 @@ async fn a_directory_names_its_duplicates_beside_every_other_bad_field() {
         "{}",
         a.body
     );
+    // Compared as read: a code in lower case, with a space, is the same code.
+    let list = json!([
+        e("91330723MA00000156", "2019-06-01"),
+        e(" 91330723ma00000156", "2019-07-01"),
+        e("91330723MA00000169", "2019-02-30")
+    ]);
+    let a = app.api().put_directory("wuyi", &list).await;
+    assert_problem(&a, 422, "VALIDATION_FAILED");
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, ["/enterprises/1/credit_code", "/enterprises/2/listed_from"], "{}", a.body);
     let a = app
         .api()
         .put_directory("wuyi", &json!([e("91330723MA00000156", "2019-06-01"), e("91330723MA00000156", "2019-07-01")]))

@@ -202,6 +202,7 @@ async fn production_starts_on_a_key_without_an_id_and_a_secret_of_digits() {
     // Named by its role and an HMAC of its hash under the id-hash secret.
     use hmac::Mac;
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(b"0123456789012345").unwrap();
+    mac.update(b"api key id\0");
     mac.update(hash.as_bytes());
     let name = format!("platform-{}", faster_hex::hex_string(&mac.finalize().into_bytes()[..6]));
     assert_eq!(events.body[0]["key_id"], name.as_str(), "{}", events.body);

@@ -300,21 +300,35 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// Whether a failed start is the database not answering (yet): no
-/// connection (refused, reset, a timeout, a name that does not resolve), a
-/// connection closed, or a server starting up or full. Not a database that
-/// answers and refuses, nor a client-side error (a password missing).
-fn unreachable_at_start(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some())
-        || e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).any(|pg| {
-            pg.is_closed()
-                || pg.code().is_some_and(|c| *c == SqlState::CANNOT_CONNECT_NOW || *c == SqlState::TOO_MANY_CONNECTIONS)
-        })
+/// Whether a failure is the database not answering (yet): no connection
+/// (refused, reset, timed out, a name that does not resolve), one lost, a
+/// server starting up, shutting down or full, or a connection exception
+/// (SQLSTATE class 08). Not a database that answers and refuses (a wrong
+/// password, no such database, a failed migration), nor an error of the
+/// client's own (a password missing from the URL).
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).any(|pg| {
+        // tokio-postgres tells its connection failures apart only by their
+        // text: "error connecting to server", "error communicating with the
+        // server" (each with the io::Error as its source), "timeout waiting
+        // for server".
+        let text = pg.to_string();
+        let io = (text.starts_with("error connecting to server") || text.starts_with("error communicating with"))
+            && std::error::Error::source(pg).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+            || text.starts_with("timeout waiting for server");
+        let code = pg.code().is_some_and(|c| {
+            c.code().starts_with("08")
+                || [SqlState::CANNOT_CONNECT_NOW, SqlState::TOO_MANY_CONNECTIONS, SqlState::ADMIN_SHUTDOWN].contains(c)
+                || *c == SqlState::CRASH_SHUTDOWN
+        });
+        io || pg.is_closed() || code
+    })
 }
 
 /// Tries [`PostgresLedger::prepare`] again, waiting longer each time (up to
-/// 5 s), until it succeeds, the database refuses (the service is then
-/// stopped), or the ledger shuts down or is dropped.
+/// 5 s), until it succeeds, the database refuses and the service can be
+/// stopped (`store.stop_on_failure`; without it, it goes on trying), or the
+/// ledger shuts down or is dropped.
 fn prepare_until_ready(ledger: &std::sync::Weak<PostgresLedger>) {
     let mut wait = Duration::from_millis(250);
     for attempt in 1u64.. {
@@ -329,17 +343,20 @@ fn prepare_until_ready(ledger: &std::sync::Weak<PostgresLedger>) {
                 return;
             }
             // A line now and then (about a minute apart), not one a try.
-            Err(e) if unreachable_at_start(&e) => {
+            Err(NotReady::Unreachable(e)) => {
                 if attempt % 12 == 0 {
                     tracing::warn!(attempt, error = %format!("{e:#}"), "the database still cannot be reached");
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "the database refused the start: stopping");
-                ledger.refused.store(true, Ordering::Release);
-                ledger.stop_on_refusal();
-                return;
-            }
+            Err(NotReady::Refused(e)) => match ledger.on_refusal.lock().ok().and_then(|mut f| f.take()) {
+                Some(stop) => {
+                    tracing::error!(error = %format!("{e:#}"), "the database refused the start: stopping");
+                    ledger.refused.store(true, Ordering::Release);
+                    stop();
+                    return;
+                }
+                None => tracing::error!(error = %format!("{e:#}"), "the database refused the start: trying again"),
+            },
         }
         wait = (wait * 2).min(Duration::from_secs(5));
     }
@@ -629,13 +646,33 @@ pub struct PostgresLedger {
     /// The schema is migrated and the directories read: until then every
     /// operation answers `503` (the database was unreachable at start).
     ready: AtomicBool,
+    /// How long the start-up waits for a connection (`store.connect_timeout_ms`).
+    connect_timeout: Duration,
     /// The database, first reached after the start, refused it (see
-    /// [`prepare_until_ready`]): the service is to stop.
+    /// [`prepare_until_ready`]), and the service was stopped.
     refused: AtomicBool,
-    /// Called when it did (`store.stop_on_failure`).
+    /// The stop `on_failure` gives (`store.stop_on_failure`), taken when used.
     on_refusal: std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Set by `shutdown`: the start-up retries stop.
     closing: AtomicBool,
+}
+
+/// Why the schema could not be made ready.
+enum NotReady {
+    /// The database did not answer (yet): try again.
+    Unreachable(anyhow::Error),
+    /// It answered and refused: trying again will not help.
+    Refused(anyhow::Error),
+}
+
+impl NotReady {
+    fn of(e: anyhow::Error) -> Self {
+        if unreachable(&e) {
+            Self::Unreachable(e)
+        } else {
+            Self::Refused(e)
+        }
+    }
 }
 
 impl PostgresLedger {
@@ -666,43 +703,48 @@ impl PostgresLedger {
             policy,
             directories: RwLock::default(),
             ready: AtomicBool::new(false),
+            connect_timeout,
             refused: AtomicBool::new(false),
             on_refusal: std::sync::Mutex::new(None),
             closing: AtomicBool::new(false),
         });
         match ledger.prepare() {
             Ok(()) => {}
-            Err(e) if unreachable_at_start(&e) => {
+            Err(NotReady::Unreachable(e)) => {
                 tracing::warn!(error = %format!("{e:#}"), "the database cannot be reached: answering 503 until it can");
                 let weak = Arc::downgrade(&ledger);
                 std::thread::Builder::new().name("ledger-connect".into()).spawn(move || prepare_until_ready(&weak))?;
             }
-            Err(e) => return Err(e),
+            Err(NotReady::Refused(e)) => return Err(e),
         }
         Ok(ledger)
     }
 
-    /// Migrates the schema and reads the directories; the ledger is ready after.
-    fn prepare(&self) -> anyhow::Result<()> {
-        let url = self.url.clone();
+    /// Migrates the schema and reads the directories; the ledger is ready
+    /// after. A connection (its handshake included) not made within the
+    /// connect timeout is the database unreachable.
+    fn prepare(&self) -> Result<(), NotReady> {
+        let (url, wait) = (self.url.clone(), self.connect_timeout);
         let dirs = on_own_runtime(async move {
-            let mut client = connect(&url).await?;
-            let applied = migrate(&mut client).await?;
-            if !applied.is_empty() {
-                tracing::info!(versions = ?applied, "database schema migrated");
-            }
-            read_directories(&client).await
-        })?;
-        self.directories.write().map_err(|_| anyhow!("poisoned"))?.extend(dirs);
+            let connected = tokio::time::timeout(wait, connect(&url)).await;
+            let mut client = match connected {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => return Ok(Err(NotReady::of(e))),
+                Err(_) => return Ok(Err(NotReady::Unreachable(anyhow!("no connection within {wait:?}")))),
+            };
+            let read = async {
+                let applied = migrate(&mut client).await?;
+                if !applied.is_empty() {
+                    tracing::info!(versions = ?applied, "database schema migrated");
+                }
+                read_directories(&client).await
+            };
+            Ok(read.await.map_err(NotReady::of))
+        })
+        .map_err(NotReady::Refused)??;
+        self.directories.write().map_err(|_| NotReady::Refused(anyhow!("poisoned")))?.extend(dirs);
         self.ready.store(true, Ordering::Release);
         Ok(())
-    }
-
-    /// Calls the stop given to `on_failure`, once.
-    fn stop_on_refusal(&self) {
-        if let Some(stop) = self.on_refusal.lock().ok().and_then(|mut f| f.take()) {
-            stop();
-        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
@@ -1536,12 +1578,9 @@ impl LedgerService for PostgresLedger {
     fn on_failure(&self, f: Box<dyn Fn() + Send + Sync>) {
         // A database that fails once serving is retried by the pool, and the
         // claims meanwhile get 503; only one that refused the start, first
-        // reached after it, stops the service.
+        // reached after it, stops the service (`prepare_until_ready`).
         if let Ok(mut slot) = self.on_refusal.lock() {
             *slot = Some(f);
-        }
-        if self.refused.load(Ordering::Acquire) {
-            self.stop_on_refusal();
         }
     }
 
@@ -1618,6 +1657,66 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that reads a connection's start-up message, answers `reply`
+    /// and closes; its port.
+    fn fake_server(reply: Vec<u8>) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).is_ok() {
+                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    let _ = s.read_exact(&mut rest);
+                    let _ = s.write_all(&reply);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+        port
+    }
+
+    /// A fatal ErrorResponse with this SQLSTATE.
+    fn error_response(code: &str) -> Vec<u8> {
+        let mut fields = Vec::new();
+        for (t, v) in [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', "refused by the test")] {
+            fields.push(t);
+            fields.extend_from_slice(v.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut m = vec![b'E'];
+        m.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        m.extend(fields);
+        m
+    }
+
+    fn failed_connect(port: u16) -> anyhow::Error {
+        let url = format!("postgres://someone@127.0.0.1:{port}/somedb");
+        on_own_runtime(async move { connect(&url).await.map(drop) }).expect_err("no connection")
+    }
+
+    /// A database that does not answer (yet) is waited for; one that answers
+    /// and refuses, or the client's own error, is not.
+    #[test]
+    fn only_a_database_that_does_not_answer_is_waited_for() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port").local_addr().expect("addr").port();
+        let e = failed_connect(closed);
+        assert!(unreachable(&e), "a closed port: {e:#}");
+        let e = failed_connect(fake_server(Vec::new()));
+        assert!(unreachable(&e), "closed during the handshake: {e:#}");
+        for (code, waited) in
+            [("57P03", true), ("53300", true), ("08006", true), ("57P01", true), ("28P01", false), ("3D000", false)]
+        {
+            let e = failed_connect(fake_server(error_response(code)));
+            assert_eq!(unreachable(&e), waited, "{code}: {e:#}");
+        }
+        // The server asks for a password the URL does not have.
+        let e = failed_connect(fake_server(vec![b'R', 0, 0, 0, 8, 0, 0, 0, 3]));
+        assert!(!unreachable(&e), "a password missing: {e:#}");
+    }
 
     /// Claim ids' locks come before keys' whatever their numbers, each
     /// group sorted and without repeats: every transaction takes them in
