@@ -105,3 +105,22 @@ async fn metrics_on_a_listener_of_their_own() {
     assert_eq!(metrics.get("/healthz", "").await.status, 404);
     server.abort();
 }
+
+/// The metrics listener, set through the environment, serves the real
+/// binary's metrics and stops with it: SIGTERM ends the process, and the
+/// metrics port is free again.
+#[tokio::test]
+async fn the_metrics_listener_stops_with_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let address = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let env =
+        [("SUBSIDY__STORE__PATH", store.to_str().unwrap()), ("SUBSIDY__SERVER__METRICS_ADDRESS", address.as_str())];
+    let app =
+        crate::helpers::BinaryApp::start_with_env(&env, None, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+    let m = crate::helpers::base(&format!("http://{address}")).get("/metrics", "").await;
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert!(m.body.as_str().unwrap_or_default().contains("subsidy_http_requests_total"), "{}", m.body);
+    assert!(app.stop_within(std::time::Duration::from_secs(20)), "SIGTERM stops the service and its metrics listener");
+    assert!(std::net::TcpListener::bind(&address).is_ok(), "the metrics port is free again");
+}
