@@ -205,9 +205,14 @@ pub fn claim_examples() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// The decision a fresh server gives `wy_qualification_training` (the
-/// policy versions and the time differ from run to run).
+/// The decision a fresh server gives `wy_qualification_training`, under the
+/// policy data built into the binary and an empty directory (only the time
+/// differs from run to run).
 pub fn decision_example() -> Value {
+    let version = crate::policy::Policy::embedded(None)
+        .map(|p| p.county(crate::domain::County::Wuyi).version.clone())
+        .unwrap_or_default();
+    let directory_version = crate::ledger::DirectoryRecord::new(Vec::new(), None).version;
     json!({
         "claim_id": "EX-WY-QT-1",
         "status": "approved",
@@ -229,8 +234,8 @@ pub fn decision_example() -> Value {
         "usage": {"year": 2020, "used": 1, "limit": 3},
         "policy": {
             "document": "武人社〔2020〕21号",
-            "version": "sha256:36c20cf1a3cdb993a73cbec7181e28799f05bdc0386d8a11a489849659800b94",
-            "directory_version": "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5"
+            "version": version,
+            "directory_version": directory_version
         },
         "decided_at": "2020-06-20T08:00:00Z",
         "recorded": true
