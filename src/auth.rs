@@ -3,7 +3,7 @@
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -132,5 +132,10 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
             return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) });
         }
     }
-    Ok(Caller { key_id: entry.id.clone(), role: entry.role, credit_code: entry.credit_code.clone() })
+    let caller = Caller { key_id: entry.id.clone(), role: entry.role, credit_code: entry.credit_code.clone() };
+    if let Some(scope) = caller.scope() {
+        // What it is answered is cut to what it may read (routes::holders).
+        req.extensions_mut().insert(crate::routes::holders::InstitutionScope(scope.to_string()));
+    }
+    Ok(caller)
 }

@@ -76,6 +76,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(keys.clone())
                 .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(e.to_string()).into()))
+                .wrap(from_fn(routes::holders::hide_foreign_holders))
                 .wrap(from_fn(observe))
                 .configure(|cfg| routes_config(cfg, metrics_on_api))
                 .service(web::redirect("/swagger-ui", "/swagger-ui/"))

@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod directories;
 pub mod health;
+pub mod holders;
 pub mod policies;
 pub mod reports;
 pub mod simulations;

@@ -120,7 +120,9 @@ pub struct Reason {
     pub limit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<Vec<NaiveDate>>,
-    /// The claim that already holds the key, when a duplicate is refused.
+    /// The claim that already holds the key, when a duplicate is refused
+    /// (left out of what an institution's key is answered when that claim is
+    /// not one it may read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_by: Option<String>,
 }

@@ -94,3 +94,66 @@ pub async fn institution_reads_only_its_own_claims(api: &Client) {
     let ids: Vec<_> = list.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].clone()).collect();
     assert_eq!(ids, vec![json!("I-1")]);
 }
+
+/// Every `held_by` in an answer's reasons.
+fn holders(body: &serde_json::Value) -> Vec<String> {
+    let text = body.to_string();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(h) = m.get("held_by").and_then(|h| h.as_str()) {
+                    out.push(h.to_string());
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&v, &mut out);
+    out
+}
+
+/// An institution reads only its own claims, and is not told the id of
+/// another party's claim that holds a key either: the duplicate's reason
+/// stays, its `held_by` is left out of every answer it gets (the claim, a
+/// listing, the events, an evaluation, a batch). The holder's id stays when
+/// the holder is its own claim, and the platform always sees it.
+#[tokio::test]
+async fn an_institution_is_not_told_the_ids_of_claims_it_may_not_read() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let ours = |claim_id: &str, person: &str, cert: &str| {
+        let mut c = wy_qualification(claim_id, person, "6-31-01-03", "junior", cert, "2020-06-16");
+        c["institution"] = json!({"credit_code": INSTITUTION_CODE, "name": "演示培训学校"});
+        c
+    };
+    // The platform's claim holds the person's (occupation, level).
+    let person = id_number("33072319900101005");
+    let theirs = wy_qualification("H-1", &person, "6-31-01-03", "junior", "H-C1", "2020-06-15");
+    assert_eq!(api.post("/v1/claims", PLATFORM, &theirs).await.status, 201);
+    let dup = ours("H-2", &person, "H-C2");
+    let a = api.post("/v1/claims", INSTITUTION, &dup).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.body["status"], "rejected", "{}", a.body);
+    assert!(holders(&a.body).is_empty(), "{}", a.body);
+    assert_eq!(holders(&api.get("/v1/claims/H-2", PLATFORM).await.body), ["H-1"]);
+    for path in ["/v1/claims/H-2", "/v1/claims", "/v1/claims/H-2/events"] {
+        let b = api.get(path, INSTITUTION).await;
+        assert_eq!(b.status, 200, "{path}: {}", b.body);
+        assert!(holders(&b.body).is_empty(), "{path}: {}", b.body);
+    }
+    let e = api.post("/v1/evaluations", INSTITUTION, &ours("H-9", &person, "H-C9")).await;
+    assert_eq!(e.status, 200, "{}", e.body);
+    assert!(holders(&e.body).is_empty(), "{}", e.body);
+    assert_eq!(holders(&api.post("/v1/evaluations", PLATFORM, &ours("H-9", &person, "H-C9")).await.body), ["H-1"]);
+    // A claim of its own holding the key is named to it.
+    let other = id_number("33072319900101006");
+    assert_eq!(api.post("/v1/claims", INSTITUTION, &ours("H-3", &other, "H-C3")).await.status, 201);
+    let batch = json!({"claims": [ours("H-4", &other, "H-C4"), ours("H-5", &person, "H-C5")]});
+    let b = api.post("/v1/claims/batch", INSTITUTION, &batch).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(holders(&b.body), ["H-3"], "{}", b.body);
+}
