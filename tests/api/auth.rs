@@ -95,6 +95,18 @@ pub async fn institution_reads_only_its_own_claims(api: &Client) {
     assert_eq!(ids, vec![json!("I-1")]);
 }
 
+/// `v` without its `held_by`s.
+fn without_holders(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("held_by");
+            m.values_mut().for_each(without_holders);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(without_holders),
+        _ => {}
+    }
+}
+
 /// Every `held_by` in an answer's reasons.
 fn holders(body: &serde_json::Value) -> Vec<String> {
     let text = body.to_string();
@@ -118,8 +130,9 @@ fn holders(body: &serde_json::Value) -> Vec<String> {
 
 /// An institution reads only its own claims, and is not told the id of
 /// another party's claim that holds a key either: the duplicate's reason
-/// stays, its `held_by` is left out of every answer it gets (the claim, a
-/// listing, the events, an evaluation, a batch). The holder's id stays when
+/// stays, its `held_by` is left out of every answer that carries the
+/// decision (the claim, a replay, the submission, a listing, an evaluation,
+/// a batch), which is otherwise the platform's. The holder's id stays when
 /// the holder is its own claim, and the platform always sees it.
 #[tokio::test]
 async fn an_institution_is_not_told_the_ids_of_claims_it_may_not_read() {
@@ -139,11 +152,25 @@ async fn an_institution_is_not_told_the_ids_of_claims_it_may_not_read() {
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(a.body["status"], "rejected", "{}", a.body);
     assert!(holders(&a.body).is_empty(), "{}", a.body);
-    assert_eq!(holders(&api.get("/v1/claims/H-2", PLATFORM).await.body), ["H-1"]);
-    for path in ["/v1/claims/H-2", "/v1/claims", "/v1/claims/H-2/events"] {
+    assert_eq!(a.body["reasons"][0]["code"], "DUPLICATE_OCCUPATION_LEVEL", "the reason stays: {}", a.body);
+    let replay = api.post("/v1/claims", INSTITUTION, &dup).await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.headers.get("idempotent-replayed").unwrap(), "true");
+    assert!(replay.headers.get("x-request-id").is_some());
+    assert_eq!(replay.body, a.body, "a replay is answered alike");
+    for path in ["/v1/claims/H-2", "/v1/claims/H-2/submission", "/v1/claims"] {
+        let of_h2 = |body: serde_json::Value| match body["claims"].as_array() {
+            Some(listed) => listed.iter().find(|c| c["claim_id"] == "H-2").cloned().unwrap_or_default(),
+            None => body,
+        };
+        let mut seen = of_h2(api.get(path, PLATFORM).await.body);
+        assert_eq!(holders(&seen), ["H-1"], "{path}");
         let b = api.get(path, INSTITUTION).await;
         assert_eq!(b.status, 200, "{path}: {}", b.body);
         assert!(holders(&b.body).is_empty(), "{path}: {}", b.body);
+        // Otherwise the platform's answer, exactly.
+        without_holders(&mut seen);
+        assert_eq!(of_h2(b.body), seen, "{path}");
     }
     let e = api.post("/v1/evaluations", INSTITUTION, &ours("H-9", &person, "H-C9")).await;
     assert_eq!(e.status, 200, "{}", e.body);
