@@ -261,12 +261,11 @@ pub fn load(dir: &Path, profile: &str) -> anyhow::Result<Settings> {
 /// an HMAC of its hash (labelled, lower case) under the id-hash secret.
 fn unnamed_key_id(k: &KeySettings, secret: &str) -> String {
     use hmac::{Hmac, Mac};
-    let role = serde_json::to_value(k.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     // HMAC takes a key of any length.
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
     mac.update(b"api key id\0");
     mac.update(k.key_sha256.to_ascii_lowercase().as_bytes());
-    format!("{role}-{}", faster_hex::hex_string(&mac.finalize().into_bytes()[..6]))
+    format!("{}-{}", k.role.as_str(), faster_hex::hex_string(&mac.finalize().into_bytes()[..6]))
 }
 
 impl Settings {

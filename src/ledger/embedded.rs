@@ -826,15 +826,9 @@ fn give_texts(replies: &mut [Reply], first_seq: u64, texts: &[DecisionText]) {
     let mut seq = first_seq;
     for reply in replies {
         let Reply::Claims(_, results) = reply else { continue };
-        for result in results {
-            let ItemResult::New(decision, text) = result else { continue };
+        for result in results.iter_mut().filter(|r| matches!(r, ItemResult::New(..))) {
             if let Ok(i) = texts.binary_search_by_key(&seq, |(s, _)| *s) {
-                let t = &texts[i].1;
-                debug_assert!(
-                    serde_json::to_vec(decision).ok().as_deref() == Some(&t[..]),
-                    "record {seq}: the text given is not the answered decision's"
-                );
-                *text = Some(t.clone());
+                result.give_text(texts[i].1.clone());
             }
             seq += 1;
         }

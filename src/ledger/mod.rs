@@ -75,6 +75,21 @@ pub enum ItemResult {
     Failed,
 }
 
+impl ItemResult {
+    /// Gives a new decision the text its record was stored from, which is
+    /// then the answer's body; debug builds check that it is the decision's.
+    pub(crate) fn give_text(&mut self, t: Arc<[u8]>) {
+        if let ItemResult::New(decision, text) = self {
+            debug_assert!(
+                serde_json::to_vec(decision).ok().as_deref() == Some(&t[..]),
+                "claim {}: the text given is not the answered decision's",
+                decision.claim_id
+            );
+            *text = Some(t);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum RevokeResult {
     Revoked(Box<Decision>),

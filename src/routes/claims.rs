@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{internal, json_node, ledger_error, only_fields, read_body, read_body_bytes, read_json, AppState};
 use crate::auth::{Caller, Operation};
-use crate::domain::{peek_claim_id, County, Kind, Node};
+use crate::domain::{peek_claim_id, County, FromJson, Kind, Node};
 use crate::domain::{Claim, RevocationReason};
 use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
 use crate::privacy::Sealer;
@@ -513,13 +513,14 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Reads the query string of `GET /v1/claims`, naming every bad or
-    /// unknown parameter at once (`/status`, `/limit`, …): the query, the
-    /// page size (default 100) and the cursor as a record number.
-    fn read(query: &str) -> Result<(Self, usize, Option<u64>), Vec<FieldError>> {
+    /// unknown parameter at once (`/status`, `/limit`, …): the query, and
+    /// its cursor as a record number.
+    fn read(query: &str) -> Result<(Self, Option<u64>), Vec<FieldError>> {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
             .map_err(|e| vec![FieldError::new("", "invalid_value", format!("the query string cannot be read: {e}"))])?
             .into_inner();
         let mut q = ListQuery::default();
+        let mut after = None;
         let mut errs = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (name, value) in pairs {
@@ -528,46 +529,34 @@ impl ListQuery {
                 errs.push(FieldError::new(at, "invalid_value", "given more than once"));
                 continue;
             }
+            // A value read as the same field of a body is.
+            let text = Value::String(value.clone());
             match name.as_str() {
-                "county" => q.county = named_value(&at, &value, &mut errs),
-                "kind" => q.kind = named_value(&at, &value, &mut errs),
-                "status" => q.status = named_value(&at, &value, &mut errs),
-                "from" | "to" => {
-                    let date = NaiveDate::parse_from_str(&value, "%Y-%m-%d")
-                        .map_err(|_| errs.push(FieldError::new(&at, "invalid_date", "not a date YYYY-MM-DD")))
-                        .ok();
-                    if name == "from" {
-                        q.from = date;
-                    } else {
-                        q.to = date;
-                    }
-                }
+                "county" => q.county = FromJson::from_json(&text, &at, &mut errs),
+                "kind" => q.kind = FromJson::from_json(&text, &at, &mut errs),
+                "from" => q.from = FromJson::from_json(&text, &at, &mut errs),
+                "to" => q.to = FromJson::from_json(&text, &at, &mut errs),
+                "status" => match serde_json::from_value(text) {
+                    Ok(status) => q.status = Some(status),
+                    Err(e) => errs.push(FieldError::new(at, "invalid_value", e.to_string())),
+                },
                 "department" => q.department = Some(value),
                 "limit" => match value.parse::<usize>() {
                     Ok(n) if (1..=500).contains(&n) => q.limit = Some(n),
                     _ => errs.push(FieldError::new(at, "out_of_range", "limit is 1..500")),
                 },
                 "cursor" => match value.parse::<u64>() {
-                    Ok(_) => q.cursor = Some(value),
+                    Ok(n) => (after, q.cursor) = (Some(n), Some(value)),
                     Err(_) => errs.push(FieldError::new(at, "invalid_value", "not a cursor of this service")),
                 },
                 _ => errs.push(FieldError::new(at, "unknown_field", "not a parameter of this request")),
             }
         }
-        if !errs.is_empty() {
-            return Err(errs);
+        match errs.is_empty() {
+            true => Ok((q, after)),
+            false => Err(errs),
         }
-        let after = q.cursor.as_deref().and_then(|c| c.parse().ok());
-        let limit = q.limit.unwrap_or(100);
-        Ok((q, limit, after))
     }
-}
-
-/// One of an enum's snake_case names, read as serde reads it in a body.
-fn named_value<T: serde::de::DeserializeOwned>(at: &str, value: &str, errs: &mut Vec<FieldError>) -> Option<T> {
-    serde_json::from_value(Value::String(value.to_string()))
-        .map_err(|e| errs.push(FieldError::new(at, "invalid_value", e.to_string())))
-        .ok()
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -606,7 +595,8 @@ pub struct ClaimPage {
 )]
 pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ListClaims)?;
-    let (q, limit, after) = ListQuery::read(req.query_string()).map_err(ApiError::Validation)?;
+    let (q, after) = ListQuery::read(req.query_string()).map_err(ApiError::Validation)?;
+    let limit = q.limit.unwrap_or(100);
     let filter = ListFilter {
         county: q.county,
         kind: q.kind,

@@ -109,23 +109,20 @@ pub async fn put(
 }
 
 fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, ApiError> {
+    // Duplicates are named beside every other bad field: the codes as the
+    // reader reads them (a code it refuses is named for that already).
+    let codes =
+        body["enterprises"].as_array().into_iter().flatten().map(|e| {
+            e["credit_code"].as_str().and_then(|c| CreditCode::parse(c, "").ok()).map(|c| c.as_str().to_string())
+        });
+    let duplicates = duplicates(codes);
     let DirectoryBody { enterprises } = match read_body(body) {
-        Ok(b) => b,
         Err(ApiError::Validation(mut errs)) => {
-            // Duplicates are named beside every other bad field, as written.
-            // Compared as the reader compares them: trimmed, in upper case.
-            let written: Vec<String> = body["enterprises"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|e| e["credit_code"].as_str().unwrap_or_default().trim().to_ascii_uppercase())
-                .collect();
-            errs.extend(duplicates(written.iter().map(String::as_str)));
+            errs.extend(duplicates);
             return Err(ApiError::Validation(errs));
         }
-        Err(e) => return Err(e),
+        read => read?,
     };
-    let duplicates = duplicates(enterprises.iter().map(|e| e.credit_code.as_str()));
     if !duplicates.is_empty() {
         return Err(ApiError::Validation(duplicates));
     }
@@ -139,14 +136,12 @@ fn parse_directory(body: &Value) -> Result<Vec<DirectoryEntry>, ApiError> {
         .collect())
 }
 
-/// An error for each credit code that an earlier entry has (empty ones aside).
-fn duplicates<'a>(codes: impl Iterator<Item = &'a str>) -> Vec<FieldError> {
+/// An error for each credit code that an earlier entry has.
+fn duplicates(codes: impl Iterator<Item = Option<String>>) -> Vec<FieldError> {
     let mut seen = HashSet::new();
     codes
         .enumerate()
-        .filter(|(_, c)| !c.is_empty() && !seen.insert(*c))
-        .map(|(i, _)| {
-            FieldError::new(format!("/enterprises/{i}/credit_code"), "duplicate", "each enterprise appears once")
-        })
+        .filter_map(|(i, c)| c.filter(|c| !seen.insert(c.clone())).map(|_| i))
+        .map(|i| FieldError::new(format!("/enterprises/{i}/credit_code"), "duplicate", "each enterprise appears once"))
         .collect()
 }

@@ -48,20 +48,22 @@ pub async fn hide_foreign_holders(
             return Ok(ServiceResponse::new(request, problem).map_into_right_body());
         }
     };
+    let holders = count(&bytes, b"\"held_by\"");
     let bytes = match state {
-        Some(state) if find(&bytes, b"\"held_by\"", 0).is_some() => filter(bytes, &scope, &state).await,
+        Some(state) if holders > 0 => filter(bytes, holders, &scope, &state).await,
         _ => bytes,
     };
     Ok(ServiceResponse::new(request, head.set_body(bytes).map_into_boxed_body()).map_into_right_body())
 }
 
-/// The answer without the `held_by`s the institution may not read: cut from
-/// the text as serde_json writes it, or, should a `held_by` be written in
-/// another way, from the parsed JSON (failing closed: an answer that cannot
-/// be parsed loses nothing but is not sent with an unchecked id either).
-async fn filter(text: Bytes, scope: &str, state: &AppState) -> Bytes {
+/// The answer (`holders`: how many `"held_by"` it has) without the
+/// `held_by`s the institution may not read: cut from the text as serde_json
+/// writes it, or, should a `held_by` be written in another way, from the
+/// parsed JSON (failing closed: an answer that cannot be parsed loses
+/// nothing but is not sent with an unchecked id either).
+async fn filter(text: Bytes, holders: usize, scope: &str, state: &AppState) -> Bytes {
     let mut visible = Visible::default();
-    if count(&text, b"\"held_by\"") == count(&text, HELD_BY) {
+    if holders == count(&text, HELD_BY) {
         return without_foreign_holders(&text, scope, state, &mut visible).await;
     }
     let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&text) else {

@@ -747,10 +747,16 @@ impl PostgresLedger {
         Ok(())
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(unavailable("the database has not been reached since the start"));
+    /// `503` until the schema is ready (the database unreachable since the start).
+    fn ready(&self) -> Result<(), LedgerError> {
+        match self.ready.load(Ordering::Acquire) {
+            true => Ok(()),
+            false => Err(unavailable("the database has not been reached since the start")),
         }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
+        self.ready()?;
         self.pools.get().await.map_err(|e| unavailable(format!("{e:#}")))
     }
 
@@ -852,17 +858,8 @@ impl PostgresLedger {
         let texts = self.write(tx, (first_seq, event_numbers), pending, events, &known, &writes).await?;
         // The new claims' records are numbered in the order they were
         // decided: each new decision is answered with its record's text.
-        let mut texts = texts.into_iter();
-        for r in &mut results {
-            if let ItemResult::New(decision, text) = r {
-                *text = texts.next();
-                debug_assert!(
-                    text.as_deref().is_none_or(|t| serde_json::to_vec(decision).ok().as_deref() == Some(t)),
-                    "claim {}: the text given is not the answered decision's",
-                    decision.claim_id
-                );
-            }
-        }
+        let new = results.iter_mut().filter(|r| matches!(r, ItemResult::New(..)));
+        new.zip(texts).for_each(|(r, t)| r.give_text(t));
         Ok(results)
     }
 
@@ -1494,9 +1491,7 @@ impl LedgerService for PostgresLedger {
     }
 
     fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError> {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(unavailable("the database has not been reached since the start"));
-        }
+        self.ready()?;
         Ok(replay(self.url.clone(), filter))
     }
 
