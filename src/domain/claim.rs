@@ -632,11 +632,21 @@ fn presence_checks<J: Json>(kind: Kind, details: &J, errs: &mut Vec<FieldError>)
     let given = |name: &str| details.get(name).is_some_and(|v| !v.is_null());
     let before = errs.len();
     match kind {
-        Kind::VeteranTraining if given("occupation_code") == given("project_code") => errs.push(FieldError::new(
-            "/details/occupation_code",
-            "required",
-            "give exactly one of occupation_code and project_code",
-        )),
+        // Neither: the first is missing. Both: the second is one too many,
+        // so that a malformed first is not named twice.
+        Kind::VeteranTraining => match (given("occupation_code"), given("project_code")) {
+            (false, false) => errs.push(FieldError::new(
+                "/details/occupation_code",
+                "required",
+                "give exactly one of occupation_code and project_code",
+            )),
+            (true, true) => errs.push(FieldError::new(
+                "/details/project_code",
+                "invalid_value",
+                "give exactly one of occupation_code and project_code, not both",
+            )),
+            _ => {}
+        },
         Kind::OnlineTraining
             if details.get("mode").and_then(J::as_str) == Some(OnlineMode::PlatformPurchase.as_str())
                 && !given("invoice_amount") =>

@@ -219,6 +219,14 @@ async fn bad_simulations_name_every_bad_field_and_only_auditors_and_admins_run_t
     let mut fields = a.error_fields();
     fields.sort();
     assert_eq!(fields, vec!["/changes/0/value", "/from"]);
+    // A `to` before `from` and a bad change, both named.
+    let body = json!({"county": "wuyi", "from": "2020-06-01", "to": "2020-05-31",
+        "changes": [{"parameter": "/annual_limit", "value": "three"}]});
+    let a = api.post("/v1/simulations", AUDITOR, &body).await;
+    assert_eq!(a.status, 422, "{}", a.body);
+    let mut fields = a.error_fields();
+    fields.sort();
+    assert_eq!(fields, vec!["/changes/0/value", "/to"]);
     for key in [PLATFORM, INSTITUTION] {
         let a = api.post("/v1/simulations", key, &json!({"county": "wuyi"})).await;
         assert_eq!(a.status, 403, "{}", a.body);
