@@ -159,6 +159,11 @@ impl EmbeddedLedger {
         rx.await.map_err(|_| LedgerError::Stopped)?
     }
 
+    /// The directory the writer decides with (what is durable).
+    fn directory_now(&self, county: County) -> Arc<Directory> {
+        self.directories.read().map(|d| d.get(&county).cloned().unwrap_or_default()).unwrap_or_default()
+    }
+
     fn seq_of(&self, claim_id: &str) -> Result<Option<u64>, LedgerError> {
         Ok(self.state.read().map_err(|_| poisoned())?.ids.seq(claim_id))
     }
@@ -170,7 +175,7 @@ impl EmbeddedLedger {
         own: Option<(u64, &Holdings)>,
     ) -> Result<Decision, LedgerError> {
         let county = claim.county;
-        let directory = self.directory(county);
+        let directory = self.directory_now(county);
         let state = self.state.read().map_err(|_| poisoned())?;
         let view = EvalView { state: &state, own };
         let outcome = decide(claim, person, &view, self.policy.county(county), &directory, Utc::now())
@@ -282,8 +287,8 @@ impl LedgerService for EmbeddedLedger {
         Ok(replay(&self.store, durable, filter))
     }
 
-    fn directory(&self, county: County) -> Arc<Directory> {
-        self.directories.read().map(|d| d.get(&county).cloned().unwrap_or_default()).unwrap_or_default()
+    async fn directory(&self, county: County) -> Result<Arc<Directory>, LedgerError> {
+        Ok(self.directory_now(county))
     }
 
     async fn directory_record(&self, county: County) -> Result<DirectoryRecord, LedgerError> {

@@ -238,8 +238,8 @@ pub trait LedgerService: Send + Sync {
     /// far as they are durable now (later claims are not read). The iterator
     /// reads the store as it goes: consume it off the async workers.
     fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError>;
-    /// The county's trade-friction directory as the rules read it.
-    fn directory(&self, county: County) -> Arc<Directory>;
+    /// The county's trade-friction directory in force, as the rules read it.
+    async fn directory(&self, county: County) -> Result<Arc<Directory>, LedgerError>;
     /// The county's stored trade-friction directory.
     async fn directory_record(&self, county: County) -> Result<DirectoryRecord, LedgerError>;
     async fn put_directory(&self, county: County, record: DirectoryRecord) -> Result<DirectoryRecord, LedgerError>;

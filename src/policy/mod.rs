@@ -229,6 +229,8 @@ pub struct Common {
     pub eligibility: Eligibility,
     /// Reason notices that follow a grant (WY §5: public notice 公示).
     pub public_notice: Param<Vec<Kind>>,
+    /// R-CERT: one certificate backs at most one granted claim per kind.
+    pub certificate_once: Citation,
     pub kinds: BTreeMap<Kind, KindEntry>,
 }
 

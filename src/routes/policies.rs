@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{county_path, AppState};
+use super::{county_path, ledger_error, AppState};
 use std::collections::BTreeMap;
 
 use crate::domain::{County, Kind};
@@ -71,10 +71,15 @@ fn render(p: &CountyPolicy, directory_version: &str) -> PolicyDocument {
 /// windows and reference data, each with its clause, and the policy version.
 #[utoipa::path(get, path = "/v1/policies", operation_id = "listPolicies", tag = "policies", responses(
     (status = 200, description = "One entry per county, as `GET /v1/policies/{county}`", body = PolicyList),
+    (status = 503, description = "Store unavailable: the directory in force cannot be read", body = Problem, content_type = "application/problem+json"),
 ))]
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
-    let policies = state.policy.counties().map(|p| render(p, &state.ledger.directory(p.county()).version)).collect();
-    HttpResponse::Ok().json(PolicyList { policies })
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut policies = Vec::new();
+    for p in state.policy.counties() {
+        let directory = state.ledger.directory(p.county()).await.map_err(ledger_error)?;
+        policies.push(render(p, &directory.version));
+    }
+    Ok(HttpResponse::Ok().json(PolicyList { policies }))
 }
 
 /// One county's policy in force.
@@ -83,11 +88,13 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
     responses(
         (status = 200, description = "The county's document, period, kinds with their clauses, every parameter with its clause and effective date, departments and plan figures, schools and targets, and the policy and directory versions", body = PolicyDocument),
         (status = 404, description = "No such county", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable: the directory in force cannot be read", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let county = county_path(&path)?;
     let p = state.policy.county(county);
-    Ok(HttpResponse::Ok().json(render(p, &state.ledger.directory(county).version)))
+    let directory = state.ledger.directory(county).await.map_err(ledger_error)?;
+    Ok(HttpResponse::Ok().json(render(p, &directory.version)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -121,8 +121,8 @@ pub async fn simulate(
         let report = state.ledger.report(p.county, year).await.map_err(ledger_error)?;
         grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
     }
-    // Read after the reports: the ledger has answered, so its directory is loaded.
-    let directory = state.ledger.directory(p.county);
+    // The directory in force (for several replicas, as the database has it).
+    let directory = state.ledger.directory(p.county).await.map_err(ledger_error)?;
     // A client that hangs up stops the replay at its next chunk.
     let cancel = CancelOnDrop::default();
     let (st, cancelled) = (state.clone(), cancel.0.clone());

@@ -405,7 +405,8 @@ impl<'a> Ctx<'a> {
             kind: self.claim.kind,
             number: number.trim().to_uppercase(),
         };
-        self.unique(key, ReasonCode::CertificateAlreadyUsed, "R-CERT");
+        let policy = self.policy;
+        self.unique(key, ReasonCode::CertificateAlreadyUsed, &policy.common.certificate_once.clause);
     }
     /// R-UPLIFT-TF: the employer's listing on the county's directory on the event date.
     fn trade_friction_uplift(&self) -> Option<(Decimal, String)> {

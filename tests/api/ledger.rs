@@ -143,7 +143,22 @@ async fn revocation_frees_the_limit_and_the_certificate_and_repeating_it_is_harm
     let first = wy_qualification("R-1", &p, "6-31-01-03", "junior", "R-CERT", "2020-05-01");
     assert_eq!(api.post_claim(&first).await.body["status"], "approved");
     let stolen = wy_qualification("R-2", &q, "6-31-01-03", "junior", "R-CERT", "2020-05-02");
-    assert!(api.post_claim(&stolen).await.codes().contains(&"CERTIFICATE_ALREADY_USED".into()));
+    let refused = api.post_claim(&stolen).await;
+    let reason = refused.body["reasons"].as_array().unwrap().iter().find(|r| r["code"] == "CERTIFICATE_ALREADY_USED");
+    assert_eq!(reason.expect("refused for its certificate")["clause"], "R-CERT, WY §5", "the county's clause cited");
+    let example = subsidy_service::openapi::claim_examples().into_iter().find(|(n, _)| *n == "cx_skill_upgrade");
+    let mut cx = example.expect("an example").1;
+    for (n, id) in [(1, "33052219870101005"), (2, "33052219870101006")] {
+        cx["claim_id"] = json!(format!("R-CX-{n}"));
+        cx["applicant"]["id_number"] = json!(id_number(id));
+        let a = api.post_claim(&cx).await;
+        let reasons = a.body["reasons"].as_array().unwrap().clone();
+        let cert = reasons.iter().find(|r| r["code"] == "CERTIFICATE_ALREADY_USED");
+        match n {
+            1 => assert_eq!(a.body["status"], "approved", "{}", a.body),
+            _ => assert_eq!(cert.expect("refused for its certificate")["clause"], "R-CERT, CX §5(3)", "{}", a.body),
+        }
+    }
     let rev = api.revoke("R-1").await;
     assert_eq!(rev.status, 200);
     assert_eq!(rev.body["status"], "revoked");

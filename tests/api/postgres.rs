@@ -281,6 +281,12 @@ async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
     assert_eq!(before.body["code"], "STORE_UNAVAILABLE");
     assert_eq!(api.get("/readyz", PLATFORM).await.status, 503);
     assert_eq!(api.get("/healthz", "").await.status, 200, "alive, not ready");
+    // The directory in force is not known: no policy document shows a version of it.
+    for path in ["/v1/policies", "/v1/policies/wuyi"] {
+        let a = api.get(path, PLATFORM).await;
+        assert_eq!(a.status, 503, "{path}: {}", a.body);
+        assert_eq!(a.body["code"], "STORE_UNAVAILABLE");
+    }
 
     forwarder.restore();
     let mut ready = false;
@@ -424,6 +430,26 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
     assert_eq!(statuses, ["approved", "approved", "approved", "rejected"], "the fourth is over the yearly limit");
     let results = join_all([a.usage("wuyi", &person, 2020), b.usage("wuyi", &person, 2020)]).await;
     assert!(results.iter().all(|u| u.body["used"] == 3));
+}
+
+/// A directory put through one replica is the one the other's policy
+/// document names, before that replica has decided anything.
+#[tokio::test]
+async fn a_directory_put_through_one_replica_is_in_force_on_the_other() {
+    let replicas = two_replicas().await;
+    let [a, b] = apis(&replicas);
+    let before = b.get("/v1/policies/wuyi", PLATFORM).await;
+    assert_eq!(before.status, 200, "{}", before.body);
+    let list = json!([{"credit_code": "91330723MA00000156", "name": "企业", "listed_from": "2019-06-01"}]);
+    let put = a.put_directory("wuyi", &list).await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let version = put.body["version"].as_str().expect("a version").to_string();
+    assert_ne!(before.body["directory_version"], version.as_str());
+    let after = b.get("/v1/policies/wuyi", PLATFORM).await;
+    assert_eq!(after.body["directory_version"], version.as_str(), "{}", after.body);
+    let all = b.get("/v1/policies", PLATFORM).await;
+    let wuyi = all.body["policies"].as_array().unwrap().iter().find(|p| p["county"] == "wuyi").unwrap();
+    assert_eq!(wuyi["directory_version"], version.as_str());
 }
 
 /// A listing shows only claims whose transaction is older than every one

@@ -1495,8 +1495,11 @@ impl LedgerService for PostgresLedger {
         Ok(replay(self.url.clone(), filter))
     }
 
-    fn directory(&self, county: County) -> Arc<Directory> {
-        self.directories.read().ok().and_then(|d| d.get(&county).map(|(_, d)| d.clone())).unwrap_or_default()
+    /// Read from the database: another replica may have changed it since
+    /// this one last decided a claim.
+    async fn directory(&self, county: County) -> Result<Arc<Directory>, LedgerError> {
+        let record = self.directory_record(county).await?;
+        Ok(Arc::new(record.to_directory()))
     }
 
     async fn directory_record(&self, county: County) -> Result<DirectoryRecord, LedgerError> {
