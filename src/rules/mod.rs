@@ -154,7 +154,10 @@ impl Reason {
         self
     }
     fn ratio(mut self, d: Decimal) -> Self {
-        self.ratio = Some(d.round_dp(4).normalize().to_string());
+        // Half away from zero, as money is rounded (`round_dp` alone would
+        // round a half to even).
+        let shown = d.round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        self.ratio = Some(shown.normalize().to_string());
         self
     }
     fn used_limit(mut self, used: String, limit: String) -> Self {
@@ -685,4 +688,20 @@ pub(crate) fn is_4050(ctx: &Ctx, on: NaiveDate) -> bool {
 
 pub(crate) fn grant(amount: Decimal) -> Option<Grant> {
     Some(Grant { amount, payee: None, counts: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ratio_is_shown_to_four_places_rounded_half_away_from_zero() {
+        let shown = |n: i64, d: i64| {
+            Reason::new(ReasonCode::ProratedByTrainees, "WY §4(3)").ratio(Decimal::new(n, 0) / Decimal::new(d, 0)).ratio
+        };
+        assert_eq!(shown(29, 32).as_deref(), Some("0.9063"), "0.90625");
+        assert_eq!(shown(1, 32).as_deref(), Some("0.0313"), "0.03125");
+        assert_eq!(shown(1, 3).as_deref(), Some("0.3333"));
+        assert_eq!(shown(1, 2).as_deref(), Some("0.5"));
+    }
 }
