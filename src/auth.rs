@@ -73,6 +73,12 @@ impl KeyTable {
     }
 }
 
+/// The credit code an institution's key acts for, put in the request's
+/// extensions when the key is authenticated; what it is answered is cut to
+/// what it may read (`routes::holders`).
+#[derive(Debug, Clone)]
+pub struct InstitutionScope(pub String);
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -135,7 +141,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let caller = Caller { key_id: entry.id.clone(), role: entry.role, credit_code: entry.credit_code.clone() };
     if let Some(scope) = caller.scope() {
         // What it is answered is cut to what it may read (routes::holders).
-        req.extensions_mut().insert(crate::routes::holders::InstitutionScope(scope.to_string()));
+        req.extensions_mut().insert(InstitutionScope(scope.to_string()));
     }
     Ok(caller)
 }

@@ -14,7 +14,7 @@ behaviour:
     a value rule no JSON Schema can state (a check digit, the birth date in
     an ID number, a department outside the plan), never for its shape;
   - negative_data_rejection is off for POST /v1/claims/batch, whose bad items
-    are answered in their place with a problem (API.md §4), not by a 4xx for
+    are answered in their place with a problem (API.md §1), not by a 4xx for
     the whole batch.
 Reports (NDJSON + JUnit per pass, and fuzz-summary.json / fuzz-failures.md)
 go to scripts/reliability.d/results/fuzz/.
@@ -142,7 +142,7 @@ def write_config(path, claim_ids, rng):
             f.write(f'"{k}" = {{ dictionary = "{d}", probability = {prob} }}\n')
         f.write("\n# replaced by schema_valid_requests_accepted (value_rules.py)\n")
         f.write("[checks.positive_data_acceptance]\nenabled = false\n\n")
-        f.write("# a batch answers each bad item in its place (API.md §4)\n")
+        f.write("# a batch answers each bad item in its place (API.md §1)\n")
         f.write('[[operations]]\ninclude-path = "/v1/claims/batch"\n'
                 "checks.negative_data_rejection.enabled = false\n")
 

@@ -11,12 +11,8 @@ use actix_web::web::{self, Bytes};
 use actix_web::{Error, HttpMessage, ResponseError};
 
 use super::AppState;
+use crate::auth::InstitutionScope;
 use crate::problem::ApiError;
-
-/// The credit code an institution's key acts for, put in the request's
-/// extensions when the key is authenticated.
-#[derive(Debug, Clone)]
-pub struct InstitutionScope(pub String);
 
 /// How a `held_by` is written in every JSON answer: compact, after the
 /// reason's other fields. A claim id is `[A-Za-z0-9._:-]`, so it ends at the
