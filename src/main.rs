@@ -203,18 +203,14 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
     let settings = get_settings()?;
     let policy = settings.policy.load()?;
     let baseline = policy.county(request.county);
-    let simulated = match baseline.with_changes(&request.changes) {
-        Ok(p) => p,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("/changes/{}/{}: {}", e.index, e.field.as_str(), e.message);
-            }
-            return Ok(ExitCode::from(2));
+    // The window's errors and the changes' are named together, as over HTTP.
+    let ((from, to), simulated) = match (request.window(baseline), baseline.with_changes(&request.changes)) {
+        (Ok(window), Ok(simulated)) => (window, simulated),
+        (window, changes) => {
+            let mut errors = window.err().unwrap_or_default();
+            errors.extend(changes.err().unwrap_or_default().into_iter().map(|e| e.into_field_error()));
+            return Ok(refused(errors));
         }
-    };
-    let (from, to) = match request.window(baseline) {
-        Ok(w) => w,
-        Err(errors) => return Ok(refused(errors)),
     };
     let store = std::sync::Arc::new(open(&path)?);
     let directory = store.directory(request.county)?.to_directory();

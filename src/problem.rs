@@ -172,7 +172,9 @@ impl ApiError {
                 format!("Retry after {retry_after_secs} second(s)")
             }
             Self::StoreUnavailable => {
-                "The decision store cannot be written now; nothing was recorded. Retry later".into()
+                "The decision store cannot be read or written now; this answer acknowledges nothing. Retry later \
+                 (a claim with the same claim_id: if it was recorded after all, it is replayed)"
+                    .into()
             }
             Self::Internal(_) => "An unexpected error occurred; it has been logged".into(),
         };

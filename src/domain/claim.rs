@@ -542,8 +542,8 @@ pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
         Some(v) => {
             // The fields one needs beside another are checked as written,
             // so that they are named even when another field is bad.
-            let present = presence_checks(shape.kind, v, &mut errs);
             let read = J::read_details(shape, v, &mut errs);
+            let present = presence_checks(shape.kind, v, &mut errs);
             let consistent = read.as_ref().is_some_and(|d| cross_checks(d, &mut errs));
             read.filter(|_| present && consistent)
         }
@@ -630,36 +630,33 @@ fn presence_checks<J: Json>(kind: Kind, details: &J, errs: &mut Vec<FieldError>)
         return true; // the reader names `details` itself
     }
     let given = |name: &str| details.get(name).is_some_and(|v| !v.is_null());
-    let before = errs.len();
-    match kind {
-        // Neither: the first is missing. Both: the second is one too many,
-        // so that a malformed first is not named twice.
+    let missing = match kind {
+        // Neither: the first is missing. Both: the second is one too many.
         Kind::VeteranTraining => match (given("occupation_code"), given("project_code")) {
-            (false, false) => errs.push(FieldError::new(
-                "/details/occupation_code",
-                "required",
-                "give exactly one of occupation_code and project_code",
-            )),
-            (true, true) => errs.push(FieldError::new(
+            (false, false) => {
+                Some(("/details/occupation_code", "required", "give exactly one of occupation_code and project_code"))
+            }
+            (true, true) => Some((
                 "/details/project_code",
                 "invalid_value",
                 "give exactly one of occupation_code and project_code, not both",
             )),
-            _ => {}
+            _ => None,
         },
         Kind::OnlineTraining
             if details.get("mode").and_then(J::as_str) == Some(OnlineMode::PlatformPurchase.as_str())
                 && !given("invoice_amount") =>
         {
-            errs.push(FieldError::new(
-                "/details/invoice_amount",
-                "required",
-                "a platform purchase needs the invoice amount",
-            ))
+            Some(("/details/invoice_amount", "required", "a platform purchase needs the invoice amount"))
         }
-        _ => {}
+        _ => None,
+    };
+    let Some((field, code, message)) = missing else { return true };
+    // A field the reader already named (malformed) is named once.
+    if !errs.iter().any(|e| e.field == field) {
+        errs.push(FieldError::new(field, code, message));
     }
-    errs.len() == before
+    false
 }
 
 /// Rules between the values of one `details`; false when one is broken.

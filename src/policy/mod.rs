@@ -229,7 +229,7 @@ pub struct Common {
     pub eligibility: Eligibility,
     /// Reason notices that follow a grant (WY §5: public notice 公示).
     pub public_notice: Param<Vec<Kind>>,
-    /// R-CERT: one certificate backs at most one granted claim per kind.
+    /// R-CERT: one certificate backs at most one granted claim per county and kind.
     pub certificate_once: Citation,
     pub kinds: BTreeMap<Kind, KindEntry>,
 }
@@ -589,6 +589,14 @@ pub struct ChangeError {
     pub index: usize,
     pub field: ChangeField,
     pub message: String,
+}
+
+impl ChangeError {
+    /// The error as a bad field of the simulation request, `/changes/{index}/{field}`.
+    pub fn into_field_error(self) -> crate::domain::FieldError {
+        let field = format!("/changes/{}/{}", self.index, self.field.as_str());
+        crate::domain::FieldError::new(field, "invalid_value", self.message)
+    }
 }
 
 /// Where a pointer of the served document lies in [`CountyPolicy::source`]:

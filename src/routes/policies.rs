@@ -1,5 +1,6 @@
 //! `GET /v1/policies`, `GET /v1/policies/{county}` and `GET /v1/reason-codes`:
-//! straight from the loaded policy data and the code catalogue.
+//! from the loaded policy data and the code catalogue, with the version of
+//! the trade-friction directory in force as the ledger holds it.
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -10,8 +11,8 @@ use std::collections::BTreeMap;
 
 use crate::domain::{County, Kind};
 use crate::policy::{
-    CountyPolicy, CountyRules, Department, Document, Eligibility, KindEntry, Param, Period, Plan, Schools, Target,
-    TradeFriction,
+    Citation, CountyPolicy, CountyRules, Department, Document, Eligibility, KindEntry, Param, Period, Plan, Schools,
+    Target, TradeFriction,
 };
 use crate::problem::{ApiError, Problem};
 use crate::rules::{ReasonCode, Severity};
@@ -32,6 +33,9 @@ pub struct PolicyDocument {
     pub eligibility: Eligibility,
     pub trade_friction: TradeFriction,
     pub public_notice: Param<Vec<Kind>>,
+    /// R-CERT: one certificate number backs at most one granted claim per
+    /// county and kind; the clause `CERTIFICATE_ALREADY_USED` cites.
+    pub certificate_once: Citation,
     pub kinds: BTreeMap<Kind, KindEntry>,
     pub rules: CountyRules,
     pub plan: Plan,
@@ -58,6 +62,7 @@ fn render(p: &CountyPolicy, directory_version: &str) -> PolicyDocument {
         eligibility: common.eligibility.clone(),
         trade_friction: common.trade_friction.clone(),
         public_notice: common.public_notice.clone(),
+        certificate_once: common.certificate_once.clone(),
         kinds: common.kinds.clone(),
         rules: p.rules.clone(),
         plan: reference.plan.clone(),

@@ -47,9 +47,7 @@ fn change_errors(errs: Vec<ChangeError>) -> ApiError {
 }
 
 fn change_fields(errs: Vec<ChangeError>) -> Vec<FieldError> {
-    errs.into_iter()
-        .map(|e| FieldError::new(format!("/changes/{}/{}", e.index, e.field.as_str()), "invalid_value", e.message))
-        .collect()
+    errs.into_iter().map(ChangeError::into_field_error).collect()
 }
 
 /// Replay a county's recorded claims under the policy in force and under
@@ -122,6 +120,9 @@ pub async fn simulate(
         grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
     }
     // The directory in force (for several replicas, as the database has it).
+    // It is read apart from the replay's snapshot: a directory put between
+    // the two is the one the simulated decisions cite, as a claim decided
+    // then would.
     let directory = state.ledger.directory(p.county).await.map_err(ledger_error)?;
     // A client that hangs up stops the replay at its next chunk.
     let cancel = CancelOnDrop::default();

@@ -251,25 +251,27 @@ async fn a_field_needed_beside_another_is_named_beside_other_bad_fields() {
     assert_eq!(fields, ["/details/fee", "/details/occupation_code"], "{}", a.body);
 
     // Both codes, one of them malformed: each field named once.
-    let mut veteran = example("cx_veteran_training");
-    veteran["details"]["occupation_code"] = json!("6-31");
-    veteran["details"]["project_code"] = json!("P-1");
-    let a = app.api().post_claim(&veteran).await;
-    assert_problem(&a, 422, "VALIDATION_FAILED");
-    let mut errors: Vec<(String, String)> = a.body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["field"].as_str().unwrap().to_string(), e["code"].as_str().unwrap().to_string()))
-        .collect();
-    errors.sort();
-    assert_eq!(
-        errors,
-        [
-            ("/details/occupation_code".to_string(), "invalid_format".to_string()),
-            ("/details/project_code".to_string(), "invalid_value".to_string())
-        ],
-        "{}",
-        a.body
-    );
+    let both = [
+        (json!("6-31"), json!("P-1"), "invalid_format", "invalid_value"),
+        (json!("6-31-01-03"), json!(" "), "", "required"),
+    ];
+    for (occupation, project, occupation_error, project_error) in both {
+        let mut veteran = example("cx_veteran_training");
+        veteran["details"]["occupation_code"] = occupation;
+        veteran["details"]["project_code"] = project;
+        let a = app.api().post_claim(&veteran).await;
+        assert_problem(&a, 422, "VALIDATION_FAILED");
+        let mut errors: Vec<(String, String)> = a.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["field"].as_str().unwrap().to_string(), e["code"].as_str().unwrap().to_string()))
+            .collect();
+        errors.sort();
+        let mut want = vec![("/details/project_code".to_string(), project_error.to_string())];
+        if !occupation_error.is_empty() {
+            want.insert(0, ("/details/occupation_code".to_string(), occupation_error.to_string()));
+        }
+        assert_eq!(errors, want, "{}", a.body);
+    }
 }

@@ -301,4 +301,14 @@ async fn the_offline_simulation_answers_as_the_service_does() {
     let bad = bad.args(["--sample", "5000"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/sample"));
+
+    // A backwards window and a bad change: both named, as over HTTP.
+    let bad_change = dir.path().join("bad-changes.json");
+    std::fs::write(&bad_change, json!([{"parameter": "/annual_limit", "value": "three"}]).to_string()).unwrap();
+    let mut both = bin();
+    let both = both.args(["simulate", "--store"]).arg(&store).args(["--county", "wuyi", "--changes"]).arg(&bad_change);
+    let both = both.args(["--from", "2021-01-01", "--to", "2020-01-01"]).output().unwrap();
+    assert_eq!(both.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("/to:") && stderr.contains("/changes/0/value:"), "{stderr}");
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::concurrency::{
@@ -17,8 +17,8 @@ use crate::concurrency::{
 };
 use crate::golden::{public_cases_pass, run_file_over, scenario_files_pass};
 use crate::helpers::{
-    base, fresh_database, id_number, spawn_app_on_postgres, spawn_app_with, use_postgres, wy_qualification, BinaryApp,
-    Client, AUDITOR, PLATFORM,
+    base, fresh_database, id_number, spawn_app, spawn_app_on_postgres, spawn_app_with, use_postgres, wy_qualification,
+    BinaryApp, Client, AUDITOR, PLATFORM,
 };
 
 /// A listing once it shows `n` claims: claims appear in it when every
@@ -298,6 +298,7 @@ async fn a_database_unreachable_at_start_gives_503_until_it_answers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "the service became ready once the database answered");
+    assert_eq!(api.get("/v1/policies/wuyi", PLATFORM).await.status, 200, "the directory in force is known again");
     assert_eq!(api.post_claim(&claim(2)).await.status, 201);
     assert_eq!(api.get("/v1/claims/LATE-1", AUDITOR).await.status, 404, "nothing of the refused claim was written");
 
@@ -433,20 +434,38 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
 }
 
 /// A directory put through one replica is the one the other's policy
-/// document names, before that replica has decided anything.
+/// document names (within the second it rereads the revisions), before that
+/// replica has decided anything; and on a fresh database the policy
+/// document and the decisions name the same empty directory, as on sled.
 #[tokio::test]
 async fn a_directory_put_through_one_replica_is_in_force_on_the_other() {
     let replicas = two_replicas().await;
     let [a, b] = apis(&replicas);
     let before = b.get("/v1/policies/wuyi", PLATFORM).await;
     assert_eq!(before.status, 200, "{}", before.body);
+    let claim =
+        wy_qualification("DIRV-1", &id_number("33072319870707031"), "6-31-01-03", "junior", "DIRV-C1", "2020-07-01");
+    let decided = b.post("/v1/evaluations", PLATFORM, &claim).await;
+    assert_eq!(decided.status, 200, "{}", decided.body);
+    assert_eq!(decided.body["policy"]["directory_version"], before.body["directory_version"]);
+    let embedded = spawn_app().await;
+    let on_sled = embedded.api().get("/v1/policies/wuyi", PLATFORM).await;
+    assert_eq!(on_sled.body["directory_version"], before.body["directory_version"], "the empty directory's version");
+
     let list = json!([{"credit_code": "91330723MA00000156", "name": "企业", "listed_from": "2019-06-01"}]);
     let put = a.put_directory("wuyi", &list).await;
     assert_eq!(put.status, 200, "{}", put.body);
     let version = put.body["version"].as_str().expect("a version").to_string();
     assert_ne!(before.body["directory_version"], version.as_str());
-    let after = b.get("/v1/policies/wuyi", PLATFORM).await;
-    assert_eq!(after.body["directory_version"], version.as_str(), "{}", after.body);
+    let mut named = Value::Null;
+    for _ in 0..30 {
+        named = b.get("/v1/policies/wuyi", PLATFORM).await.body["directory_version"].clone();
+        if named == version.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(named, version.as_str(), "named by the other replica within its recheck");
     let all = b.get("/v1/policies", PLATFORM).await;
     let wuyi = all.body["policies"].as_array().unwrap().iter().find(|p| p["county"] == "wuyi").unwrap();
     assert_eq!(wuyi["directory_version"], version.as_str());

@@ -641,8 +641,12 @@ pub struct PostgresLedger {
     pools: ThreadPools,
     url: String,
     policy: Arc<Policy>,
-    /// Directories as last read, with their revision.
+    /// Directories as last read, with their revision (a county with no
+    /// stored directory holds the empty one, revision [`NO_DIRECTORY`]).
     directories: RwLock<HashMap<County, (i64, Arc<Directory>)>>,
+    /// When [`LedgerService::directory`] last read the directories'
+    /// revisions: it reads them at most every [`DIRECTORY_RECHECK`].
+    directories_checked: std::sync::Mutex<Option<std::time::Instant>>,
     /// The schema is migrated and the directories read: until then every
     /// operation answers `503` (the database was unreachable at start).
     ready: AtomicBool,
@@ -701,7 +705,8 @@ impl PostgresLedger {
             pools,
             url: url.to_string(),
             policy,
-            directories: RwLock::default(),
+            directories: RwLock::new(County::ALL.iter().map(|c| (*c, (NO_DIRECTORY, empty_directory()))).collect()),
+            directories_checked: std::sync::Mutex::new(None),
             ready: AtomicBool::new(false),
             connect_timeout,
             refused: AtomicBool::new(false),
@@ -766,6 +771,23 @@ impl PostgresLedger {
         self.directories_at(tx, revisions.iter().map(|r| (r.get(0), r.get(1))).collect()).await
     }
 
+    /// Reads the directories' revisions and, where one changed, the directory.
+    async fn recheck_directories(&self) -> Result<(), LedgerError> {
+        let c = self.client().await?;
+        let revisions = c
+            .query("SELECT county, revision FROM directories", &[])
+            .await
+            .map_err(|e| unavailable(format!("{e:#}")))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let known: HashMap<County, i64> =
+            self.directories.read().map_err(|_| poisoned())?.iter().map(|(c, (r, _))| (*c, *r)).collect();
+        let changed = changed_directories(&**c, revisions, &known).await.map_err(|e| unavailable(format!("{e:#}")))?;
+        self.directories.write().map_err(|_| poisoned())?.extend(changed);
+        Ok(())
+    }
+
     /// The directories at these revisions (county, revision), read again
     /// where the copy in memory is of another revision.
     async fn directories_at(
@@ -805,7 +827,7 @@ impl PostgresLedger {
         let single = items.len() == 1;
         let expected = if single {
             let dirs = self.directories.read().map_err(|_| anyhow!("poisoned"))?;
-            let held = |item: &ClaimItem| dirs.get(&item.claim.county).map(|(_, d)| d.clone()).unwrap_or_default();
+            let held = |item: &ClaimItem| dirs.get(&item.claim.county).map_or_else(empty_directory, |(_, d)| d.clone());
             self.keys_of_new_claims(items, &HashMap::new(), held)?
         } else {
             BTreeSet::new()
@@ -813,7 +835,7 @@ impl PostgresLedger {
         let ((first_seq, event_numbers, revisions), existing, mut known) =
             Self::lock_and_read(tx, items, &expected).await?;
         let dirs = self.directories_at(tx, revisions).await?;
-        let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_default();
+        let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_else(empty_directory);
         if !single {
             let keys = self.keys_of_new_claims(items, &existing, dir_of)?;
             known.fetch(tx, &keys, true).await?;
@@ -1257,7 +1279,7 @@ impl PostgresLedger {
             _ => None,
         };
         let own_ref = own.as_ref().map(|r| (r.header.claim_id.as_str(), &r.header.holdings));
-        let dir = dirs.get(&e.claim.county).cloned().unwrap_or_default();
+        let dir = dirs.get(&e.claim.county).cloned().unwrap_or_else(empty_directory);
         let policy = self.policy.county(e.claim.county);
         let mut known = Known::default();
         loop {
@@ -1324,6 +1346,25 @@ async fn answer_or_retry<T>(result: anyhow::Result<T>, attempt: u32) -> Option<R
 }
 
 /// Every stored directory (start-up).
+fn poisoned() -> LedgerError {
+    unavailable("a lock of the directories is poisoned")
+}
+
+/// The revision held for a county with no stored directory.
+const NO_DIRECTORY: i64 = i64::MIN;
+
+/// How often `GET /v1/policies` (through [`LedgerService::directory`]) reads
+/// the directories' revisions: anyone may ask it, so it costs the database
+/// at most one small query a second per process.
+const DIRECTORY_RECHECK: Duration = Duration::from_secs(1);
+
+/// The directory of a county that has none stored: the empty list, with the
+/// version the embedded ledger gives it too.
+fn empty_directory() -> Arc<Directory> {
+    static EMPTY: std::sync::OnceLock<Arc<Directory>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(DirectoryRecord::empty().to_directory())).clone()
+}
+
 async fn read_directories(
     c: &impl tokio_postgres::GenericClient,
 ) -> anyhow::Result<Vec<(County, (i64, Arc<Directory>))>> {
@@ -1495,11 +1536,30 @@ impl LedgerService for PostgresLedger {
         Ok(replay(self.url.clone(), filter))
     }
 
-    /// Read from the database: another replica may have changed it since
-    /// this one last decided a claim.
+    /// As the database has it: another replica may have changed it since
+    /// this one last decided a claim. The revisions are read again at most
+    /// every [`DIRECTORY_RECHECK`] (one small query; a directory is read
+    /// only when its revision changed), so a directory put through another
+    /// replica is named here within a second.
     async fn directory(&self, county: County) -> Result<Arc<Directory>, LedgerError> {
-        let record = self.directory_record(county).await?;
-        Ok(Arc::new(record.to_directory()))
+        self.ready()?;
+        let due = {
+            let mut checked = self.directories_checked.lock().map_err(|_| poisoned())?;
+            let due = checked.is_none_or(|at| at.elapsed() >= DIRECTORY_RECHECK);
+            if due {
+                *checked = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            if let Err(e) = self.recheck_directories().await {
+                // The next call reads them again.
+                *self.directories_checked.lock().map_err(|_| poisoned())? = None;
+                return Err(e);
+            }
+        }
+        let dirs = self.directories.read().map_err(|_| poisoned())?;
+        Ok(dirs.get(&county).map_or_else(empty_directory, |(_, d)| d.clone()))
     }
 
     async fn directory_record(&self, county: County) -> Result<DirectoryRecord, LedgerError> {
