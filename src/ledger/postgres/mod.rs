@@ -1345,7 +1345,6 @@ async fn answer_or_retry<T>(result: anyhow::Result<T>, attempt: u32) -> Option<R
     }
 }
 
-/// Every stored directory (start-up).
 fn poisoned() -> LedgerError {
     unavailable("a lock of the directories is poisoned")
 }
@@ -1365,6 +1364,7 @@ fn empty_directory() -> Arc<Directory> {
     EMPTY.get_or_init(|| Arc::new(DirectoryRecord::empty().to_directory())).clone()
 }
 
+/// Every stored directory (start-up).
 async fn read_directories(
     c: &impl tokio_postgres::GenericClient,
 ) -> anyhow::Result<Vec<(County, (i64, Arc<Directory>))>> {
