@@ -198,3 +198,21 @@ fn an_empty_ledger_holds_nothing() {
     assert_eq!(d.status, Status::Approved, "{:?}", d.reasons);
     assert_eq!(d.usage, Some(Usage { year: 2020, used: 1, limit: 3 }));
 }
+
+/// The ratios a WY online decision shows are those it applied: the kept
+/// share of the hours (repeated courseware) and the trainees' share of 100.
+#[test]
+fn the_online_deductions_show_the_ratios_they_applied() {
+    let (_, mut body) =
+        crate::openapi::claim_examples().into_iter().find(|(n, _)| *n == "wy_online_training").expect("an example");
+    body["details"]["repeated_hours"] = json!(3);
+    body["details"]["trainees"] = json!(80);
+    let claim = parse_claim(&body).expect("the example parses");
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let d = decide(&claim, None, &EmptyLedger, policy().county(claim.county), &Directory::default(), at)
+        .expect("an empty ledger never fails")
+        .decision;
+    let ratio = |code: ReasonCode| d.reasons.iter().find(|r| r.code == code).and_then(|r| r.ratio.clone());
+    assert_eq!(ratio(ReasonCode::RepeatedCoursewareDeducted).as_deref(), Some("0.625"), "5 of 8 hours kept");
+    assert_eq!(ratio(ReasonCode::ProratedByTrainees).as_deref(), Some("0.8"), "80 of 100 trainees");
+}
