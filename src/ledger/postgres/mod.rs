@@ -768,36 +768,29 @@ impl PostgresLedger {
     /// The directories, read again where another process changed them.
     async fn fresh_directories(&self, tx: &Tx<'_>) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
         let revisions = rows(tx, "SELECT county, revision FROM directories", &[]).await?;
-        self.directories_at(tx, revisions.iter().map(|r| (r.get(0), r.get(1))).collect()).await
+        self.directories_at(&***tx, revisions.iter().map(|r| (r.get(0), r.get(1))).collect()).await
     }
 
     /// Reads the directories' revisions and, where one changed, the directory.
     async fn recheck_directories(&self) -> Result<(), LedgerError> {
         let c = self.client().await?;
-        let revisions = c
-            .query("SELECT county, revision FROM directories", &[])
-            .await
-            .map_err(|e| unavailable(format!("{e:#}")))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let known: HashMap<County, i64> =
-            self.directories.read().map_err(|_| poisoned())?.iter().map(|(c, (r, _))| (*c, *r)).collect();
-        let changed = changed_directories(&**c, revisions, &known).await.map_err(|e| unavailable(format!("{e:#}")))?;
-        self.directories.write().map_err(|_| poisoned())?.extend(changed);
-        Ok(())
+        let read = async {
+            let revisions = c.query("SELECT county, revision FROM directories", &[]).await?;
+            self.directories_at(&**c, revisions.iter().map(|r| (r.get(0), r.get(1))).collect()).await
+        };
+        read.await.map(drop).map_err(|e| unavailable(format!("{e:#}")))
     }
 
     /// The directories at these revisions (county, revision), read again
     /// where the copy in memory is of another revision.
     async fn directories_at(
         &self,
-        tx: &Tx<'_>,
+        c: &impl tokio_postgres::GenericClient,
         revisions: Vec<(String, i64)>,
     ) -> anyhow::Result<HashMap<County, Arc<Directory>>> {
         let known: HashMap<County, i64> =
             self.directories.read().map_err(|_| anyhow!("poisoned"))?.iter().map(|(c, (r, _))| (*c, *r)).collect();
-        let changed = changed_directories(&***tx, revisions, &known).await?;
+        let changed = changed_directories(c, revisions, &known).await?;
         let mut dirs = self.directories.write().map_err(|_| anyhow!("poisoned"))?;
         dirs.extend(changed);
         Ok(dirs.iter().map(|(c, (_, d))| (*c, d.clone())).collect())
@@ -834,7 +827,7 @@ impl PostgresLedger {
         };
         let ((first_seq, event_numbers, revisions), existing, mut known) =
             Self::lock_and_read(tx, items, &expected).await?;
-        let dirs = self.directories_at(tx, revisions).await?;
+        let dirs = self.directories_at(&***tx, revisions).await?;
         let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_else(empty_directory);
         if !single {
             let keys = self.keys_of_new_claims(items, &existing, dir_of)?;
