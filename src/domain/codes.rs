@@ -131,7 +131,7 @@ string_enum!(CraftsmanTitle { Craftsman = "craftsman", GreatCraftsman = "great_c
 string_enum!(StudioLevel { National = "national", Provincial = "provincial", Municipal = "municipal" });
 string_enum!(ContestLevel { County = "county", Municipal = "municipal" });
 
-const USCC_CHARS: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+pub(super) const USCC_CHARS: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
 
 /// Unified social credit code, GB 32100-2015 (18 characters, check character last).
@@ -141,7 +141,7 @@ pub struct CreditCode(String);
 
 impl CreditCode {
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
-        let s = s.trim().to_ascii_uppercase();
+        let s = s.to_ascii_uppercase();
         let b = s.as_bytes();
         let idx = |c: &u8| USCC_CHARS.iter().position(|x| x == c);
         if b.len() != 18 || b.iter().any(|c| idx(c).is_none()) {

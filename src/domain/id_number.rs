@@ -43,7 +43,7 @@ impl IdNumber {
 
     /// Parses `s`; `field` is the JSON pointer used in the error.
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
-        let s = s.trim().to_ascii_uppercase();
+        let s = s.to_ascii_uppercase();
         let b = s.as_bytes();
         if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) || !(b[17].is_ascii_digit() || b[17] == b'X') {
             return Err(FieldError::new(field, "invalid_format", "an ID number is 17 digits followed by a digit or X"));

@@ -59,14 +59,16 @@ parsed_string!(
 );
 parsed_string!(
     IdNumber,
-    "Resident ID number: 18 characters, a real birth date and the GB 11643-1999 check digit. Personal data.",
-    Some("^[0-9]{17}[0-9X]$"),
+    "Resident ID number: 18 characters, a real birth date and the GB 11643-1999 check digit (a lower-case x \
+     is read as X). Personal data.",
+    Some("^[0-9]{17}[0-9Xx]$"),
     "330723199005061233"
 );
 parsed_string!(
     CreditCode,
-    "Unified social credit code, GB 32100-2015 (18 characters, check character last).",
-    Some("^[0-9A-HJ-NPQRTUWXY]{18}$"),
+    "Unified social credit code, GB 32100-2015 (18 characters, check character last; lower-case letters are \
+     read as capitals).",
+    Some("^[0-9A-HJ-NPQRTUWXYa-hj-npqrtuwxy]{18}$"),
     "91330723MA00000156"
 );
 parsed_string!(
@@ -398,6 +400,72 @@ mod tests {
         assert_eq!(read::<Text>(json!("字".repeat(200))).unwrap().chars().count(), 200);
         assert_eq!(read::<Text>(json!("字".repeat(201))).unwrap_err()[0].code, "out_of_range");
         assert_eq!(read::<DepartmentCode>(json!("Human")).unwrap_err()[0].code, "invalid_value");
+    }
+
+    /// The pattern a type's schema documents, as a regular expression.
+    fn documented<T: PartialSchema>() -> regex::Regex {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).unwrap()
+    }
+
+    /// Whether the reader accepts `s`; an accepted string must match the
+    /// documented pattern, so a client validating against the OpenAPI
+    /// document never refuses what the service would take.
+    fn accepts<T: FromJson + PartialSchema>(s: &str) -> Result<bool, proptest::test_runner::TestCaseError> {
+        let accepted = read::<T>(json!(s)).is_ok();
+        proptest::prop_assert!(!accepted || documented::<T>().is_match(s), "{s:?} accepted, outside the schema");
+        Ok(accepted)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn money_takes_exactly_its_pattern(
+            good in "[0-9]{1,9}(\\.[0-9]{1,2})?",
+            near in "[ +-]?[0-9]{0,11}(\\.[0-9]{0,3})?[ ]?",
+        ) {
+            proptest::prop_assert!(accepts::<Money>(&good)?, "{good:?} refused");
+            accepts::<Money>(&near)?;
+        }
+
+        #[test]
+        fn id_numbers_take_exactly_their_pattern(
+            (year, month, day, serial) in (1900u32..2030, 1u32..13, 1u32..29, 0u32..1000),
+            near in "[ ]?[0-9]{16,18}[0-9Xx]?[ ]?",
+        ) {
+            let id = IdNumber::complete(&format!("330723{year:04}{month:02}{day:02}{serial:03}")).unwrap();
+            proptest::prop_assert!(accepts::<IdNumber>(&id)?, "{id:?} refused");
+            proptest::prop_assert!(accepts::<IdNumber>(&id.to_lowercase())?, "lower case refused");
+            let (before, after) = (format!(" {id}"), format!("{id} "));
+            proptest::prop_assert!(!accepts::<IdNumber>(&before)? && !accepts::<IdNumber>(&after)?, "space taken");
+            accepts::<IdNumber>(&near)?;
+        }
+
+        #[test]
+        fn credit_codes_take_exactly_their_pattern(
+            first17 in "[0-9A-HJ-NPQRTUWXY]{17}",
+            near in "[ ]?[0-9A-Za-z]{17,19}[ ]?",
+        ) {
+            // Exactly one of the 31 check characters completes 17 characters.
+            let mut valid = Vec::new();
+            for &check in super::super::codes::USCC_CHARS {
+                let code = format!("{first17}{}", char::from(check));
+                if accepts::<CreditCode>(&code)? {
+                    valid.push(code);
+                }
+            }
+            proptest::prop_assert_eq!(valid.len(), 1);
+            proptest::prop_assert!(accepts::<CreditCode>(&valid[0].to_lowercase())?, "lower case refused");
+            let spaced = format!(" {}", valid[0]);
+            proptest::prop_assert!(!accepts::<CreditCode>(&spaced)?, "space taken");
+            accepts::<CreditCode>(&near)?;
+        }
+
+        #[test]
+        fn codes_and_claim_ids_take_only_their_patterns(s in "[ ]?[0-9A-Za-z._:-]{0,12}[ ]?") {
+            accepts::<OccupationCode>(&s)?;
+            accepts::<IndustryCode>(&s)?;
+            accepts::<ClaimId>(&s)?;
+        }
     }
 
     #[test]

@@ -151,6 +151,26 @@ async fn invalid_input_shapes_are_refused_with_the_right_code() {
             "/details/occupation_code",
             "invalid_format",
         ),
+        // Nothing outside a field's documented pattern is taken: a client
+        // validating against the OpenAPI document agrees with the service.
+        (
+            "money with a space",
+            json!({"county": "changxing", "kind": "entrepreneurship_training", "details": {"training_reference": "R", "fee": " 100.00"}}),
+            "/details/fee",
+            "invalid_format",
+        ),
+        (
+            "money with ten digits before the point",
+            json!({"county": "changxing", "kind": "entrepreneurship_training", "details": {"training_reference": "R", "fee": "1000000000"}}),
+            "/details/fee",
+            "out_of_range",
+        ),
+        (
+            "ID number with a space",
+            json!({"applicant": {"id_number": format!("{} ", id_number("33072319900506003"))}}),
+            "/applicant/id_number",
+            "invalid_format",
+        ),
         ("claim id with a slash", json!({"claim_id": "a/b"}), "/claim_id", "invalid_format"),
         ("unknown county", json!({"county": "hangzhou"}), "/county", "invalid_value"),
         ("unknown department", json!({"department": "ministry_of_magic"}), "/department", "invalid_value"),
