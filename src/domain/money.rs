@@ -15,11 +15,18 @@ pub struct Money(Decimal);
 /// Most digits before the decimal point: 999,999,999.99 is far above any
 /// figure of the documents, and keeps every product of the rules exact.
 const MAX_WHOLE_DIGITS: usize = 9;
+/// Most digits after it: fen.
+const MAX_PLACES: usize = 2;
 
 impl Money {
-    /// Reads exactly what the schema's pattern, `^[0-9]{1,9}(\.[0-9]{1,2})?$`,
-    /// admits (no sign, no exponent, no surrounding space); the error says
-    /// which limit a refused amount broke.
+    /// The schema's pattern, written from the limits the reader checks:
+    /// `^[0-9]{1,9}(\.[0-9]{1,2})?$`.
+    pub fn pattern() -> String {
+        format!("^[0-9]{{1,{MAX_WHOLE_DIGITS}}}(\\.[0-9]{{1,{MAX_PLACES}}})?$")
+    }
+
+    /// Reads exactly what [`Money::pattern`] admits (no sign, no exponent, no
+    /// surrounding space); the error says which limit a refused amount broke.
     pub fn parse(s: &str, field: &str) -> Result<Self, FieldError> {
         let malformed = || FieldError::new(field, "invalid_format", "money is a decimal string such as \"1300.00\"");
         let (negative, unsigned) = s.strip_prefix('-').map_or((false, s), |rest| (true, rest));
@@ -28,11 +35,12 @@ impl Money {
         if !digits(whole) || !fraction.is_none_or(digits) {
             return Err(malformed());
         }
-        if fraction.is_some_and(|f| f.len() > 2) {
-            return Err(FieldError::new(field, "invalid_format", "money has at most 2 decimal places"));
+        if fraction.is_some_and(|f| f.len() > MAX_PLACES) {
+            let message = format!("money has at most {MAX_PLACES} decimal places");
+            return Err(FieldError::new(field, "invalid_format", message));
         }
-        let zero = unsigned.bytes().all(|c| c == b'0' || c == b'.');
         if negative {
+            let zero = unsigned.bytes().all(|c| c == b'0' || c == b'.');
             return Err(if zero {
                 malformed()
             } else {
@@ -40,7 +48,13 @@ impl Money {
             });
         }
         if whole.len() > MAX_WHOLE_DIGITS {
-            return Err(FieldError::new(field, "out_of_range", "amount is too large: at most 999999999.99"));
+            // Leading zeros count: the pattern limits digits, not the value.
+            let message = format!(
+                "money has at most {MAX_WHOLE_DIGITS} digits before the decimal point (at most {}.{})",
+                "9".repeat(MAX_WHOLE_DIGITS),
+                "9".repeat(MAX_PLACES)
+            );
+            return Err(FieldError::new(field, "out_of_range", message));
         }
         // At most 11 digits: always a Decimal.
         Decimal::from_str(unsigned).map(Self).map_err(|_| malformed())
@@ -94,6 +108,13 @@ mod tests {
         assert_eq!(Money::parse("0000000001", "/f").unwrap_err().code, "out_of_range");
         assert_eq!(Money::parse("-0.00", "/f").unwrap_err().code, "invalid_format");
         assert_eq!(Money::parse("500.5", "/f").unwrap().to_string(), "500.50");
+        let ten = Money::parse("0000000001", "/f").unwrap_err().message;
+        assert_eq!(ten, "money has at most 9 digits before the decimal point (at most 999999999.99)");
+    }
+
+    #[test]
+    fn the_pattern_is_written_from_the_limits() {
+        assert_eq!(Money::pattern(), "^[0-9]{1,9}(\\.[0-9]{1,2})?$");
     }
 
     #[test]

@@ -103,7 +103,7 @@ string_type!(
     Money,
     "An amount of CNY: a decimal string, at least 0, at most 2 decimal places (never a JSON number, which \
      would pass through a binary float).",
-    Some("^[0-9]{1,9}(\\.[0-9]{1,2})?$"),
+    Some(&Money::pattern()),
     "1300.00"
 );
 
@@ -152,8 +152,14 @@ macro_rules! bounded_text {
     };
 }
 
+/// Whitespace as the schema's `\S` reads it (ECMA-262, which JSON Schema
+/// patterns follow): Unicode's White_Space but U+0085, and U+FEFF besides.
+fn ecma_whitespace(c: char) -> bool {
+    c == '\u{feff}' || (c.is_whitespace() && c != '\u{85}')
+}
+
 fn read_text(s: &str, at: &str, max: usize) -> Result<String, FieldError> {
-    if s.trim().is_empty() {
+    if s.chars().all(ecma_whitespace) {
         Err(FieldError::new(at, "required", "must not be empty"))
     } else if s.chars().count() > max {
         Err(FieldError::new(at, "out_of_range", format!("at most {max} characters")))
@@ -402,29 +408,48 @@ mod tests {
         assert_eq!(read::<DepartmentCode>(json!("Human")).unwrap_err()[0].code, "invalid_value");
     }
 
-    /// The pattern a type's schema documents, as a regular expression.
-    fn documented<T: PartialSchema>() -> regex::Regex {
-        let schema = serde_json::to_value(T::schema()).unwrap();
-        regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).unwrap()
+    /// The pattern a type's schema documents, compiled once, and what the
+    /// type's reader must keep to.
+    struct Documented<T> {
+        pattern: String,
+        regex: regex::Regex,
+        reader: std::marker::PhantomData<T>,
     }
 
-    /// Whether the reader accepts `s`; an accepted string must match the
-    /// documented pattern, so a client validating against the OpenAPI
-    /// document never refuses what the service would take.
-    fn accepts<T: FromJson + PartialSchema>(s: &str) -> Result<bool, proptest::test_runner::TestCaseError> {
-        let accepted = read::<T>(json!(s)).is_ok();
-        proptest::prop_assert!(!accepted || documented::<T>().is_match(s), "{s:?} accepted, outside the schema");
-        Ok(accepted)
+    impl<T: FromJson + PartialSchema> Documented<T> {
+        fn new() -> Self {
+            let schema = serde_json::to_value(T::schema()).unwrap();
+            let pattern = schema["pattern"].as_str().expect("a pattern").to_string();
+            let regex = regex::Regex::new(&pattern).unwrap();
+            Self { pattern, regex, reader: std::marker::PhantomData }
+        }
+
+        /// Every string the pattern (anchored at both ends) matches.
+        fn strings() -> proptest::string::RegexGeneratorStrategy<String> {
+            let pattern = Self::new().pattern;
+            let inner = pattern.strip_prefix('^').and_then(|p| p.strip_suffix('$')).expect("an anchored pattern");
+            proptest::string::string_regex(inner).unwrap()
+        }
+
+        /// Whether the reader accepts `s`; an accepted string must match the
+        /// documented pattern, so a client validating against the OpenAPI
+        /// document never refuses what the service would take.
+        fn accepts(&self, s: &str) -> Result<bool, proptest::test_runner::TestCaseError> {
+            let accepted = read::<T>(json!(s)).is_ok();
+            proptest::prop_assert!(!accepted || self.regex.is_match(s), "{s:?} accepted, outside {}", self.pattern);
+            Ok(accepted)
+        }
     }
 
     proptest::proptest! {
         #[test]
         fn money_takes_exactly_its_pattern(
-            good in "[0-9]{1,9}(\\.[0-9]{1,2})?",
+            good in Documented::<Money>::strings(),
             near in "[ +-]?[0-9]{0,11}(\\.[0-9]{0,3})?[ ]?",
         ) {
-            proptest::prop_assert!(accepts::<Money>(&good)?, "{good:?} refused");
-            accepts::<Money>(&near)?;
+            let money = Documented::<Money>::new();
+            proptest::prop_assert!(money.accepts(&good)?, "{good:?} refused");
+            money.accepts(&near)?;
         }
 
         #[test]
@@ -432,12 +457,13 @@ mod tests {
             (year, month, day, serial) in (1900u32..2030, 1u32..13, 1u32..29, 0u32..1000),
             near in "[ ]?[0-9]{16,18}[0-9Xx]?[ ]?",
         ) {
+            let ids = Documented::<IdNumber>::new();
             let id = IdNumber::complete(&format!("330723{year:04}{month:02}{day:02}{serial:03}")).unwrap();
-            proptest::prop_assert!(accepts::<IdNumber>(&id)?, "{id:?} refused");
-            proptest::prop_assert!(accepts::<IdNumber>(&id.to_lowercase())?, "lower case refused");
+            proptest::prop_assert!(ids.accepts(&id)?, "{id:?} refused");
+            proptest::prop_assert!(ids.accepts(&id.to_lowercase())?, "lower case refused");
             let (before, after) = (format!(" {id}"), format!("{id} "));
-            proptest::prop_assert!(!accepts::<IdNumber>(&before)? && !accepts::<IdNumber>(&after)?, "space taken");
-            accepts::<IdNumber>(&near)?;
+            proptest::prop_assert!(!ids.accepts(&before)? && !ids.accepts(&after)?, "space taken");
+            ids.accepts(&near)?;
         }
 
         #[test]
@@ -445,27 +471,56 @@ mod tests {
             first17 in "[0-9A-HJ-NPQRTUWXY]{17}",
             near in "[ ]?[0-9A-Za-z]{17,19}[ ]?",
         ) {
+            let codes = Documented::<CreditCode>::new();
             // Exactly one of the 31 check characters completes 17 characters.
             let mut valid = Vec::new();
             for &check in super::super::codes::USCC_CHARS {
                 let code = format!("{first17}{}", char::from(check));
-                if accepts::<CreditCode>(&code)? {
+                if codes.accepts(&code)? {
                     valid.push(code);
                 }
             }
             proptest::prop_assert_eq!(valid.len(), 1);
-            proptest::prop_assert!(accepts::<CreditCode>(&valid[0].to_lowercase())?, "lower case refused");
+            proptest::prop_assert!(codes.accepts(&valid[0].to_lowercase())?, "lower case refused");
             let spaced = format!(" {}", valid[0]);
-            proptest::prop_assert!(!accepts::<CreditCode>(&spaced)?, "space taken");
-            accepts::<CreditCode>(&near)?;
+            proptest::prop_assert!(!codes.accepts(&spaced)?, "space taken");
+            codes.accepts(&near)?;
         }
 
         #[test]
-        fn codes_and_claim_ids_take_only_their_patterns(s in "[ ]?[0-9A-Za-z._:-]{0,12}[ ]?") {
-            accepts::<OccupationCode>(&s)?;
-            accepts::<IndustryCode>(&s)?;
-            accepts::<ClaimId>(&s)?;
+        fn codes_and_claim_ids_take_exactly_their_patterns(
+            occupation in Documented::<OccupationCode>::strings(),
+            industry in Documented::<IndustryCode>::strings(),
+            claim in Documented::<ClaimId>::strings(),
+            department in Documented::<DepartmentCode>::strings(),
+            near in "[ ]?[0-9A-Za-z._:-]{0,12}[ ]?",
+        ) {
+            let occupations = Documented::<OccupationCode>::new();
+            let industries = Documented::<IndustryCode>::new();
+            let claims = Documented::<ClaimId>::new();
+            let departments = Documented::<DepartmentCode>::new();
+            proptest::prop_assert!(occupations.accepts(&occupation)?, "{occupation:?} refused");
+            proptest::prop_assert!(industries.accepts(&industry)?, "{industry:?} refused");
+            proptest::prop_assert!(claims.accepts(&claim)?, "{claim:?} refused");
+            proptest::prop_assert!(departments.accepts(&department)?, "{department:?} refused");
+            for s in [&near, &near.to_lowercase()] {
+                occupations.accepts(s)?;
+                industries.accepts(s)?;
+                claims.accepts(s)?;
+                departments.accepts(s)?;
+            }
         }
+    }
+
+    #[test]
+    fn blank_text_is_what_the_schema_calls_blank() {
+        // `\S` is ECMA-262's: U+0085 is not whitespace there, U+FEFF is.
+        assert!(read::<Text>(json!("\u{85}")).is_ok());
+        assert_eq!(read::<Text>(json!("\u{feff}")).unwrap_err()[0].code, "required");
+        for blank in ["", " ", "\t\n\r", "\u{3000}", "\u{a0}\u{2028}"] {
+            assert_eq!(read::<Text>(json!(blank)).unwrap_err()[0].code, "required", "{blank:?}");
+        }
+        assert_eq!(serde_json::to_value(Text::schema()).unwrap()["pattern"], json!("\\S"));
     }
 
     #[test]
