@@ -24,16 +24,39 @@ use crate::domain::{County, Group, Kind, Payee};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Amount(pub Decimal);
 
+/// Most digits before an amount's point and after it: 999,999,999.9999 at
+/// most, which holds every figure and rate of the documents and keeps every
+/// product and total the rules and a simulation make far inside a `Decimal`
+/// (a simulation's changed figure is read as this type too).
+const AMOUNT_WHOLE_DIGITS: usize = 9;
+const AMOUNT_PLACES: usize = 4;
+
+impl Amount {
+    /// The schema's pattern, written from the limits the reader checks.
+    fn pattern() -> String {
+        format!("^[0-9]{{1,{AMOUNT_WHOLE_DIGITS}}}(\\.[0-9]{{1,{AMOUNT_PLACES}}})?$")
+    }
+
+    /// Reads exactly what [`Amount::pattern`] admits.
+    fn parse(s: &str) -> Option<Self> {
+        let (whole, places) = s.split_once('.').map_or((s, None), |(w, p)| (w, Some(p)));
+        let digits = |part: &str, most: usize| (1..=most).contains(&part.len()) && part.bytes().all(|c| c.is_ascii_digit());
+        let shaped = digits(whole, AMOUNT_WHOLE_DIGITS) && places.is_none_or(|p| digits(p, AMOUNT_PLACES));
+        shaped.then(|| s.parse().ok().map(Self)).flatten()
+    }
+}
+
 impl<'de> Deserialize<'de> for Amount {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d).map_err(|_| {
             serde::de::Error::custom("amounts are quoted decimal strings such as \"1000\", never bare numbers")
         })?;
-        let v: Decimal = s.trim().parse().map_err(|_| serde::de::Error::custom(format!("malformed amount `{s}`")))?;
-        if v.is_sign_negative() {
-            return Err(serde::de::Error::custom(format!("negative amount `{s}`")));
-        }
-        Ok(Amount(v))
+        Amount::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "malformed amount `{s}`: not negative, at most {AMOUNT_WHOLE_DIGITS} digits before the point and \
+                 {AMOUNT_PLACES} after, such as \"1000\" or \"0.95\""
+            ))
+        })
     }
 }
 
@@ -41,7 +64,7 @@ impl utoipa::PartialSchema for Amount {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         crate::domain::string_schema(
             "A non-negative decimal, quoted (an amount of CNY, a rate or a ratio).",
-            Some("^[0-9]+(\\.[0-9]+)?$"),
+            Some(&Amount::pattern()),
             None,
             "1000",
         )
@@ -696,6 +719,27 @@ mod tests {
         assert!(toml::from_str::<Param<Amount>>(no_clause).unwrap_err().to_string().contains("clause"));
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = \"12a\"").is_err());
         assert!(toml::from_str::<Param<Amount>>("clause = \"X\"\nvalue = 12.5").is_err());
+    }
+
+    #[test]
+    fn amounts_take_exactly_their_pattern() {
+        let pattern = regex::Regex::new(&Amount::pattern()).unwrap();
+        assert_eq!(Amount::pattern(), "^[0-9]{1,9}(\\.[0-9]{1,4})?$");
+        for ok in ["0", "1000", "0.95", "0.30", "999999999.9999", "000000001"] {
+            assert_eq!(Amount::parse(ok).map(|a| a.0), ok.parse().ok(), "{ok}");
+            assert!(pattern.is_match(ok), "{ok}");
+        }
+        let refused = [
+            "", "-1", "-0", "+1", " 1", "1 ", "1e3", ".5", "5.", "1_000", "0.00001", "1000000000",
+            "50000000000000000000000000000", "0.0000000000000000000000000001",
+        ];
+        for bad in refused {
+            assert_eq!(Amount::parse(bad), None, "{bad}");
+            assert!(!pattern.is_match(bad), "{bad}");
+        }
+        let toml = "clause = \"X\"\nvalue = \"1000000000\"";
+        let message = toml::from_str::<Param<Amount>>(toml).unwrap_err().to_string();
+        assert!(message.contains("at most 9 digits before the point and 4 after"), "{message}");
     }
 
     #[test]

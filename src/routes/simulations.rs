@@ -114,8 +114,12 @@ pub async fn simulate(
     };
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
+    // A sizing hint: the grants recorded in the window's years within the
+    // policy's period (no grant is dated outside it).
+    let period = &state.policy.county(p.county).common.period;
+    let year = chrono::Datelike::year;
     let mut grants = 0u64;
-    for year in chrono::Datelike::year(&from)..=chrono::Datelike::year(&to) {
+    for year in year(&from.max(period.from))..=year(&to.min(period.to)) {
         let report = state.ledger.report(p.county, year).await.map_err(ledger_error)?;
         grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
     }

@@ -198,13 +198,25 @@ async fn bad_simulations_name_every_bad_field_and_only_auditors_and_admins_run_t
         {"parameter": "/annual_limit", "value": "three"},
         {"parameter": "/period", "value": "2020-01-01"},
         {"parameter": "/trade_friction/kinds", "value": ["craftsman_award"]},
+        // Figures no document could hold, whose products would overflow a decimal.
+        {"parameter": "/rules/qualification_training/levels/intermediate", "value": "50000000000000000000000000000"},
+        {"parameter": "/rules/project_training/rate_per_class_hour", "value": "0.0000000000000000000000000001"},
+        {"parameter": "/rules/project_training/cap", "value": "1000000000"},
     ]});
     let a = api.post("/v1/simulations", ADMIN, &body).await;
     assert_eq!(a.status, 422, "{}", a.body);
     assert_eq!(a.body["code"], "VALIDATION_FAILED");
     assert_eq!(
         a.error_fields(),
-        vec!["/changes/0/parameter", "/changes/1/value", "/changes/2/parameter", "/changes/3/value"]
+        vec![
+            "/changes/0/parameter",
+            "/changes/1/value",
+            "/changes/2/parameter",
+            "/changes/3/value",
+            "/changes/4/value",
+            "/changes/5/value",
+            "/changes/6/value"
+        ]
     );
     let a = api.post("/v1/simulations", AUDITOR, &json!({"county": "narnia", "sample": -1, "to": "soon"})).await;
     assert_eq!(a.status, 422);
@@ -288,4 +300,64 @@ async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
     assert_eq!(api.usage("wuyi", &person, 2021).await.body["used"], 3);
     // The slot was given back.
     assert_eq!(api.post("/v1/simulations", ADMIN, &json!({"county": "wuyi", "sample": 0})).await.status, 200);
+}
+
+/// Every cited figure of `policy` (a parameter whose dated values are
+/// decimal strings or whole numbers) by its JSON pointer, with the extremes
+/// its schema admits.
+fn figures(policy: &Value, at: &str, out: &mut Vec<(String, [Value; 3])>) {
+    match policy {
+        Value::Object(o) => {
+            let values = o.get("values").and_then(Value::as_array).filter(|v| !v.is_empty() && o.contains_key("clause"));
+            let decimal = |v: &Value| v["value"].as_str().is_some_and(|s| s.parse::<rust_decimal::Decimal>().is_ok());
+            if values.is_some_and(|v| v.iter().all(decimal)) {
+                out.push((at.to_string(), [json!("0"), json!("0.0001"), json!("999999999.9999")]));
+            } else if values.is_some_and(|v| v.iter().all(|v| v["value"].is_u64())) {
+                out.push((at.to_string(), [json!(0), json!(1), json!(u32::MAX)]));
+            }
+            for (k, v) in o {
+                figures(v, &format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out);
+            }
+        }
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| figures(v, &format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+/// A changed figure is any value its schema admits, from the smallest to the
+/// largest; the replay of every scenario's claims under it is an answer, never
+/// an overflow (a `503`) nor a `500`. A figure the policy's own checks refuse
+/// at that value (a rate above 1, a value its type cannot hold) is a `422`
+/// naming the change.
+#[tokio::test]
+async fn every_figure_at_its_extremes_is_simulated_or_refused_by_name() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let mut files: Vec<_> = std::fs::read_dir("tests/scenarios").unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
+        crate::golden::run_file(&api, file).await;
+    }
+    let (mut simulated, mut refused) = (0, 0);
+    for county in ["wuyi", "changxing"] {
+        let policy = api.get(&format!("/v1/policies/{county}"), AUDITOR).await.body;
+        let mut pointers = Vec::new();
+        figures(&policy, "", &mut pointers);
+        assert!(pointers.len() > 15, "{county}: {pointers:?}");
+        for (pointer, extremes) in &pointers {
+            for value in extremes {
+                let body = json!({"county": county, "sample": 0, "changes": [{"parameter": pointer, "value": value}]});
+                let a = api.post("/v1/simulations", AUDITOR, &body).await;
+                match a.status {
+                    200 => simulated += 1,
+                    422 => {
+                        assert_eq!(a.error_fields(), vec!["/changes/0/value"], "{pointer} = {value}: {}", a.body);
+                        refused += 1;
+                    }
+                    _ => panic!("{county} {pointer} = {value}: {} {}", a.status, a.body),
+                }
+            }
+        }
+    }
+    assert!(simulated > 2 * refused, "{simulated} simulated, {refused} refused");
 }
