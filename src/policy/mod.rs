@@ -40,7 +40,8 @@ impl Amount {
     /// Reads exactly what [`Amount::pattern`] admits.
     fn parse(s: &str) -> Option<Self> {
         let (whole, places) = s.split_once('.').map_or((s, None), |(w, p)| (w, Some(p)));
-        let digits = |part: &str, most: usize| (1..=most).contains(&part.len()) && part.bytes().all(|c| c.is_ascii_digit());
+        let digits =
+            |part: &str, most: usize| (1..=most).contains(&part.len()) && part.bytes().all(|c| c.is_ascii_digit());
         let shaped = digits(whole, AMOUNT_WHOLE_DIGITS) && places.is_none_or(|p| digits(p, AMOUNT_PLACES));
         shaped.then(|| s.parse().ok().map(Self)).flatten()
     }
@@ -730,8 +731,20 @@ mod tests {
             assert!(pattern.is_match(ok), "{ok}");
         }
         let refused = [
-            "", "-1", "-0", "+1", " 1", "1 ", "1e3", ".5", "5.", "1_000", "0.00001", "1000000000",
-            "50000000000000000000000000000", "0.0000000000000000000000000001",
+            "",
+            "-1",
+            "-0",
+            "+1",
+            " 1",
+            "1 ",
+            "1e3",
+            ".5",
+            "5.",
+            "1_000",
+            "0.00001",
+            "1000000000",
+            "50000000000000000000000000000",
+            "0.0000000000000000000000000001",
         ];
         for bad in refused {
             assert_eq!(Amount::parse(bad), None, "{bad}");

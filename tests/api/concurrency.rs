@@ -24,7 +24,8 @@ pub async fn fifty_claims_for_one_person_grant_three(apis: &[Client], id_digits:
         })
         .collect();
     let answers = join_all(claims.iter().enumerate().map(|(i, c)| apis[i % apis.len()].post_claim(c))).await;
-    assert!(answers.iter().all(|a| a.status == 201), "every claim gets a decision");
+    let refused: Vec<_> = answers.iter().filter(|a| a.status != 201).map(|a| (a.status, &a.body)).collect();
+    assert!(refused.is_empty(), "every claim gets a decision: {refused:?}");
     let approved = answers.iter().filter(|a| a.body["status"] == "approved").count();
     assert_eq!(approved, 3, "exactly three grants in a year");
     let limited = answers.iter().filter(|a| a.codes().contains(&"ANNUAL_LIMIT_REACHED".to_string())).count();
@@ -35,6 +36,34 @@ pub async fn fifty_claims_for_one_person_grant_three(apis: &[Client], id_digits:
         assert_eq!(usage.body["remaining"], 0);
         assert_eq!(usage.body["claims"].as_array().unwrap().len(), 3);
     }
+    // Recorded in the order they were decided: the three grants first, so
+    // that replaying the records in order (a simulation, `check`) decides
+    // them as they were decided.
+    let statuses = recorded_statuses(&apis[0], "C50-", 50).await;
+    let granted_first: Vec<&str> = ["approved"; 3].into_iter().chain(["rejected"; 47]).collect();
+    assert_eq!(statuses, granted_first, "the recording order is the order of the decisions");
+}
+
+/// The statuses of the claims whose ids start with `prefix`, in recording
+/// order, once `n` are listed (on PostgreSQL a claim is listed once every
+/// transaction older than its own has ended).
+async fn recorded_statuses(api: &Client, prefix: &str, n: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let page = api.get("/v1/claims?limit=500", crate::helpers::AUDITOR).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let statuses: Vec<String> = page.body["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["claim_id"].as_str().is_some_and(|id| id.starts_with(prefix)))
+            .map(|c| c["decision"]["status"].as_str().unwrap().to_string())
+            .collect();
+        if statuses.len() >= n {
+            return statuses;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} claims {prefix}… were ever listed");
 }
 
 /// 20 identical simultaneous submissions spread over `apis`: one 201, 19 replays.

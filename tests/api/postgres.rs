@@ -90,6 +90,51 @@ async fn fifty_claims_for_one_person_split_over_two_replicas_grant_exactly_three
     fifty_claims_for_one_person_grant_three(&apis(&replicas), "33072319880808021").await;
 }
 
+/// A database whose default isolation is repeatable read (a role's or a
+/// database's setting, or a PostgreSQL-compatible engine's): each
+/// transaction's reads after its locks must still see what the lock's
+/// previous holder committed, so the yearly limit holds all the same.
+#[tokio::test]
+async fn the_yearly_limit_holds_on_a_database_whose_default_isolation_is_repeatable_read() {
+    let url = fresh_database().await;
+    let admin = subsidy_service::ledger::postgres::connect(&url).await.expect("the test database answers");
+    let name = url.rsplit_once('/').map(|(_, name)| name).expect("a database name");
+    let set = format!("ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'");
+    admin.batch_execute(&set).await.expect("the setting");
+    let shown: String = admin_setting(&url, "default_transaction_isolation").await;
+    assert_eq!(shown, "repeatable read", "new sessions take the database's setting");
+    let replicas = (BinaryApp::start_on_postgres(&url).await, BinaryApp::start_on_postgres(&url).await);
+    fifty_claims_for_one_person_grant_three(&apis(&replicas), "33072319880808023").await;
+}
+
+/// The replicas' sessions: a transaction left idle (its replica gone without
+/// closing the connection) is ended after a minute, freeing its locks, unless
+/// the URL's `options` say otherwise; commits wait for the WAL flush
+/// whatever the URL says.
+#[tokio::test]
+async fn sessions_end_idle_transactions_and_always_commit_synchronously() {
+    let url = fresh_database().await;
+    let settings = |url: String| async move {
+        let config = subsidy_service::ledger::postgres::session_config(&url).expect("a URL");
+        let (c, connection) = config.connect(tokio_postgres::NoTls).await.expect("the test database answers");
+        tokio::spawn(connection);
+        let mut shown = Vec::new();
+        for name in ["idle_in_transaction_session_timeout", "synchronous_commit"] {
+            shown.push(c.query_one(&format!("SHOW {name}"), &[]).await.expect("the setting").get::<_, String>(0));
+        }
+        shown
+    };
+    assert_eq!(settings(url.clone()).await, ["1min", "on"]);
+    let own = format!("{url}?options=-c%20idle_in_transaction_session_timeout%3D2s%20-c%20synchronous_commit%3Doff");
+    assert_eq!(settings(own).await, ["2s", "on"]);
+}
+
+/// A setting as a new session of the database at `url` has it.
+async fn admin_setting(url: &str, name: &str) -> String {
+    let c = subsidy_service::ledger::postgres::connect(url).await.expect("the test database answers");
+    c.query_one(&format!("SHOW {name}"), &[]).await.expect("the setting").get(0)
+}
+
 #[tokio::test]
 async fn twenty_identical_claims_over_two_replicas_record_one_decision() {
     let replicas = two_replicas().await;
@@ -548,6 +593,60 @@ async fn a_ledger_moves_from_sled_to_postgres_and_back() {
     assert_eq!(drift.status.code(), Some(1));
     let report = String::from_utf8_lossy(&drift.stdout);
     assert!(report.contains("of claim X-0: missing"), "{report}");
+}
+
+/// `check --url` on a database the replicas go on recording into: the
+/// records, events and what the database keeps are read in one snapshot,
+/// so claims committed during the check are either wholly in it or not at
+/// all, and it finds no drift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_on_a_live_database_reads_one_state_and_finds_no_drift() {
+    use crate::maintenance::bin;
+    let app = spawn_app_on_postgres().await;
+    let url = app.database.clone().expect("a database");
+    let api = app.api();
+    let recording = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (api, recording) = (api.clone(), recording.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while recording.load(Ordering::SeqCst) {
+                let claims = (0..8).map(|i| {
+                    let born =
+                        chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Days::new(u64::from(n * 8 + i));
+                    let person = id_number(&format!("330723{}001", born.format("%Y%m%d")));
+                    let c = wy_qualification(
+                        &format!("LIVE-{n}-{i}"),
+                        &person,
+                        "6-31-01-03",
+                        "junior",
+                        &format!("LIVE-{n}-{i}"),
+                        "2020-06-01",
+                    );
+                    let api = api.clone();
+                    async move { api.post_claim(&c).await.status }
+                });
+                assert!(join_all(claims).await.iter().all(|s| *s == 201));
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..4 {
+        let url = url.clone();
+        let check =
+            tokio::task::spawn_blocking(move || bin().args(["check", "--url", &url]).output().unwrap()).await.unwrap();
+        assert!(
+            check.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    recording.store(false, Ordering::SeqCst);
+    let rounds = load.await.unwrap();
+    assert!(rounds > 4, "claims were recorded during the checks ({rounds} rounds of 8)");
 }
 
 /// A claim's writes and its `COMMIT` go out together: a write the database

@@ -308,7 +308,8 @@ async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
 fn figures(policy: &Value, at: &str, out: &mut Vec<(String, [Value; 3])>) {
     match policy {
         Value::Object(o) => {
-            let values = o.get("values").and_then(Value::as_array).filter(|v| !v.is_empty() && o.contains_key("clause"));
+            let values =
+                o.get("values").and_then(Value::as_array).filter(|v| !v.is_empty() && o.contains_key("clause"));
             let decimal = |v: &Value| v["value"].as_str().is_some_and(|s| s.parse::<rust_decimal::Decimal>().is_ok());
             if values.is_some_and(|v| v.iter().all(decimal)) {
                 out.push((at.to_string(), [json!("0"), json!("0.0001"), json!("999999999.9999")]));

@@ -3,6 +3,7 @@
 //! database keeps, and `import` into an empty database.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use anyhow::Context;
 use rust_decimal::Decimal;
@@ -18,15 +19,80 @@ use crate::ledger::keys::KeyDigest;
 use crate::ledger::record::ClaimRecord;
 use crate::rules::Status;
 
-/// Rows of a query, streamed on a thread and a connection of their own.
-fn stream<T: Send + 'static>(
+/// One state of the database, which every reader of a maintenance command
+/// sees, whatever replicas record meanwhile: a read-only repeatable-read
+/// transaction held open on a connection (and a thread) of its own, whose
+/// snapshot is exported to the readers' transactions. It ends when the last
+/// reader drops it.
+struct Snapshot {
     url: String,
+    id: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    holder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Snapshot {
+    fn take(url: &str) -> anyhow::Result<Arc<Self>> {
+        let (id_tx, id_rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let held = url.to_string();
+        let holder = std::thread::spawn(move || {
+            let hold = async {
+                let c = connect(&held).await?;
+                c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+                let id: String = c.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
+                Ok::<_, anyhow::Error>((c, id))
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = match runtime {
+                Ok(rt) => rt,
+                Err(e) => return drop(id_tx.send(Err(e.into()))),
+            };
+            match runtime.block_on(hold) {
+                Ok((c, id)) => {
+                    let _ = id_tx.send(Ok(id));
+                    // Held (its connection driven by the runtime's task)
+                    // until every reader is done.
+                    let _ = stopped.recv();
+                    drop(c);
+                }
+                Err(e) => drop(id_tx.send(Err(e))),
+            }
+        });
+        let id = id_rx.recv().context("the snapshot's connection ended")??;
+        Ok(Arc::new(Self { url: url.to_string(), id, stop: Some(stop), holder: Some(holder) }))
+    }
+
+    /// A connection whose transaction sees the snapshot.
+    async fn reader(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let c = connect(&self.url).await?;
+        let id = self.id.replace('\'', "''");
+        c.batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{id}'"))
+            .await
+            .context("reading the maintenance snapshot")?;
+        Ok(c)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(holder) = self.holder.take() {
+            let _ = holder.join();
+        }
+    }
+}
+
+/// Rows of a query in `snapshot`, streamed on a thread and a connection of
+/// their own.
+fn stream<T: Send + 'static>(
+    snapshot: Arc<Snapshot>,
     sql: &'static str,
     map: fn(&Row) -> anyhow::Result<T>,
 ) -> Box<dyn Iterator<Item = anyhow::Result<T>> + Send> {
     use futures_util::TryStreamExt;
     Box::new(read_on_thread(4096, move |out| async move {
-        let c = connect(&url).await?;
+        let c = snapshot.reader().await?;
         let no_params: [&(dyn ToSql + Sync); 0] = [];
         let rows = c.query_raw(sql, no_params.iter().map(|p| *p as &dyn ToSql)).await?;
         let mut rows = std::pin::pin!(rows);
@@ -40,17 +106,21 @@ fn stream<T: Send + 'static>(
 }
 
 /// The ledger in the database at `url`, for the maintenance commands:
-/// records numbered 1.. in recording order.
-pub fn dump(url: &str) -> crate::ledger::Dump<'static> {
-    let directories_url = url.to_string();
+/// records numbered 1.. in recording order, all read in one snapshot.
+pub fn dump(url: &str) -> anyhow::Result<crate::ledger::Dump<'static>> {
+    Ok(dump_in(Snapshot::take(url)?))
+}
+
+fn dump_in(snapshot: Arc<Snapshot>) -> crate::ledger::Dump<'static> {
+    let directories = snapshot.clone();
     crate::ledger::Dump {
         records: stream(
-            url.to_string(),
+            snapshot.clone(),
             "SELECT row_number() OVER (ORDER BY seq), header, body FROM claims ORDER BY seq",
             |r| ClaimRecord::decode(r.get::<_, i64>(0) as u64, r.get(1), r.get(2)),
         ),
         events: stream(
-            url.to_string(),
+            snapshot,
             "SELECT c.n, e.event FROM events e
              JOIN (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM claims) c ON c.seq = e.claim_seq
              ORDER BY e.seq",
@@ -58,7 +128,7 @@ pub fn dump(url: &str) -> crate::ledger::Dump<'static> {
         ),
         directories: Box::new(move || {
             on_own_runtime(async move {
-                let c = connect(&directories_url).await?;
+                let c = directories.reader().await?;
                 let mut out = HashMap::new();
                 for county in County::ALL {
                     out.insert(*county, read_directory(&c, *county).await?);
@@ -70,12 +140,13 @@ pub fn dump(url: &str) -> crate::ledger::Dump<'static> {
 }
 
 /// Rechecks the ledger at `url` from its records, and what it keeps
-/// materialised (usage, unique keys, totals) against their recount.
+/// materialised (usage, unique keys, totals) against their recount, all
+/// read in one snapshot: replicas may go on recording meanwhile.
 pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
-    let (mut drift, recount) = crate::ledger::check_dump(dump(url))?;
-    let url = url.to_string();
+    let snapshot = Snapshot::take(url)?;
+    let (mut drift, recount) = crate::ledger::check_dump(dump_in(snapshot.clone()))?;
     let (usage, holders, totals) = on_own_runtime(async move {
-        let c = connect(&url).await?;
+        let c = snapshot.reader().await?;
         let key = |r: &Row| -> anyhow::Result<KeyDigest> {
             r.get::<_, &[u8]>(0).try_into().context("a stored ledger key is not 16 bytes")
         };
@@ -125,7 +196,7 @@ pub fn check(url: &str) -> anyhow::Result<Vec<String>> {
 
 /// Writes the ledger at `url` as JSON lines (the embedded store's format).
 pub fn export(url: &str, out: &mut impl std::io::Write) -> anyhow::Result<usize> {
-    crate::ledger::export_dump(dump(url), out)
+    crate::ledger::export_dump(dump(url)?, out)
 }
 
 /// Restores an export (either backend's, layout v1 or v2) into the empty

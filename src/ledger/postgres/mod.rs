@@ -64,9 +64,10 @@ impl std::ops::Deref for Tx<'_> {
 
 /// A pooled connection on which transactions are run one after another. If
 /// it is dropped while a transaction may be open (a request given up part
-/// way), a `ROLLBACK` is queued on the connection before it goes back to the
-/// pool, as a driver's `Transaction` does when dropped: the next user's
-/// statements follow it. A closed connection leaves the pool.
+/// way), the connection leaves the pool: a statement of that transaction
+/// may still be waiting for a lock, and the next user's statements would
+/// wait behind it. Closing it ends the transaction with a rollback (a
+/// `ROLLBACK` is queued first, for a database that reads it sooner).
 struct Session {
     conn: Option<deadpool_postgres::Object>,
     open: AtomicBool,
@@ -125,7 +126,11 @@ async fn in_transaction<T>(
     body: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     tx.open.store(true, Ordering::SeqCst);
-    let (begun, result) = futures_util::future::join(tx.client.batch_execute("BEGIN"), body).await;
+    // Read committed whatever the database's default: every read sent after
+    // a lock must see what the lock's previous holder committed (a snapshot
+    // taken before the wait would not, and the yearly limit would not hold).
+    let begin = tx.client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED");
+    let (begun, result) = futures_util::future::join(begin, body).await;
     begun?;
     result
 }
@@ -137,10 +142,8 @@ impl Drop for Session {
         if self.open.load(Ordering::SeqCst) {
             // The first poll queues the statement; its answer is not read.
             let _ = conn.batch_execute("ROLLBACK").now_or_never();
-            if conn.is_closed() {
-                // Out of the pool for good.
-                drop(deadpool_postgres::Object::take(conn));
-            }
+            // Out of the pool for good.
+            drop(deadpool_postgres::Object::take(conn));
         }
     }
 }
@@ -298,6 +301,38 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         }
     });
     Ok(client)
+}
+
+/// How long a session may sit in an open transaction without sending
+/// anything before the database ends it: a replica that died or was cut off
+/// mid-transaction (no FIN reached the database) then frees its locks after
+/// this, not after the database's TCP keepalive (two hours by default). Our
+/// own transactions are never idle for more than a few milliseconds.
+const IDLE_IN_TRANSACTION: &str = "60s";
+
+/// The pools' connections to `url`, with their session settings around the
+/// URL's own `options`: a transaction idle longer than
+/// [`IDLE_IN_TRANSACTION`] is ended (unless the URL says otherwise), commits
+/// wait for the WAL flush whatever the URL says, and a connection whose peer
+/// vanished is found by TCP keepalives within about a minute (unless the URL
+/// sets them).
+pub fn session_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
+    let own = config.get_options().unwrap_or_default();
+    let options =
+        format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION} {own} -c synchronous_commit=on");
+    config.options(options);
+    let default_idle = config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60);
+    if default_idle && config.get_keepalives_interval().is_none() && config.get_keepalives_retries().is_none() {
+        config.keepalives_idle(Duration::from_secs(30));
+        config.keepalives_interval(Duration::from_secs(10));
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        // Data sent and not acknowledged for this long: the connection is gone.
+        config.tcp_user_timeout(Duration::from_secs(60));
+    }
+    Ok(config)
 }
 
 /// Whether a failure is the database not answering (yet): no connection
@@ -697,9 +732,8 @@ impl PostgresLedger {
         connect_timeout: Duration,
         policy: Arc<Policy>,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
+        let mut config = session_config(url)?;
         config.connect_timeout(connect_timeout);
-        config.options("-c synchronous_commit=on");
         let pools = ThreadPools::new(config, pool_size, threads, connect_timeout);
         let ledger = Arc::new(Self {
             pools,
@@ -912,7 +946,7 @@ impl PostgresLedger {
         tx: &Tx<'_>,
         items: &[&ClaimItem],
         keys: &BTreeSet<KeyDigest>,
-    ) -> anyhow::Result<((i64, Vec<i64>, Vec<(String, i64)>), HashMap<String, ClaimRecord>, Known)> {
+    ) -> anyhow::Result<(Numbers, HashMap<String, ClaimRecord>, Known)> {
         let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
         // One claim: the plain lookup (a generic plan of `= ANY($1)` may
         // estimate the array as large and leave the unique index).
@@ -925,19 +959,25 @@ impl PostgresLedger {
         let digests: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
         let key_params: Params<1> = [&digests];
         let locks = lock_order(&ids, &keys);
-        let (numbers, read) = tokio::try_join!(numbers(tx, items.len(), items.len()), async {
-            Ok(if keys.is_empty() {
-                locked_reads(tx, locks, [(lookup, &params)]).await?
-            } else {
-                locked_reads(tx, locks, [(lookup, &params), (READ_KEYS, &key_params)]).await?
-            })
-        })?;
+        claims_numbered(items.len())?;
+        let events = items.len() as i64;
+        let numbered: Params<1> = [&events];
+        // The numbers after the locks: the transaction id, which numbers the
+        // claims, is then taken once the locks are held, so that of two
+        // transactions waiting for one lock the one that takes it first
+        // records its claims first, in the order a replay decides them.
+        let read = if keys.is_empty() {
+            locked_reads(tx, locks, [(NUMBERS, &numbered), (lookup, &params)]).await?
+        } else {
+            locked_reads(tx, locks, [(NUMBERS, &numbered), (lookup, &params), (READ_KEYS, &key_params)]).await?
+        };
+        let numbers = numbers_of(&read[0])?;
         let mut existing = HashMap::new();
-        for row in &read[0] {
+        for row in &read[1] {
             let r = record_of(row)?;
             existing.insert(r.header.claim_id.clone(), r);
         }
-        if let Some(rows) = read.get(1) {
+        if let Some(rows) = read.get(2) {
             known.absorb(rows.iter(), keys)?;
         }
         Ok((numbers, existing, known))
@@ -1216,7 +1256,10 @@ impl PostgresLedger {
             Status::Approved => {}
         }
         let h = r.header.holdings.clone();
-        locked_reads(tx, all_keys(&h).map(|k| key_lock(&k)).collect(), []).await?;
+        // In the order every transaction locks keys in, so that a revocation
+        // and a claim taking the same keys cannot deadlock.
+        let held: Vec<KeyDigest> = all_keys(&h).collect();
+        locked_reads(tx, lock_order(&[], &held), []).await?;
         let keys: Vec<&[u8]> = h.keys.iter().map(|k| &k[..]).collect();
         let (total_keys, amounts): (Vec<&[u8]>, Vec<Decimal>) = h.totals.iter().map(|(k, a)| (&k[..], *a)).unzip();
         let count: Option<&[u8]> = h.count.as_ref().map(|k| &k[..]);
@@ -1295,27 +1338,41 @@ impl PostgresLedger {
     }
 }
 
-/// The first recording number of this transaction's claims, `events` event
-/// numbers (increasing), and the directories' revisions: one statement.
-async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<(i64, Vec<i64>, Vec<(String, i64)>)> {
+/// A transaction's numbers: the first recording number of its claims, its
+/// event numbers (increasing), and the directories' revisions by county.
+type Numbers = (i64, Vec<i64>, Vec<(String, i64)>);
+
+/// The first recording number of this transaction's claims (from its
+/// transaction id), `$1` event numbers, and the directories' revisions.
+const NUMBERS: &str = "SELECT pg_current_xact_id()::text::bigint,
+        ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
+        ARRAY(SELECT county FROM directories ORDER BY county),
+        ARRAY(SELECT revision FROM directories ORDER BY county)";
+
+/// Numbers a transaction of `claims` claims and `events` events: [`NUMBERS`]
+/// in one statement.
+async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<Numbers> {
+    claims_numbered(claims)?;
+    numbers_of(&rows(tx, NUMBERS, &[&(events as i64)]).await?)
+}
+
+fn claims_numbered(claims: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
         claims < 1 << SEQ_SHIFT,
         "{claims} claims in one transaction is more than a transaction may number"
     );
-    let row = rows(
-        tx,
-        "SELECT pg_current_xact_id()::text::bigint,
-                ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
-                ARRAY(SELECT county FROM directories ORDER BY county),
-                ARRAY(SELECT revision FROM directories ORDER BY county)",
-        &[&(events as i64)],
-    )
-    .await?;
-    let xid: i64 = row[0].get(0);
-    let mut events: Vec<i64> = row[0].get(1);
+    Ok(())
+}
+
+/// The first recording number, the event numbers (increasing) and the
+/// directories' revisions, from [`NUMBERS`]' row.
+fn numbers_of(row: &[Row]) -> anyhow::Result<Numbers> {
+    let row = row.first().context("no numbers were given")?;
+    let xid: i64 = row.get(0);
+    let mut events: Vec<i64> = row.get(1);
     events.sort_unstable();
-    let counties: Vec<String> = row[0].get(2);
-    let revisions: Vec<i64> = row[0].get(3);
+    let counties: Vec<String> = row.get(2);
+    let revisions: Vec<i64> = row.get(3);
     let first = xid
         .checked_shl(SEQ_SHIFT)
         .filter(|s| s >> SEQ_SHIFT == xid)
