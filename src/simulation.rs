@@ -392,6 +392,10 @@ pub struct Comparison {
     pub to: NaiveDate,
     pub policy_version: String,
     pub simulated_policy_version: String,
+    /// The trade-friction directory both runs read (its version, as a
+    /// decision cites it): with the two policy versions, what the answer
+    /// depends on besides the recorded claims.
+    pub directory_version: String,
     /// Recorded claims replayed in both runs.
     pub claims_replayed: u64,
     /// Recorded claims selected but not replayed: records moved from layout v1
@@ -630,6 +634,7 @@ impl Simulation<'_> {
             to: self.to,
             policy_version: self.baseline.version.clone(),
             simulated_policy_version: self.simulated.version.clone(),
+            directory_version: self.directory.version.clone(),
             claims_replayed: tally.replayed,
             claims_without_submission: tally.without,
             claims_unreadable: tally.unreadable,
@@ -728,7 +733,11 @@ impl Comparison {
             "{} {}..{}: {} claims replayed ({} without the claim as submitted)",
             self.county, self.from, self.to, self.claims_replayed, self.claims_without_submission
         );
-        let _ = writeln!(t, "policy    {}\nsimulated {}\n", self.policy_version, self.simulated_policy_version);
+        let _ = writeln!(
+            t,
+            "policy    {}\nsimulated {}\ndirectory {}\n",
+            self.policy_version, self.simulated_policy_version, self.directory_version
+        );
         let _ = writeln!(
             t,
             "{:<40} {:>8} {:>14} {:>8} {:>14} {:>8} {:>14}",

@@ -112,6 +112,7 @@ pub async fn replays_recorded_claims_under_changed_figures(api: &Client) {
     let policy = api.get("/v1/policies/wuyi", PLATFORM).await.body;
     assert_eq!((&same["from"], &same["to"]), (&policy["period"]["from"], &policy["period"]["to"]));
     assert_eq!(same["policy_version"], policy["version"]);
+    assert_eq!(same["directory_version"], policy["directory_version"], "the directory both runs read");
 
     // A level's fixed amount raised: every such amount moves, no status changes.
     let raised = simulate(
