@@ -142,14 +142,24 @@ impl AppState {
         }
     }
 
-    /// A claim ready for the ledger, refused if an institution key is not a party to it.
+    /// A claim ready for the ledger, refused if an institution key may not
+    /// submit it: a person's claim must name the key's credit code as its
+    /// institution or organisation; an organisation's claim (an award, an
+    /// investment, contest funding, online training) is the organisation's
+    /// own, and only its key (or the platform) submits it: another party
+    /// would spend the organisation's cumulative cap and once-only awards.
     pub fn prepare(&self, body: Node<'_>, caller: &Caller) -> Result<ClaimItem, ApiError> {
         let claim = self.parse(&body)?;
         if let Some(scope) = caller.scope() {
-            if !claim.party_codes().contains(&scope) {
+            let claimant = claim.applicant.is_none().then_some(claim.organization.as_ref()).flatten();
+            let may = match claimant {
+                Some(organization) => organization.credit_code.as_str() == scope,
+                None => claim.party_codes().contains(&scope),
+            };
+            if !may {
                 return Err(ApiError::Forbidden(format!(
-                    "An institution key may submit and read only claims naming its credit code {scope} \
-                     as institution or organisation"
+                    "An institution key may submit only claims naming its credit code {scope} as institution or \
+                     organisation, and an organisation's claim only as that organisation"
                 )));
             }
         }

@@ -95,6 +95,31 @@ pub async fn institution_reads_only_its_own_claims(api: &Client) {
     assert_eq!(ids, vec![json!("I-1")]);
 }
 
+/// An organisation's claim is the organisation's own: an institution key
+/// that names itself beside another organisation cannot spend that
+/// organisation's cap or awards; as the organisation it submits its claims.
+#[tokio::test]
+async fn an_institution_submits_an_organisations_claim_only_as_that_organisation() {
+    let api = spawn_app().await.api();
+    let demo = json!({"credit_code": INSTITUTION_CODE, "name": "演示培训学校"});
+    let investment = |id: &str, organization: serde_json::Value| {
+        json!({
+            "claim_id": id, "county": "changxing", "kind": "institution_investment", "event_date": "2020-11-11",
+            "organization": organization, "institution": demo,
+            "details": {"category": "equipment", "investment_amount": "60000.00", "invoice_reference": id}
+        })
+    };
+    let other = json!({"credit_code": "91330522MA0EXMP035", "name": "长兴技师学院"});
+    let refused = api.post("/v1/claims", INSTITUTION, &investment("O-1", other.clone())).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.body["code"], "FORBIDDEN");
+    let batch = api.post("/v1/claims/batch", INSTITUTION, &json!({"claims": [investment("O-2", other.clone())]})).await;
+    assert_eq!(batch.body["results"][0]["error"]["status"], 403, "{}", batch.body);
+    assert_eq!(api.post("/v1/claims", PLATFORM, &investment("O-3", other)).await.status, 201, "the platform may");
+    let own = api.post("/v1/claims", INSTITUTION, &investment("O-4", demo.clone())).await;
+    assert_eq!(own.status, 201, "{}", own.body);
+}
+
 /// `v` without its `held_by`s.
 fn without_holders(v: &mut serde_json::Value) {
     match v {
