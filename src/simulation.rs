@@ -455,7 +455,7 @@ impl<'a> Run<'a> {
             add_to(&mut t.by_kind, r.claim.kind.as_str(), verdict.amount);
             add_to(
                 &mut t.by_department,
-                r.claim.department.as_ref().map_or("unassigned", |d| d.as_str()),
+                r.claim.department.as_ref().map_or(crate::ledger::UNASSIGNED, |d| d.as_str()),
                 verdict.amount,
             );
         }

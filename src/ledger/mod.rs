@@ -111,6 +111,14 @@ impl From<anyhow::Error> for LedgerError {
     }
 }
 
+/// The reports' line, and the listing's filter value, of the claims that
+/// name no department.
+pub const UNASSIGNED: &str = "unassigned";
+
+/// A listing's department filter: `None` any, `Some(None)` claims naming no
+/// department (the reports' [`UNASSIGNED`]), `Some(Some(code))` that one.
+pub type DepartmentFilter = Option<Option<String>>;
+
 /// Which recorded claims a listing shows, and from where.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -119,7 +127,7 @@ pub struct ListFilter {
     pub status: Option<Status>,
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
-    pub department: Option<String>,
+    pub department: DepartmentFilter,
     /// An institution sees only claims naming it.
     pub scope: Option<String>,
     /// The cursor: claims recorded after this one.
@@ -135,7 +143,7 @@ impl ListFilter {
             && self.status.is_none_or(|x| x == h.status)
             && self.from.is_none_or(|x| h.event_date >= x)
             && self.to.is_none_or(|x| h.event_date <= x)
-            && self.department.as_ref().is_none_or(|x| h.department.as_ref() == Some(x))
+            && self.department.as_ref().is_none_or(|x| h.department == *x)
     }
 }
 

@@ -369,7 +369,7 @@ impl Changes {
             }
         };
         bump(report.by_kind.entry(h.kind).or_default());
-        bump(report.by_department.entry(h.department.clone().unwrap_or_else(|| "unassigned".into())).or_default());
+        bump(report.by_department.entry(h.department.clone().unwrap_or_else(|| super::UNASSIGNED.into())).or_default());
     }
 }
 

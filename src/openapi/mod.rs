@@ -68,6 +68,7 @@ impl Modify for Extras {
                 }
             }
         }
+        add_keyed_responses(api);
         add_response_examples(api);
         let batch = api.paths.paths.get_mut("/v1/claims/batch").and_then(|item| item.post.as_mut());
         if let Some(content) = batch.and_then(request_json) {
@@ -98,6 +99,53 @@ fn operations(api: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut u
             .into_iter()
             .filter_map(Option::as_mut)
     })
+}
+
+/// The answers every operation that takes a key can give besides its own:
+/// `429` (the key's rate limit, checked with the key), `503` (every such
+/// operation reads the ledger), and with a body `413` and `408` (its size
+/// and time limits). Each operation's own text, where it has one, stays.
+fn add_keyed_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+    let problem = || ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    let retry_after = HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+        .description(Some("Seconds to wait"))
+        .build();
+    for op in operations(api) {
+        if op.security.as_ref().is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let responses = &mut op.responses.responses;
+        responses.entry("429".into()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description("Rate limited: this key's requests are over its rate; retry after `Retry-After` seconds")
+                .content("application/problem+json", problem())
+                .header("Retry-After", retry_after.clone())
+                .into()
+        });
+        responses.entry("503".into()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description("Store unavailable: the ledger cannot be read now; retry later")
+                .content("application/problem+json", problem())
+                .into()
+        });
+        // A body is read under a size limit and a time limit.
+        if op.request_body.is_some() {
+            responses.entry("413".into()).or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description("Body over the limit")
+                    .content("application/problem+json", problem())
+                    .into()
+            });
+            responses.entry("408".into()).or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description("The body did not arrive in time (`server.body_timeout_ms`)")
+                    .content("application/problem+json", problem())
+                    .into()
+            });
+        }
+    }
 }
 
 /// A problem example for every error code a response's status can carry,

@@ -12,7 +12,9 @@ use super::{internal, json_node, ledger_error, only_fields, read_body, read_body
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, FromJson, Kind, Node};
 use crate::domain::{Claim, RevocationReason};
-use crate::ledger::{ClaimItem, ClaimRecord, Evaluation, Event, ItemResult, ListFilter, RevokeResult};
+use crate::ledger::{
+    ClaimItem, ClaimRecord, DepartmentFilter, Evaluation, Event, ItemResult, ListFilter, RevokeResult,
+};
 use crate::privacy::Sealer;
 use crate::problem::{ApiError, FieldError, Problem};
 use crate::request_type;
@@ -499,6 +501,8 @@ pub struct ListQuery {
     /// Event dates to (inclusive), `YYYY-MM-DD`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<NaiveDate>,
+    /// A department code of the county's plan, or `unassigned`: claims that
+    /// name no department (the reports' line of that name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub department: Option<String>,
     /// 1..500, default 100.
@@ -513,9 +517,12 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// Reads the query string of `GET /v1/claims`, naming every bad or
-    /// unknown parameter at once (`/status`, `/limit`, …): the query, and
-    /// its cursor as a record number.
-    fn read(query: &str) -> Result<(Self, Option<u64>), Vec<FieldError>> {
+    /// unknown parameter at once (`/status`, `/limit`, …): the query, its
+    /// cursor as a record number, and its department filter.
+    fn read(
+        query: &str,
+        policy: &crate::policy::Policy,
+    ) -> Result<(Self, Option<u64>, DepartmentFilter), Vec<FieldError>> {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
             .map_err(|e| vec![FieldError::new("", "invalid_value", format!("the query string cannot be read: {e}"))])?
             .into_inner();
@@ -541,22 +548,51 @@ impl ListQuery {
                     Err(e) => errs.push(FieldError::new(at, "invalid_value", e.to_string())),
                 },
                 "department" => q.department = Some(value),
-                "limit" => match value.parse::<usize>() {
-                    Ok(n) if (1..=500).contains(&n) => q.limit = Some(n),
+                // Digits only, as the schema says (`str::parse` also takes a `+`).
+                "limit" => match digits(&value).and_then(|v| v.parse::<usize>().ok()) {
+                    Some(n) if (1..=500).contains(&n) => q.limit = Some(n),
                     _ => errs.push(FieldError::new(at, "out_of_range", "limit is 1..500")),
                 },
-                "cursor" => match value.parse::<u64>() {
-                    Ok(n) => (after, q.cursor) = (Some(n), Some(value)),
-                    Err(_) => errs.push(FieldError::new(at, "invalid_value", "not a cursor of this service")),
+                "cursor" => match digits(&value).filter(|v| v.len() <= 19).and_then(|v| v.parse::<u64>().ok()) {
+                    Some(n) => (after, q.cursor) = (Some(n), Some(value)),
+                    None => errs.push(FieldError::new(at, "invalid_value", "not a cursor of this service")),
                 },
                 _ => errs.push(FieldError::new(at, "unknown_field", "not a parameter of this request")),
             }
         }
+        if q.from.zip(q.to).is_some_and(|(from, to)| from > to) {
+            errs.push(FieldError::new("/to", "out_of_range", "`to` is before `from`"));
+        }
+        let department = q.department(policy).map_err(|e| errs.push(e)).ok().flatten();
         match errs.is_empty() {
-            true => Ok((q, after)),
+            true => Ok((q, after, department)),
             false => Err(errs),
         }
     }
+
+    /// The department filter: `unassigned` (claims naming none, the reports'
+    /// line), or a department of the county's plan (of either county's when
+    /// none is named); anything else is refused rather than matching nothing.
+    fn department(&self, policy: &crate::policy::Policy) -> Result<DepartmentFilter, FieldError> {
+        let Some(code) = &self.department else { return Ok(None) };
+        if code == crate::ledger::UNASSIGNED {
+            return Ok(Some(None));
+        }
+        let mut counties = policy.counties().filter(|p| self.county.is_none_or(|c| c == p.county()));
+        match counties.any(|p| p.department(code).is_some()) {
+            true => Ok(Some(Some(code.clone()))),
+            false => Err(FieldError::new(
+                "/department",
+                "invalid_value",
+                "not a department of the county's plan (GET /v1/policies/{county}) nor `unassigned`",
+            )),
+        }
+    }
+}
+
+/// `s` if it is one or more ASCII digits.
+fn digits(s: &str) -> Option<&str> {
+    (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())).then_some(s)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -595,7 +631,7 @@ pub struct ClaimPage {
 )]
 pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::ListClaims)?;
-    let (q, after) = ListQuery::read(req.query_string()).map_err(ApiError::Validation)?;
+    let (q, after, department) = ListQuery::read(req.query_string(), &state.policy).map_err(ApiError::Validation)?;
     let limit = q.limit.unwrap_or(100);
     let filter = ListFilter {
         county: q.county,
@@ -603,7 +639,7 @@ pub async fn list(req: HttpRequest, caller: Caller, state: web::Data<AppState>) 
         status: q.status,
         from: q.from,
         to: q.to,
-        department: q.department,
+        department,
         scope: caller.scope().map(str::to_string),
         after,
         limit,

@@ -64,4 +64,43 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats_and_filters_apply() {
     assert_eq!((far.status, far.body["claims"].as_array().map(Vec::len)), (200, Some(0)));
     assert!(far.body.get("next_cursor").is_none());
     assert_eq!(api.get("/v1/claims?colour=red", AUDITOR).await.status, 422);
+
+    // Claims naming no department: the reports' `unassigned` line, and the
+    // listing's filter of that name.
+    for i in 0..2 {
+        let c = wy_qualification(
+            &format!("L-U{i}"),
+            &id_number(&format!("33072319950101{i:03}")),
+            "6-31-01-03",
+            "junior",
+            &format!("L-UC{i}"),
+            "2020-06-15",
+        );
+        assert_eq!(api.post_claim(&c).await.status, 201);
+    }
+    let unassigned = api.get("/v1/claims?department=unassigned", AUDITOR).await;
+    let ids: Vec<&str> =
+        unassigned.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["L-U0", "L-U1"]);
+    let report = api.get("/v1/reports/wuyi/2020", AUDITOR).await;
+    let lines = report.body["by_department"].as_array().unwrap();
+    let line = lines.iter().find(|l| l["department"] == "unassigned").expect("an unassigned line");
+    assert_eq!(line["granted"], 2, "{}", report.body);
+    // A filter that could only match nothing is refused, naming it.
+    for (query, field) in [
+        ("department=educaton", "/department"),
+        ("department=", "/department"),
+        ("county=changxing&department=propaganda", "/department"),
+        ("from=2021-12-31&to=2020-01-01", "/to"),
+        ("limit=+5", "/limit"),
+        ("cursor=+5", "/cursor"),
+        ("cursor=18446744073709551615", "/cursor"),
+    ] {
+        let refused = api.get(&format!("/v1/claims?{query}"), AUDITOR).await;
+        assert_eq!(refused.status, 422, "{query}: {}", refused.body);
+        assert_eq!(refused.error_fields(), vec![field], "{query}");
+    }
+    // A Wuyi department without a county, or with Wuyi, is a department.
+    assert_eq!(api.get("/v1/claims?department=propaganda", AUDITOR).await.status, 200);
+    assert_eq!(api.get("/v1/claims?county=wuyi&department=propaganda", AUDITOR).await.status, 200);
 }

@@ -460,11 +460,12 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
     let [a, b] = apis(&replicas);
     let person = id_number("33072319870707003");
     let levels = ["junior", "intermediate", "senior", "technician"];
-    let claims: Vec<_> = levels
+    let mut claims: Vec<_> = levels
         .iter()
         .enumerate()
         .map(|(i, l)| wy_qualification(&format!("B-{i}"), &person, "6-31-01-03", l, &format!("B-C{i}"), "2020-07-01"))
         .collect();
+    claims[1]["department"] = json!("education");
     let batch = a.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await;
     assert_eq!(batch.status, 200, "{}", batch.body);
     let listed = listing(&b, "/v1/claims?county=wuyi", 4).await;
@@ -474,6 +475,15 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
     let statuses: Vec<_> =
         listed.body["claims"].as_array().unwrap().iter().map(|c| c["decision"]["status"].clone()).collect();
     assert_eq!(statuses, ["approved", "approved", "approved", "rejected"], "the fourth is over the yearly limit");
+    // The department filter, `unassigned` included, in SQL as in memory.
+    for (query, expected) in
+        [("department=education", vec!["B-1"]), ("department=unassigned", vec!["B-0", "B-2", "B-3"])]
+    {
+        let listed = b.get(&format!("/v1/claims?{query}"), AUDITOR).await;
+        let ids: Vec<_> =
+            listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, expected, "{query}");
+    }
     let results = join_all([a.usage("wuyi", &person, 2020), b.usage("wuyi", &person, 2020)]).await;
     assert!(results.iter().all(|u| u.body["used"] == 3));
 }

@@ -1503,6 +1503,7 @@ impl LedgerService for PostgresLedger {
                        AND ($5::date IS NULL OR event_date >= $5)
                        AND ($6::date IS NULL OR event_date <= $6)
                        AND ($7::text IS NULL OR department = $7)
+                       AND (NOT $10::boolean OR department IS NULL)
                        AND ($8::text IS NULL OR $8 = ANY(parties))
                      ORDER BY seq LIMIT $9"
                 ),
@@ -1513,9 +1514,10 @@ impl LedgerService for PostgresLedger {
                     &filter.status.map(Status::as_str),
                     &filter.from,
                     &filter.to,
-                    &filter.department,
+                    &filter.department.clone().flatten(),
                     &filter.scope,
                     &limit,
+                    &matches!(filter.department, Some(None)),
                 ],
             )
             .await
@@ -1659,7 +1661,7 @@ impl LedgerService for PostgresLedger {
             let amount: Decimal = row.get(3);
             let by_kind = Kind::parse(&kind).map(|kind| totals.by_kind.entry(kind).or_default());
             let by_department =
-                totals.by_department.entry(department.unwrap_or_else(|| "unassigned".into())).or_default();
+                totals.by_department.entry(department.unwrap_or_else(|| crate::ledger::UNASSIGNED.into())).or_default();
             for t in by_kind.into_iter().chain([by_department]) {
                 t.count += count;
                 t.amount += amount;
