@@ -1,7 +1,7 @@
 //! The embedded backend: sled (layout v2) plus the materialised state, with
 //! one writer thread doing group commit.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -79,6 +79,45 @@ pub struct EmbeddedLedger {
     tx: crossbeam_channel::Sender<Job>,
     handle: Mutex<Option<JoinHandle<()>>>,
     failure: Arc<StoreFailure>,
+    revoking: Revoking,
+}
+
+/// The records a revocation rewrote in the store whose group is not durable
+/// yet (being synced, or refused by a failed store): readers show them as
+/// they were before it, as the state does. A revocation rewrites its record
+/// in place, so the store alone cannot tell.
+type Revoking = Arc<RwLock<HashSet<u64>>>;
+
+/// Whether record `seq`, read from the store as revoked, is revoked durably.
+/// Checked after the read: the writer notes a revocation before the store
+/// holds it, and the syncer forgets it once durable, so a revocation read is
+/// either still noted or durable.
+fn durably_revoked(revoking: &Revoking, seq: u64) -> anyhow::Result<bool> {
+    let r = revoking.read().map_err(|_| anyhow::anyhow!("the ledger's revocation list is poisoned"))?;
+    Ok(!r.contains(&seq))
+}
+
+/// `h` (of record `seq`) as it is durably: a revocation not yet durable undone.
+fn header_as_durable(revoking: &Revoking, seq: u64, h: &mut RecordHeader) -> anyhow::Result<()> {
+    if h.status == Status::Revoked && !durably_revoked(revoking, seq)? {
+        h.status = Status::Approved;
+    }
+    Ok(())
+}
+
+/// `r` as it is durably: a revocation not yet durable undone.
+fn as_durable(revoking: &Revoking, mut r: ClaimRecord) -> anyhow::Result<ClaimRecord> {
+    if r.header.status == Status::Revoked && !durably_revoked(revoking, r.seq)? {
+        undo_revocation(&mut r);
+    }
+    Ok(r)
+}
+
+/// `r` as it was before its revocation (a revocation rewrites only these).
+fn undo_revocation(r: &mut ClaimRecord) {
+    r.header.status = Status::Approved;
+    r.body.decision.status = Status::Approved;
+    r.body.decision.revocation = None;
 }
 
 fn poisoned() -> LedgerError {
@@ -126,12 +165,14 @@ impl EmbeddedLedger {
         let (tx, rx) = crossbeam_channel::unbounded();
         let failure = Arc::new(StoreFailure::default());
         let applied = Arc::new(AtomicU64::new(0));
+        let revoking = Revoking::default();
         let syncer = Syncer {
             store: store.clone(),
             state: state.clone(),
             directories: directories.clone(),
             failure: failure.clone(),
             applied: applied.clone(),
+            revoking: revoking.clone(),
         };
         let writer = Writer {
             store: store.clone(),
@@ -145,9 +186,11 @@ impl EmbeddedLedger {
             inflight: VecDeque::new(),
             groups: 0,
             applied,
+            revoking: revoking.clone(),
         };
         let handle = std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run(rx, syncer))?;
-        Ok(Arc::new(Self { store, state, directories, policy, tx, handle: Mutex::new(Some(handle)), failure }))
+        let handle = Mutex::new(Some(handle));
+        Ok(Arc::new(Self { store, state, directories, policy, tx, handle, failure, revoking }))
     }
 
     async fn send<T>(
@@ -208,17 +251,18 @@ impl LedgerService for EmbeddedLedger {
 
     async fn claim(&self, claim_id: &str) -> Result<Option<ClaimRecord>, LedgerError> {
         let Some(seq) = self.seq_of(claim_id)? else { return Ok(None) };
-        let store = self.store.clone();
-        blocking(move || store.record(seq)).await
+        let (store, revoking) = (self.store.clone(), self.revoking.clone());
+        blocking(move || store.record(seq)?.map(|r| as_durable(&revoking, r)).transpose()).await
     }
 
     async fn events(&self, claim_id: &str) -> Result<Option<(ClaimRecord, Vec<Event>)>, LedgerError> {
         let Some(seq) = self.seq_of(claim_id)? else { return Ok(None) };
         // Only durable events: a group being synced is not shown yet.
         let durable = self.state.read().map_err(|_| poisoned())?.next_event;
-        let store = self.store.clone();
+        let (store, revoking) = (self.store.clone(), self.revoking.clone());
         blocking(move || {
             let r = store.record(seq)?.with_context(|| format!("record {seq} is missing from the store"))?;
+            let r = as_durable(&revoking, r)?;
             let mut events = vec![r.decided()];
             events.extend(store.events_of(seq)?.into_iter().filter(|e| e.seq < durable));
             events.sort_by_key(|e| e.seq);
@@ -231,15 +275,16 @@ impl LedgerService for EmbeddedLedger {
         // Only durable claims: a group being synced is not listed yet (its
         // numbers would be given again if it were lost).
         let durable = self.state.read().map_err(|_| poisoned())?.next_seq();
-        let store = self.store.clone();
+        let (store, revoking) = (self.store.clone(), self.revoking.clone());
         blocking(move || {
             let mut claims = Vec::new();
             let mut last = None;
             for row in store.headers(filter.after.unwrap_or(0)) {
-                let (seq, h) = row?;
+                let (seq, mut h) = row?;
                 if seq >= durable {
                     break;
                 }
+                header_as_durable(&revoking, seq, &mut h)?;
                 if !filter.keeps(&h) {
                     continue;
                 }
@@ -247,7 +292,11 @@ impl LedgerService for EmbeddedLedger {
                     // Another match exists: the page has a next.
                     return Ok(ListPage { claims, next: last });
                 }
-                let r = store.record(seq)?.with_context(|| format!("record {seq} vanished"))?;
+                let mut r = store.record(seq)?.with_context(|| format!("record {seq} vanished"))?;
+                // As the header was read: a revocation written since is undone.
+                if h.status == Status::Approved && r.header.status == Status::Revoked {
+                    undo_revocation(&mut r);
+                }
                 last = Some(seq);
                 claims.push(r);
             }
@@ -263,11 +312,12 @@ impl LedgerService for EmbeddedLedger {
     async fn usage(&self, county: County, person: String, year: i32) -> Result<Vec<UsageEntry>, LedgerError> {
         let key = digest(&LedgerKey::Usage { county, person, year });
         let seqs = self.state.read().map_err(|_| poisoned())?.usage(&key).to_vec();
-        let store = self.store.clone();
+        let (store, revoking) = (self.store.clone(), self.revoking.clone());
         blocking(move || {
             let mut out = Vec::new();
             for seq in seqs {
                 let r = store.record(seq)?.with_context(|| format!("record {seq} is missing from the store"))?;
+                let r = as_durable(&revoking, r)?;
                 out.push(UsageEntry {
                     claim_id: r.header.claim_id,
                     kind: r.header.kind,
@@ -365,6 +415,7 @@ struct Writer {
     groups: u64,
     /// The highest group number the syncer has made durable and applied.
     applied: Arc<AtomicU64>,
+    revoking: Revoking,
 }
 
 enum Reply {
@@ -391,6 +442,8 @@ impl Reply {
 struct Written {
     number: u64,
     changes: Arc<Changes>,
+    /// The records the group's revocations rewrote.
+    revoked: Vec<u64>,
     replies: Vec<Reply>,
     directories: Vec<(County, Arc<Directory>)>,
     written: usize,
@@ -426,6 +479,7 @@ struct Syncer {
     directories: Directories,
     failure: Arc<StoreFailure>,
     applied: Arc<AtomicU64>,
+    revoking: Revoking,
 }
 
 impl Syncer {
@@ -445,6 +499,12 @@ impl Syncer {
                         Err(_) => {
                             tracing::error!("the ledger state lock is poisoned; the service must restart");
                             self.failure.report();
+                        }
+                    }
+                    // Durable, and in the state: shown as revoked from now.
+                    if let Ok(mut r) = self.revoking.write() {
+                        for seq in groups.iter().flat_map(|g| &g.revoked) {
+                            r.remove(seq);
                         }
                     }
                     if let Ok(mut d) = self.directories.write() {
@@ -550,6 +610,18 @@ impl Writer {
             }
         }
         let Group { changes, batch, read_error, records, changed } = g;
+        // Before the store holds them: a reader never sees a revocation
+        // that is not durable.
+        if !changed.is_empty() {
+            match self.revoking.write() {
+                Ok(mut r) => r.extend(changed.iter().copied()),
+                Err(_) => {
+                    let e = "the ledger's revocation list is poisoned".to_string();
+                    replies.into_iter().for_each(|r| r.send(Some(&e)));
+                    return None;
+                }
+            }
+        }
         let (written, mut texts) = match self.write_group(batch, records, read_error) {
             Ok(written) => written,
             Err(e) => {
@@ -566,7 +638,7 @@ impl Writer {
         self.groups += 1;
         let changes = Arc::new(changes);
         self.inflight.push_back((self.groups, changes.clone()));
-        Some(Written { number: self.groups, changes, replies, directories: new_dirs, written })
+        Some(Written { number: self.groups, changes, revoked: changed, replies, directories: new_dirs, written })
     }
 
     /// Forgets the groups the syncer has made durable and applied (the state

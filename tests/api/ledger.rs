@@ -320,3 +320,46 @@ async fn every_acknowledged_claim_was_fsynced_first() {
     let after = fsyncs(api.get("/metrics", crate::helpers::PLATFORM).await.body.as_str().unwrap());
     assert!(after >= before + 10, "10 claims acknowledged one at a time, {} fsyncs", after - before);
 }
+
+/// A revocation shows in a claim's decision only once durable: whoever
+/// reads the claim revoked then finds the revocation in the claim's history,
+/// which shows only durable events. (A revocation rewrites its record in the
+/// store before the group's sync; read from the store alone, it showed as
+/// revoked while its event was not durable yet.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_shown_only_once_durable() {
+    let app = spawn_app().await;
+    let api = app.api();
+    let n = 60;
+    let claims: Vec<Value> = (0..n)
+        .map(|i| {
+            let person = id_number(&format!("33072319800101{i:03}"));
+            wy_qualification(&format!("RD-{i}"), &person, "6-31-01-03", "junior", &format!("RD-C{i}"), "2020-06-15")
+        })
+        .collect();
+    let batch = api.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    for i in 0..n {
+        let id = format!("RD-{i}");
+        let revoke = {
+            let (api, id) = (api.clone(), id.clone());
+            tokio::spawn(async move {
+                api.post(&format!("/v1/claims/{id}/revocation"), PLATFORM, &json!({"reason": "objection"})).await
+            })
+        };
+        loop {
+            let decision = api.get(&format!("/v1/claims/{id}"), PLATFORM).await;
+            if decision.body["status"] == "revoked" {
+                let events = api.get(&format!("/v1/claims/{id}/events"), PLATFORM).await;
+                let kinds: Vec<&str> =
+                    events.body.as_array().unwrap().iter().filter_map(|e| e["event"].as_str()).collect();
+                assert!(
+                    kinds.contains(&"revoked"),
+                    "{id} read as revoked before its revocation was durable: {kinds:?}"
+                );
+                break;
+            }
+        }
+        assert_eq!(revoke.await.unwrap().status, 200);
+    }
+}

@@ -93,6 +93,77 @@ async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 }
 
+/// A revocation refused by a store that cannot be written (and a service
+/// told not to stop, `store.stop_on_failure = false`) is answered `503`, and
+/// the claim reads as it durably is, granted, everywhere: its decision, its
+/// history, the listing and the person's usage. A restart agrees.
+#[tokio::test]
+async fn a_revocation_the_store_could_not_keep_is_not_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f 640; exec '{}'", env!("CARGO_BIN_EXE_subsidy-service")))
+        .env("SUBSIDY__STORE__PATH", &store)
+        .env("SUBSIDY__SERVER__PORT", port.to_string())
+        .env("SUBSIDY__STORE__STOP_ON_FAILURE", "false")
+        .env("SUBSIDY__TELEMETRY__LEVEL", "error")
+        .env_remove("SUBSIDY_ENV")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = crate::helpers::base(&format!("http://127.0.0.1:{port}"));
+    for _ in 0..200 {
+        if api.client.get(api.url("/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let person = id_number("33072319880101012");
+    let granted = wy_qualification("KEEP-1", &person, "6-31-01-03", "junior", "KEEP-C1", "2020-06-15");
+    let first = api.post_claim(&granted).await;
+    assert_eq!((first.status, &first.body["status"]), (201, &serde_json::json!("approved")), "{}", first.body);
+    // Fill the store until it refuses a write.
+    let mut full = false;
+    for i in 0..600 {
+        let mut c = wy_qualification(
+            &format!("FILL-{i}"),
+            &id_number(&format!("3307231990{:02}{:02}{:03}", i % 12 + 1, i % 28 + 1, i % 1000)),
+            "6-31-01-03",
+            "junior",
+            &format!("FILL-C{i}-{}", "x".repeat(120)),
+            "2020-06-15",
+        );
+        c["applicant"]["name"] = serde_json::json!("名".repeat(60));
+        if api.post_claim(&c).await.status == 503 {
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the store ran out of room");
+    let revoked = api.post("/v1/claims/KEEP-1/revocation", PLATFORM, &serde_json::json!({"reason": "test"})).await;
+    assert_eq!(revoked.status, 503, "{}", revoked.body);
+    let decision = api.get("/v1/claims/KEEP-1", PLATFORM).await;
+    assert_eq!(decision.body, first.body, "the decision as recorded");
+    let events = api.get("/v1/claims/KEEP-1/events", PLATFORM).await;
+    assert_eq!(events.body.as_array().map(Vec::len), Some(1), "decided only: {}", events.body);
+    let listed = api.get("/v1/claims?status=revoked", AUDITOR).await;
+    assert_eq!(listed.body["claims"], serde_json::json!([]), "nothing durably revoked");
+    let listed = api.get("/v1/claims?status=approved&limit=1", AUDITOR).await;
+    assert_eq!(listed.body["claims"][0]["decision"], first.body);
+    let usage = api.usage("wuyi", &person, 2020).await;
+    assert_eq!(usage.body["used"], 1, "{}", usage.body);
+    assert_eq!(usage.body["claims"][0]["status"], "approved", "{}", usage.body);
+    let _ = child.kill();
+    let _ = child.wait();
+    let app = BinaryApp::start(&store).await;
+    let api = crate::helpers::base(&app.address);
+    assert_eq!(api.get("/v1/claims/KEEP-1", PLATFORM).await.body, first.body, "after a restart too");
+    app.stop();
+}
+
 /// A record that cannot be read is an error (503), never a missing claim:
 /// not a 404, not a fresh decision as if the claim were new.
 #[tokio::test]
