@@ -210,8 +210,11 @@ pub async fn batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitBatch)?;
-    let _permit = state.batch_permits.acquire().await.map_err(|e| internal(e.into()))?;
+    // The body first (within its size and time limits), then a permit: a
+    // client sending its body slowly holds no permit, and so holds up no
+    // other caller's batch.
     let body = read_json(&req, payload, state.server.batch_body_limit).await?;
+    let _permit = state.batch_permits.acquire().await.map_err(|e| internal(e.into()))?;
     let mut claims = batch_claims(body, state.server.max_batch_claims)?;
     // Parsing, sealing and encoding are most of a batch's work before the
     // ledger: the second half is prepared on the blocking pool meanwhile.

@@ -46,6 +46,36 @@ async fn a_body_that_never_finishes_gets_408_and_frees_the_worker() {
     assert_eq!(app.api().get("/healthz", "").await.status, 200);
 }
 
+/// Batches sent slowly do not hold up others: a batch takes its place among
+/// the two parsed at once only with its whole body in hand.
+#[tokio::test]
+async fn slow_batch_bodies_do_not_hold_up_other_batches() {
+    let app = spawn_app_with(|s| s.server.body_timeout_ms = 20_000).await;
+    let addr = app.address.trim_start_matches("http://").to_string();
+    // Three batches whose bodies never finish (more than there are permits).
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "POST /v1/claims/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {PLATFORM}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"claims\": [").unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let claim = crate::helpers::wy_qualification(
+        "SLOW-1",
+        &crate::helpers::id_number("33072319900101077"),
+        "6-31-01-03",
+        "junior",
+        "SLOW-C1",
+        "2020-06-15",
+    );
+    let started = std::time::Instant::now();
+    let batch = app.api().post("/v1/claims/batch", PLATFORM, &json!({"claims": [claim]})).await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    // Answered long before the slow bodies' 20 s run out (it waited for them before).
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "waited {:?}", started.elapsed());
+    drop(slow);
+}
+
 #[tokio::test]
 async fn an_unknown_field_in_a_batch_body_is_422() {
     let app = spawn_app_with(|_| {}).await;
