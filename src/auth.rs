@@ -52,6 +52,11 @@ impl KeyTable {
                 Some(c) => Some(CreditCode::parse(c, "").map_err(|e| anyhow::anyhow!("{}", e.message))?),
                 None => None,
             };
+            // Checked here as well as with the settings: an institution key
+            // without its credit code would be scoped to nothing, i.e. see all.
+            if k.role == Role::Institution && credit_code.is_none() {
+                anyhow::bail!("key `{}`: an institution key needs its credit_code", k.id);
+            }
             let bucket = k.rate_limit.unwrap_or_else(|| limits.for_role(k.role));
             let limiter = if limits.enabled { limiter(bucket) } else { None };
             out.push(KeyEntry { id: k.id.clone(), hash, role: k.role, credit_code, limiter });
@@ -144,4 +149,28 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         req.extensions_mut().insert(InstitutionScope(scope.to_string()));
     }
     Ok(caller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::{Bucket, KeySettings, RateLimitSettings};
+
+    #[test]
+    fn an_institution_key_without_its_credit_code_is_refused() {
+        let bucket = Bucket { per_second: 1, burst: 1 };
+        let limits =
+            RateLimitSettings { enabled: false, platform: bucket, institution: bucket, auditor: bucket, admin: bucket };
+        let key = |role, credit_code: Option<&str>| KeySettings {
+            id: "k".into(),
+            role,
+            key_sha256: "ab".repeat(32),
+            credit_code: credit_code.map(str::to_string),
+            rate_limit: None,
+        };
+        let refused = KeyTable::new(&[key(Role::Institution, None)], &limits).err().expect("refused");
+        assert!(refused.to_string().contains("credit_code"), "{refused}");
+        assert!(KeyTable::new(&[key(Role::Institution, Some("91330723MA0DEMQ01N"))], &limits).is_ok());
+        assert!(KeyTable::new(&[key(Role::Platform, None)], &limits).is_ok());
+    }
 }
