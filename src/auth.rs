@@ -168,7 +168,7 @@ mod tests {
             credit_code: credit_code.map(str::to_string),
             rate_limit: None,
         };
-        let refused = KeyTable::new(&[key(Role::Institution, None)], &limits).err().expect("refused");
+        let Err(refused) = KeyTable::new(&[key(Role::Institution, None)], &limits) else { panic!("refused") };
         assert!(refused.to_string().contains("credit_code"), "{refused}");
         assert!(KeyTable::new(&[key(Role::Institution, Some("91330723MA0DEMQ01N"))], &limits).is_ok());
         assert!(KeyTable::new(&[key(Role::Platform, None)], &limits).is_ok());
