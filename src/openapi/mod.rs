@@ -112,38 +112,28 @@ fn add_keyed_responses(api: &mut utoipa::openapi::OpenApi) {
         .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
         .description(Some("Seconds to wait"))
         .build();
+    let answer = |description: &str| {
+        ResponseBuilder::new().description(description).content("application/problem+json", problem())
+    };
     for op in operations(api) {
         if op.security.as_ref().is_none_or(Vec::is_empty) {
             continue;
         }
-        let responses = &mut op.responses.responses;
-        responses.entry("429".into()).or_insert_with(|| {
-            ResponseBuilder::new()
-                .description("Rate limited: this key's requests are over its rate; retry after `Retry-After` seconds")
-                .content("application/problem+json", problem())
-                .header("Retry-After", retry_after.clone())
-                .into()
-        });
-        responses.entry("503".into()).or_insert_with(|| {
-            ResponseBuilder::new()
-                .description("Store unavailable: the ledger cannot be read now; retry later")
-                .content("application/problem+json", problem())
-                .into()
-        });
+        let mut common = vec![
+            (
+                "429",
+                answer("Rate limited: this key's requests are over its rate; retry after `Retry-After` seconds")
+                    .header("Retry-After", retry_after.clone()),
+            ),
+            ("503", answer("Store unavailable: the ledger cannot be read now; retry later")),
+        ];
         // A body is read under a size limit and a time limit.
         if op.request_body.is_some() {
-            responses.entry("413".into()).or_insert_with(|| {
-                ResponseBuilder::new()
-                    .description("Body over the limit")
-                    .content("application/problem+json", problem())
-                    .into()
-            });
-            responses.entry("408".into()).or_insert_with(|| {
-                ResponseBuilder::new()
-                    .description("The body did not arrive in time (`server.body_timeout_ms`)")
-                    .content("application/problem+json", problem())
-                    .into()
-            });
+            common.push(("413", answer("Body over the limit")));
+            common.push(("408", answer("The body did not arrive in time (`server.body_timeout_ms`)")));
+        }
+        for (status, response) in common {
+            op.responses.responses.entry(status.into()).or_insert_with(|| response.into());
         }
     }
 }

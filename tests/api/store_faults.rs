@@ -4,21 +4,21 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{free_port, id_number, wy_qualification, BinaryApp, AUDITOR, PLATFORM};
+use crate::helpers::{free_port, id_number, wy_qualification, BinaryApp, Client, AUDITOR, PLATFORM};
 
-#[tokio::test]
-async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
+/// The service on `store` under a file-size limit, which makes the store's
+/// writes fail like a full disk (EFBIG; SIGXFSZ is ignored so that the write
+/// fails instead of killing the process), with `env` set besides; its
+/// process and client, once it answers.
+async fn start_on_a_small_disk(store: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, Client) {
     let port = free_port();
-    // The file-size limit makes the store's writes fail like a full disk (EFBIG);
-    // SIGXFSZ is ignored so the write fails instead of killing the process.
-    let mut child = Command::new("bash")
+    let child = Command::new("bash")
         .arg("-c")
         .arg(format!("trap '' XFSZ; ulimit -f 640; exec '{}'", env!("CARGO_BIN_EXE_subsidy-service")))
-        .env("SUBSIDY__STORE__PATH", &store)
+        .env("SUBSIDY__STORE__PATH", store)
         .env("SUBSIDY__SERVER__PORT", port.to_string())
         .env("SUBSIDY__TELEMETRY__LEVEL", "error")
+        .envs(env.iter().copied())
         .env_remove("SUBSIDY_ENV")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -34,18 +34,32 @@ async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the service started under the file-size limit");
+    (child, api)
+}
+
+/// The `i`th of the large claims that fill a small disk.
+fn filler(prefix: &str, i: usize) -> serde_json::Value {
+    let mut c = wy_qualification(
+        &format!("{prefix}-{i}"),
+        &id_number(&format!("3307231990{:02}{:02}{:03}", i % 12 + 1, i % 28 + 1, i % 1000)),
+        "6-31-01-03",
+        "junior",
+        &format!("{prefix}-C{i}-{}", "x".repeat(120)),
+        "2020-06-15",
+    );
+    c["applicant"]["name"] = serde_json::json!("名".repeat(60));
+    c
+}
+
+#[tokio::test]
+async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (mut child, api) = start_on_a_small_disk(&store, &[]).await;
     let mut acknowledged = Vec::new();
     let mut refused = Vec::new();
     for i in 0..600 {
-        let mut c = wy_qualification(
-            &format!("FULL-{i}"),
-            &id_number(&format!("3307231990{:02}{:02}{:03}", i % 12 + 1, i % 28 + 1, i % 1000)),
-            "6-31-01-03",
-            "junior",
-            &format!("FULL-C{i}-{}", "x".repeat(120)),
-            "2020-06-15",
-        );
-        c["applicant"]["name"] = serde_json::json!("名".repeat(60));
+        let c = filler("FULL", i);
         // Once the store fails the service stops: a refused connection ends the load.
         let Ok(resp) = api.client.post(api.url("/v1/claims")).bearer_auth(PLATFORM).json(&c).send().await else {
             break;
@@ -101,26 +115,7 @@ async fn a_full_disk_gives_503_and_loses_nothing_acknowledged() {
 async fn a_revocation_the_store_could_not_keep_is_not_shown() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let port = free_port();
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(format!("trap '' XFSZ; ulimit -f 640; exec '{}'", env!("CARGO_BIN_EXE_subsidy-service")))
-        .env("SUBSIDY__STORE__PATH", &store)
-        .env("SUBSIDY__SERVER__PORT", port.to_string())
-        .env("SUBSIDY__STORE__STOP_ON_FAILURE", "false")
-        .env("SUBSIDY__TELEMETRY__LEVEL", "error")
-        .env_remove("SUBSIDY_ENV")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let api = crate::helpers::base(&format!("http://127.0.0.1:{port}"));
-    for _ in 0..200 {
-        if api.client.get(api.url("/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, api) = start_on_a_small_disk(&store, &[("SUBSIDY__STORE__STOP_ON_FAILURE", "false")]).await;
     let person = id_number("33072319880101012");
     let granted = wy_qualification("KEEP-1", &person, "6-31-01-03", "junior", "KEEP-C1", "2020-06-15");
     let first = api.post_claim(&granted).await;
@@ -128,16 +123,7 @@ async fn a_revocation_the_store_could_not_keep_is_not_shown() {
     // Fill the store until it refuses a write.
     let mut full = false;
     for i in 0..600 {
-        let mut c = wy_qualification(
-            &format!("FILL-{i}"),
-            &id_number(&format!("3307231990{:02}{:02}{:03}", i % 12 + 1, i % 28 + 1, i % 1000)),
-            "6-31-01-03",
-            "junior",
-            &format!("FILL-C{i}-{}", "x".repeat(120)),
-            "2020-06-15",
-        );
-        c["applicant"]["name"] = serde_json::json!("名".repeat(60));
-        if api.post_claim(&c).await.status == 503 {
+        if api.post_claim(&filler("FILL", i)).await.status == 503 {
             full = true;
             break;
         }
