@@ -87,10 +87,12 @@ impl Application {
         .listen(listener)?
         .client_request_timeout(Duration::from_millis(s.client_request_timeout_ms))
         // A client that closes its side of the connection has gone: its
-        // request is dropped (a simulation stops at its next chunk, a claim
-        // already handed to the ledger is recorded all the same and answered
-        // to a retry). HTTP clients close a connection when they give up, not
-        // to end a request (its length does that).
+        // request is dropped (a simulation stops at its next chunk; a claim
+        // already handed to the embedded ledger's writer is recorded all the
+        // same, one in a PostgreSQL transaction is rolled back unless its
+        // `COMMIT` was sent; either way a retry finds out). HTTP clients
+        // close a connection when they give up, not to end a request (its
+        // length does that).
         .h1_allow_half_closed(false)
         .keep_alive(Duration::from_secs(s.keep_alive_secs))
         .shutdown_timeout(s.shutdown_timeout_secs);

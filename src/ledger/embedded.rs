@@ -238,8 +238,8 @@ impl LedgerService for EmbeddedLedger {
         let Some(seq) = self.seq_of(e.claim.claim_id.as_str())? else {
             return self.decide_now(&e.claim, e.person.as_deref(), None);
         };
-        let store = self.store.clone();
-        let record = blocking(move || store.record(seq)).await?;
+        let (store, revoking) = (self.store.clone(), self.revoking.clone());
+        let record = blocking(move || store.record(seq)?.map(|r| as_durable(&revoking, r)).transpose()).await?;
         // Only the same body, granted, sets its own record aside.
         let Some(record) = record else {
             return Err(LedgerError::Unavailable(format!("record {seq} is missing from the store")));
@@ -259,12 +259,16 @@ impl LedgerService for EmbeddedLedger {
         let Some(seq) = self.seq_of(claim_id)? else { return Ok(None) };
         // Only durable events: a group being synced is not shown yet.
         let durable = self.state.read().map_err(|_| poisoned())?.next_event;
-        let (store, revoking) = (self.store.clone(), self.revoking.clone());
+        let store = self.store.clone();
         blocking(move || {
-            let r = store.record(seq)?.with_context(|| format!("record {seq} is missing from the store"))?;
-            let r = as_durable(&revoking, r)?;
-            let mut events = vec![r.decided()];
-            events.extend(store.events_of(seq)?.into_iter().filter(|e| e.seq < durable));
+            let mut r = store.record(seq)?.with_context(|| format!("record {seq} is missing from the store"))?;
+            let mut events: Vec<Event> = store.events_of(seq)?.into_iter().filter(|e| e.seq < durable).collect();
+            // The record as of the same moment as its history: revoked only
+            // with a durable revocation among its events.
+            if r.header.status == Status::Revoked && !events.iter().any(|e| e.event == "revoked") {
+                undo_revocation(&mut r);
+            }
+            events.push(r.decided());
             events.sort_by_key(|e| e.seq);
             Ok(Some((r, events)))
         })
@@ -625,6 +629,12 @@ impl Writer {
         let (written, mut texts) = match self.write_group(batch, records, read_error) {
             Ok(written) => written,
             Err(e) => {
+                // Nothing of the group was written: its revocations are not pending.
+                if let Ok(mut r) = self.revoking.write() {
+                    for seq in &changed {
+                        r.remove(seq);
+                    }
+                }
                 replies.into_iter().for_each(|r| r.send(Some(&e)));
                 return None;
             }

@@ -210,11 +210,12 @@ pub async fn batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitBatch)?;
-    // The body first (within its size and time limits), then a permit: a
-    // client sending its body slowly holds no permit, and so holds up no
-    // other caller's batch.
-    let body = read_json(&req, payload, state.server.batch_body_limit).await?;
+    // The body's bytes first (within their size and time limits), then a
+    // permit, then the parsing: a client sending its body slowly holds no
+    // permit, and so holds up no other caller's batch.
+    let bytes = super::read_body_bytes(&req, payload, state.server.batch_body_limit).await?;
     let _permit = state.batch_permits.acquire().await.map_err(|e| internal(e.into()))?;
+    let body = super::json_value(&bytes)?;
     let mut claims = batch_claims(body, state.server.max_batch_claims)?;
     // Parsing, sealing and encoding are most of a batch's work before the
     // ledger: the second half is prepared on the blocking pool meanwhile.

@@ -103,7 +103,7 @@ pub async fn read_body_bytes(
 }
 
 /// A body's JSON as a [`Value`], or `400 MALFORMED_JSON`.
-fn json_value(body: &[u8]) -> Result<Value, ApiError> {
+pub fn json_value(body: &[u8]) -> Result<Value, ApiError> {
     // The body is checked as UTF-8 once, so that serde_json does not check
     // each string again; bytes that are not UTF-8 go to serde_json's own
     // reader, which names their line and column.
@@ -144,7 +144,7 @@ impl AppState {
 
     /// A claim ready for the ledger, refused if an institution key may not
     /// submit it: a person's claim must name the key's credit code as its
-    /// institution or organisation; an organisation's claim (an award, an
+    /// institution; an organisation's claim (an award, an
     /// investment, contest funding, online training) is the organisation's
     /// own, and only its key (or the platform) submits it: another party
     /// would spend the organisation's cumulative cap and once-only awards.

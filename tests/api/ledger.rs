@@ -348,7 +348,15 @@ async fn a_revocation_is_shown_only_once_durable() {
             })
         };
         loop {
+            // Answered before this read was sent: revoked (or failed) by now.
+            let answered = revoke.is_finished();
             let decision = api.get(&format!("/v1/claims/{id}"), PLATFORM).await;
+            assert_eq!(decision.status, 200, "{}", decision.body);
+            assert!(
+                !answered || decision.body["status"] == "revoked",
+                "{id} after its revocation's answer: {}",
+                decision.body
+            );
             if decision.body["status"] == "revoked" {
                 let events = api.get(&format!("/v1/claims/{id}/events"), PLATFORM).await;
                 let kinds: Vec<&str> =

@@ -129,6 +129,39 @@ async fn sessions_end_idle_transactions_and_always_commit_synchronously() {
     assert_eq!(settings(own).await, ["2s", "on"]);
 }
 
+/// A claim whose client gives up while its transaction waits for a lock
+/// leaves no session behind waiting: the statement is cancelled and the
+/// connection closed, though the lock is still held.
+#[tokio::test]
+async fn a_claim_given_up_while_waiting_for_a_lock_leaves_no_session_waiting() {
+    use sha2::Digest as _;
+    let app = spawn_app_on_postgres().await;
+    let url = app.database.clone().expect("a database");
+    // Hold the claim id's advisory lock (as the ledger computes it) from a session of our own.
+    let d = sha2::Sha256::digest(b"claim-id\0GIVEUP-1");
+    let lock = i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    let holder = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
+    holder.execute("SELECT pg_advisory_lock($1)", &[&lock]).await.unwrap();
+    let claim =
+        wy_qualification("GIVEUP-1", &id_number("33072319900101088"), "6-31-01-03", "junior", "GU-1", "2020-06-15");
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(800)).build().unwrap();
+    let given_up = impatient.post(format!("{}/v1/claims", app.address)).bearer_auth(PLATFORM).json(&claim).send().await;
+    assert!(given_up.is_err(), "the claim waits for the lock");
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let mut left = -1;
+    for _ in 0..50 {
+        left = holder.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "a session still waits for the lock its client gave up on");
+    holder.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await.unwrap();
+    assert_eq!(app.api().post_claim(&claim).await.status, 201, "the claim is recorded when sent again");
+}
+
 /// A setting as a new session of the database at `url` has it.
 async fn admin_setting(url: &str, name: &str) -> String {
     let c = subsidy_service::ledger::postgres::connect(url).await.expect("the test database answers");

@@ -39,6 +39,9 @@ impl Snapshot {
         let holder = std::thread::spawn(move || {
             let hold = async {
                 let c = connect(&held).await?;
+                // Held open while the readers start, however long the
+                // command runs: not ended by a database's idle timeout.
+                c.batch_execute("SET idle_in_transaction_session_timeout = 0").await?;
                 c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
                 let id: String = c.query_one("SELECT pg_export_snapshot()", &[]).await?.get(0);
                 Ok::<_, anyhow::Error>((c, id))
@@ -51,8 +54,8 @@ impl Snapshot {
             match runtime.block_on(hold) {
                 Ok((c, id)) => {
                     let _ = id_tx.send(Ok(id));
-                    // Held (its connection driven by the runtime's task)
-                    // until every reader is done.
+                    // Held, open on the server (nothing needs to be read
+                    // from it meanwhile), until every reader is done.
                     let _ = stopped.recv();
                     drop(c);
                 }

@@ -66,8 +66,9 @@ impl std::ops::Deref for Tx<'_> {
 /// it is dropped while a transaction may be open (a request given up part
 /// way), the connection leaves the pool: a statement of that transaction
 /// may still be waiting for a lock, and the next user's statements would
-/// wait behind it. Closing it ends the transaction with a rollback (a
-/// `ROLLBACK` is queued first, for a database that reads it sooner).
+/// wait behind it. The statement is cancelled and the connection closed,
+/// which ends the transaction with a rollback (a `ROLLBACK` is queued
+/// first, for a database that reads it sooner).
 struct Session {
     conn: Option<deadpool_postgres::Object>,
     open: AtomicBool,
@@ -142,6 +143,13 @@ impl Drop for Session {
         if self.open.load(Ordering::SeqCst) {
             // The first poll queues the statement; its answer is not read.
             let _ = conn.batch_execute("ROLLBACK").now_or_never();
+            // A statement still waiting for a lock would keep the session
+            // (and the database's connection slot) until the lock came free:
+            // it is cancelled, from a task, as the drop cannot wait.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let token = conn.cancel_token();
+                runtime.spawn(async move { drop(token.cancel_query(NoTls).await) });
+            }
             // Out of the pool for good.
             drop(deadpool_postgres::Object::take(conn));
         }
