@@ -47,7 +47,7 @@ pub async fn fifty_claims_for_one_person_grant_three(apis: &[Client], id_digits:
 /// The statuses of the claims whose ids start with `prefix`, in recording
 /// order, once `n` are listed (on PostgreSQL a claim is listed once every
 /// transaction older than its own has ended).
-async fn recorded_statuses(api: &Client, prefix: &str, n: usize) -> Vec<String> {
+pub async fn recorded_statuses(api: &Client, prefix: &str, n: usize) -> Vec<String> {
     for _ in 0..100 {
         let page = api.get("/v1/claims?limit=500", crate::helpers::AUDITOR).await;
         assert_eq!(page.status, 200, "{}", page.body);

@@ -168,6 +168,36 @@ async fn admin_setting(url: &str, name: &str) -> String {
     c.query_one(&format!("SHOW {name}"), &[]).await.expect("the setting").get(0)
 }
 
+/// Batches and single claims for one person at once, over two replicas: the
+/// recording order is the order of the decisions, batches included (a batch
+/// is numbered once its keys are locked), so its three grants come first.
+#[tokio::test]
+async fn batches_and_claims_for_one_person_are_recorded_in_the_order_decided() {
+    let replicas = two_replicas().await;
+    let apis = apis(&replicas);
+    let person = id_number("33072319880808024");
+    let occupations = ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01", "4-10-01-01"];
+    let levels: Vec<&str> = subsidy_service::domain::Level::ALL.iter().map(|l| l.as_str()).collect();
+    let claim = |i: usize| {
+        let (occupation, level) = (occupations[i % 5], levels[i / 5 % 7]);
+        wy_qualification(&format!("BO-{i:02}"), &person, occupation, level, &format!("BO-C{i}"), "2020-07-01")
+    };
+    let batches = (0..5).map(|b| {
+        let api = apis[b % 2].clone();
+        let claims: Vec<Value> = (0..4).map(|j| claim(b * 4 + j)).collect();
+        async move { api.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await.status }
+    });
+    let singles = (20..30).map(|i| {
+        let (api, c) = (apis[i % 2].clone(), claim(i));
+        async move { api.post_claim(&c).await.status }
+    });
+    let (batched, single) = tokio::join!(join_all(batches), join_all(singles));
+    assert!(batched.iter().all(|s| *s == 200) && single.iter().all(|s| *s == 201), "{batched:?} {single:?}");
+    let statuses = crate::concurrency::recorded_statuses(&apis[0], "BO-", 30).await;
+    let granted_first: Vec<&str> = ["approved"; 3].into_iter().chain(["rejected"; 27]).collect();
+    assert_eq!(statuses, granted_first, "the recording order is the order of the decisions");
+}
+
 #[tokio::test]
 async fn twenty_identical_claims_over_two_replicas_record_one_decision() {
     let replicas = two_replicas().await;

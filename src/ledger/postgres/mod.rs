@@ -853,8 +853,9 @@ impl PostgresLedger {
     /// its recorded claim and the keys read, with the numbers and the
     /// directories' revisions (after the `BEGIN` sent with them); then the
     /// writes, and the `COMMIT` with them. A batch looks its claim ids up
-    /// first and locks only the keys of the claims not recorded yet, in a
-    /// round trip of its own: a batch sent again locks its claim ids alone.
+    /// first (with the revisions) and locks only the keys of the claims not
+    /// recorded yet, in a round trip of its own, and is numbered after that:
+    /// a batch sent again locks its claim ids alone.
     /// A key only the final decision reads (a directory changed by another
     /// process, an earlier claim of the batch granted, the decision gone
     /// another way) is locked after, in a round trip of its own.
@@ -867,13 +868,16 @@ impl PostgresLedger {
         } else {
             BTreeSet::new()
         };
-        let ((first_seq, event_numbers, revisions), existing, mut known) =
-            Self::lock_and_read(tx, items, &expected).await?;
+        // A single claim is numbered in its locks' round trip; a batch, whose
+        // keys are locked in a round trip of their own, after those.
+        let ((mut first_seq, mut event_numbers, revisions), existing, mut known) =
+            Self::lock_and_read(tx, items, &expected, single).await?;
         let dirs = self.directories_at(&***tx, revisions).await?;
         let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_else(empty_directory);
         if !single {
             let keys = self.keys_of_new_claims(items, &existing, dir_of)?;
             known.fetch(tx, &keys, true).await?;
+            (first_seq, event_numbers, _) = numbers(tx, items.len(), items.len()).await?;
         }
 
         let mut writes = Writes::default();
@@ -954,6 +958,7 @@ impl PostgresLedger {
         tx: &Tx<'_>,
         items: &[&ClaimItem],
         keys: &BTreeSet<KeyDigest>,
+        number: bool,
     ) -> anyhow::Result<(Numbers, HashMap<String, ClaimRecord>, Known)> {
         let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
         // One claim: the plain lookup (a generic plan of `= ANY($1)` may
@@ -968,16 +973,18 @@ impl PostgresLedger {
         let key_params: Params<1> = [&digests];
         let locks = lock_order(&ids, &keys);
         claims_numbered(items.len())?;
-        let events = items.len() as i64;
+        // Unnumbered: the directories' revisions alone (no transaction id, no event numbers).
+        let events = if number { items.len() as i64 } else { 0 };
         let numbered: Params<1> = [&events];
+        let numbers_sql = if number { NUMBERS } else { REVISIONS };
         // The numbers after the locks: the transaction id, which numbers the
         // claims, is then taken once the locks are held, so that of two
         // transactions waiting for one lock the one that takes it first
         // records its claims first, in the order a replay decides them.
         let read = if keys.is_empty() {
-            locked_reads(tx, locks, [(NUMBERS, &numbered), (lookup, &params)]).await?
+            locked_reads(tx, locks, [(numbers_sql, &numbered), (lookup, &params)]).await?
         } else {
-            locked_reads(tx, locks, [(NUMBERS, &numbered), (lookup, &params), (READ_KEYS, &key_params)]).await?
+            locked_reads(tx, locks, [(numbers_sql, &numbered), (lookup, &params), (READ_KEYS, &key_params)]).await?
         };
         let numbers = numbers_of(&read[0])?;
         let mut existing = HashMap::new();
@@ -1354,6 +1361,13 @@ type Numbers = (i64, Vec<i64>, Vec<(String, i64)>);
 /// transaction id), `$1` event numbers, and the directories' revisions.
 const NUMBERS: &str = "SELECT pg_current_xact_id()::text::bigint,
         ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
+        ARRAY(SELECT county FROM directories ORDER BY county),
+        ARRAY(SELECT revision FROM directories ORDER BY county)";
+
+/// [`NUMBERS`]' shape without numbering: the directories' revisions, a first
+/// number of 0 and no event numbers (`$1` is 0), and no transaction id taken.
+const REVISIONS: &str = "SELECT 0::bigint,
+        ARRAY(SELECT 0::bigint FROM generate_series(1, $1::bigint)),
         ARRAY(SELECT county FROM directories ORDER BY county),
         ARRAY(SELECT revision FROM directories ORDER BY county)";
 
