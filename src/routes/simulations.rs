@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Datelike as _;
 
 use super::{ledger_error, read_json, AppState};
 use crate::auth::{Caller, Operation};
@@ -117,9 +118,9 @@ pub async fn simulate(
     // A sizing hint: the grants recorded in the window's years within the
     // policy's period (no grant is dated outside it).
     let period = &state.policy.county(p.county).common.period;
-    let year = chrono::Datelike::year;
+    let years = from.max(period.from).year()..=to.min(period.to).year();
     let mut grants = 0u64;
-    for year in year(&from.max(period.from))..=year(&to.min(period.to)) {
+    for year in years {
         let report = state.ledger.report(p.county, year).await.map_err(ledger_error)?;
         grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
     }

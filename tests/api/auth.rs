@@ -84,12 +84,7 @@ pub async fn institution_reads_only_its_own_claims(api: &Client) {
     assert_eq!(api.get("/v1/claims/I-2/events", INSTITUTION).await.status, 404);
     // Both claims listed to an auditor (on PostgreSQL a claim is listed once
     // every older transaction has ended), only its own to the institution.
-    for _ in 0..100 {
-        if api.get("/v1/claims", AUDITOR).await.body["claims"].as_array().is_some_and(|c| c.len() == 2) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::helpers::listing(api, "/v1/claims", 2).await;
     let list = api.get("/v1/claims", INSTITUTION).await;
     let ids: Vec<_> = list.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].clone()).collect();
     assert_eq!(ids, vec![json!("I-1")]);

@@ -45,25 +45,13 @@ pub async fn fifty_claims_for_one_person_grant_three(apis: &[Client], id_digits:
 }
 
 /// The statuses of the claims whose ids start with `prefix`, in recording
-/// order, once `n` are listed (on PostgreSQL a claim is listed once every
-/// transaction older than its own has ended).
+/// order, once the listing shows `n` claims (each test's store or database
+/// holds only its own).
 pub async fn recorded_statuses(api: &Client, prefix: &str, n: usize) -> Vec<String> {
-    for _ in 0..100 {
-        let page = api.get("/v1/claims?limit=500", crate::helpers::AUDITOR).await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let statuses: Vec<String> = page.body["claims"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["claim_id"].as_str().is_some_and(|id| id.starts_with(prefix)))
-            .map(|c| c["decision"]["status"].as_str().unwrap().to_string())
-            .collect();
-        if statuses.len() >= n {
-            return statuses;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("fewer than {n} claims {prefix}… were ever listed");
+    let page = crate::helpers::listing(api, "/v1/claims?limit=500", n).await;
+    let claims = page.body["claims"].as_array().unwrap().iter();
+    let ours = claims.filter(|c| c["claim_id"].as_str().is_some_and(|id| id.starts_with(prefix)));
+    ours.map(|c| c["decision"]["status"].as_str().unwrap().to_string()).collect()
 }
 
 /// 20 identical simultaneous submissions spread over `apis`: one 201, 19 replays.

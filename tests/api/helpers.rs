@@ -206,6 +206,12 @@ impl Answer {
             .map(|a| a.iter().map(|r| r["code"].as_str().unwrap_or("").to_string()).collect())
             .unwrap_or_default()
     }
+    /// The claim ids of a listing, in its order.
+    pub fn claim_ids(&self) -> Vec<&str> {
+        self.body["claims"]
+            .as_array()
+            .map_or_else(Vec::new, |c| c.iter().filter_map(|c| c["claim_id"].as_str()).collect())
+    }
     pub fn error_fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
@@ -297,4 +303,18 @@ pub fn wy_qualification(claim_id: &str, id: &str, occupation: &str, level: &str,
         "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "employed_in_county": true, "groups": ["enterprise_employee"]},
         "details": {"occupation_code": occupation, "level": level, "certificate_number": cert, "payee": "person"}
     })
+}
+
+/// A listing (read by the auditor) once it shows `n` claims: on PostgreSQL
+/// claims appear in it when every transaction older than theirs has ended
+/// (other tests share the cluster).
+pub async fn listing(api: &Client, path: &str, n: usize) -> Answer {
+    for _ in 0..100 {
+        let listed = api.get(path, AUDITOR).await;
+        if listed.body["claims"].as_array().is_some_and(|c| c.len() >= n) {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never listed {n} claims");
 }

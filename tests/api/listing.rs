@@ -79,8 +79,7 @@ async fn pages_follow_the_cursor_without_gaps_or_repeats_and_filters_apply() {
         assert_eq!(api.post_claim(&c).await.status, 201);
     }
     let unassigned = api.get("/v1/claims?department=unassigned", AUDITOR).await;
-    let ids: Vec<&str> =
-        unassigned.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+    let ids = unassigned.claim_ids();
     assert_eq!(ids, ["L-U0", "L-U1"]);
     let report = api.get("/v1/reports/wuyi/2020", AUDITOR).await;
     let lines = report.body["by_department"].as_array().unwrap();

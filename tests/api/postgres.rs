@@ -17,22 +17,9 @@ use crate::concurrency::{
 };
 use crate::golden::{public_cases_pass, run_file_over, scenario_files_pass};
 use crate::helpers::{
-    base, fresh_database, id_number, spawn_app, spawn_app_on_postgres, spawn_app_with, use_postgres, wy_qualification,
-    BinaryApp, Client, AUDITOR, PLATFORM,
+    base, fresh_database, id_number, listing, spawn_app, spawn_app_on_postgres, spawn_app_with, use_postgres,
+    wy_qualification, BinaryApp, Client, AUDITOR, PLATFORM,
 };
-
-/// A listing once it shows `n` claims: claims appear in it when every
-/// transaction older than theirs has ended (other tests share the cluster).
-async fn listing(api: &Client, path: &str, n: usize) -> crate::helpers::Answer {
-    for _ in 0..100 {
-        let listed = api.get(path, AUDITOR).await;
-        if listed.body["claims"].as_array().is_some_and(|c| c.len() >= n) {
-            return listed;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never listed {n} claims");
-}
 
 /// Two service processes sharing one fresh database.
 async fn two_replicas() -> (BinaryApp, BinaryApp) {
@@ -532,8 +519,7 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
     let batch = a.post("/v1/claims/batch", PLATFORM, &json!({ "claims": claims })).await;
     assert_eq!(batch.status, 200, "{}", batch.body);
     let listed = listing(&b, "/v1/claims?county=wuyi", 4).await;
-    let ids: Vec<_> =
-        listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+    let ids = listed.claim_ids();
     assert_eq!(ids, ["B-0", "B-1", "B-2", "B-3"], "recording order is the batch's order");
     let statuses: Vec<_> =
         listed.body["claims"].as_array().unwrap().iter().map(|c| c["decision"]["status"].clone()).collect();
@@ -543,8 +529,7 @@ async fn a_batch_is_recorded_in_order_and_listed_across_replicas() {
         [("department=education", vec!["B-1"]), ("department=unassigned", vec!["B-0", "B-2", "B-3"])]
     {
         let listed = b.get(&format!("/v1/claims?{query}"), AUDITOR).await;
-        let ids: Vec<_> =
-            listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+        let ids = listed.claim_ids();
         assert_eq!(ids, expected, "{query}");
     }
     let results = join_all([a.usage("wuyi", &person, 2020), b.usage("wuyi", &person, 2020)]).await;

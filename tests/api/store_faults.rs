@@ -203,8 +203,7 @@ async fn a_group_cut_between_its_bodies_and_its_headers_is_no_record_and_is_repl
         wy_qualification("CUT-2", &id_number("33072319930101012"), "6-31-01-03", "junior", "CUT-C2", "2020-05-01");
     assert_eq!(api.post_claim(&second).await.status, 201);
     let listed = api.get("/v1/claims?limit=10", AUDITOR).await;
-    let ids: Vec<&str> =
-        listed.body["claims"].as_array().unwrap().iter().map(|c| c["claim_id"].as_str().unwrap()).collect();
+    let ids = listed.claim_ids();
     assert_eq!(ids, ["CUT-1", "CUT-2"], "{}", listed.body);
     app.stop();
     let check = check_store(&store);
