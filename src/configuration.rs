@@ -108,8 +108,10 @@ pub struct StoreSettings {
     /// The sled store's directory (`backend = "sled"`).
     pub path: PathBuf,
     /// The database's URL (`backend = "postgres"`), e.g.
-    /// `postgres://subsidy:secret@db:5432/subsidy`. It may hold a password:
-    /// never logged.
+    /// `postgres://subsidy:secret@db:5432/subsidy`, with TLS as libpq's
+    /// `sslmode`, `sslrootcert`, `sslcert` and `sslkey` say
+    /// ([`crate::ledger::postgres::tls`]). It may hold a password: never
+    /// logged.
     pub url: Secret,
     /// The most connections to the database each process keeps, split
     /// among its HTTP workers.

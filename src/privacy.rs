@@ -91,7 +91,10 @@ impl Pseudonymizer {
 /// configured secret as the person keys (HMAC-SHA256 of a fixed label), so a
 /// store is readable only with its configuration. The stored claim shows the
 /// masked forms; `unseal_node` restores the claim exactly as submitted (to
-/// decide it again).
+/// decide it again). The seal is bound to the claim's id, the key of its
+/// record (associated data, marked `"bound": "claim_id"`): sealed fields
+/// moved into another claim's record do not open there. Claims sealed
+/// before the binding carry no mark and open without it.
 #[derive(Clone)]
 pub struct Sealer {
     key: std::sync::Arc<ring::aead::LessSafeKey>,
@@ -109,6 +112,13 @@ const SEAL_ALG: &str = "chacha20poly1305";
 const NONCE_LEN: usize = ring::aead::NONCE_LEN;
 /// The applicant's fields kept only sealed.
 const SEALED_FIELDS: [&str; 2] = ["id_number", "name"];
+/// The sealed part's `bound`: what the seal's associated data is.
+const BOUND_TO_CLAIM_ID: &str = "claim_id";
+
+/// The associated data of a seal bound to claim `id`.
+fn bound_to(id: &str) -> Vec<u8> {
+    [b"subsidy-service claim_id\0", id.as_bytes()].concat()
+}
 
 impl Sealer {
     pub fn new(secret: &str) -> Self {
@@ -122,15 +132,18 @@ impl Sealer {
         Self { key: std::sync::Arc::new(LessSafeKey::new(key)) }
     }
 
-    /// [`Self::seal_node`] of a `Value` (the tests' claims).
+    /// [`Self::seal_node`] of a `Value` (the tests' claims), for the record of
+    /// its own `claim_id`.
     #[cfg(test)]
     pub fn seal_claim(&self, body: &serde_json::Value, id_masked: Option<&str>) -> serde_json::Value {
-        self.seal_node(Node::from(body.clone()), id_masked).to_value()
+        let claim_id = body["claim_id"].as_str().unwrap_or_default();
+        self.seal_node(Node::from(body.clone()), claim_id, id_masked).to_value()
     }
 
     /// The claim with `applicant.id_number` and `applicant.name` masked, and
-    /// both sealed under `sealed` (its other text stays borrowed).
-    pub fn seal_node<'a>(&self, mut v: Node<'a>, id_masked: Option<&str>) -> Node<'a> {
+    /// both sealed under `sealed`, bound to `claim_id` (its record's key); its
+    /// other text stays borrowed.
+    pub fn seal_node<'a>(&self, mut v: Node<'a>, claim_id: &str, id_masked: Option<&str>) -> Node<'a> {
         use ring::aead::{Aad, Nonce};
         use ring::rand::SecureRandom;
         /// The sealed fields, written as `{"id_number":…,"name":…}` (`null` when not given).
@@ -139,6 +152,7 @@ impl Sealer {
             id_number: Option<&'n Node<'a>>,
             name: Option<&'n Node<'a>>,
         }
+        let aad = bound_to(claim_id);
         let Some(a) = v.get_mut("applicant").filter(|a| a.is_object()) else { return v };
         // Serialising a JSON value cannot fail.
         let mut data =
@@ -147,7 +161,10 @@ impl Sealer {
         // Without randomness or past the cipher's length limit nothing is
         // sealed: the personal fields are dropped, never stored in clear.
         let sealed = ring::rand::SystemRandom::new().fill(&mut nonce).is_ok()
-            && self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data).is_ok();
+            && self
+                .key
+                .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut data)
+                .is_ok();
         if !sealed {
             a.remove("id_number");
             a.remove("name");
@@ -163,6 +180,7 @@ impl Sealer {
             "sealed",
             Node::Object(vec![
                 text("alg", SEAL_ALG.to_string()),
+                text("bound", BOUND_TO_CLAIM_ID.to_string()),
                 text("data", faster_hex::hex_string(&data)),
                 text("nonce", faster_hex::hex_string(&nonce)),
             ]),
@@ -170,11 +188,12 @@ impl Sealer {
         v
     }
 
-    /// The claim exactly as submitted: the personal fields of its `sealed`
-    /// part put back into `applicant` (a field never given stays out).
-    pub fn unseal_node(&self, v: &mut Node<'_>) -> anyhow::Result<()> {
+    /// The claim exactly as submitted, read from the record of `claim_id`:
+    /// the personal fields of its `sealed` part put back into `applicant` (a
+    /// field never given stays out).
+    pub fn unseal_node(&self, v: &mut Node<'_>, claim_id: &str) -> anyhow::Result<()> {
         let Some(sealed) = v.remove("sealed") else { return Ok(()) };
-        let plain = self.open(&sealed)?;
+        let plain = self.open(&sealed, claim_id)?;
         let mut secret = Node::parse(&plain)?;
         if let Some(a) = v.get_mut("applicant") {
             for k in SEALED_FIELDS {
@@ -189,11 +208,17 @@ impl Sealer {
         Ok(())
     }
 
-    /// The personal fields a claim's `sealed` part holds, as JSON text.
-    fn open<J: Json>(&self, sealed: &J) -> anyhow::Result<Vec<u8>> {
+    /// The personal fields the `sealed` part of the record of `claim_id`
+    /// holds, as JSON text.
+    fn open<J: Json>(&self, sealed: &J, claim_id: &str) -> anyhow::Result<Vec<u8>> {
         use anyhow::Context;
         use ring::aead::{Aad, Nonce};
         let field = |k: &str| sealed.get(k).and_then(J::as_str).context("a sealed claim lacks a field");
+        let aad = match sealed.get("bound").map(|b| b.as_str()) {
+            None => Vec::new(),
+            Some(Some(BOUND_TO_CLAIM_ID)) => bound_to(claim_id),
+            Some(_) => anyhow::bail!("a sealed claim is bound to something this release does not know"),
+        };
         let mut nonce = [0u8; NONCE_LEN];
         if !decode_hex(field("nonce")?, &mut nonce) {
             anyhow::bail!("a sealed claim's nonce is not 12 bytes of hex");
@@ -205,7 +230,7 @@ impl Sealer {
         }
         let plain = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data_bytes)
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data_bytes)
             .map_err(|_| anyhow::anyhow!("the sealed fields do not open with this configuration's secret"))?
             .len();
         data_bytes.truncate(plain);
@@ -226,11 +251,17 @@ impl Sealer {
 mod tests {
     use super::*;
 
-    /// A stored claim opened as a replay opens it: read from its text as a node.
+    /// A stored claim as a replay opens it from the record of its own
+    /// `claim_id`: read from its text as a node.
     fn unseal(sealer: &Sealer, stored: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        unseal_in(sealer, stored, stored["claim_id"].as_str().unwrap_or_default())
+    }
+
+    /// A stored claim as a replay opens it from the record of `record`.
+    fn unseal_in(sealer: &Sealer, stored: &serde_json::Value, record: &str) -> anyhow::Result<serde_json::Value> {
         let text = stored.to_string();
         let mut node = Node::parse(text.as_bytes())?;
-        sealer.unseal_node(&mut node)?;
+        sealer.unseal_node(&mut node, record)?;
         Ok(node.to_value())
     }
 
@@ -290,15 +321,39 @@ mod tests {
         assert_eq!(Sealer::shown(&sealed)["applicant"]["id_number"], "330723********0038");
         assert_eq!(unseal(&s, &sealed).expect("opens"), nameless);
         // What is sealed, exactly: both fields in this order, `null` for one not given.
-        assert_eq!(s.open(&sealed["sealed"]).expect("opens"), br#"{"id_number":"330723199005060038","name":null}"#);
+        assert_eq!(s.open(&sealed["sealed"], "").expect("opens"), br#"{"id_number":"330723199005060038","name":null}"#);
         let text = body.to_string();
-        let sealed = s.seal_node(Node::parse(text.as_bytes()).expect("json"), None);
+        let sealed = s.seal_node(Node::parse(text.as_bytes()).expect("json"), "S-1", None);
         assert_eq!(
-            s.open(sealed.get("sealed").expect("sealed")).expect("opens"),
+            s.open(sealed.get("sealed").expect("sealed"), "S-1").expect("opens"),
             r#"{"id_number":"330723199005060038","name":"张三丰"}"#.as_bytes()
         );
         assert_eq!(sealed.get("applicant").and_then(|a| a.get("id_number")), Some(&Node::Null));
         assert_eq!(sealed.get("applicant").and_then(|a| a.get("name")).and_then(Json::as_str), Some("张**"));
+    }
+
+    /// Sealed fields open only in the record they were sealed for: moved
+    /// into another claim's record, with or without the claim's text, they
+    /// do not open.
+    #[test]
+    fn a_seal_is_bound_to_its_records_claim_id() {
+        let s = Sealer::new("secret");
+        let claim = |id: &str, number: &str| serde_json::json!({"claim_id": id, "applicant": {"id_number": number, "name": "张三丰"}});
+        let (a, b) = (claim("S-1", "330723199005060038"), claim("S-2", "330723198001010011"));
+        let (sealed_a, sealed_b) = (s.seal_claim(&a, None), s.seal_claim(&b, None));
+        assert_eq!(sealed_a["sealed"]["bound"], "claim_id");
+        assert_eq!(unseal_in(&s, &sealed_b, "S-2").expect("opens"), b);
+        let mut swapped = sealed_b.clone();
+        swapped["sealed"] = sealed_a["sealed"].clone();
+        let err = unseal_in(&s, &swapped, "S-2").expect_err("another claim's seal");
+        assert!(err.to_string().contains("do not open"), "{err}");
+        assert!(unseal_in(&s, &sealed_a, "S-2").is_err(), "claim S-1 whole, in the record of S-2");
+        let mut unmarked = sealed_a.clone();
+        unmarked["sealed"].as_object_mut().unwrap().remove("bound");
+        assert!(unseal_in(&s, &unmarked, "S-1").is_err(), "the mark taken away: opened unbound, it fails");
+        let mut other = sealed_a;
+        other["sealed"]["bound"] = "person".into();
+        assert!(unseal_in(&s, &other, "S-1").expect_err("unknown").to_string().contains("does not know"));
     }
 
     /// A claim sealed by the earlier implementation (the `chacha20poly1305`

@@ -783,11 +783,15 @@ fn decode(r: Submitted, sealer: &Sealer, pseudonymizer: &Pseudonymizer) -> Item 
     let claim_id = r.claim_id;
     let item = r.claim.read(|stored| {
         let Some(mut stored) = stored else { return Item::WithoutSubmission };
-        if let Err(e) = sealer.unseal_node(&mut stored) {
+        if let Err(e) = sealer.unseal_node(&mut stored, &claim_id) {
             tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be opened; left out of the simulation");
             return Item::Unreadable;
         }
         match parse_claim(&stored) {
+            Ok(claim) if claim.claim_id.as_str() != claim_id => {
+                tracing::error!(claim_id = %claim_id, "a recorded claim holds another claim's id; left out of the simulation");
+                Item::Unreadable
+            }
             Ok(claim) => {
                 let person = claim.applicant.as_ref().map(|a| pseudonymizer.person_key(&a.id_number));
                 Item::Replay(Replay { claim, person })
@@ -818,22 +822,26 @@ mod tests {
     fn recorded(n: usize, sealer: &Sealer) -> Vec<Submitted> {
         (0..n)
             .map(|i| {
-                let born = NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Days::new(i as u64);
-                let first17 = format!("330723{}001", born.format("%Y%m%d"));
-                let id = crate::domain::IdNumber::complete(&first17).unwrap();
-                let level = if i % 2 == 0 { "intermediate" } else { "junior" };
-                let claim = json!({
-                    "claim_id": format!("P-{i}"), "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15",
-                    "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "employed_in_county": true},
-                    "details": {"occupation_code": "6-31-01-03", "level": level, "certificate_number": format!("C-{i}"), "payee": "person"}
-                });
                 let claim = match i % 1000 {
                     999 => StoredClaim::Missing,
-                    _ => StoredClaim::Json(sealer.seal_claim(&claim, None)),
+                    _ => StoredClaim::Json(sealer.seal_claim(&submitted(i), None)),
                 };
                 Submitted { seq: i as u64 + 1, claim_id: format!("P-{i}"), claim }
             })
             .collect()
+    }
+
+    /// Claim `P-{i}` as submitted: a Wuyi qualification-training claim.
+    fn submitted(i: usize) -> serde_json::Value {
+        let born = NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Days::new(i as u64);
+        let first17 = format!("330723{}001", born.format("%Y%m%d"));
+        let id = crate::domain::IdNumber::complete(&first17).unwrap();
+        let level = if i.is_multiple_of(2) { "intermediate" } else { "junior" };
+        json!({
+            "claim_id": format!("P-{i}"), "county": "wuyi", "kind": "qualification_training", "event_date": "2020-06-15",
+            "applicant": {"id_number": id, "name": "测试", "local_hukou": true, "employed_in_county": true},
+            "details": {"occupation_code": "6-31-01-03", "level": level, "certificate_number": format!("C-{i}"), "payee": "person"}
+        })
     }
 
     #[test]
@@ -850,8 +858,13 @@ mod tests {
         let n = CHUNK * 3 + 17;
         let mut rows = recorded(n, &sealer);
         // One record sealed under another secret: left out and counted, not an error.
-        rows[10].claim =
-            StoredClaim::Json(Sealer::new("another").seal_claim(&json!({"applicant": {"id_number": "x"}}), None));
+        rows[10].claim = StoredClaim::Json(
+            Sealer::new("another").seal_claim(&json!({"claim_id": "P-10", "applicant": {"id_number": "x"}}), None),
+        );
+        // Another claim's sealed text in a record: its seal is bound to its own id.
+        rows[20].claim = StoredClaim::Json(sealer.seal_claim(&submitted(21), None));
+        // Another claim's text with nothing sealed: its id is not the record's.
+        rows[30].claim = StoredClaim::Json(submitted(31));
         let directory = Directory::default();
         let period = &baseline.common.period;
         let sim = Simulation {
@@ -867,12 +880,13 @@ mod tests {
         let source: Submissions = Box::new(rows.into_iter().map(Ok));
         let c = sim.run(source, &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap();
         let without = (0..n).filter(|i| i % 1000 == 999).count() as u64;
-        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 1));
-        assert_eq!(c.claims_replayed, n as u64 - without - 1);
+        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 3));
+        assert_eq!(c.claims_replayed, n as u64 - without - 3);
         // Every intermediate grant (even claim numbers) changes; listed in recording order.
         let changed: Vec<usize> =
             c.claims.iter().map(|x| x.claim_id.strip_prefix("P-").unwrap().parse().unwrap()).collect();
-        let want: Vec<usize> = (0..n).filter(|i| i % 2 == 0 && *i != 10 && i % 1000 != 999).take(1000).collect();
+        let want: Vec<usize> =
+            (0..n).filter(|i| i % 2 == 0 && ![10, 20, 30].contains(i) && i % 1000 != 999).take(1000).collect();
         assert_eq!(changed, want);
         assert_eq!(c.changed.claims, c.changed.amount);
         assert_eq!(c.changed.status, 0);

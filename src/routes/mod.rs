@@ -168,7 +168,7 @@ impl AppState {
         let body_hash = self.pseudonymizer.body_hashes(&body);
         let claim_section = ClaimPart {
             body_hash: body_hash.keyed.clone(),
-            submitted: Some(self.sealer.seal_node(body, id_masked.as_deref())),
+            submitted: Some(self.sealer.seal_node(body, claim.claim_id.as_str(), id_masked.as_deref())),
             id_masked: id_masked.clone(),
             recorded_by: caller.key_id.clone(),
         }

@@ -58,17 +58,22 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
 /// use; it stops when the test binary ends. Its administrative URL.
 pub fn postgres_cluster() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-throwaway");
-        let out = Command::new(script)
-            .arg(free_port().to_string())
-            .arg(std::process::id().to_string())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("scripts/postgres-throwaway runs");
-        assert!(out.status.success(), "scripts/postgres-throwaway failed");
-        String::from_utf8(out.stdout).expect("a URL").trim().to_string()
-    })
+    URL.get_or_init(|| start_postgres_cluster(&[]))
+}
+
+/// Starts a throwaway PostgreSQL cluster, with these environment settings
+/// for the script; it stops when the test binary ends. Its administrative URL.
+pub fn start_postgres_cluster(env: &[(&str, &Path)]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-throwaway");
+    let out = Command::new(script)
+        .arg(free_port().to_string())
+        .arg(std::process::id().to_string())
+        .envs(env.iter().copied())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/postgres-throwaway runs");
+    assert!(out.status.success(), "scripts/postgres-throwaway failed");
+    String::from_utf8(out.stdout).expect("a URL").trim().to_string()
 }
 
 /// A new, empty database in the test cluster; its URL.

@@ -16,6 +16,7 @@ mod maintenance;
 mod openapi;
 mod policy_data;
 mod postgres;
+mod postgres_tls;
 mod privacy;
 mod reports;
 mod simulations;

@@ -18,7 +18,7 @@ use crate::concurrency::{
 use crate::golden::{public_cases_pass, run_file_over, scenario_files_pass};
 use crate::helpers::{
     base, fresh_database, id_number, listing, spawn_app, spawn_app_on_postgres, spawn_app_with, use_postgres,
-    wy_qualification, BinaryApp, Client, AUDITOR, PLATFORM,
+    wy_qualification, BinaryApp, Client, TestApp, AUDITOR, PLATFORM,
 };
 
 /// Two service processes sharing one fresh database.
@@ -102,8 +102,8 @@ async fn the_yearly_limit_holds_on_a_database_whose_default_isolation_is_repeata
 async fn sessions_end_idle_transactions_and_always_commit_synchronously() {
     let url = fresh_database().await;
     let settings = |url: String| async move {
-        let config = subsidy_service::ledger::postgres::session_config(&url).expect("a URL");
-        let (c, connection) = config.connect(tokio_postgres::NoTls).await.expect("the test database answers");
+        let target = subsidy_service::ledger::postgres::session_config(&url).expect("a URL");
+        let (c, connection) = target.config.connect(target.tls).await.expect("the test database answers");
         tokio::spawn(connection);
         let mut shown = Vec::new();
         for name in ["idle_in_transaction_session_timeout", "synchronous_commit"] {
@@ -121,8 +121,12 @@ async fn sessions_end_idle_transactions_and_always_commit_synchronously() {
 /// connection closed, though the lock is still held.
 #[tokio::test]
 async fn a_claim_given_up_while_waiting_for_a_lock_leaves_no_session_waiting() {
+    given_up_claims_leave_no_session_waiting(spawn_app_on_postgres().await).await;
+}
+
+/// The test above on `app`, a service on PostgreSQL.
+pub async fn given_up_claims_leave_no_session_waiting(app: TestApp) {
     use sha2::Digest as _;
-    let app = spawn_app_on_postgres().await;
     let url = app.database.clone().expect("a database");
     // Hold the claim id's advisory lock (as the ledger computes it) from a session of our own.
     let d = sha2::Sha256::digest(b"claim-id\0GIVEUP-1");
@@ -441,7 +445,7 @@ async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(c: &tokio_postgre
 }
 
 /// `subsidy-service migrate --url URL`, run to its end.
-fn migrate_command(url: &str) -> std::process::Output {
+pub fn migrate_command(url: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_subsidy-service"))
         .args(["migrate", "--url", url])
         .output()

@@ -38,7 +38,7 @@ use rust_decimal::Decimal;
 use sha2::{Digest as _, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 /// The statements of a transaction on a pooled connection (prepared
 /// statements are cached per connection: a statement is parsed once per
@@ -72,11 +72,13 @@ impl std::ops::Deref for Tx<'_> {
 struct Session {
     conn: Option<deadpool_postgres::Object>,
     open: AtomicBool,
+    /// For the cancel request, which opens a connection of its own.
+    tls: tls::Tls,
 }
 
 impl Session {
-    fn new(conn: deadpool_postgres::Object) -> Self {
-        Self { conn: Some(conn), open: AtomicBool::new(false) }
+    fn new(conn: deadpool_postgres::Object, tls: tls::Tls) -> Self {
+        Self { conn: Some(conn), open: AtomicBool::new(false), tls }
     }
 
     /// The connection's statements, for a transaction [`in_transaction`] begins.
@@ -147,8 +149,8 @@ impl Drop for Session {
             // (and the database's connection slot) until the lock came free:
             // it is cancelled, from a task, as the drop cannot wait.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let token = conn.cancel_token();
-                runtime.spawn(async move { drop(token.cancel_query(NoTls).await) });
+                let (token, tls) = (conn.cancel_token(), self.tls.clone());
+                runtime.spawn(async move { drop(token.cancel_query(tls).await) });
             }
             // Out of the pool for good.
             drop(deadpool_postgres::Object::take(conn));
@@ -225,6 +227,7 @@ type Params<'a, const N: usize> = [&'a (dyn ToSql + Sync); N];
 
 mod maintenance;
 mod pools;
+pub mod tls;
 
 pub use maintenance::{check, dump, export, import};
 use pools::ThreadPools;
@@ -298,11 +301,20 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<
 /// Connects once, outside any pool (start-up, `migrate`, replays, the
 /// maintenance commands).
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
+    let tls::Target { mut config, tls } = tls::target(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
-    let (client, connection) = config.connect(NoTls).await.context("connecting to the database (store.url)")?;
+    let prefer = config.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer;
+    let (client, connection) = config.connect(tls).await.map_err(|e| {
+        let what = if prefer && tls_failed(&e) {
+            "connecting to the database (store.url): the server offered TLS and it failed; sslmode=prefer does not \
+             go on without TLS here (fix the server's certificate, or set sslmode=disable)"
+        } else {
+            "connecting to the database (store.url)"
+        };
+        anyhow::Error::new(e).context(what)
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "a database connection ended");
@@ -323,9 +335,9 @@ const IDLE_IN_TRANSACTION: &str = "60s";
 /// [`IDLE_IN_TRANSACTION`] is ended (unless the URL says otherwise), commits
 /// wait for the WAL flush whatever the URL says, and a connection whose peer
 /// vanished is found by TCP keepalives within about a minute (unless the URL
-/// sets them).
-pub fn session_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url.parse().context("store.url is not a PostgreSQL URL")?;
+/// sets them). TLS as the URL's `sslmode` says ([`tls`]).
+pub fn session_config(url: &str) -> anyhow::Result<tls::Target> {
+    let tls::Target { mut config, tls } = tls::target(url)?;
     let own = config.get_options().unwrap_or_default();
     let options =
         format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION} {own} -c synchronous_commit=on");
@@ -340,7 +352,7 @@ pub fn session_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
         // Data sent and not acknowledged for this long: the connection is gone.
         config.tcp_user_timeout(Duration::from_secs(60));
     }
-    Ok(config)
+    Ok(tls::Target { config, tls })
 }
 
 /// Whether a failure is the database not answering (yet): no connection
@@ -353,11 +365,15 @@ fn unreachable(e: &anyhow::Error) -> bool {
     e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).any(|pg| {
         // tokio-postgres tells its connection failures apart only by their
         // text: "error connecting to server", "error communicating with the
-        // server" (each with the io::Error as its source), "timeout waiting
-        // for server".
+        // server", "error performing TLS handshake" (each with the io::Error
+        // as its source), "timeout waiting for server".
         let text = pg.to_string();
-        let io = (text.starts_with("error connecting to server") || text.starts_with("error communicating with"))
-            && std::error::Error::source(pg).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+        let source = io_source(pg);
+        let io = ["error connecting to server", "error communicating with", "error performing TLS handshake"]
+            .iter()
+            .any(|t| text.starts_with(t))
+            && source.is_some()
+            && !tls_refused(pg)
             || text.starts_with("timeout waiting for server");
         let code = pg.code().is_some_and(|c| {
             c.code().starts_with("08")
@@ -366,6 +382,25 @@ fn unreachable(e: &anyhow::Error) -> bool {
         });
         io || pg.is_closed() || code
     })
+}
+
+/// The I/O error a connection failure carries.
+fn io_source(pg: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    std::error::Error::source(pg).and_then(|s| s.downcast_ref::<std::io::Error>())
+}
+
+/// TLS that failed on either side (a certificate that failed its check, an
+/// alert from the server, a peer that does not speak TLS), whichever step it
+/// surfaced in: with TLS 1.3 the server's refusal of a client certificate
+/// arrives after the handshake, as a read error. A refusal, not a database
+/// to wait for.
+fn tls_refused(pg: &tokio_postgres::Error) -> bool {
+    io_source(pg).and_then(std::io::Error::get_ref).is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
+/// Whether TLS failed: refused, or cut off during its handshake.
+fn tls_failed(pg: &tokio_postgres::Error) -> bool {
+    tls_refused(pg) || pg.to_string().starts_with("error performing TLS handshake")
 }
 
 /// Tries [`PostgresLedger::prepare`] again, waiting longer each time (up to
@@ -740,9 +775,9 @@ impl PostgresLedger {
         connect_timeout: Duration,
         policy: Arc<Policy>,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut config = session_config(url)?;
-        config.connect_timeout(connect_timeout);
-        let pools = ThreadPools::new(config, pool_size, threads, connect_timeout);
+        let mut target = session_config(url)?;
+        target.config.connect_timeout(connect_timeout);
+        let pools = ThreadPools::new(target, pool_size, threads, connect_timeout);
         let ledger = Arc::new(Self {
             pools,
             url: url.to_string(),
@@ -805,6 +840,11 @@ impl PostgresLedger {
     async fn client(&self) -> Result<deadpool_postgres::Object, LedgerError> {
         self.ready()?;
         self.pools.get().await.map_err(|e| unavailable(format!("{e:#}")))
+    }
+
+    /// A pooled connection for transactions ([`Session`]).
+    async fn session(&self) -> Result<Session, LedgerError> {
+        Ok(Session::new(self.client().await?, self.pools.tls().clone()))
     }
 
     /// The directories, read again where another process changed them.
@@ -1053,7 +1093,7 @@ impl PostgresLedger {
     /// Decides and records claims, trying the transaction again after a
     /// deadlock or a serialisation failure.
     async fn submit_group(&self, items: &[&ClaimItem]) -> Result<Vec<ItemResult>, LedgerError> {
-        let mut session = Session::new(self.client().await?);
+        let mut session = self.session().await?;
         for attempt in 1.. {
             let result = {
                 let tx = session.tx()?;
@@ -1067,7 +1107,7 @@ impl PostgresLedger {
                 // Not ended: the next attempt takes another connection, once
                 // this one is given up (its slot may be the pool's only one).
                 drop(session);
-                session = Session::new(self.client().await?);
+                session = self.session().await?;
             }
         }
         unreachable!("answer_or_retry answers by the last attempt")
@@ -1479,7 +1519,7 @@ impl LedgerService for PostgresLedger {
     async fn evaluate(&self, e: Evaluation) -> Result<Decision, LedgerError> {
         // Reads only, no lock and no transaction (under read committed a
         // transaction would not make the reads one snapshot either).
-        let session = Session::new(self.client().await?);
+        let session = self.session().await?;
         let tx = session.tx()?;
         self.evaluate_in(&tx, e).await.map_err(|e| unavailable(format!("{e:#}")))
     }
@@ -1559,7 +1599,7 @@ impl LedgerService for PostgresLedger {
     }
 
     async fn revoke(&self, claim_id: String, reason: String, key_id: String) -> Result<RevokeResult, LedgerError> {
-        let mut session = Session::new(self.client().await?);
+        let mut session = self.session().await?;
         for attempt in 1.. {
             let result = {
                 let tx = session.tx()?;
@@ -1573,7 +1613,7 @@ impl LedgerService for PostgresLedger {
                 // Not ended: the next attempt takes another connection, once
                 // this one is given up (its slot may be the pool's only one).
                 drop(session);
-                session = Session::new(self.client().await?);
+                session = self.session().await?;
             }
         }
         unreachable!("answer_or_retry answers by the last attempt")
@@ -1790,18 +1830,36 @@ where
 mod tests {
     use super::*;
 
-    /// A server that reads a connection's start-up message, answers `reply`
-    /// and closes; its port.
+    /// A server that declines TLS (`sslmode=prefer` asks first), reads a
+    /// connection's start-up message, answers `reply` and closes; its port.
     fn fake_server(reply: Vec<u8>) -> u16 {
+        fake_server_answering_tls(b"N", reply)
+    }
+
+    /// A server that answers a request for TLS with `tls` (`N`, or `S` and
+    /// what follows it) and, after `N`, reads the start-up message and
+    /// answers `reply`; it then closes. Its port.
+    fn fake_server_answering_tls(tls: &'static [u8], reply: Vec<u8>) -> u16 {
         use std::io::{Read, Write};
+        /// A message's length word and the rest of it.
+        fn message(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).ok()?;
+            let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+            s.read_exact(&mut rest).ok()?;
+            Some(rest)
+        }
+        const SSL_REQUEST: [u8; 4] = 80877103u32.to_be_bytes();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let port = listener.local_addr().expect("an address").port();
         std::thread::spawn(move || {
             if let Ok((mut s, _)) = listener.accept() {
-                let mut len = [0u8; 4];
-                if s.read_exact(&mut len).is_ok() {
-                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-                    let _ = s.read_exact(&mut rest);
+                let mut first = message(&mut s);
+                if first.as_deref() == Some(&SSL_REQUEST[..]) && s.write_all(tls).is_ok() {
+                    first = if tls == b"N" { message(&mut s) } else { None };
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                if first.is_some() {
                     let _ = s.write_all(&reply);
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -1848,6 +1906,13 @@ mod tests {
         // The server asks for a password the URL does not have.
         let e = failed_connect(fake_server(vec![b'R', 0, 0, 0, 8, 0, 0, 0, 3]));
         assert!(!unreachable(&e), "a password missing: {e:#}");
+        // TLS: a server gone during the handshake is waited for; one that
+        // answers with something other than TLS refuses.
+        let e = failed_connect(fake_server_answering_tls(b"S", Vec::new()));
+        assert!(unreachable(&e), "closed during the TLS handshake: {e:#}");
+        let e = failed_connect(fake_server_answering_tls(b"SHTTP/1.1 400 Bad Request\r\n\r\n", Vec::new()));
+        assert!(!unreachable(&e), "not TLS after S: {e:#}");
+        assert!(format!("{e:#}").contains("or set sslmode=disable"), "the default sslmode is named: {e:#}");
     }
 
     /// Claim ids' locks come before keys' whatever their numbers, each

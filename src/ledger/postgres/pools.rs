@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
-use tokio_postgres::NoTls;
+
+use super::tls::{Target, Tls};
 
 /// Tells one [`ThreadPools`] from another in a thread's cache.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -71,6 +72,7 @@ thread_local! {
 pub struct ThreadPools {
     id: u64,
     config: tokio_postgres::Config,
+    tls: Tls,
     connect_timeout: Duration,
     /// The size of each slot's pool (they add up to `store.pool_size`).
     sizes: Vec<usize>,
@@ -79,13 +81,15 @@ pub struct ThreadPools {
 
 impl ThreadPools {
     /// `pool_size` connections in all, split among `workers` threads.
-    pub fn new(config: tokio_postgres::Config, pool_size: usize, workers: usize, connect_timeout: Duration) -> Self {
+    pub fn new(target: Target, pool_size: usize, workers: usize, connect_timeout: Duration) -> Self {
+        let Target { config, tls } = target;
         let pool_size = pool_size.max(1);
         let n = workers.clamp(1, pool_size);
         let sizes = (0..n).map(|i| pool_size / n + usize::from(i < pool_size % n)).collect();
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config,
+            tls,
             connect_timeout,
             sizes,
             slots: Arc::new(Mutex::new(vec![None; n])),
@@ -151,9 +155,14 @@ impl ThreadPools {
         }
     }
 
+    /// The TLS connector of every connection.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
     fn build(&self, size: usize) -> anyhow::Result<Pool> {
-        let manager =
-            Manager::from_config(self.config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let fast = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = Manager::from_config(self.config.clone(), self.tls.clone(), fast);
         Pool::builder(manager)
             .max_size(size)
             .runtime(Runtime::Tokio1)
@@ -178,8 +187,8 @@ mod tests {
 
     fn pools(pool_size: usize, workers: usize) -> ThreadPools {
         // No connection is opened until a pool is asked for one.
-        let config: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-        ThreadPools::new(config, pool_size, workers, Duration::from_millis(10))
+        let target = super::super::tls::target("postgres://nobody@127.0.0.1:1/none").unwrap();
+        ThreadPools::new(target, pool_size, workers, Duration::from_millis(10))
     }
 
     /// The sizes of the slots taken, in slot order.
