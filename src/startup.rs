@@ -49,7 +49,7 @@ impl Application {
         };
         let ledger = open_ledger(&settings.store, workers, policy.clone())?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
-        let metrics = Arc::new(Metrics::new()?);
+        let metrics = Arc::new(Metrics::new(settings.store.backend)?);
         let state = web::Data::new(AppState {
             server: settings.server.clone(),
             policy,

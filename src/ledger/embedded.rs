@@ -375,7 +375,7 @@ impl LedgerService for EmbeddedLedger {
     }
 
     fn stats(&self) -> LedgerStats {
-        LedgerStats {
+        LedgerStats::Embedded {
             state: self.state.read().map(|s| s.stats()).unwrap_or_default(),
             fsyncs: self.store.fsyncs(),
             size_on_disk: self.store.size_on_disk(),

@@ -266,10 +266,24 @@ pub trait LedgerService: Send + Sync {
     async fn shutdown(&self);
 }
 
-/// Figures for `/metrics` and the benchmark.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LedgerStats {
-    pub state: StateStats,
-    pub fsyncs: u64,
-    pub size_on_disk: u64,
+/// Figures for `/metrics` and the benchmark, each backend's own.
+#[derive(Debug, Clone, Copy)]
+pub enum LedgerStats {
+    /// The embedded store: its materialised state and durability.
+    Embedded { state: StateStats, fsyncs: u64, size_on_disk: u64 },
+    /// A database: this replica's connections to it.
+    Database(ConnectionStats),
+}
+
+/// A replica's database connections, over all its workers' pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Open (idle or in use).
+    pub open: usize,
+    /// Open and idle.
+    pub idle: usize,
+    /// The most it keeps (`store.pool_size`).
+    pub max: usize,
+    /// Requests waiting for one.
+    pub waiting: usize,
 }

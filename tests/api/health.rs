@@ -79,6 +79,7 @@ async fn metrics_count_requests_by_route_and_decisions_by_kind() {
     assert!(gauge("subsidy_ledger_unique_keys ") >= 2, "{text}");
     assert!(gauge("subsidy_ledger_state_bytes ") > 0, "{text}");
     assert!(gauge("subsidy_ledger_fsyncs ") >= 1, "{text}");
+    assert!(!text.contains("subsidy_ledger_db_"), "no database, no connection gauges: {text}");
 }
 
 /// With `server.metrics_address`, `/metrics` is served on that listener

@@ -153,6 +153,25 @@ pub async fn given_up_claims_leave_no_session_waiting(app: TestApp) {
     assert_eq!(app.api().post_claim(&claim).await.status, 201, "the claim is recorded when sent again");
 }
 
+/// A replica's `/metrics` shows its database connections (within its
+/// `store.pool_size`, 8 here), and none of the embedded store's figures.
+#[tokio::test]
+async fn metrics_show_a_replicas_database_connections() {
+    let app = spawn_app_on_postgres().await;
+    let api = app.api();
+    let claim =
+        wy_qualification("MET-1", &id_number("33072319870707013"), "6-31-01-03", "junior", "MET-C1", "2020-07-01");
+    assert_eq!(api.post_claim(&claim).await.status, 201);
+    let text = api.get("/metrics", PLATFORM).await.body.as_str().unwrap_or_default().to_string();
+    let gauge = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+    assert_eq!(gauge("subsidy_ledger_db_connections_max "), Some(8), "{text}");
+    let open = gauge("subsidy_ledger_db_connections ").expect("open connections");
+    assert!((1..=8).contains(&open), "{text}");
+    assert!(gauge("subsidy_ledger_db_connections_idle ").is_some_and(|idle| idle <= open), "{text}");
+    assert_eq!(gauge("subsidy_ledger_db_waiting "), Some(0), "{text}");
+    assert!(!text.contains("subsidy_ledger_fsyncs") && !text.contains("subsidy_ledger_claims"), "{text}");
+}
+
 /// A setting as a new session of the database at `url` has it.
 async fn admin_setting(url: &str, name: &str) -> String {
     let c = subsidy_service::ledger::postgres::connect(url).await.expect("the test database answers");

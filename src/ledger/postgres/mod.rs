@@ -1744,7 +1744,7 @@ impl LedgerService for PostgresLedger {
     }
 
     fn stats(&self) -> LedgerStats {
-        LedgerStats::default()
+        LedgerStats::Database(self.pools.stats())
     }
 
     fn on_failure(&self, f: Box<dyn Fn() + Send + Sync>) {

@@ -30,6 +30,7 @@ use anyhow::{anyhow, Context};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts};
 
 use super::tls::{Target, Tls};
+use crate::ledger::ConnectionStats;
 
 /// Tells one [`ThreadPools`] from another in a thread's cache.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -155,6 +156,20 @@ impl ThreadPools {
         }
     }
 
+    /// The connections of every slot's pool; `max` is `store.pool_size`.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut stats = ConnectionStats { max: self.sizes.iter().sum(), ..ConnectionStats::default() };
+        if let Ok(slots) = self.slots.lock() {
+            for (_, pool) in slots.iter().flatten() {
+                let s = pool.status();
+                stats.open += s.size;
+                stats.idle += s.available;
+                stats.waiting += s.waiting;
+            }
+        }
+        stats
+    }
+
     /// The TLS connector of every connection.
     pub fn tls(&self) -> &Tls {
         &self.tls
@@ -198,6 +213,16 @@ mod tests {
 
     fn on_another_thread(p: &ThreadPools) -> usize {
         std::thread::scope(|s| s.spawn(|| p.own().unwrap().status().max_size).join().unwrap())
+    }
+
+    #[test]
+    fn the_stats_add_up_every_slots_pool_and_the_most_is_the_pool_size() {
+        let p = pools(5, 2);
+        assert_eq!(p.stats(), ConnectionStats { max: 5, ..ConnectionStats::default() });
+        p.own().unwrap();
+        on_another_thread(&p);
+        // No connection is opened until one is asked for.
+        assert_eq!(p.stats(), ConnectionStats { max: 5, ..ConnectionStats::default() });
     }
 
     #[test]
