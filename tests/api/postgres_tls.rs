@@ -205,3 +205,36 @@ async fn a_claim_given_up_on_a_database_reached_over_tls_leaves_no_session_waiti
     app.database = Some(url);
     given_up_claims_leave_no_session_waiting(app).await;
 }
+
+/// A client certificate rotated in place is used by the next connection
+/// (libpq reads the files for each connection): one of another root, then
+/// the right one again; the connector is made once, as a replica's pools
+/// make theirs at start.
+#[tokio::test]
+async fn a_rotated_client_certificate_is_used_by_the_next_connection() {
+    let c = tls_cluster();
+    let verified = c.new_database("rotated").await;
+    let files = tempfile::tempdir().unwrap();
+    let (cert, key) = (files.path().join("client.crt"), files.path().join("client.key"));
+    let put = |name: &str| {
+        std::fs::copy(c.dir.join(format!("{name}.crt")), &cert).unwrap();
+        std::fs::copy(c.dir.join(format!("{name}.key")), &key).unwrap();
+    };
+    put("client");
+    let url = format!("{verified}&sslcert={}&sslkey={}", cert.display(), key.display());
+    let target = subsidy_service::ledger::postgres::tls::target(&url).expect("the URL reads");
+    let connect = || async {
+        let (client, connection) = target.config.connect(target.tls.clone()).await?;
+        tokio::spawn(connection);
+        client.query_one("SELECT 1", &[]).await.map(drop)
+    };
+    connect().await.expect("the first certificate is taken");
+    put("stranger");
+    let refused = connect().await.expect_err("a certificate of another root");
+    assert!(format!("{refused:?}").contains("UnknownCA"), "{refused:?}");
+    put("client");
+    connect().await.expect("the right certificate again");
+    // Half rotated (a key that is not the certificate's): the last pair read stays in use.
+    std::fs::copy(c.dir.join("stranger.key"), &key).unwrap();
+    connect().await.expect("the last pair read");
+}

@@ -17,7 +17,8 @@
 //! `sslmode`). `verify-ca` and `verify-full` need it: there is no default
 //! file (libpq's is `~/.postgresql/root.crt`). `sslcert` and `sslkey` (PEM
 //! files, both or neither) are the client's certificate and key, for a
-//! server that asks for one (`hostssl … cert` in `pg_hba.conf`). Only the
+//! server that asks for one (`hostssl … cert` in `pg_hba.conf`), read again
+//! when they change; the roots are read at start. Only the
 //! URL form carries these four; the `key=value` form takes tokio-postgres'
 //! own `sslmode` values. TLS runs on rustls (ring), offering ALPN
 //! `postgresql`, so `sslnegotiation=direct` works with PostgreSQL 17.
@@ -27,10 +28,11 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use percent_encoding::percent_decode_str;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres::config::SslMode;
 pub use tokio_postgres_rustls::MakeRustlsConnect as Tls;
@@ -83,11 +85,7 @@ pub fn target(url: &str) -> anyhow::Result<Target> {
         .with_custom_certificate_verifier(verifier);
     let mut client = match (&params.cert, &params.key) {
         (None, None) => builder.with_no_client_auth(),
-        (Some(cert), Some(key)) => {
-            let chain = certificates(cert, "sslcert")?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow!("store.url's sslkey {key}: {e}"))?;
-            builder.with_client_auth_cert(chain, key).context("store.url's sslcert and sslkey")?
-        }
+        (Some(cert), Some(key)) => builder.with_client_cert_resolver(ClientCert::read(cert, key)?),
         _ => bail!("store.url's sslcert and sslkey go together: give both or neither"),
     };
     client.alpn_protocols = vec![b"postgresql".to_vec()];
@@ -199,6 +197,64 @@ fn certificates(file: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'st
         bail!("store.url's {what} {file}: no PEM certificate in it");
     }
     Ok(certs)
+}
+
+/// The client's certificate and key (`sslcert`, `sslkey`), read again when
+/// either file changed (libpq reads them for each connection): a rotated
+/// pair is used from the next connection on. A pair that cannot be read
+/// then (a file half written, a key that does not match its certificate)
+/// leaves the last one in use, with a warning, and is tried again at the
+/// next connection. Read once at start, where a pair that cannot be read
+/// stops the start.
+#[derive(Debug)]
+struct ClientCert {
+    cert: String,
+    key: String,
+    /// The pair in use and the files' stamps it was read at.
+    current: std::sync::Mutex<(Stamps, Arc<CertifiedKey>)>,
+}
+
+/// Each file's modification time and length.
+type Stamps = [Option<(std::time::SystemTime, u64)>; 2];
+
+impl ClientCert {
+    fn read(cert: &str, key: &str) -> anyhow::Result<Arc<Self>> {
+        let (cert, key) = (cert.to_string(), key.to_string());
+        let stamps = stamps(&cert, &key);
+        let pair = certified(&cert, &key)?;
+        Ok(Arc::new(Self { cert, key, current: std::sync::Mutex::new((stamps, pair)) }))
+    }
+}
+
+fn stamps(cert: &str, key: &str) -> Stamps {
+    [cert, key].map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+}
+
+fn certified(cert: &str, key: &str) -> anyhow::Result<Arc<CertifiedKey>> {
+    let chain = certificates(cert, "sslcert")?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow!("store.url's sslkey {key}: {e}"))?;
+    let pair = CertifiedKey::from_der(chain, key, &provider()).context("store.url's sslcert and sslkey")?;
+    Ok(Arc::new(pair))
+}
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().ok()?;
+        let now = stamps(&self.cert, &self.key);
+        if now != current.0 {
+            match certified(&self.cert, &self.key) {
+                Ok(pair) => *current = (now, pair),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the database client certificate changed and cannot be read: the last one read is used")
+                }
+            }
+        }
+        Some(current.1.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// The checks short of `verify-full`: with roots, the chain up to one of
