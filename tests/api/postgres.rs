@@ -153,23 +153,63 @@ pub async fn given_up_claims_leave_no_session_waiting(app: TestApp) {
     assert_eq!(app.api().post_claim(&claim).await.status, 201, "the claim is recorded when sent again");
 }
 
-/// A replica's `/metrics` shows its database connections (within its
-/// `store.pool_size`, 8 here), and none of the embedded store's figures.
+/// A replica's `/metrics` shows its database connections, and none of the
+/// embedded store's figures: with a pool of one connection, held by a claim
+/// waiting for a lock, a second claim waits for the connection.
 #[tokio::test]
 async fn metrics_show_a_replicas_database_connections() {
-    let app = spawn_app_on_postgres().await;
+    use sha2::Digest as _;
+    let url = fresh_database().await;
+    let app = spawn_app_with(|s| {
+        use_postgres(s, &url);
+        s.store.pool_size = 1;
+        s.store.connect_timeout_ms = 30_000;
+    })
+    .await;
     let api = app.api();
-    let claim =
-        wy_qualification("MET-1", &id_number("33072319870707013"), "6-31-01-03", "junior", "MET-C1", "2020-07-01");
-    assert_eq!(api.post_claim(&claim).await.status, 201);
-    let text = api.get("/metrics", PLATFORM).await.body.as_str().unwrap_or_default().to_string();
-    let gauge = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
-    assert_eq!(gauge("subsidy_ledger_db_connections_max "), Some(8), "{text}");
-    let open = gauge("subsidy_ledger_db_connections ").expect("open connections");
-    assert!((1..=8).contains(&open), "{text}");
-    assert!(gauge("subsidy_ledger_db_connections_idle ").is_some_and(|idle| idle <= open), "{text}");
-    assert_eq!(gauge("subsidy_ledger_db_waiting "), Some(0), "{text}");
-    assert!(!text.contains("subsidy_ledger_fsyncs") && !text.contains("subsidy_ledger_claims"), "{text}");
+    let gauges = || async {
+        let text = app.api().get("/metrics", PLATFORM).await.body.as_str().unwrap_or_default().to_string();
+        let gauge = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+        let names = [
+            "subsidy_ledger_db_connections ",
+            "subsidy_ledger_db_connections_idle ",
+            "subsidy_ledger_db_connections_max ",
+            "subsidy_ledger_db_waiting ",
+        ];
+        assert!(!text.contains("subsidy_ledger_fsyncs") && !text.contains("subsidy_ledger_claims"), "{text}");
+        names.map(|n| gauge(n).unwrap_or_else(|| panic!("{n}: {text}")))
+    };
+    let claim = |n: &str| {
+        let id = format!("MET-{n}");
+        wy_qualification(&id, &id_number(&format!("3307231987070701{n}")), "6-31-01-03", "junior", &id, "2020-07-01")
+    };
+    assert_eq!(api.post_claim(&claim("1")).await.status, 201);
+    assert_eq!(gauges().await, [1, 1, 1, 0], "[open, idle, max, waiting] with nothing in flight");
+    // Claim 2 holds the one connection, waiting for its claim id's lock;
+    // claim 3 waits for the connection.
+    let d = sha2::Sha256::digest(b"claim-id\0MET-2");
+    let lock = i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    let holder = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
+    holder.execute("SELECT pg_advisory_lock($1)", &[&lock]).await.unwrap();
+    let (second, third) = (app.api(), app.api());
+    let second = tokio::spawn(async move { second.post_claim(&claim("2")).await.status });
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    while holder.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = tokio::spawn(async move { third.post_claim(&claim("3")).await.status });
+    let mut seen = [0; 4];
+    for _ in 0..100 {
+        seen = gauges().await;
+        if seen[3] > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, [1, 0, 1, 1], "[open, idle, max, waiting] with one claim waiting for the connection");
+    holder.execute("SELECT pg_advisory_unlock($1)", &[&lock]).await.unwrap();
+    assert_eq!((second.await.unwrap(), third.await.unwrap()), (201, 201));
 }
 
 /// A setting as a new session of the database at `url` has it.

@@ -234,7 +234,11 @@ async fn a_rotated_client_certificate_is_used_by_the_next_connection() {
     assert!(format!("{refused:?}").contains("UnknownCA"), "{refused:?}");
     put("client");
     connect().await.expect("the right certificate again");
-    // Half rotated (a key that is not the certificate's): the last pair read stays in use.
+    // Half rotated (a key that is not the certificate's): the last pair read
+    // stays in use; the rotation's end is read at the next connection.
     std::fs::copy(c.dir.join("stranger.key"), &key).unwrap();
     connect().await.expect("the last pair read");
+    std::fs::copy(c.dir.join("stranger.crt"), &cert).unwrap();
+    let refused = connect().await.expect_err("the stranger's pair, once whole");
+    assert!(format!("{refused:?}").contains("UnknownCA"), "{refused:?}");
 }

@@ -301,13 +301,19 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<
 /// Connects once, outside any pool (start-up, `migrate`, replays, the
 /// maintenance commands).
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let tls::Target { mut config, tls } = tls::target(url)?;
+    connect_to(&tls::target(url)?).await
+}
+
+/// Connects once to what [`tls::target`] read (its connector made once: the
+/// ledger's own connections outside the pools).
+async fn connect_to(target: &tls::Target) -> anyhow::Result<tokio_postgres::Client> {
+    let tls::Target { mut config, tls } = target.clone();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
     let prefer = config.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer;
     let (client, connection) = config.connect(tls).await.map_err(|e| {
-        let what = if prefer && tls_failed(&e) {
+        let what = if prefer && tls_refused(&e) {
             "connecting to the database (store.url): the server offered TLS and it failed; sslmode=prefer does not \
              go on without TLS here (fix the server's certificate, or set sslmode=disable)"
         } else {
@@ -369,18 +375,24 @@ fn unreachable(e: &anyhow::Error) -> bool {
         // as its source), "timeout waiting for server".
         let text = pg.to_string();
         let source = io_source(pg);
-        let io = ["error connecting to server", "error communicating with", "error performing TLS handshake"]
-            .iter()
-            .any(|t| text.starts_with(t))
+        let io = (text.starts_with("error connecting to server") || text.starts_with("error communicating with"))
             && source.is_some()
             && !tls_refused(pg)
             || text.starts_with("timeout waiting for server");
+        // A TLS handshake the network cut off; not one the connector refused
+        // to start (a host name not valid for TLS) nor a certificate.
+        let cut_off = text.starts_with("error performing TLS handshake")
+            && source.is_some_and(|e| {
+                use std::io::ErrorKind::*;
+                e.get_ref().is_none_or(|inner| !inner.is::<rustls::Error>())
+                    && matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut)
+            });
         let code = pg.code().is_some_and(|c| {
             c.code().starts_with("08")
                 || [SqlState::CANNOT_CONNECT_NOW, SqlState::TOO_MANY_CONNECTIONS, SqlState::ADMIN_SHUTDOWN].contains(c)
                 || *c == SqlState::CRASH_SHUTDOWN
         });
-        io || pg.is_closed() || code
+        io || cut_off || pg.is_closed() || code
     })
 }
 
@@ -396,11 +408,6 @@ fn io_source(pg: &tokio_postgres::Error) -> Option<&std::io::Error> {
 /// to wait for.
 fn tls_refused(pg: &tokio_postgres::Error) -> bool {
     io_source(pg).and_then(std::io::Error::get_ref).is_some_and(|inner| inner.is::<rustls::Error>())
-}
-
-/// Whether TLS failed: refused, or cut off during its handshake.
-fn tls_failed(pg: &tokio_postgres::Error) -> bool {
-    tls_refused(pg) || pg.to_string().starts_with("error performing TLS handshake")
 }
 
 /// Tries [`PostgresLedger::prepare`] again, waiting longer each time (up to
@@ -717,7 +724,9 @@ fn record_of(row: &Row) -> anyhow::Result<ClaimRecord> {
 /// The PostgreSQL ledger.
 pub struct PostgresLedger {
     pools: ThreadPools,
-    url: String,
+    /// `store.url` as read at start, for connections outside the pools
+    /// (start-up, replays).
+    direct: tls::Target,
     policy: Arc<Policy>,
     /// Directories as last read, with their revision (a county with no
     /// stored directory holds the empty one, revision [`NO_DIRECTORY`]).
@@ -780,7 +789,7 @@ impl PostgresLedger {
         let pools = ThreadPools::new(target, pool_size, threads, connect_timeout);
         let ledger = Arc::new(Self {
             pools,
-            url: url.to_string(),
+            direct: tls::target(url)?,
             policy,
             directories: RwLock::new(County::ALL.iter().map(|c| (*c, (NO_DIRECTORY, empty_directory()))).collect()),
             directories_checked: std::sync::Mutex::new(None),
@@ -806,9 +815,9 @@ impl PostgresLedger {
     /// after. A connection (its handshake included) not made within the
     /// connect timeout is the database unreachable.
     fn prepare(&self) -> Result<(), NotReady> {
-        let (url, wait) = (self.url.clone(), self.connect_timeout);
+        let (target, wait) = (self.direct.clone(), self.connect_timeout);
         let dirs = on_own_runtime(async move {
-            let connected = tokio::time::timeout(wait, connect(&url)).await;
+            let connected = tokio::time::timeout(wait, connect_to(&target)).await;
             let mut client = match connected {
                 Ok(Ok(client)) => client,
                 Ok(Err(e)) => return Ok(Err(NotReady::of(e))),
@@ -1647,7 +1656,7 @@ impl LedgerService for PostgresLedger {
 
     fn submissions(&self, filter: ReplayFilter) -> Result<Submissions, LedgerError> {
         self.ready()?;
-        Ok(replay(self.url.clone(), filter))
+        Ok(replay(self.direct.clone(), filter))
     }
 
     /// As the database has it: another replica may have changed it since
@@ -1768,9 +1777,9 @@ impl LedgerService for PostgresLedger {
 
 /// The claims `filter` selects, read page by page on a thread and a
 /// connection of their own, up to the claims recorded when it starts.
-fn replay(url: String, filter: ReplayFilter) -> Submissions {
+fn replay(target: tls::Target, filter: ReplayFilter) -> Submissions {
     let read = read_on_thread(2 * REPLAY_PAGE as usize, move |out| async move {
-        let c = connect(&url).await?;
+        let c = connect_to(&target).await?;
         // The claims settled now; later ones are not read.
         let end: i64 =
             c.query_one(&format!("SELECT coalesce(max(seq), 0) FROM claims WHERE {SETTLED}"), &[]).await?.get(0);

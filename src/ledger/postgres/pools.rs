@@ -164,7 +164,10 @@ impl ThreadPools {
                 let s = pool.status();
                 stats.open += s.size;
                 stats.idle += s.available;
-                stats.waiting += s.waiting;
+                // deadpool counts as waiting every user beyond the open
+                // connections, those opening one included: only those
+                // beyond the most the pool opens wait for one to come free.
+                stats.waiting += s.waiting.saturating_sub(s.max_size.saturating_sub(s.size));
             }
         }
         stats
@@ -216,13 +219,27 @@ mod tests {
     }
 
     #[test]
-    fn the_stats_add_up_every_slots_pool_and_the_most_is_the_pool_size() {
-        let p = pools(5, 2);
-        assert_eq!(p.stats(), ConnectionStats { max: 5, ..ConnectionStats::default() });
-        p.own().unwrap();
-        on_another_thread(&p);
-        // No connection is opened until one is asked for.
-        assert_eq!(p.stats(), ConnectionStats { max: 5, ..ConnectionStats::default() });
+    fn a_request_opening_a_connection_is_not_counted_as_waiting_for_one() {
+        // A server that takes the connection and never answers: the
+        // connection stays being opened.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("postgres://nobody@127.0.0.1:{}/none", silent.local_addr().unwrap().port());
+        let p = ThreadPools::new(super::super::tls::target(&url).unwrap(), 2, 1, Duration::from_secs(30));
+        assert_eq!(p.stats(), ConnectionStats { max: 2, ..ConnectionStats::default() });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let opening = [p.get(), p.get(), p.get()];
+            let stats = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                p.stats()
+            };
+            let stats = tokio::select! {
+                _ = futures_util::future::join_all(opening) => unreachable!("the silent server answered"),
+                s = stats => s,
+            };
+            // Two opening (the pool's most), one waiting for them.
+            assert_eq!(stats, ConnectionStats { open: 0, idle: 0, max: 2, waiting: 1 });
+        });
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub use tokio_postgres_rustls::MakeRustlsConnect as Tls;
 
 /// What `store.url` says: the connection's settings for tokio-postgres, and
 /// the TLS connector its `sslmode` and certificates make.
+#[derive(Clone)]
 pub struct Target {
     pub config: tokio_postgres::Config,
     pub tls: Tls,
@@ -203,31 +204,69 @@ fn certificates(file: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'st
 /// either file changed (libpq reads them for each connection): a rotated
 /// pair is used from the next connection on. A pair that cannot be read
 /// then (a file half written, a key that does not match its certificate)
-/// leaves the last one in use, with a warning, and is tried again at the
-/// next connection. Read once at start, where a pair that cannot be read
-/// stops the start.
+/// leaves the last one in use, with one warning for that state of the
+/// files, and is tried again when they change. Read once at start, where a
+/// pair that cannot be read stops the start. The files are looked at (and
+/// read) outside the lock; a new connection costs two `stat`s.
 #[derive(Debug)]
 struct ClientCert {
     cert: String,
     key: String,
-    /// The pair in use and the files' stamps it was read at.
-    current: std::sync::Mutex<(Stamps, Arc<CertifiedKey>)>,
+    current: std::sync::Mutex<Current>,
 }
 
-/// Each file's modification time and length.
-type Stamps = [Option<(std::time::SystemTime, u64)>; 2];
+#[derive(Debug)]
+struct Current {
+    /// The files' stamps the pair in use was read at.
+    read_at: Stamps,
+    pair: Arc<CertifiedKey>,
+    /// The stamps of the last pair that could not be read (warned about once).
+    refused: Option<Stamps>,
+}
+
+/// Each file's identity and change times: whatever a rotation changes, an
+/// atomic rename (a new inode), a rewrite in place (its change time, even
+/// when the modification time and the length are kept, as `cp -p` does).
+type Stamps = [Option<Stamp>; 2];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: (u64, u64),
+    #[cfg(unix)]
+    changed: (i64, i64),
+}
 
 impl ClientCert {
     fn read(cert: &str, key: &str) -> anyhow::Result<Arc<Self>> {
         let (cert, key) = (cert.to_string(), key.to_string());
-        let stamps = stamps(&cert, &key);
+        let read_at = stamps(&cert, &key);
         let pair = certified(&cert, &key)?;
-        Ok(Arc::new(Self { cert, key, current: std::sync::Mutex::new((stamps, pair)) }))
+        Ok(Arc::new(Self { cert, key, current: std::sync::Mutex::new(Current { read_at, pair, refused: None }) }))
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
+        // Nothing panics while holding it; a poisoned lock's pair is still whole.
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 fn stamps(cert: &str, key: &str) -> Stamps {
-    [cert, key].map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+    [cert, key].map(|f| {
+        let m = std::fs::metadata(f).ok()?;
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        Some(Stamp {
+            modified: m.modified().ok(),
+            len: m.len(),
+            #[cfg(unix)]
+            inode: (m.dev(), m.ino()),
+            #[cfg(unix)]
+            changed: (m.ctime(), m.ctime_nsec()),
+        })
+    })
 }
 
 fn certified(cert: &str, key: &str) -> anyhow::Result<Arc<CertifiedKey>> {
@@ -239,17 +278,23 @@ fn certified(cert: &str, key: &str) -> anyhow::Result<Arc<CertifiedKey>> {
 
 impl ResolvesClientCert for ClientCert {
     fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        let mut current = self.current.lock().ok()?;
         let now = stamps(&self.cert, &self.key);
-        if now != current.0 {
-            match certified(&self.cert, &self.key) {
-                Ok(pair) => *current = (now, pair),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "the database client certificate changed and cannot be read: the last one read is used")
-                }
+        {
+            let current = self.current();
+            if now == current.read_at || current.refused == Some(now) {
+                return Some(current.pair.clone());
             }
         }
-        Some(current.1.clone())
+        let read = certified(&self.cert, &self.key);
+        let mut current = self.current();
+        match read {
+            Ok(pair) => *current = Current { read_at: now, pair, refused: None },
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "the database client certificate changed and cannot be read: the last one read is used");
+                current.refused = Some(now);
+            }
+        }
+        Some(current.pair.clone())
     }
 
     fn has_certs(&self) -> bool {
