@@ -70,6 +70,23 @@ impl BodyHashes {
 }
 
 impl Pseudonymizer {
+    /// Whether `stored`, a body hash as recorded (keyed, or plain from an
+    /// earlier release), is of `body`; only that hash is computed.
+    pub fn is_body_of<J: crate::domain::Json>(&self, stored: &str, body: &J) -> bool {
+        use sha2::Digest;
+        let canonical = crate::domain::canonical_body(body);
+        match stored.strip_prefix(KEYED) {
+            Some(keyed) => {
+                let mut mac = self.mac.clone();
+                mac.update(b"claim body\0");
+                mac.update(&canonical);
+                let mut expected = [0u8; 32];
+                decode_hex(keyed, &mut expected) && mac.verify_slice(&expected).is_ok()
+            }
+            None => stored == faster_hex::hex_string(&Sha256::digest(&canonical)),
+        }
+    }
+
     /// The body's hashes (object keys sorted, spacing ignored).
     pub fn body_hashes<J: crate::domain::Json>(&self, body: &J) -> BodyHashes {
         use sha2::Digest;

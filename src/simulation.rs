@@ -781,10 +781,16 @@ impl Comparison {
 /// record's text, not built into a `Value`).
 fn decode(r: Submitted, sealer: &Sealer, pseudonymizer: &Pseudonymizer) -> Item {
     let claim_id = r.claim_id;
-    let item = r.claim.read(|stored| {
+    let item = r.claim.read(|stored, body_hash| {
         let Some(mut stored) = stored else { return Item::WithoutSubmission };
         if let Err(e) = sealer.unseal_node(&mut stored, &claim_id) {
             tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be opened; left out of the simulation");
+            return Item::Unreadable;
+        }
+        // The claim opened is the body its record's hash was taken of (keyed:
+        // no one without the secret can make a changed claim match).
+        if body_hash.is_some_and(|h| !pseudonymizer.is_body_of(h, &stored)) {
+            tracing::error!(claim_id = %claim_id, "a recorded claim is not the body its record's hash was taken of; left out of the simulation");
             return Item::Unreadable;
         }
         match parse_claim(&stored) {
@@ -865,6 +871,23 @@ mod tests {
         rows[20].claim = StoredClaim::Json(sealer.seal_claim(&submitted(21), None));
         // Another claim's text with nothing sealed: its id is not the record's.
         rows[30].claim = StoredClaim::Json(submitted(31));
+        // Records as the ledgers keep them, with their body hashes: one as
+        // recorded, one whose sealed part was replaced by another person's
+        // number in clear (its record's keyed hash is of the original).
+        let section = |claim: serde_json::Value, hash_of: &serde_json::Value| {
+            let body_hash = pseudonymizer.body_hashes(hash_of).keyed;
+            let part = crate::ledger::ClaimPart {
+                body_hash,
+                submitted: Some(claim),
+                id_masked: None,
+                recorded_by: "k".into(),
+            };
+            StoredClaim::Section(part.encode())
+        };
+        rows[40].claim = section(sealer.seal_claim(&submitted(40), None), &submitted(40));
+        let mut swapped = submitted(42);
+        swapped["applicant"]["id_number"] = submitted(43)["applicant"]["id_number"].clone();
+        rows[42].claim = section(swapped, &submitted(42));
         let directory = Directory::default();
         let period = &baseline.common.period;
         let sim = Simulation {
@@ -880,13 +903,13 @@ mod tests {
         let source: Submissions = Box::new(rows.into_iter().map(Ok));
         let c = sim.run(source, &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap();
         let without = (0..n).filter(|i| i % 1000 == 999).count() as u64;
-        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 3));
-        assert_eq!(c.claims_replayed, n as u64 - without - 3);
+        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 4));
+        assert_eq!(c.claims_replayed, n as u64 - without - 4);
         // Every intermediate grant (even claim numbers) changes; listed in recording order.
         let changed: Vec<usize> =
             c.claims.iter().map(|x| x.claim_id.strip_prefix("P-").unwrap().parse().unwrap()).collect();
         let want: Vec<usize> =
-            (0..n).filter(|i| i % 2 == 0 && ![10, 20, 30].contains(i) && i % 1000 != 999).take(1000).collect();
+            (0..n).filter(|i| i % 2 == 0 && ![10, 20, 30, 42].contains(i) && i % 1000 != 999).take(1000).collect();
         assert_eq!(changed, want);
         assert_eq!(c.changed.claims, c.changed.amount);
         assert_eq!(c.changed.status, 0);
@@ -903,6 +926,33 @@ mod tests {
         rows.insert(CHUNK + 3, Err(LedgerError::Unavailable("disk".into())));
         let e = sim.run(Box::new(rows.into_iter()), &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap_err();
         assert!(matches!(e, SimulationError::Store(_)), "{e}");
+    }
+
+    /// A claim as the service records it (hashed and sealed from the
+    /// request's text, its section encoded) reads back as the body its hash
+    /// was taken of, numbers with fractions and exponents included.
+    #[test]
+    fn a_recorded_claim_reads_back_as_the_body_it_was_hashed_as() {
+        let (sealer, pseudonymizer) = (Sealer::new("test"), Pseudonymizer::new("test"));
+        let text = br#"{"claim_id":"F-1","county":"wuyi","kind":"online_training","event_date":"2020-06-15",
+            "applicant":{"id_number":"330723199005060038","name":"\u5f20\u4e09","local_hukou":null},
+            "details":{"days":[{"class_hours":2.50},{"class_hours":1e1}],"n":-0.0,"big":12345678901234567890}}"#;
+        let body = crate::domain::Node::parse(text).unwrap();
+        let hash = pseudonymizer.body_hashes(&body).keyed;
+        let sealed = sealer.seal_node(body, "F-1", Some("330723********0038"));
+        let part = crate::ledger::ClaimPart {
+            body_hash: hash,
+            submitted: Some(sealed),
+            id_masked: None,
+            recorded_by: "k".into(),
+        };
+        let read = StoredClaim::Section(part.encode()).read(|stored, body_hash| {
+            let mut stored = stored.expect("kept");
+            sealer.unseal_node(&mut stored, "F-1").expect("opens");
+            pseudonymizer.is_body_of(body_hash.expect("recorded"), &stored)
+        });
+        assert!(read.unwrap(), "the claim read back hashes as it did when it arrived");
+        assert!(!pseudonymizer.is_body_of("hmac:zz", &json!({})), "a hash that is not hex");
     }
 
     #[test]

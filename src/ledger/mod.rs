@@ -198,16 +198,18 @@ pub enum StoredClaim {
 
 impl StoredClaim {
     /// `f` of the claim as submitted read as a [`Node`] (personal fields
-    /// sealed; `None` when not kept). A claim section's strings are borrowed
+    /// sealed; `None` when not kept) and of the body hash recorded with it
+    /// (`None` for a bare claim). A claim section's strings are borrowed
     /// from its text, which lives only as long as the call.
-    pub fn read<R>(self, f: impl FnOnce(Option<Node<'_>>) -> R) -> anyhow::Result<R> {
+    pub fn read<R>(self, f: impl FnOnce(Option<Node<'_>>, Option<&str>) -> R) -> anyhow::Result<R> {
         match self {
-            Self::Json(v) => Ok(f(Some(Node::from(v)))),
+            Self::Json(v) => Ok(f(Some(Node::from(v)), None)),
             Self::Section(bytes) => {
                 let text = record::record_text(&bytes)?;
-                Ok(f(ClaimPart::submitted_node(&text)?))
+                let (claim, body_hash) = ClaimPart::submitted_node(&text)?;
+                Ok(f(claim, Some(&body_hash)))
             }
-            Self::Missing => Ok(f(None)),
+            Self::Missing => Ok(f(None, None)),
         }
     }
 }

@@ -168,11 +168,12 @@ impl ClaimPart {
     }
 
     /// Only the claim as submitted of a section, read as a [`Node`]
-    /// borrowed from `text`, the section's JSON text ([`record_text`]); the
-    /// rest is skipped unread.
-    pub fn submitted_node(text: &[u8]) -> anyhow::Result<Option<Node<'_>>> {
+    /// borrowed from `text`, the section's JSON text ([`record_text`]), and
+    /// the body hash recorded with it; the rest is skipped unread.
+    pub fn submitted_node(text: &[u8]) -> anyhow::Result<(Option<Node<'_>>, String)> {
         #[derive(Deserialize)]
         struct Submitted<'a> {
+            body_hash: String,
             #[serde(default, borrow)]
             submitted: Option<Node<'a>>,
         }
@@ -181,14 +182,17 @@ impl ClaimPart {
         let text = std::str::from_utf8(text).context("the claim section is not UTF-8")?;
         #[derive(Deserialize)]
         struct SubmittedValue {
+            body_hash: String,
             #[serde(default)]
             submitted: Option<serde_json::Value>,
         }
         // `null` reads as absent (`None`), as for a `Value`. A claim holding
         // a number with a fraction is read as a `Value` (see `Node`'s reader).
         serde_json::from_str::<Submitted>(text)
-            .map(|s| s.submitted)
-            .or_else(|_| serde_json::from_str::<SubmittedValue>(text).map(|s| s.submitted.map(Node::from)))
+            .map(|s| (s.submitted, s.body_hash))
+            .or_else(|_| {
+                serde_json::from_str::<SubmittedValue>(text).map(|s| (s.submitted.map(Node::from), s.body_hash))
+            })
             .context("the claim section")
     }
 }
@@ -541,11 +545,12 @@ mod tests {
     #[test]
     fn a_claim_section_with_fractional_hours_reads_as_its_value() {
         let submitted = serde_json::json!({"claim_id": "C-1", "details": {"hours": [1.5, 2, 0.25]}, "n": null});
-        let text = serde_json::json!({"submitted": submitted, "other": [1.25]}).to_string();
-        let node = ClaimPart::submitted_node(text.as_bytes()).unwrap().expect("the claim as submitted");
-        assert_eq!(crate::domain::Json::to_value(&node), submitted);
-        let without = ClaimPart::submitted_node(br#"{"submitted":null,"x":0.5}"#).unwrap();
-        assert!(without.is_none());
+        let text = serde_json::json!({"submitted": submitted, "other": [1.25], "body_hash": "h"}).to_string();
+        let (node, hash) = ClaimPart::submitted_node(text.as_bytes()).unwrap();
+        assert_eq!(crate::domain::Json::to_value(&node.expect("the claim as submitted")), submitted);
+        assert_eq!(hash, "h");
+        let without = ClaimPart::submitted_node(br#"{"submitted":null,"x":0.5,"body_hash":"h"}"#).unwrap();
+        assert!(without.0.is_none());
         assert!(ClaimPart::submitted_node(br#"{"submitted":{"a":1.5"#).is_err(), "cut short");
     }
 
