@@ -70,10 +70,15 @@ impl BodyHashes {
 }
 
 impl Pseudonymizer {
-    /// Whether `stored`, a body hash as recorded (keyed, or plain from an
-    /// earlier release), is of `body`; only that hash is computed.
-    pub fn is_body_of<J: crate::domain::Json>(&self, stored: &str, body: &J) -> bool {
+    /// Whether `stored`, a body hash as recorded, is of `body`; only that
+    /// hash is computed. A plain (unkeyed) hash, which anyone can compute,
+    /// counts only where `plain_allowed` (records of releases before keyed
+    /// hashes).
+    pub fn is_body_of<J: crate::domain::Json>(&self, stored: &str, body: &J, plain_allowed: bool) -> bool {
         use sha2::Digest;
+        if !plain_allowed && !stored.starts_with(KEYED) {
+            return false;
+        }
         let canonical = crate::domain::canonical_body(body);
         match stored.strip_prefix(KEYED) {
             Some(keyed) => {
@@ -208,8 +213,12 @@ impl Sealer {
     /// The claim exactly as submitted, read from the record of `claim_id`:
     /// the personal fields of its `sealed` part put back into `applicant` (a
     /// field never given stays out).
-    pub fn unseal_node(&self, v: &mut Node<'_>, claim_id: &str) -> anyhow::Result<()> {
-        let Some(sealed) = v.remove("sealed") else { return Ok(()) };
+    ///
+    /// Answers whether its seal was bound to the claim id (`None`: nothing
+    /// was sealed, as for an organisation's claim).
+    pub fn unseal_node(&self, v: &mut Node<'_>, claim_id: &str) -> anyhow::Result<Option<bool>> {
+        let Some(sealed) = v.remove("sealed") else { return Ok(None) };
+        let bound = sealed.get("bound").is_some();
         let plain = self.open(&sealed, claim_id)?;
         let mut secret = Node::parse(&plain)?;
         if let Some(a) = v.get_mut("applicant") {
@@ -222,7 +231,7 @@ impl Sealer {
                 }
             }
         }
-        Ok(())
+        Ok(Some(bound))
     }
 
     /// The personal fields the `sealed` part of the record of `claim_id`

@@ -783,13 +783,20 @@ fn decode(r: Submitted, sealer: &Sealer, pseudonymizer: &Pseudonymizer) -> Item 
     let claim_id = r.claim_id;
     let item = r.claim.read(|stored, body_hash| {
         let Some(mut stored) = stored else { return Item::WithoutSubmission };
-        if let Err(e) = sealer.unseal_node(&mut stored, &claim_id) {
-            tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be opened; left out of the simulation");
-            return Item::Unreadable;
-        }
-        // The claim opened is the body its record's hash was taken of (keyed:
-        // no one without the secret can make a changed claim match).
-        if body_hash.is_some_and(|h| !pseudonymizer.is_body_of(h, &stored)) {
+        let bound = match sealer.unseal_node(&mut stored, &claim_id) {
+            Ok(bound) => bound,
+            Err(e) => {
+                tracing::error!(claim_id = %claim_id, error = %format!("{e:#}"), "a recorded claim cannot be opened; left out of the simulation");
+                return Item::Unreadable;
+            }
+        };
+        // The claim opened is the body its record's hash was taken of: keyed,
+        // so that no one without the secret can make a changed claim match.
+        // Records of the releases with plain hashes (before keyed ones, and
+        // so before seals were bound) carry a seal without the binding; a
+        // plain hash counts only for those.
+        let plain_allowed = bound == Some(false);
+        if body_hash.is_some_and(|h| !pseudonymizer.is_body_of(h, &stored, plain_allowed)) {
             tracing::error!(claim_id = %claim_id, "a recorded claim is not the body its record's hash was taken of; left out of the simulation");
             return Item::Unreadable;
         }
@@ -888,6 +895,17 @@ mod tests {
         let mut swapped = submitted(42);
         swapped["applicant"]["id_number"] = submitted(43)["applicant"]["id_number"].clone();
         rows[42].claim = section(swapped, &submitted(42));
+        // The same edit given the plain hash of the edited body (which needs
+        // no secret): a claim with a bound seal, or none, takes keyed hashes only.
+        let mut forged = submitted(44);
+        forged["applicant"]["id_number"] = submitted(45)["applicant"]["id_number"].clone();
+        let part = crate::ledger::ClaimPart {
+            body_hash: crate::domain::body_hash(&forged),
+            submitted: Some(forged),
+            id_masked: None,
+            recorded_by: "k".into(),
+        };
+        rows[44].claim = StoredClaim::Section(part.encode());
         let directory = Directory::default();
         let period = &baseline.common.period;
         let sim = Simulation {
@@ -903,13 +921,13 @@ mod tests {
         let source: Submissions = Box::new(rows.into_iter().map(Ok));
         let c = sim.run(source, &sealer, &pseudonymizer, &AtomicBool::new(false)).unwrap();
         let without = (0..n).filter(|i| i % 1000 == 999).count() as u64;
-        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 4));
-        assert_eq!(c.claims_replayed, n as u64 - without - 4);
+        assert_eq!((c.claims_without_submission, c.claims_unreadable), (without, 5));
+        assert_eq!(c.claims_replayed, n as u64 - without - 5);
         // Every intermediate grant (even claim numbers) changes; listed in recording order.
         let changed: Vec<usize> =
             c.claims.iter().map(|x| x.claim_id.strip_prefix("P-").unwrap().parse().unwrap()).collect();
         let want: Vec<usize> =
-            (0..n).filter(|i| i % 2 == 0 && ![10, 20, 30, 42].contains(i) && i % 1000 != 999).take(1000).collect();
+            (0..n).filter(|i| i % 2 == 0 && ![10, 20, 30, 42, 44].contains(i) && i % 1000 != 999).take(1000).collect();
         assert_eq!(changed, want);
         assert_eq!(c.changed.claims, c.changed.amount);
         assert_eq!(c.changed.status, 0);
@@ -949,10 +967,15 @@ mod tests {
         let read = StoredClaim::Section(part.encode()).read(|stored, body_hash| {
             let mut stored = stored.expect("kept");
             sealer.unseal_node(&mut stored, "F-1").expect("opens");
-            pseudonymizer.is_body_of(body_hash.expect("recorded"), &stored)
+            pseudonymizer.is_body_of(body_hash.expect("recorded"), &stored, false)
         });
         assert!(read.unwrap(), "the claim read back hashes as it did when it arrived");
-        assert!(!pseudonymizer.is_body_of("hmac:zz", &json!({})), "a hash that is not hex");
+        assert!(!pseudonymizer.is_body_of("hmac:zz", &json!({}), false), "a hash that is not hex");
+        // A plain hash counts only where allowed (records before keyed hashes).
+        let body = json!({"claim_id": "F-1"});
+        let plain = crate::domain::body_hash(&body);
+        assert!(pseudonymizer.is_body_of(&plain, &body, true));
+        assert!(!pseudonymizer.is_body_of(&plain, &body, false));
     }
 
     #[test]

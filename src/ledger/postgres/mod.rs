@@ -343,7 +343,12 @@ const IDLE_IN_TRANSACTION: &str = "60s";
 /// vanished is found by TCP keepalives within about a minute (unless the URL
 /// sets them). TLS as the URL's `sslmode` says ([`tls`]).
 pub fn session_config(url: &str) -> anyhow::Result<tls::Target> {
-    let tls::Target { mut config, tls } = tls::target(url)?;
+    Ok(with_session_settings(tls::target(url)?))
+}
+
+/// [`session_config`] of what [`tls::target`] read (the same connector).
+fn with_session_settings(target: tls::Target) -> tls::Target {
+    let tls::Target { mut config, tls } = target;
     let own = config.get_options().unwrap_or_default();
     let options =
         format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION} {own} -c synchronous_commit=on");
@@ -358,7 +363,7 @@ pub fn session_config(url: &str) -> anyhow::Result<tls::Target> {
         // Data sent and not acknowledged for this long: the connection is gone.
         config.tcp_user_timeout(Duration::from_secs(60));
     }
-    Ok(tls::Target { config, tls })
+    tls::Target { config, tls }
 }
 
 /// Whether a failure is the database not answering (yet): no connection
@@ -784,12 +789,15 @@ impl PostgresLedger {
         connect_timeout: Duration,
         policy: Arc<Policy>,
     ) -> anyhow::Result<Arc<Self>> {
-        let mut target = session_config(url)?;
+        // One connector (the certificate files read once, one resolver) for
+        // the pools and the ledger's own connections.
+        let direct = tls::target(url)?;
+        let mut target = with_session_settings(direct.clone());
         target.config.connect_timeout(connect_timeout);
         let pools = ThreadPools::new(target, pool_size, threads, connect_timeout);
         let ledger = Arc::new(Self {
             pools,
-            direct: tls::target(url)?,
+            direct,
             policy,
             directories: RwLock::new(County::ALL.iter().map(|c| (*c, (NO_DIRECTORY, empty_directory()))).collect()),
             directories_checked: std::sync::Mutex::new(None),

@@ -191,8 +191,14 @@ fn verifier(mode: Mode, params: &Params) -> anyhow::Result<(Mode, Arc<dyn Server
 
 /// The certificates of a PEM file; at least one.
 fn certificates(file: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let text = std::fs::read(file).with_context(|| format!("store.url's {what} {file}"))?;
+    certificates_in(&text, file, what)
+}
+
+/// The certificates of `file`'s PEM text; at least one.
+fn certificates_in(text: &[u8], file: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(text)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!("store.url's {what} {file}: {e}"))?;
     if certs.is_empty() {
         bail!("store.url's {what} {file}: no PEM certificate in it");
@@ -202,10 +208,12 @@ fn certificates(file: &str, what: &str) -> anyhow::Result<Vec<CertificateDer<'st
 
 /// The client's certificate and key (`sslcert`, `sslkey`), read again when
 /// either file changed (libpq reads them for each connection): a rotated
-/// pair is used from the next connection on. A pair that cannot be read
-/// then (a file half written, a key that does not match its certificate)
-/// leaves the last one in use, with one warning for that state of the
-/// files, and is tried again when they change. Read once at start, where a
+/// pair is used from the next connection on. Files that do not hold a pair
+/// then (one half written, a key that does not match its certificate)
+/// leave the last pair in use, with one warning for that state of the
+/// files, and are read again when they change; files that cannot be read at
+/// all (permissions, too many open files) are tried again at the next
+/// connection. Read once at start, where a
 /// pair that cannot be read stops the start. The files are looked at (and
 /// read) outside the lock; a new connection costs two `stat`s.
 #[derive(Debug)]
@@ -243,7 +251,7 @@ impl ClientCert {
     fn read(cert: &str, key: &str) -> anyhow::Result<Arc<Self>> {
         let (cert, key) = (cert.to_string(), key.to_string());
         let read_at = stamps(&cert, &key);
-        let pair = certified(&cert, &key)?;
+        let pair = certified(&cert, &key).map_err(|(PairError::Read(e) | PairError::Content(e))| e)?;
         Ok(Arc::new(Self { cert, key, current: std::sync::Mutex::new(Current { read_at, pair, refused: None }) }))
     }
 
@@ -269,11 +277,25 @@ fn stamps(cert: &str, key: &str) -> Stamps {
     })
 }
 
-fn certified(cert: &str, key: &str) -> anyhow::Result<Arc<CertifiedKey>> {
-    let chain = certificates(cert, "sslcert")?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow!("store.url's sslkey {key}: {e}"))?;
-    let pair = CertifiedKey::from_der(chain, key, &provider()).context("store.url's sslcert and sslkey")?;
-    Ok(Arc::new(pair))
+/// Reading the pair: the files could not be read (perhaps for a moment:
+/// tried again at the next connection), or what they hold is not a pair
+/// (tried again once they change).
+enum PairError {
+    Read(anyhow::Error),
+    Content(anyhow::Error),
+}
+
+fn certified(cert: &str, key: &str) -> Result<Arc<CertifiedKey>, PairError> {
+    let read = |file: &str, what: &str| {
+        std::fs::read(file).with_context(|| format!("store.url's {what} {file}")).map_err(PairError::Read)
+    };
+    let (cert_text, key_text) = (read(cert, "sslcert")?, read(key, "sslkey")?);
+    let parsed = (|| {
+        let chain = certificates_in(&cert_text, cert, "sslcert")?;
+        let key = PrivateKeyDer::from_pem_slice(&key_text).map_err(|e| anyhow!("store.url's sslkey {key}: {e}"))?;
+        CertifiedKey::from_der(chain, key, &provider()).context("store.url's sslcert and sslkey")
+    })();
+    parsed.map(Arc::new).map_err(PairError::Content)
 }
 
 impl ResolvesClientCert for ClientCert {
@@ -289,8 +311,11 @@ impl ResolvesClientCert for ClientCert {
         let mut current = self.current();
         match read {
             Ok(pair) => *current = Current { read_at: now, pair, refused: None },
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "the database client certificate changed and cannot be read: the last one read is used");
+            Err(PairError::Read(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "the database client certificate changed and cannot be read now: the last one read is used");
+            }
+            Err(PairError::Content(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "the database client certificate changed and is not a certificate and its key: the last one read is used");
                 current.refused = Some(now);
             }
         }
