@@ -729,8 +729,8 @@ fn record_of(row: &Row) -> anyhow::Result<ClaimRecord> {
 /// The PostgreSQL ledger.
 pub struct PostgresLedger {
     pools: ThreadPools,
-    /// `store.url` as read at start, for connections outside the pools
-    /// (start-up, replays).
+    /// `store.url` as read at start, with the pools' session settings, for
+    /// connections outside the pools (start-up, replays).
     direct: tls::Target,
     policy: Arc<Policy>,
     /// Directories as last read, with their revision (a county with no
@@ -789,10 +789,11 @@ impl PostgresLedger {
         connect_timeout: Duration,
         policy: Arc<Policy>,
     ) -> anyhow::Result<Arc<Self>> {
-        // One connector (the certificate files read once, one resolver) for
-        // the pools and the ledger's own connections.
-        let direct = tls::target(url)?;
-        let mut target = with_session_settings(direct.clone());
+        // One connector (the certificate files read once, one resolver) and
+        // the same session settings for the pools and the ledger's own
+        // connections (start-up, replays).
+        let direct = with_session_settings(tls::target(url)?);
+        let mut target = direct.clone();
         target.config.connect_timeout(connect_timeout);
         let pools = ThreadPools::new(target, pool_size, threads, connect_timeout);
         let ledger = Arc::new(Self {
