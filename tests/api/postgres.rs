@@ -126,11 +126,9 @@ async fn a_claim_given_up_while_waiting_for_a_lock_leaves_no_session_waiting() {
 
 /// The test above on `app`, a service on PostgreSQL.
 pub async fn given_up_claims_leave_no_session_waiting(app: TestApp) {
-    use sha2::Digest as _;
     let url = app.database.clone().expect("a database");
     // Hold the claim id's advisory lock (as the ledger computes it) from a session of our own.
-    let d = sha2::Sha256::digest(b"claim-id\0GIVEUP-1");
-    let lock = i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    let lock = claim_id_lock("GIVEUP-1");
     let holder = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
     holder.execute("SELECT pg_advisory_lock($1)", &[&lock]).await.unwrap();
     let claim =
@@ -153,12 +151,18 @@ pub async fn given_up_claims_leave_no_session_waiting(app: TestApp) {
     assert_eq!(app.api().post_claim(&claim).await.status, 201, "the claim is recorded when sent again");
 }
 
+/// The advisory lock a claim id takes, as the ledger computes it.
+fn claim_id_lock(claim_id: &str) -> i64 {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(format!("claim-id\0{claim_id}"));
+    i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
 /// A replica's `/metrics` shows its database connections, and none of the
 /// embedded store's figures: with a pool of one connection, held by a claim
 /// waiting for a lock, a second claim waits for the connection.
 #[tokio::test]
 async fn metrics_show_a_replicas_database_connections() {
-    use sha2::Digest as _;
     let url = fresh_database().await;
     let app = spawn_app_with(|s| {
         use_postgres(s, &url);
@@ -187,8 +191,7 @@ async fn metrics_show_a_replicas_database_connections() {
     assert_eq!(gauges().await, [1, 1, 1, 0], "[open, idle, max, waiting] with nothing in flight");
     // Claim 2 holds the one connection, waiting for its claim id's lock;
     // claim 3 waits for the connection.
-    let d = sha2::Sha256::digest(b"claim-id\0MET-2");
-    let lock = i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    let lock = claim_id_lock("MET-2");
     let holder = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
     holder.execute("SELECT pg_advisory_lock($1)", &[&lock]).await.unwrap();
     let (second, third) = (app.api(), app.api());
