@@ -75,35 +75,42 @@ impl Pseudonymizer {
     /// counts only where `plain_allowed` (records of releases before keyed
     /// hashes).
     pub fn is_body_of<J: crate::domain::Json>(&self, stored: &str, body: &J, plain_allowed: bool) -> bool {
-        use sha2::Digest;
         if !plain_allowed && !stored.starts_with(KEYED) {
             return false;
         }
         let canonical = crate::domain::canonical_body(body);
         match stored.strip_prefix(KEYED) {
             Some(keyed) => {
-                let mut mac = self.mac.clone();
-                mac.update(b"claim body\0");
-                mac.update(&canonical);
                 let mut expected = [0u8; 32];
-                decode_hex(keyed, &mut expected) && mac.verify_slice(&expected).is_ok()
+                decode_hex(keyed, &mut expected) && self.body_mac(&canonical).verify_slice(&expected).is_ok()
             }
-            None => stored == faster_hex::hex_string(&Sha256::digest(&canonical)),
+            None => stored == plain_hash(&canonical),
         }
     }
 
     /// The body's hashes (object keys sorted, spacing ignored).
     pub fn body_hashes<J: crate::domain::Json>(&self, body: &J) -> BodyHashes {
-        use sha2::Digest;
         let canonical = crate::domain::canonical_body(body);
-        let mut mac = self.mac.clone();
-        mac.update(b"claim body\0");
-        mac.update(&canonical);
         BodyHashes {
-            keyed: format!("{KEYED}{}", faster_hex::hex_string(&mac.finalize().into_bytes())),
-            plain: faster_hex::hex_string(&Sha256::digest(&canonical)),
+            keyed: format!("{KEYED}{}", faster_hex::hex_string(&self.body_mac(&canonical).finalize().into_bytes())),
+            plain: plain_hash(&canonical),
         }
     }
+
+    /// The keyed hash of a canonical body, before it is finalised.
+    fn body_mac(&self, canonical: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(b"claim body\0");
+        mac.update(canonical);
+        mac
+    }
+}
+
+/// The plain (unkeyed) hash of a canonical body, as releases before keyed
+/// hashes recorded it.
+fn plain_hash(canonical: &[u8]) -> String {
+    use sha2::Digest;
+    faster_hex::hex_string(&Sha256::digest(canonical))
 }
 
 /// Seals the personal fields of a claim as submitted (the applicant's ID
