@@ -387,10 +387,10 @@ fn unreachable(e: &anyhow::Error) -> bool {
         // A TLS handshake the network cut off; not one the connector refused
         // to start (a host name not valid for TLS) nor a certificate.
         let cut_off = text.starts_with("error performing TLS handshake")
+            && !tls_refused(pg)
             && source.is_some_and(|e| {
                 use std::io::ErrorKind::*;
-                e.get_ref().is_none_or(|inner| !inner.is::<rustls::Error>())
-                    && matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut)
+                matches!(e.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe | TimedOut)
             });
         let code = pg.code().is_some_and(|c| {
             c.code().starts_with("08")
