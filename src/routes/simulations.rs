@@ -43,10 +43,6 @@ impl Drop for Slot {
     }
 }
 
-fn change_errors(errs: Vec<ChangeError>) -> ApiError {
-    ApiError::Validation(change_fields(errs))
-}
-
 fn change_fields(errs: Vec<ChangeError>) -> Vec<FieldError> {
     errs.into_iter().map(ChangeError::into_field_error).collect()
 }
@@ -94,22 +90,18 @@ pub async fn simulate(
     caller.require(Operation::Simulate)?;
     let body = read_json(&req, payload, BODY_LIMIT).await?;
     let p = parse_request(&body).map_err(ApiError::Validation)?;
-    let (from, to) = match p.window(state.policy.county(p.county)) {
-        Ok(window) => window,
-        Err(mut errs) => {
-            // The changes' own bad fields are listed too, checked off the
-            // worker (each change loads the policy) under the county's one
-            // slot; while a simulation holds it, the window's errors alone.
-            if let Some(slot) = state.simulations.take(p.county) {
-                let (st, county, changes) = (state.clone(), p.county, p.changes.clone());
-                let checked = web::block(move || {
-                    let _slot = slot;
-                    st.policy.county(county).with_changes(&changes).map(drop)
-                });
-                if let Ok(Err(e)) = checked.await {
-                    errs.extend(change_fields(e));
-                }
-            }
+    // The changes are checked before the county's slot is taken, off the
+    // worker (each change loads the policy), so that bad changes are named
+    // whether or not a simulation is running; with the window's errors too.
+    let (st, county, changes) = (state.clone(), p.county, p.changes.clone());
+    let simulated = web::block(move || st.policy.county(county).with_changes(&changes))
+        .await
+        .map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?;
+    let ((from, to), simulated) = match (p.window(state.policy.county(p.county)), simulated) {
+        (Ok(window), Ok(simulated)) => (window, simulated),
+        (window, simulated) => {
+            let mut errs = window.err().unwrap_or_default();
+            errs.extend(simulated.err().map(change_fields).unwrap_or_default());
             return Err(ApiError::Validation(errs));
         }
     };
@@ -137,7 +129,6 @@ pub async fn simulate(
     let result = web::block(move || {
         let _slot = slot;
         let baseline = st.policy.county(p.county);
-        let simulated = baseline.with_changes(&p.changes).map_err(change_errors)?;
         let grants = usize::try_from(grants).unwrap_or(usize::MAX);
         let sim =
             Simulation { baseline, simulated: &simulated, directory: &directory, from, to, sample: p.sample, grants };

@@ -270,8 +270,12 @@ async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
     let body = json!({"county": "wuyi", "changes": [{"parameter": "/annual_limit", "value": 2}], "sample": 1000});
     let simulations = futures_util::future::join_all((0..4).map(|_| api.post("/v1/simulations", AUDITOR, &body)));
     let person = id_number("33072319990909009");
+    // Changes the policy refuses, sent while the replays run: named (422)
+    // whether or not the county's slot is taken at that moment.
+    let bad = json!({"county": "wuyi", "changes": [{"parameter": "/annual_limit", "value": "many"}]});
     let during = async {
         let mut statuses = Vec::new();
+        let mut refused = Vec::new();
         let occupations = ["6-31-01-03", "6-18-02-04", "4-03-02-01", "4-07-05-01", "6-31-01-04"];
         for (i, occupation) in occupations.iter().enumerate() {
             let c = wy_qualification(
@@ -283,10 +287,13 @@ async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
                 "2021-03-01",
             );
             statuses.push(api.post_claim(&c).await.status);
+            let a = api.post("/v1/simulations", AUDITOR, &bad).await;
+            refused.push((a.status, a.error_fields()));
         }
-        statuses
+        (statuses, refused)
     };
-    let (answers, during) = tokio::join!(simulations, during);
+    let (answers, (during, refused)) = tokio::join!(simulations, during);
+    assert!(refused.iter().all(|r| *r == (422, vec!["/changes/0/value".to_string()])), "{refused:?}");
     let ok: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
     let busy: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
     assert_eq!(ok.len() + busy.len(), 4, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
