@@ -216,3 +216,85 @@ fn the_online_deductions_show_the_ratios_they_applied() {
     assert_eq!(ratio(ReasonCode::RepeatedCoursewareDeducted).as_deref(), Some("0.625"), "5 of 8 hours kept");
     assert_eq!(ratio(ReasonCode::ProratedByTrainees).as_deref(), Some("0.8"), "80 of 100 trainees");
 }
+
+/// Half away from zero of `num / den` (both positive), in whole units.
+fn round_half_up(num: i128, den: i128) -> i128 {
+    (2 * num + den) / (2 * den)
+}
+
+/// A WY online claim of courseware of its own, its days' hours, the
+/// repeated hours (both in hundredths of an hour) and its trainees, decided
+/// on an empty ledger: its amount, and what RULES.md §3 and I-10 give for it,
+/// rounded once. The oracle is whole-number arithmetic in hundredths of an
+/// hour and cents: each day min(hours × 2000, 8000) CNY, times the kept
+/// share (total − repeated) / total, capped at 48000, times min(trainees,
+/// 100) / 100, with nothing divided before the end.
+fn online_courseware(hours: &[i128], repeated: i128, trainees: i128) -> (Decimal, Decimal) {
+    let (_, mut body) =
+        crate::openapi::claim_examples().into_iter().find(|(n, _)| *n == "wy_online_training").expect("an example");
+    let first = NaiveDate::from_ymd_opt(2020, 3, 1).unwrap();
+    let hundredths =
+        |h: i128| -> Value { serde_json::from_str(&Decimal::new(h as i64, 2).normalize().to_string()).unwrap() };
+    body["details"]["days"] = json!(hours
+        .iter()
+        .enumerate()
+        .map(|(i, h)| json!({"date": (first + Duration::days(i as i64)).to_string(), "class_hours": hundredths(*h)}))
+        .collect::<Vec<_>>());
+    body["details"]["repeated_hours"] = hundredths(repeated);
+    body["details"]["trainees"] = json!(trainees);
+    body["event_date"] = json!((first + Duration::days(hours.len() as i64)).to_string());
+    let claim = parse_claim(&body).expect("a well-formed claim");
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let d = decide(&claim, None, &EmptyLedger, policy().county(claim.county), &Directory::default(), at)
+        .expect("an empty ledger never fails")
+        .decision;
+    assert_eq!(d.status, Status::Approved, "{:?}", d.reasons);
+
+    let total: i128 = hours.iter().sum();
+    let gross: i128 = hours.iter().map(|h| (h * 2000).min(800_000)).sum();
+    let (mut num, mut den) = (gross * (total - repeated), total);
+    if num > 4_800_000 * den {
+        (num, den) = (4_800_000, 1);
+    }
+    let cents = round_half_up(num * trainees.min(100), den * 100);
+    (d.amount.parse().unwrap(), Decimal::new(cents as i64, 2))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A WY online claim of courseware of its own pays exactly what the
+    /// rules compute, rounded once ([`online_courseware`]).
+    #[test]
+    fn online_courseware_is_rounded_once_at_the_end(
+        hours in proptest::collection::vec(400i128..=2400, 1..24),
+        repeated_share in 0u32..=1000,
+        trainees in 1i128..=150,
+    ) {
+        let total: i128 = hours.iter().sum();
+        let (amount, expected) = online_courseware(&hours, total * i128::from(repeated_share) / 1000, trainees);
+        prop_assert_eq!(amount, expected, "{:?}", hours);
+    }
+}
+
+/// Exact half cents, which the random claims above seldom reach: 19.2 hours
+/// less 0.01 repeated, for 3 trainees, is 239.875 exactly (239.88, not
+/// 239.87 as a quotient cut at 28 digits and then multiplied gave); and 17
+/// days of 384 hours (each day capped at 8000) less 250 to 383 whole hours
+/// repeated (below the period's cap), for trainees that make half cents.
+#[test]
+fn online_courseware_half_cents_round_up() {
+    assert_eq!(online_courseware(&[1920], 1, 3), (Decimal::new(23988, 2), Decimal::new(23988, 2)));
+    let days: Vec<i128> = [2300; 16].into_iter().chain([1600]).collect();
+    let mut half_cents = 0;
+    for repeated in 250..384 {
+        for trainees in [3, 9, 21, 33, 99] {
+            let (amount, expected) = online_courseware(&days, repeated * 100, trainees);
+            assert_eq!(amount, expected, "{repeated} of 384 hours repeated, {trainees} trainees");
+            // 136000 × (384 − repeated) / 384 × trainees / 100, in cents.
+            let (num, den) = (13_600_000 * (384 - repeated) * trainees, 38_400);
+            half_cents += usize::from(2 * (num % den) == den);
+        }
+    }
+    assert!(half_cents > 100, "the grid holds exact half cents: {half_cents}");
+}

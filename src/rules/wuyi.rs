@@ -209,19 +209,20 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
             ctx.step_detail("base", gross, &p.platform_rate.clause, || {
                 format!("invoice {} × {}", invoice.normalize(), p.platform_rate.dec(day).normalize())
             });
-            ctx.cap(gross, period_cap, &p.period_cap.clause)
+            Fraction::whole(gross)
         }
     };
+    let standard = standard.at_most(ctx.cap(standard.value(), period_cap, &p.period_cap.clause));
     // I-10: the trainee proration applies after the cap.
     let full = Decimal::from(*p.full_trainees.at(day));
     let ratio = (Decimal::from(trainees.get()) / full).min(Decimal::ONE);
     let amount = if ratio < Decimal::ONE {
-        let v = standard * Decimal::from(trainees.get()) / full;
+        let v = standard.times(Decimal::from(trainees.get()), full).value();
         ctx.adjust(Reason::new(ReasonCode::ProratedByTrainees, &p.full_trainees.clause).ratio(ratio));
         ctx.step_detail("prorated_by_trainees", v, &p.full_trainees.clause, || format!("× {trainees} / {full}"));
         v
     } else {
-        standard
+        standard.value()
     };
     let org = claim.organization.as_ref().map(|o| o.credit_code.as_str()).unwrap_or("-");
     let key = ctx.natural_key(&[org, period_id.as_str()]);
@@ -229,11 +230,44 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
     grant(amount)
 }
 
+/// An amount kept as a fraction until it is read: a quotient that does not
+/// terminate (15.35 / 15.36) would be cut at 28 digits, and a later product
+/// (the trainees' share) could then turn an exact half cent into one just
+/// below it, which rounds the other way.
+#[derive(Debug, Clone, Copy)]
+struct Fraction {
+    num: Decimal,
+    den: Decimal,
+}
+
+impl Fraction {
+    fn whole(value: Decimal) -> Self {
+        Self { num: value, den: Decimal::ONE }
+    }
+    /// × `num` / `den`, still undivided.
+    fn times(self, num: Decimal, den: Decimal) -> Self {
+        Self { num: self.num * num, den: self.den * den }
+    }
+    /// The one division (`den` is never zero: hours above zero times the
+    /// policy's full class, which its checks keep above zero).
+    fn value(self) -> Decimal {
+        self.num / self.den
+    }
+    /// Itself, or `cap` when a cap cut it to less.
+    fn at_most(self, cap: Decimal) -> Self {
+        if cap < self.value() {
+            Self::whole(cap)
+        } else {
+            self
+        }
+    }
+}
+
 /// WY §4(3), courseware of its own: each day's hours at the rate, each day
-/// capped, less repeated courseware in proportion, capped for the period.
-fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: NaiveDate) -> Decimal {
+/// capped, less repeated courseware in proportion (capped for the period by
+/// the caller).
+fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: NaiveDate) -> Fraction {
     let OnlineTrainingDetails { days, repeated_hours, .. } = d;
-    let period_cap = p.period_cap.dec(day);
     let rate = p.rate_per_class_hour.dec(day);
     let daily_cap = p.daily_cap.dec(day);
     let mut gross = Decimal::ZERO;
@@ -255,17 +289,16 @@ fn self_produced(ctx: &mut Ctx, p: &WyOnline, d: &OnlineTrainingDetails, day: Na
     }
     let total: Decimal = days.iter().map(|d| d.class_hours.get()).sum();
     let repeated_hours = repeated_hours.unwrap_or_default().get();
+    let mut gross = Fraction::whole(gross);
     if repeated_hours > Decimal::ZERO && total > Decimal::ZERO {
-        // Multiplied before dividing: a ratio that does not terminate
-        // (15.35 / 15.36) would be cut at 28 digits and could turn an exact
-        // half cent into one just below it.
         let kept = total - repeated_hours;
-        let ratio = kept / total;
-        gross = gross * kept / total;
-        ctx.adjust(Reason::new(ReasonCode::RepeatedCoursewareDeducted, &p.repeated_courseware.clause).ratio(ratio));
-        ctx.step_detail("repeated_courseware_deducted", gross, &p.repeated_courseware.clause, || {
+        gross = gross.times(kept, total);
+        ctx.adjust(
+            Reason::new(ReasonCode::RepeatedCoursewareDeducted, &p.repeated_courseware.clause).ratio(kept / total),
+        );
+        ctx.step_detail("repeated_courseware_deducted", gross.value(), &p.repeated_courseware.clause, || {
             format!("× ({total} − {repeated_hours}) / {total}")
         });
     }
-    ctx.cap(gross, period_cap, &p.period_cap.clause)
+    gross
 }
