@@ -27,6 +27,9 @@ use crate::privacy::{Pseudonymizer, Sealer};
 use crate::problem::ApiError;
 use crate::routes::{self, AppState};
 
+/// Batches decided at once by one process (others wait for a permit).
+const BATCHES_AT_ONCE: usize = 2;
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -47,7 +50,10 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             n => n,
         };
-        let ledger = open_ledger(&settings.store, workers, policy.clone())?;
+        // The most claims this process's transactions hold at once: its full
+        // batches, and a claim on each of the pool's other connections.
+        let claims_at_once = BATCHES_AT_ONCE * settings.server.max_batch_claims + settings.store.pool_size;
+        let ledger = open_ledger(&settings.store, workers, claims_at_once, policy.clone())?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new(settings.store.backend)?);
         let state = web::Data::new(AppState {
@@ -57,7 +63,7 @@ impl Application {
             pseudonymizer: Pseudonymizer::new(settings.privacy.id_hash_secret.expose_secret()),
             sealer: Sealer::new(settings.privacy.id_hash_secret.expose_secret()),
             metrics,
-            batch_permits: tokio::sync::Semaphore::new(2),
+            batch_permits: tokio::sync::Semaphore::new(BATCHES_AT_ONCE),
             simulations: Default::default(),
         });
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
@@ -150,6 +156,7 @@ impl Application {
 fn open_ledger(
     store: &StoreSettings,
     workers: usize,
+    claims_at_once: usize,
     policy: Arc<crate::policy::Policy>,
 ) -> anyhow::Result<Arc<dyn LedgerService>> {
     Ok(match store.backend {
@@ -162,6 +169,7 @@ fn open_ledger(
             store.pool_size,
             workers,
             Duration::from_millis(store.connect_timeout_ms),
+            claims_at_once,
             policy,
         )?,
     })

@@ -895,3 +895,56 @@ async fn a_replica_keeps_at_most_its_pool_size_of_connections_split_among_its_wo
     assert!((1..=3).contains(&open), "{open} connections to the replica's database");
     replica.stop();
 }
+
+/// A lock table smaller than one process's full batches and pooled claims
+/// may fill at once is named at start, with the `max_locks_per_transaction`
+/// that would hold them; a large enough one is not.
+#[tokio::test]
+async fn a_lock_table_too_small_for_the_batches_is_named_at_start() {
+    use subsidy_service::ledger::postgres::LOCKS_PER_CLAIM;
+    let url = fresh_database().await;
+    let admin = subsidy_service::ledger::postgres::connect(&url).await.unwrap();
+    let setting = |name: &'static str| {
+        let admin = &admin;
+        async move {
+            let row = admin.query_one(&format!("SELECT current_setting('{name}')::bigint"), &[]).await.unwrap();
+            row.get::<_, i64>(0) as u64
+        }
+    };
+    let per_transaction = setting("max_locks_per_transaction").await;
+    let connections = setting("max_connections").await + setting("max_prepared_transactions").await;
+    let table = per_transaction * connections;
+    let dir = tempfile::tempdir().unwrap();
+    // The smallest batch whose two at once (and the pool's 16) overfill the
+    // table, and the largest that fits.
+    let overfills = (table / LOCKS_PER_CLAIM - 16) / 2 + 1;
+    for (batch, warned) in [(overfills - 1, false), (overfills, true)] {
+        let log = dir.path().join(format!("batch-{batch}.log"));
+        let batch = batch.to_string();
+        let env = [
+            ("SUBSIDY__STORE__BACKEND", "postgres"),
+            ("SUBSIDY__STORE__URL", url.as_str()),
+            ("SUBSIDY__STORE__POOL_SIZE", "16"),
+            ("SUBSIDY__SERVER__MAX_BATCH_CLAIMS", batch.as_str()),
+        ];
+        let app = BinaryApp::start_with_env(&env, Some(&log), std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await;
+        app.stop();
+        let lines: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &Value| l["message"].as_str().is_some_and(|m| m.contains("lock table")))
+            .collect();
+        if warned {
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            let fields = &lines[0];
+            assert_eq!(lines[0]["level"], "WARN");
+            assert_eq!(fields["lock_table"], table);
+            assert_eq!(fields["max_locks_per_transaction"], per_transaction);
+            let needed = (2 * overfills + 16) * LOCKS_PER_CLAIM;
+            assert_eq!(fields["enough"], needed.div_ceil(connections), "{fields}");
+        } else {
+            assert!(lines.is_empty(), "batches of {batch}: {lines:?}");
+        }
+    }
+}

@@ -506,6 +506,44 @@ async fn locked_reads<const N: usize>(
     Ok(rows)
 }
 
+/// Advisory locks one claim's transaction may take, at most: its claim id and
+/// up to five keys (a CX apprenticeship enrolment reads its apprentice-year's
+/// completion, stage and counted mark, its tranche total and the yearly
+/// count; most kinds take two to four in all).
+pub const LOCKS_PER_CLAIM: u64 = 6;
+
+/// The database's shared lock table: its entries, and the two settings that
+/// size it.
+#[derive(Debug, Clone, Copy)]
+struct LockTable {
+    entries: u64,
+    per_transaction: u64,
+    /// `max_connections + max_prepared_transactions`.
+    connections: u64,
+}
+
+impl LockTable {
+    /// The `max_locks_per_transaction` that transactions holding `claims`
+    /// claims at once need, when this table is smaller.
+    fn too_small_for(&self, claims: u64) -> Option<u64> {
+        let wanted = claims.saturating_mul(LOCKS_PER_CLAIM);
+        (self.entries < wanted).then(|| wanted.div_ceil(self.connections.max(1)))
+    }
+}
+
+async fn lock_table(c: &tokio_postgres::Client) -> anyhow::Result<LockTable> {
+    let row = c
+        .query_one(
+            "SELECT current_setting('max_locks_per_transaction')::bigint,
+                    current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint",
+            &[],
+        )
+        .await?;
+    let (per_transaction, connections): (i64, i64) = (row.get(0), row.get(1));
+    let (per_transaction, connections) = (per_transaction.max(0) as u64, connections.max(0) as u64);
+    Ok(LockTable { entries: per_transaction.saturating_mul(connections), per_transaction, connections })
+}
+
 /// The order every transaction takes its locks in: claim ids first, sorted,
 /// then keys, sorted (each list without repeats). Two transactions that
 /// take their locks in one statement this way cannot deadlock; a key locked
@@ -744,6 +782,9 @@ pub struct PostgresLedger {
     ready: AtomicBool,
     /// How long the start-up waits for a connection (`store.connect_timeout_ms`).
     connect_timeout: Duration,
+    /// The most claims this process's transactions may hold at once (see
+    /// [`PostgresLedger::start`]), checked against the lock table at start.
+    claims_at_once: u64,
     /// The database, first reached after the start, refused it (see
     /// [`prepare_until_ready`]), and the service was stopped.
     refused: AtomicBool,
@@ -787,6 +828,7 @@ impl PostgresLedger {
         pool_size: usize,
         threads: usize,
         connect_timeout: Duration,
+        claims_at_once: usize,
         policy: Arc<Policy>,
     ) -> anyhow::Result<Arc<Self>> {
         // One connector (the certificate files read once, one resolver) and
@@ -804,6 +846,7 @@ impl PostgresLedger {
             directories_checked: std::sync::Mutex::new(None),
             ready: AtomicBool::new(false),
             connect_timeout,
+            claims_at_once: claims_at_once as u64,
             refused: AtomicBool::new(false),
             on_refusal: std::sync::Mutex::new(None),
             closing: AtomicBool::new(false),
@@ -821,11 +864,12 @@ impl PostgresLedger {
     }
 
     /// Migrates the schema and reads the directories; the ledger is ready
-    /// after. A connection (its handshake included) not made within the
+    /// after. Warns when the database's lock table is smaller than this
+    /// process may fill (it cannot know the other replicas'). A connection (its handshake included) not made within the
     /// connect timeout is the database unreachable.
     fn prepare(&self) -> Result<(), NotReady> {
         let (target, wait) = (self.direct.clone(), self.connect_timeout);
-        let dirs = on_own_runtime(async move {
+        let (dirs, table) = on_own_runtime(async move {
             let connected = tokio::time::timeout(wait, connect_to(&target)).await;
             let mut client = match connected {
                 Ok(Ok(client)) => client,
@@ -837,11 +881,22 @@ impl PostgresLedger {
                 if !applied.is_empty() {
                     tracing::info!(versions = ?applied, "database schema migrated");
                 }
-                read_directories(&client).await
+                let table = lock_table(&client).await?;
+                Ok((read_directories(&client).await?, table))
             };
             Ok(read.await.map_err(NotReady::of))
         })
         .map_err(NotReady::Refused)??;
+        if let Some(enough) = table.too_small_for(self.claims_at_once) {
+            tracing::warn!(
+                lock_table = table.entries,
+                max_locks_per_transaction = table.per_transaction,
+                enough,
+                "the database's lock table (max_locks_per_transaction × (max_connections + \
+                 max_prepared_transactions)) holds fewer locks than this process's full batches and pooled claims \
+                 may take at once: raise max_locks_per_transaction to `enough` (README, Sizing the lock table)"
+            );
+        }
         self.directories.write().map_err(|_| NotReady::Refused(anyhow!("poisoned")))?.extend(dirs);
         self.ready.store(true, Ordering::Release);
         Ok(())
