@@ -983,15 +983,17 @@ impl PostgresLedger {
         };
         // A single claim is numbered in its locks' round trip; a batch, whose
         // keys are locked in a round trip of their own, after those.
-        let ((mut first_seq, mut event_numbers, revisions), existing, mut known) =
-            Self::lock_and_read(tx, items, &expected, single).await?;
+        let (numbered, revisions, existing, mut known) = Self::lock_and_read(tx, items, &expected, single).await?;
         let dirs = self.directories_at(&***tx, revisions).await?;
         let dir_of = |item: &ClaimItem| dirs.get(&item.claim.county).cloned().unwrap_or_else(empty_directory);
-        if !single {
-            let keys = self.keys_of_new_claims(items, &existing, dir_of)?;
-            known.fetch(tx, &keys, true).await?;
-            (first_seq, event_numbers, _) = numbers(tx, items.len(), items.len()).await?;
-        }
+        let (first_seq, event_numbers) = match numbered {
+            Some(numbers) => numbers,
+            None => {
+                let keys = self.keys_of_new_claims(items, &existing, dir_of)?;
+                known.fetch(tx, &keys, true).await?;
+                numbers(tx, items.len(), items.len()).await?
+            }
+        };
 
         let mut writes = Writes::default();
         let mut pending: Vec<Pending> = Vec::new();
@@ -1064,15 +1066,16 @@ impl PostgresLedger {
 
     /// Locks every claim id and every one of `keys` (one statement, in
     /// [`lock_order`]), then reads the claims recorded under those ids and
-    /// the keys, together with the transaction's numbers and the
-    /// directories' revisions (see [`numbers`]): one round trip. Answers the
-    /// numbers, the recorded claims by claim id, and the keys read.
+    /// the keys, together with the directories' revisions and, with
+    /// `number`, the transaction's numbers (see [`numbers`]): one round
+    /// trip. Answers the numbers (with `number`), the revisions, the
+    /// recorded claims by claim id, and the keys read.
     async fn lock_and_read(
         tx: &Tx<'_>,
         items: &[&ClaimItem],
         keys: &BTreeSet<KeyDigest>,
         number: bool,
-    ) -> anyhow::Result<(Numbers, HashMap<String, ClaimRecord>, Known)> {
+    ) -> anyhow::Result<(Option<Numbers>, Revisions, HashMap<String, ClaimRecord>, Known)> {
         let ids: Vec<&str> = items.iter().map(|i| i.claim.claim_id.as_str()).collect();
         // One claim: the plain lookup (a generic plan of `= ANY($1)` may
         // estimate the array as large and leave the unique index).
@@ -1086,20 +1089,24 @@ impl PostgresLedger {
         let key_params: Params<1> = [&digests];
         let locks = lock_order(&ids, &keys);
         claims_numbered(items.len())?;
-        // Unnumbered: the directories' revisions alone (no transaction id, no event numbers).
-        let events = if number { items.len() as i64 } else { 0 };
+        let events = items.len() as i64;
         let numbered: Params<1> = [&events];
-        let numbers_sql = if number { NUMBERS } else { REVISIONS };
+        let (first, first_params): (&str, &[&(dyn ToSql + Sync)]) =
+            if number { (NUMBERS_AND_REVISIONS, &numbered) } else { (REVISIONS, &[]) };
         // The numbers after the locks: the transaction id, which numbers the
         // claims, is then taken once the locks are held, so that of two
         // transactions waiting for one lock the one that takes it first
         // records its claims first, in the order a replay decides them.
         let read = if keys.is_empty() {
-            locked_reads(tx, locks, [(numbers_sql, &numbered), (lookup, &params)]).await?
+            locked_reads(tx, locks, [(first, first_params), (lookup, &params)]).await?
         } else {
-            locked_reads(tx, locks, [(numbers_sql, &numbered), (lookup, &params), (READ_KEYS, &key_params)]).await?
+            locked_reads(tx, locks, [(first, first_params), (lookup, &params), (READ_KEYS, &key_params)]).await?
         };
-        let numbers = numbers_of(&read[0])?;
+        let row = first_row(&read[0])?;
+        let (numbers, revisions) = match number {
+            true => (Some(numbers_of(row)?), revisions_of(row, 2)?),
+            false => (None, revisions_of(row, 0)?),
+        };
         let mut existing = HashMap::new();
         for row in &read[1] {
             let r = record_of(row)?;
@@ -1108,7 +1115,7 @@ impl PostgresLedger {
         if let Some(rows) = read.get(2) {
             known.absorb(rows.iter(), keys)?;
         }
-        Ok((numbers, existing, known))
+        Ok((numbers, revisions, existing, known))
     }
 
     /// A claim already recorded, earlier in this transaction or before it:
@@ -1403,7 +1410,7 @@ impl PostgresLedger {
                 &totals,
             ),
         )?;
-        let (_, events, _) = numbers(tx, 0, 1).await?;
+        let (_, events) = numbers(tx, 0, 1).await?;
         let event_seq = *events.first().context("no event number was given")?;
         let revoked_at = Utc::now();
         r.header.status = Status::Revoked;
@@ -1466,29 +1473,37 @@ impl PostgresLedger {
     }
 }
 
-/// A transaction's numbers: the first recording number of its claims, its
-/// event numbers (increasing), and the directories' revisions by county.
-type Numbers = (i64, Vec<i64>, Vec<(String, i64)>);
+/// A transaction's numbers: the first recording number of its claims and
+/// its event numbers (increasing).
+type Numbers = (i64, Vec<i64>);
 
-/// The first recording number of this transaction's claims (from its
-/// transaction id), `$1` event numbers, and the directories' revisions.
-const NUMBERS: &str = "SELECT pg_current_xact_id()::text::bigint,
-        ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint)),
-        ARRAY(SELECT county FROM directories ORDER BY county),
-        ARRAY(SELECT revision FROM directories ORDER BY county)";
+/// The directories' revisions by county.
+type Revisions = Vec<(String, i64)>;
 
-/// [`NUMBERS`]' shape without numbering: the directories' revisions, a first
-/// number of 0 and no event numbers (`$1` is 0), and no transaction id taken.
-const REVISIONS: &str = "SELECT 0::bigint,
-        ARRAY(SELECT 0::bigint FROM generate_series(1, $1::bigint)),
-        ARRAY(SELECT county FROM directories ORDER BY county),
-        ARRAY(SELECT revision FROM directories ORDER BY county)";
+/// The first recording number of a transaction's claims (from its
+/// transaction id) and `$1` event numbers: [`numbers_of`]' two columns.
+macro_rules! numbering {
+    () => {
+        "pg_current_xact_id()::text::bigint, ARRAY(SELECT nextval('event_numbers') FROM generate_series(1, $1::bigint))"
+    };
+}
 
-/// Numbers a transaction of `claims` claims and `events` events: [`NUMBERS`]
-/// in one statement.
+/// The directories' revisions: [`revisions_of`]' two columns.
+macro_rules! revisions {
+    () => {
+        "ARRAY(SELECT county FROM directories ORDER BY county), ARRAY(SELECT revision FROM directories ORDER BY county)"
+    };
+}
+
+const NUMBERING: &str = concat!("SELECT ", numbering!());
+const REVISIONS: &str = concat!("SELECT ", revisions!());
+/// Both, in one statement: a single claim's round trip.
+const NUMBERS_AND_REVISIONS: &str = concat!("SELECT ", numbering!(), ", ", revisions!());
+
+/// Numbers a transaction of `claims` claims and `events` events.
 async fn numbers(tx: &Tx<'_>, claims: usize, events: usize) -> anyhow::Result<Numbers> {
     claims_numbered(claims)?;
-    numbers_of(&rows(tx, NUMBERS, &[&(events as i64)]).await?)
+    numbers_of(first_row(&rows(tx, NUMBERING, &[&(events as i64)]).await?)?)
 }
 
 fn claims_numbered(claims: usize) -> anyhow::Result<()> {
@@ -1499,20 +1514,28 @@ fn claims_numbered(claims: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first recording number, the event numbers (increasing) and the
-/// directories' revisions, from [`NUMBERS`]' row.
-fn numbers_of(row: &[Row]) -> anyhow::Result<Numbers> {
-    let row = row.first().context("no numbers were given")?;
-    let xid: i64 = row.get(0);
-    let mut events: Vec<i64> = row.get(1);
+fn first_row(rows: &[Row]) -> anyhow::Result<&Row> {
+    rows.first().context("a statement of one row answered none")
+}
+
+/// The first recording number and the event numbers (increasing), from
+/// the first two columns of `row`.
+fn numbers_of(row: &Row) -> anyhow::Result<Numbers> {
+    let xid: i64 = row.try_get(0)?;
+    let mut events: Vec<i64> = row.try_get(1)?;
     events.sort_unstable();
-    let counties: Vec<String> = row.get(2);
-    let revisions: Vec<i64> = row.get(3);
     let first = xid
         .checked_shl(SEQ_SHIFT)
         .filter(|s| s >> SEQ_SHIFT == xid)
         .context("transaction ids have outgrown claim numbers")?;
-    Ok((first, events, counties.into_iter().zip(revisions).collect()))
+    Ok((first, events))
+}
+
+/// The directories' revisions, from the two columns of `row` from `at` on.
+fn revisions_of(row: &Row, at: usize) -> anyhow::Result<Revisions> {
+    let counties: Vec<String> = row.try_get(at)?;
+    let revisions: Vec<i64> = row.try_get(at + 1)?;
+    Ok(counties.into_iter().zip(revisions).collect())
 }
 
 /// Answers an ended transaction's attempt; after a deadlock or a
