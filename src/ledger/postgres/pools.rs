@@ -243,6 +243,50 @@ mod tests {
     }
 
     #[test]
+    fn open_opening_and_waiting_requests_are_told_apart() {
+        use std::io::{Read, Write};
+        // A server that completes the first connection's start-up (trust:
+        // authentication ok, ready for a query) and leaves every later one
+        // being opened.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for (n, stream) in server.incoming().enumerate() {
+                let Ok(mut s) = stream else { return };
+                if n == 0 {
+                    let mut len = [0u8; 4];
+                    s.read_exact(&mut len).unwrap();
+                    let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                    s.read_exact(&mut startup).unwrap();
+                    s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 0, b'Z', 0, 0, 0, 5, b'I']).unwrap();
+                }
+                held.push(s);
+            }
+        });
+        let url = format!("postgres://nobody@127.0.0.1:{port}/none?sslmode=disable");
+        let p = ThreadPools::new(super::super::tls::target(&url).unwrap(), 3, 1, Duration::from_secs(30));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let first = p.get().await.expect("the first connection opens");
+            let later = [p.get(), p.get(), p.get()];
+            let stats = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                p.stats()
+            };
+            let stats = tokio::select! {
+                _ = futures_util::future::join_all(later) => unreachable!("the server answered"),
+                s = stats => s,
+            };
+            // One open and in use, two opening (up to the pool's most), one
+            // waiting for a connection to come free (deadpool's own count
+            // says three).
+            assert_eq!(stats, ConnectionStats { open: 1, idle: 0, max: 3, waiting: 1 });
+            drop(first);
+        });
+    }
+
+    #[test]
     fn the_pool_size_is_split_among_the_workers_and_never_exceeded() {
         for (size, workers, split) in [
             (16, 2, vec![8, 8]),
