@@ -79,6 +79,8 @@ request_type! {
         pub level: Level,
         pub certificate_number: Text,
         pub payee: QualificationPayee,
+        /// Wuyi only (R-PRIOR): when the training started. In a Changxing
+        /// claim of this kind an unknown field.
         pub training_start_date: Option<NaiveDate>,
     }
 }
@@ -112,6 +114,8 @@ request_type! {
         pub completion_certificate: bool,
         pub additional_certificate_level: Option<Level>,
         pub training_cost: Option<Money>,
+        /// Wuyi only (R-PRIOR): when the training started. In a Changxing
+        /// claim of this kind an unknown field.
         pub training_start_date: Option<NaiveDate>,
     }
 }
@@ -122,6 +126,8 @@ request_type! {
         pub training_year: Year,
         pub monthly_allowance: Money,
         pub months: Months,
+        /// Wuyi only (R-PRIOR): when the training started. In a Changxing
+        /// claim of this kind an unknown field.
         pub training_start_date: Option<NaiveDate>,
     }
 }
@@ -544,8 +550,9 @@ pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
             // so that they are named even when another field is bad.
             let read = J::read_details(shape, v, &mut errs);
             let present = presence_checks(shape.kind, v, &mut errs);
+            let own = county.is_none_or(|c| county_checks(shape.kind, c, v, &mut errs));
             let consistent = read.as_ref().is_some_and(|d| cross_checks(d, &mut errs));
-            read.filter(|_| present && consistent)
+            read.filter(|_| present && own && consistent)
         }
         None => {
             errs.push(FieldError::new("/details", "required", "this field is required"));
@@ -657,6 +664,36 @@ fn presence_checks<J: Json>(kind: Kind, details: &J, errs: &mut Vec<FieldError>)
         errs.push(FieldError::new(field, code, message));
     }
     false
+}
+
+/// Fields of a kind read with one shape in both counties that only one
+/// county's table gives (RULES.md §8, input shapes: `training_start_date` on
+/// a CX claim is an unknown field, whatever its kind): that county, and the
+/// fields.
+pub(super) fn county_only_fields(kind: Kind) -> Option<(County, &'static [&'static str])> {
+    match kind {
+        Kind::QualificationTraining | Kind::ApprenticeshipEmployee | Kind::ApprenticeshipStudent => {
+            Some((County::Wuyi, &["training_start_date"]))
+        }
+        _ => None,
+    }
+}
+
+/// Names, as unknown, the fields of `details` that only the other county's
+/// table gives ([`county_only_fields`]); false when one is given.
+fn county_checks<J: Json>(kind: Kind, county: County, details: &J, errs: &mut Vec<FieldError>) -> bool {
+    let Some((only, names)) = county_only_fields(kind).filter(|(only, _)| *only != county) else {
+        return true;
+    };
+    let mut own = true;
+    for name in names.iter().filter(|name| details.get(name).is_some()) {
+        let field = format!("/details/{name}");
+        // Unknown here, whatever its value: not also malformed.
+        errs.retain(|e| e.field != field);
+        errs.push(FieldError::new(&field, "unknown_field", format!("only {only} claims of this kind take `{name}`")));
+        own = false;
+    }
+    own
 }
 
 /// Rules between the values of one `details`; false when one is broken.
@@ -807,6 +844,28 @@ mod tests {
         let f = fields(&v);
         assert!(f.contains(&("/details/class_hours".into(), "unknown_field".into())));
         assert!(f.contains(&("/details/training_start_date".into(), "unknown_field".into())));
+        // Also on a kind Changxing does not offer, read with Wuyi's shape:
+        // named once, as unknown, whatever its value; Wuyi's claim takes it.
+        let mut v = wy_qualification();
+        for (date, county, named) in [
+            (json!("2020-01-01"), "changxing", true),
+            (json!("2020-02-30"), "changxing", true),
+            (Value::Null, "changxing", true),
+            (json!("2020-01-01"), "wuyi", false),
+        ] {
+            v["county"] = json!(county);
+            v["details"]["training_start_date"] = date.clone();
+            let f: Vec<_> = parse_claim(&v).err().unwrap_or_default().into_iter().map(|e| (e.field, e.code)).collect();
+            let at: Vec<_> = f.iter().filter(|(field, _)| field == "/details/training_start_date").collect();
+            match named {
+                true => assert_eq!(
+                    at,
+                    [&("/details/training_start_date".to_string(), "unknown_field".to_string())],
+                    "{date}"
+                ),
+                false => assert!(f.is_empty(), "{f:?}"),
+            }
+        }
     }
 
     #[test]

@@ -188,8 +188,22 @@ fn branch(shape: &Shape) -> RefOr<Schema> {
             )));
             claimant_by_title(object.into())
         }
-        _ => object.required("applicant").into(),
+        _ => county_only(shape, object.required("applicant").into()),
     }
+}
+
+/// A shape both counties read whose fields only one county's table gives
+/// (`claim::county_only_fields`): in another county's claim they are
+/// unknown, whatever their value.
+fn county_only(shape: &Shape, object: RefOr<Schema>) -> RefOr<Schema> {
+    let Some((only, names)) = super::claim::county_only_fields(shape.kind).filter(|_| shape.county.is_none()) else {
+        return object;
+    };
+    let refused: serde_json::Map<String, serde_json::Value> =
+        names.iter().map(|name| (name.to_string(), json!({"not": {}}))).collect();
+    let elsewhere = json!({"properties": {"county": {"not": {"const": only.as_str()}}}, "required": ["county"]});
+    let object = with_keyword(object, "if", elsewhere);
+    with_keyword(object, "then", json!({"properties": {"details": {"properties": refused}}}))
 }
 
 const ORGANIZATION_WITH_INDUSTRY: &str = "OrganizationWithIndustry";
