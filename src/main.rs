@@ -193,25 +193,17 @@ fn import(target: Ledger, args: &[String]) -> anyhow::Result<ExitCode> {
 fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
     use subsidy_service::ledger::ReplayFilter;
     use subsidy_service::privacy::{Pseudonymizer, Sealer};
-    use subsidy_service::simulation::{parse_request, Simulation};
+    use subsidy_service::simulation::{check_request, Checked, Simulation};
 
     let body = simulation_body(args)?;
-    let request = match parse_request(&body) {
-        Ok(r) => r,
-        Err(errors) => return Ok(refused(errors)),
-    };
     let settings = get_settings()?;
     let policy = settings.policy.load()?;
-    let baseline = policy.county(request.county);
-    // The window's errors and the changes' are named together, as over HTTP.
-    let ((from, to), simulated) = match (request.window(baseline), baseline.with_changes(&request.changes)) {
-        (Ok(window), Ok(simulated)) => (window, simulated),
-        (window, changes) => {
-            let mut errors = window.err().unwrap_or_default();
-            errors.extend(changes.err().unwrap_or_default().into_iter().map(|e| e.into_field_error()));
-            return Ok(refused(errors));
-        }
+    // Every bad field named at once, as over HTTP.
+    let Checked { request, from, to, simulated } = match check_request(&body, &policy) {
+        Ok(checked) => checked,
+        Err(errors) => return Ok(refused(errors)),
     };
+    let baseline = policy.county(request.county);
     let store = std::sync::Arc::new(open(&path)?);
     let directory = store.directory(request.county)?.to_directory();
     let filter = ReplayFilter { county: request.county, from, to };

@@ -20,7 +20,7 @@ use utoipa::{PartialSchema, ToSchema};
 use crate::domain::{fmt2, parse_claim, Claim, County};
 use crate::domain::{string_schema, FieldError, FromJson, Json};
 use crate::ledger::{LedgerError, Submissions, Submitted};
-use crate::policy::{CountyPolicy, ParamChange};
+use crate::policy::{ChangeError, CountyPolicy, ParamChange, Policy};
 use crate::privacy::{Pseudonymizer, Sealer};
 use crate::rules::{judge, Directory, LedgerKey, LedgerReadError, LedgerView, ReasonCode, Status, Trace};
 use crate::{bounded_whole, request_type};
@@ -191,18 +191,81 @@ impl Request {
     }
 }
 
-/// Checks a simulation request, naming every bad field.
-pub fn parse_request(body: &Value) -> Result<Request, Vec<FieldError>> {
+/// A simulation request refused for its shape: its bad fields, and what of
+/// it is still well-formed enough for the policy's own checks (its county,
+/// and its well-formed changes with their places in the request), so that
+/// those name their bad fields too.
+#[derive(Debug, Clone, PartialEq)]
+struct Refused {
+    errors: Vec<FieldError>,
+    county: Option<County>,
+    changes: Vec<(usize, ParamChange)>,
+}
+
+fn param_change(c: ChangeRequest) -> ParamChange {
+    ParamChange { parameter: c.parameter.0, value: c.value.0, from: c.from }
+}
+
+/// Checks a simulation request, naming every bad field of its shape.
+fn parse_request(body: &Value) -> Result<Request, Refused> {
     let mut errs = Vec::new();
     let request = SimulationRequest::from_json(body, "", &mut errs);
     let Some(SimulationRequest { county, from, to, changes, sample }) = request.filter(|_| errs.is_empty()) else {
-        return Err(errs);
+        // Each part read again on its own, its errors already named.
+        let county = body.get("county").and_then(|v| County::from_json(v, "/county", &mut Vec::new()));
+        let list = body.get("changes").and_then(Value::as_array).filter(|l| l.len() <= Changes::MAX);
+        let changes = list
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, v)| ChangeRequest::from_json(v, "", &mut Vec::new()).map(|c| (i, param_change(c))))
+            .collect();
+        return Err(Refused { errors: errs, county, changes });
     };
-    let changes = changes.map_or_else(Vec::new, |c| {
-        c.0.into_iter().map(|c| ParamChange { parameter: c.parameter.0, value: c.value.0, from: c.from }).collect()
-    });
+    let changes = changes.map_or_else(Vec::new, |c| c.0.into_iter().map(param_change).collect());
     let sample = sample.map_or(DEFAULT_SAMPLE, SampleSize::get) as usize;
     Ok(Request { county, from, to, changes, sample })
+}
+
+/// A simulation request checked against the policy in force: the request,
+/// its window of event dates, and the county's policy with the changes.
+pub struct Checked {
+    pub request: Request,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub simulated: CountyPolicy,
+}
+
+/// Checks a simulation request and its changes against `policy`, naming
+/// every bad field at once: the request's shape, its window, and what the
+/// policy's checks refuse of its changes (each change loads the policy).
+/// When the shape is bad, the well-formed changes are still checked, in
+/// order, as if the malformed ones were not there.
+pub fn check_request(body: &Value, policy: &Policy) -> Result<Checked, Vec<FieldError>> {
+    match parse_request(body) {
+        Ok(request) => {
+            let baseline = policy.county(request.county);
+            match (request.window(baseline), baseline.with_changes(&request.changes)) {
+                (Ok((from, to)), Ok(simulated)) => Ok(Checked { request, from, to, simulated }),
+                (window, changes) => {
+                    let mut errors = window.err().unwrap_or_default();
+                    errors.extend(changes.err().into_iter().flatten().map(ChangeError::into_field_error));
+                    Err(errors)
+                }
+            }
+        }
+        Err(Refused { mut errors, county, changes }) => {
+            if let Some(county) = county.filter(|_| !changes.is_empty()) {
+                let (places, changes): (Vec<usize>, Vec<ParamChange>) = changes.into_iter().unzip();
+                if let Err(refused) = policy.county(county).with_changes(&changes) {
+                    errors.extend(
+                        refused.into_iter().map(|e| ChangeError { index: places[e.index], ..e }.into_field_error()),
+                    );
+                }
+            }
+            Err(errors)
+        }
+    }
 }
 
 /// Why a simulation gave no comparison.
@@ -1013,7 +1076,7 @@ mod tests {
     fn fields(v: Value) -> Vec<String> {
         match parse_request(&v) {
             Ok(_) => Vec::new(),
-            Err(e) => e.into_iter().map(|f| f.field).collect(),
+            Err(e) => e.errors.into_iter().map(|f| f.field).collect(),
         }
     }
 
@@ -1045,5 +1108,48 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(fields(json!({"county": "wuyi", "changes": {}})), vec!["/changes"]);
         assert!(fields(json!({"county": "changxing", "changes": [], "sample": 0})).is_empty());
+    }
+
+    /// A request whose shape is bad still has its well-formed changes
+    /// checked against the policy, each named at its own place.
+    #[test]
+    fn the_changes_are_checked_beside_a_bad_shape() {
+        let policy = Policy::embedded(None).unwrap();
+        let named = |v: Value| {
+            let mut f: Vec<String> = match check_request(&v, &policy) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.into_iter().map(|f| f.field).collect(),
+            };
+            f.sort();
+            f
+        };
+        let unknown = json!({"parameter": "/nope", "value": "1"});
+        assert_eq!(
+            named(json!({"county": "wuyi", "sample": 5000, "changes": [unknown]})),
+            ["/changes/0/parameter", "/sample"]
+        );
+        assert_eq!(
+            named(json!({"county": "wuyi", "extra": 1, "changes": [unknown]})),
+            ["/changes/0/parameter", "/extra"]
+        );
+        // A malformed change is left out, and the places of the others kept.
+        let bad_date = json!({"parameter": "/annual_limit", "value": 2, "from": "2021-02-30"});
+        let bad_value = json!({"parameter": "/annual_limit", "value": "many"});
+        assert_eq!(
+            named(json!({"county": "wuyi", "changes": [unknown, bad_date, bad_value]})),
+            ["/changes/0/parameter", "/changes/1/from", "/changes/2/value"]
+        );
+        // No county to check against: the shape's errors alone.
+        assert_eq!(named(json!({"county": "hangzhou", "changes": [unknown]})), ["/county"]);
+        // A well-formed request: the window's errors and the changes' together.
+        assert_eq!(
+            named(json!({"county": "wuyi", "from": "2022-01-01", "changes": [unknown]})),
+            ["/changes/0/parameter", "/from"]
+        );
+        assert!(check_request(
+            &json!({"county": "wuyi", "changes": [{"parameter": "/annual_limit", "value": 2}]}),
+            &policy
+        )
+        .is_ok());
     }
 }

@@ -11,9 +11,8 @@ use super::{ledger_error, read_json, AppState};
 use crate::auth::{Caller, Operation};
 use crate::domain::County;
 use crate::ledger::{LedgerError, ReplayFilter};
-use crate::policy::ChangeError;
-use crate::problem::{ApiError, FieldError, Problem};
-use crate::simulation::{parse_request, Comparison, Simulation, SimulationError, SimulationRequest};
+use crate::problem::{ApiError, Problem};
+use crate::simulation::{check_request, Checked, Comparison, Simulation, SimulationError, SimulationRequest};
 
 /// Seconds a client is asked to wait while its county's simulation runs.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -41,10 +40,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.county);
     }
-}
-
-fn change_fields(errs: Vec<ChangeError>) -> Vec<FieldError> {
-    errs.into_iter().map(ChangeError::into_field_error).collect()
 }
 
 /// Replay a county's recorded claims under the policy in force and under
@@ -89,22 +84,14 @@ pub async fn simulate(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::Simulate)?;
     let body = read_json(&req, payload, BODY_LIMIT).await?;
-    let p = parse_request(&body).map_err(ApiError::Validation)?;
-    // The changes are checked before the county's slot is taken, off the
-    // worker (each change loads the policy), so that bad changes are named
-    // whether or not a simulation is running; with the window's errors too.
-    let (st, county, changes) = (state.clone(), p.county, p.changes.clone());
-    let simulated = web::block(move || st.policy.county(county).with_changes(&changes))
+    // Checked before the county's slot is taken, off the worker (each change
+    // loads the policy), so that every bad field is named whether or not a
+    // simulation is running.
+    let st = state.clone();
+    let Checked { request: p, from, to, simulated } = web::block(move || check_request(&body, &st.policy))
         .await
-        .map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?;
-    let ((from, to), simulated) = match (p.window(state.policy.county(p.county)), simulated) {
-        (Ok(window), Ok(simulated)) => (window, simulated),
-        (window, simulated) => {
-            let mut errs = window.err().unwrap_or_default();
-            errs.extend(simulated.err().map(change_fields).unwrap_or_default());
-            return Err(ApiError::Validation(errs));
-        }
-    };
+        .map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?
+        .map_err(ApiError::Validation)?;
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
     // A sizing hint: the grants recorded in the window's years within the
