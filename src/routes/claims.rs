@@ -39,7 +39,6 @@ fn count_decision(state: &AppState, county: &str, kind: &str, d: &Decision) {
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid claim: every bad field listed", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable: not acknowledged, so not counted on; a write that failed may still have reached the store. Retry with the same claim_id (a recorded claim replays, 200)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -197,7 +196,6 @@ fn batch_claims(mut body: Value, max: usize) -> Result<Vec<Value>, ApiError> {
         (status = 413, description = "Body over the batch limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a batch: `claims` missing, empty or over 1000", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable: not acknowledged, so not counted on; a write that failed may still have reached the store. Retry with the same claim_id (a recorded claim replays, 200)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -306,7 +304,6 @@ fn prepare_all(
         (status = 413, description = "Body over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid claim", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

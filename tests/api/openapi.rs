@@ -120,6 +120,23 @@ fn every_error_code_has_its_problem_example() {
     assert!(documented > 50, "only {documented} problem examples");
 }
 
+/// Every `429` the document lists declares the `Retry-After` header the
+/// service sends with it (the key's rate limit, a county's running simulation).
+#[test]
+fn every_429_declares_retry_after() {
+    let doc = serde_json::to_value(subsidy_service::openapi::document()).unwrap();
+    let mut listed = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(limited) = op["responses"].get("429") {
+                assert!(limited["headers"].get("Retry-After").is_some(), "{method} {path}: {limited}");
+                listed += 1;
+            }
+        }
+    }
+    assert!(listed > 10, "only {listed} operations list a 429");
+}
+
 /// Every `$ref` of the document names a component schema, and every
 /// component schema is reached from an operation (directly or through other
 /// schemas): no dangling reference, no schema listed for nothing.
