@@ -50,9 +50,10 @@ impl IdNumber {
         }
         // The 17 leading characters are digits (checked above).
         let n = |r: std::ops::Range<usize>| super::digits_value(&b[r]);
-        let birth = NaiveDate::from_ymd_opt(n(6..10) as i32, n(10..12), n(12..14))
-            .filter(|d| d.year() >= 1900)
-            .ok_or_else(|| FieldError::new(field, "invalid_date", "the birth-date segment is not a real date"))?;
+        let birth =
+            NaiveDate::from_ymd_opt(n(6..10) as i32, n(10..12), n(12..14)).filter(|d| d.year() >= 1900).ok_or_else(
+                || FieldError::new(field, "invalid_date", "the birth-date segment is not a real date from 1900 on"),
+            )?;
         if check_character(&b[..17]) != b[17] {
             return Err(FieldError::new(field, "invalid_checksum", "the check digit is wrong"));
         }
