@@ -97,12 +97,20 @@ def schema_checks(doc, examples) -> list:
     def other_details(c):
         c["kind"] = "qualification_training"
 
+    def started(c):
+        c["details"]["training_start_date"] = "2020-05-01"
+
+    def started_in_changxing(c):
+        started(c)
+        c["county"] = "changxing"
+
     invalid = {
         "a veteran claim with both codes": claim("cx_veteran_training", both_codes),
         "a veteran claim with neither code": claim("cx_veteran_training", no_code),
         "a craftsman award with both parties": claim("cx_craftsman_award", both_parties),
         "a golden-cradle award claimed by a person": claim("cx_craftsman_award", golden_cradle_by_person),
         "skill-upgrade details under another kind": claim("cx_skill_upgrade", other_details),
+        "a Changxing claim with Wuyi's training_start_date": claim("wy_qualification_training", started_in_changxing),
     }
     for what, value in invalid.items():
         if validator.is_valid(value):
@@ -125,6 +133,7 @@ def schema_checks(doc, examples) -> list:
         "a craftsman award whose organisation is null": claim("cx_craftsman_award", other_party_null),
         "a golden-cradle award whose applicant is null": claim("cx_craftsman_award", golden_cradle_by_organization),
         "a claim whose optional parties are null": claim("cx_veteran_training", optional_null),
+        "a Wuyi claim with training_start_date": claim("wy_qualification_training", started),
     }
     for what, value in valid.items():
         for error in validator.iter_errors(value):
