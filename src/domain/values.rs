@@ -53,7 +53,9 @@ macro_rules! string_type {
 
 parsed_string!(
     ClaimId,
-    "Caller-chosen claim id, unique per claim: 1..64 of `A-Z a-z 0-9 . _ : -`.",
+    "Caller-chosen claim id, unique per claim: 1..64 of `A-Z a-z 0-9 . _ : -`. It must not hold a resident ID \
+     number (18 characters with a real birth date and the right check character): claim ids are shown in URLs \
+     and logs.",
     Some("^[A-Za-z0-9._:-]{1,64}$"),
     "WY-2020-PX-000123"
 );
