@@ -198,7 +198,8 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
     let body = simulation_body(args)?;
     let settings = get_settings()?;
     let policy = settings.policy.load()?;
-    // Every bad field named at once, as over HTTP.
+    // Every bad field named at once, as over HTTP (the settings and the
+    // policy first: the changes are checked against it).
     let Checked { request, from, to, simulated } = match check_request(&body, &policy) {
         Ok(checked) => checked,
         Err(errors) => return Ok(refused(errors)),

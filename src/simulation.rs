@@ -171,24 +171,36 @@ pub struct Request {
 
 impl Request {
     /// The event dates replayed: the request's, else the county's policy
-    /// period. A `to` before `from` is refused here, with a window outside the
-    /// period, so that the changes' errors are named beside either.
+    /// period ([`window`]).
     pub fn window(&self, policy: &CountyPolicy) -> Result<(NaiveDate, NaiveDate), Vec<FieldError>> {
-        let period = &policy.common.period;
-        if self.from.zip(self.to).is_some_and(|(from, to)| from > to) {
-            return Err(vec![FieldError::new("/to", "out_of_range", "`to` is before `from`")]);
-        }
-        let (from, to) = (self.from.unwrap_or(period.from), self.to.unwrap_or(period.to));
-        if from > to {
-            let field = if self.from.is_some() { "/from" } else { "/to" };
-            let message = format!(
-                "no event date from {from} to {to} (the {} policy runs from {} to {})",
-                self.county, period.from, period.to
-            );
-            return Err(vec![FieldError::new(field, "out_of_range", message)]);
-        }
-        Ok((from, to))
+        window(policy, self.from, self.to)
     }
+}
+
+/// The event dates replayed: `from` and `to`, else the ends of the county's
+/// policy period. A `to` before `from` is refused here, with a window
+/// outside the period, so that the changes' errors are named beside either.
+fn window(
+    policy: &CountyPolicy,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<(NaiveDate, NaiveDate), Vec<FieldError>> {
+    let period = &policy.common.period;
+    if from.zip(to).is_some_and(|(from, to)| from > to) {
+        return Err(vec![FieldError::new("/to", "out_of_range", "`to` is before `from`")]);
+    }
+    let field = if from.is_some() { "/from" } else { "/to" };
+    let (from, to) = (from.unwrap_or(period.from), to.unwrap_or(period.to));
+    if from > to {
+        let message = format!(
+            "no event date from {from} to {to} (the {} policy runs from {} to {})",
+            policy.county(),
+            period.from,
+            period.to
+        );
+        return Err(vec![FieldError::new(field, "out_of_range", message)]);
+    }
+    Ok((from, to))
 }
 
 /// A simulation request refused for its shape: its bad fields, and what of
@@ -199,6 +211,8 @@ impl Request {
 struct Refused {
     errors: Vec<FieldError>,
     county: Option<County>,
+    /// `from` and `to` where each reads (`None` also when malformed).
+    dates: (Option<NaiveDate>, Option<NaiveDate>),
     changes: Vec<(usize, ParamChange)>,
 }
 
@@ -213,6 +227,8 @@ fn parse_request(body: &Value) -> Result<Request, Refused> {
     let Some(SimulationRequest { county, from, to, changes, sample }) = request.filter(|_| errs.is_empty()) else {
         // Each part read again on its own, its errors already named.
         let county = body.get("county").and_then(|v| County::from_json(v, "/county", &mut Vec::new()));
+        let date = |name: &str| body.get(name).and_then(|v| NaiveDate::from_json(v, "", &mut Vec::new()));
+        let dates = (date("from"), date("to"));
         let list = body.get("changes").and_then(Value::as_array).filter(|l| l.len() <= Changes::MAX);
         let changes = list
             .into_iter()
@@ -220,7 +236,7 @@ fn parse_request(body: &Value) -> Result<Request, Refused> {
             .enumerate()
             .filter_map(|(i, v)| ChangeRequest::from_json(v, "", &mut Vec::new()).map(|c| (i, param_change(c))))
             .collect();
-        return Err(Refused { errors: errs, county, changes });
+        return Err(Refused { errors: errs, county, dates, changes });
     };
     let changes = changes.map_or_else(Vec::new, |c| c.0.into_iter().map(param_change).collect());
     let sample = sample.map_or(DEFAULT_SAMPLE, SampleSize::get) as usize;
@@ -254,14 +270,17 @@ pub fn check_request(body: &Value, policy: &Policy) -> Result<Checked, Vec<Field
                 }
             }
         }
-        Err(Refused { mut errors, county, changes }) => {
-            if let Some(county) = county.filter(|_| !changes.is_empty()) {
-                let (places, changes): (Vec<usize>, Vec<ParamChange>) = changes.into_iter().unzip();
-                if let Err(refused) = policy.county(county).with_changes(&changes) {
-                    errors.extend(
-                        refused.into_iter().map(|e| ChangeError { index: places[e.index], ..e }.into_field_error()),
-                    );
-                }
+        Err(Refused { mut errors, county, dates: (from, to), changes }) => {
+            let Some(county) = county.map(|c| policy.county(c)) else { return Err(errors) };
+            // The window of the dates that read (a malformed one is named already).
+            if let Err(bad) = window(county, from, to) {
+                errors.extend(bad);
+            }
+            let (places, changes): (Vec<usize>, Vec<ParamChange>) = changes.into_iter().unzip();
+            if let Err(refused) = county.with_changes(&changes) {
+                errors.extend(
+                    refused.into_iter().map(|e| ChangeError { index: places[e.index], ..e }.into_field_error()),
+                );
             }
             Err(errors)
         }
@@ -1139,6 +1158,10 @@ mod tests {
             named(json!({"county": "wuyi", "changes": [unknown, bad_date, bad_value]})),
             ["/changes/0/parameter", "/changes/1/from", "/changes/2/value"]
         );
+        // The window too, of the dates that read.
+        let backwards = json!({"county": "wuyi", "from": "2021-01-01", "to": "2020-01-01", "sample": 5000});
+        assert_eq!(named(backwards), ["/sample", "/to"]);
+        assert_eq!(named(json!({"county": "wuyi", "from": "2022-01-01", "to": 5})), ["/from", "/to"]);
         // No county to check against: the shape's errors alone.
         assert_eq!(named(json!({"county": "hangzhou", "changes": [unknown]})), ["/county"]);
         // A well-formed request: the window's errors and the changes' together.

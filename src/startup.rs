@@ -51,8 +51,9 @@ impl Application {
             n => n,
         };
         // The most claims this process's transactions hold at once: its full
-        // batches, and a claim on each of the pool's other connections.
-        let claims_at_once = BATCHES_AT_ONCE * settings.server.max_batch_claims + settings.store.pool_size;
+        // batches, and a claim on each pooled connection.
+        let claims_at_once =
+            BATCHES_AT_ONCE.saturating_mul(settings.server.max_batch_claims).saturating_add(settings.store.pool_size);
         let ledger = open_ledger(&settings.store, workers, claims_at_once, policy.clone())?;
         let keys = KeyTable::new(&settings.auth.keys, &settings.rate_limit)?;
         let metrics = Arc::new(Metrics::new(settings.store.backend)?);

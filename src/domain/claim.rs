@@ -510,6 +510,52 @@ impl ClaimJson for Node<'_> {
     }
 }
 
+/// Parses a claim as a request brings it: [`parse_claim`], and what a new
+/// claim is refused for beyond its shape ([`intake_checks`]); every bad field
+/// is listed, an intake refusal in place of a shape error at the same field.
+/// Recorded claims are read with [`parse_claim`] alone, so that a record made
+/// before one of these refusals still reads.
+pub fn parse_new_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
+    let intake = intake_checks(body);
+    match parse_claim(body) {
+        Ok(claim) if intake.is_empty() => Ok(claim),
+        Ok(_) => Err(intake),
+        Err(mut errs) => {
+            errs.retain(|e| !intake.iter().any(|i| i.field == e.field));
+            errs.extend(intake);
+            Err(errs)
+        }
+    }
+}
+
+/// What a new claim is refused for beyond its shape: a claim id holding a
+/// resident ID number (claim ids are shown in URLs and logs), and a field
+/// only the other county's table gives on a kind both counties read with
+/// one shape ([`county_only_fields`]), unknown whatever its value.
+fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if body.get("claim_id").and_then(J::as_str).is_some_and(super::codes::holds_id_number) {
+        errs.push(FieldError::new(
+            "/claim_id",
+            "invalid_value",
+            "a claim id must not hold a resident ID number: claim ids are shown in URLs and logs",
+        ));
+    }
+    let county = body.get("county").and_then(J::as_str).and_then(County::parse);
+    let kind = body.get("kind").and_then(J::as_str).and_then(Kind::parse);
+    let details = body.get("details").filter(|d| d.is_object());
+    if let (Some(county), Some((only, names)), Some(details)) = (county, kind.and_then(county_only_fields), details) {
+        for name in names.iter().filter(|name| only != county && details.get(name).is_some()) {
+            errs.push(FieldError::new(
+                format!("/details/{name}"),
+                "unknown_field",
+                format!("only {only} claims of this kind take `{name}`"),
+            ));
+        }
+    }
+    errs
+}
+
 /// Parses a claim body (a request's, or a stored claim's). On failure, every
 /// bad field is listed.
 pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
@@ -550,9 +596,8 @@ pub fn parse_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
             // so that they are named even when another field is bad.
             let read = J::read_details(shape, v, &mut errs);
             let present = presence_checks(shape.kind, v, &mut errs);
-            let own = county.is_none_or(|c| county_checks(shape.kind, c, v, &mut errs));
             let consistent = read.as_ref().is_some_and(|d| cross_checks(d, &mut errs));
-            read.filter(|_| present && own && consistent)
+            read.filter(|_| present && consistent)
         }
         None => {
             errs.push(FieldError::new("/details", "required", "this field is required"));
@@ -677,23 +722,6 @@ pub(super) fn county_only_fields(kind: Kind) -> Option<(County, &'static [&'stat
         }
         _ => None,
     }
-}
-
-/// Names, as unknown, the fields of `details` that only the other county's
-/// table gives ([`county_only_fields`]); false when one is given.
-fn county_checks<J: Json>(kind: Kind, county: County, details: &J, errs: &mut Vec<FieldError>) -> bool {
-    let Some((only, names)) = county_only_fields(kind).filter(|(only, _)| *only != county) else {
-        return true;
-    };
-    let mut own = true;
-    for name in names.iter().filter(|name| details.get(name).is_some()) {
-        let field = format!("/details/{name}");
-        // Unknown here, whatever its value: not also malformed.
-        errs.retain(|e| e.field != field);
-        errs.push(FieldError::new(&field, "unknown_field", format!("only {only} claims of this kind take `{name}`")));
-        own = false;
-    }
-    own
 }
 
 /// Rules between the values of one `details`; false when one is broken.
@@ -855,7 +883,8 @@ mod tests {
         ] {
             v["county"] = json!(county);
             v["details"]["training_start_date"] = date.clone();
-            let f: Vec<_> = parse_claim(&v).err().unwrap_or_default().into_iter().map(|e| (e.field, e.code)).collect();
+            let f: Vec<_> =
+                parse_new_claim(&v).err().unwrap_or_default().into_iter().map(|e| (e.field, e.code)).collect();
             let at: Vec<_> = f.iter().filter(|(field, _)| field == "/details/training_start_date").collect();
             match named {
                 true => assert_eq!(
@@ -866,6 +895,31 @@ mod tests {
                 false => assert!(f.is_empty(), "{f:?}"),
             }
         }
+    }
+
+    /// The intake refusals are a new claim's: a claim recorded before them
+    /// (read back for a simulation) still reads.
+    #[test]
+    fn recorded_claims_are_read_without_the_intake_refusals() {
+        let mut v = wy_qualification();
+        v["claim_id"] = json!("WY-330723199005061233-1");
+        v["county"] = json!("changxing");
+        v["details"]["training_start_date"] = json!("2020-01-01");
+        assert!(parse_claim(&v).is_ok());
+        let mut f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect();
+        f.sort();
+        assert_eq!(
+            f,
+            [
+                ("/claim_id".into(), "invalid_value".into()),
+                ("/details/training_start_date".into(), "unknown_field".into())
+            ]
+        );
+        // Beside the shape's own errors, each named once.
+        v["event_date"] = json!("2020-02-30");
+        let mut f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| e.field).collect();
+        f.sort();
+        assert_eq!(f, ["/claim_id", "/details/training_start_date", "/event_date"]);
     }
 
     #[test]

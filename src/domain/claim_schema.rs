@@ -310,6 +310,34 @@ impl ToSchema for Claim {
 mod tests {
     use super::*;
 
+    /// Every field only one county's table gives, on a shape both counties
+    /// read, is refused by the schema in the other county's claims, as the
+    /// reader refuses it.
+    #[test]
+    fn every_county_only_field_is_refused_elsewhere_by_the_schema() {
+        let mut checked = 0;
+        for shape in SHAPES.iter().filter(|s| s.county.is_none()) {
+            let Some((only, names)) = super::super::claim::county_only_fields(shape.kind) else { continue };
+            let branch = serde_json::to_value(branch(shape)).unwrap();
+            assert_eq!(
+                branch["if"]["properties"]["county"],
+                json!({"not": {"const": only.as_str()}}),
+                "{}",
+                shape.kind
+            );
+            for name in names {
+                assert_eq!(
+                    branch["then"]["properties"]["details"]["properties"][name],
+                    json!({"not": {}}),
+                    "{}",
+                    shape.kind
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3, "qualification training and the two WY apprentice kinds");
+    }
+
     #[test]
     fn every_kind_is_one_branch_of_the_discriminator() {
         let schema = serde_json::to_value(Claim::schema()).unwrap();

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::configuration::ServerSettings;
-use crate::domain::{parse_claim, Claim, ClaimJson, County, FromJson, Json, Node};
+use crate::domain::{parse_new_claim, Claim, ClaimJson, County, FromJson, Json, Node};
 use crate::ledger::record::ClaimPart;
 use crate::ledger::{ClaimItem, LedgerError, LedgerService};
 use crate::metrics::Metrics;
@@ -129,7 +129,7 @@ impl AppState {
             )),
             _ => None,
         };
-        match (parse_claim(body), bad_department) {
+        match (parse_new_claim(body), bad_department) {
             (Ok(claim), None) => Ok(claim),
             (Ok(_), Some(e)) => Err(ApiError::Validation(vec![e])),
             (Err(errs), None) => Err(ApiError::Validation(errs)),

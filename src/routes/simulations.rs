@@ -19,9 +19,19 @@ const RETRY_AFTER_SECS: u64 = 5;
 const BODY_LIMIT: usize = 256 * 1024;
 
 /// The counties with a simulation running: one at a time per county, so that
-/// what-if questions cannot crowd out the claims being decided.
-#[derive(Debug, Default)]
-pub struct Running(Arc<Mutex<HashSet<County>>>);
+/// what-if questions cannot crowd out the claims being decided; and the
+/// requests' checks (each change loads the policy), one at a time too.
+#[derive(Debug)]
+pub struct Running {
+    counties: Arc<Mutex<HashSet<County>>>,
+    checks: tokio::sync::Semaphore,
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        Self { counties: Default::default(), checks: tokio::sync::Semaphore::new(1) }
+    }
+}
 
 /// A county's simulation slot, given back when dropped.
 pub struct Slot {
@@ -31,8 +41,8 @@ pub struct Slot {
 
 impl Running {
     pub fn take(&self, county: County) -> Option<Slot> {
-        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        set.insert(county).then(|| Slot { running: self.0.clone(), county })
+        let mut set = self.counties.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(county).then(|| Slot { running: self.counties.clone(), county })
     }
 }
 
@@ -84,14 +94,16 @@ pub async fn simulate(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::Simulate)?;
     let body = read_json(&req, payload, BODY_LIMIT).await?;
-    // Checked before the county's slot is taken, off the worker (each change
-    // loads the policy), so that every bad field is named whether or not a
-    // simulation is running.
+    // Checked before the county's slot is taken, so that every bad field is
+    // named whether or not a simulation is running: off the worker and one
+    // request at a time (each change loads the policy).
+    let checking =
+        state.simulations.checks.acquire().await.map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?;
     let st = state.clone();
-    let Checked { request: p, from, to, simulated } = web::block(move || check_request(&body, &st.policy))
-        .await
-        .map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?
-        .map_err(ApiError::Validation)?;
+    let checked = web::block(move || check_request(&body, &st.policy)).await;
+    drop(checking);
+    let Checked { request: p, from, to, simulated } =
+        checked.map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?.map_err(ApiError::Validation)?;
     let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
     let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
     // A sizing hint: the grants recorded in the window's years within the

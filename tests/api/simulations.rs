@@ -271,8 +271,12 @@ async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
     let simulations = futures_util::future::join_all((0..4).map(|_| api.post("/v1/simulations", AUDITOR, &body)));
     let person = id_number("33072319990909009");
     // Changes the policy refuses, sent while the replays run: named (422)
-    // whether or not the county's slot is taken at that moment.
+    // whether or not the county's slot is taken at that moment. A good
+    // request just before and just after it answered 429 shows the slot
+    // was held throughout (once given back it stays free: the waiting
+    // simulations do not try again).
     let bad = json!({"county": "wuyi", "changes": [{"parameter": "/annual_limit", "value": "many"}]});
+    let probe = json!({"county": "wuyi", "sample": 0});
     let during = async {
         let mut statuses = Vec::new();
         let mut refused = Vec::new();
@@ -287,13 +291,21 @@ async fn one_simulation_per_county_at_a_time_while_claims_keep_being_decided() {
                 "2021-03-01",
             );
             statuses.push(api.post_claim(&c).await.status);
+            let before = api.post("/v1/simulations", AUDITOR, &probe).await.status;
             let a = api.post("/v1/simulations", AUDITOR, &bad).await;
-            refused.push((a.status, a.error_fields()));
+            let after = api.post("/v1/simulations", AUDITOR, &probe).await.status;
+            refused.push((a.status, a.error_fields(), before == 429 && after == 429));
         }
         (statuses, refused)
     };
     let (answers, (during, refused)) = tokio::join!(simulations, during);
-    assert!(refused.iter().all(|r| *r == (422, vec!["/changes/0/value".to_string()])), "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(status, fields, _)| (*status, fields.as_slice()) == (422, &["/changes/0/value".to_string()][..])),
+        "{refused:?}"
+    );
+    assert!(refused.iter().any(|(.., held)| *held), "no bad request was answered while the slot was held: {refused:?}");
     let ok: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
     let busy: Vec<_> = answers.iter().filter(|a| a.status == 429).collect();
     assert_eq!(ok.len() + busy.len(), 4, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());

@@ -509,7 +509,7 @@ async fn locked_reads<const N: usize>(
 /// Advisory locks one claim's transaction may take, at most: its claim id and
 /// up to five keys (a CX apprenticeship enrolment reads its apprentice-year's
 /// completion, stage and counted mark, its tranche total and the yearly
-/// count; most kinds take two to four in all).
+/// count; most kinds take three or four in all).
 pub const LOCKS_PER_CLAIM: u64 = 6;
 
 /// The database's shared lock table: its entries, and the two settings that
@@ -782,8 +782,9 @@ pub struct PostgresLedger {
     ready: AtomicBool,
     /// How long the start-up waits for a connection (`store.connect_timeout_ms`).
     connect_timeout: Duration,
-    /// The most claims this process's transactions may hold at once (see
-    /// [`PostgresLedger::start`]), checked against the lock table at start.
+    /// The most claims this process's transactions may hold at once (its
+    /// full batches and a claim on each pooled connection), checked against
+    /// the database's lock table at start.
     claims_at_once: u64,
     /// The database, first reached after the start, refused it (see
     /// [`prepare_until_ready`]), and the service was stopped.
@@ -823,6 +824,8 @@ impl PostgresLedger {
     /// and is ready once the schema is migrated. A database that answers and
     /// refuses (a wrong password, no such database, a failed migration)
     /// stops the start, or, when first reached later, the service.
+    /// `claims_at_once`, the most claims the process's transactions hold at
+    /// once, is checked against the database's lock table (a warning).
     pub fn start(
         url: &str,
         pool_size: usize,
@@ -881,13 +884,19 @@ impl PostgresLedger {
                 if !applied.is_empty() {
                     tracing::info!(versions = ?applied, "database schema migrated");
                 }
-                let table = lock_table(&client).await?;
+                // A diagnostic only: a database that will not say is not checked.
+                let table = lock_table(&client)
+                    .await
+                    .inspect_err(
+                        |e| tracing::warn!(error = %format!("{e:#}"), "the lock table's size could not be read"),
+                    )
+                    .ok();
                 Ok((read_directories(&client).await?, table))
             };
             Ok(read.await.map_err(NotReady::of))
         })
         .map_err(NotReady::Refused)??;
-        if let Some(enough) = table.too_small_for(self.claims_at_once) {
+        if let Some((table, enough)) = table.and_then(|t| Some((t, t.too_small_for(self.claims_at_once)?))) {
             tracing::warn!(
                 lock_table = table.entries,
                 max_locks_per_transaction = table.per_transaction,
