@@ -228,7 +228,9 @@ fn round_half_up(num: i128, den: i128) -> i128 {
 /// rounded once. The oracle is whole-number arithmetic in hundredths of an
 /// hour and cents: each day min(hours × 2000, 8000) CNY, times the kept
 /// share (total − repeated) / total, capped at 48000, times min(trainees,
-/// 100) / 100, with nothing divided before the end.
+/// 100) / 100, with nothing divided before the end. Its reasons are checked
+/// on the way: the days capped at 8000, and the deduction only when hours
+/// were repeated.
 fn online_courseware(hours: &[i128], repeated: i128, trainees: i128) -> (Decimal, Decimal) {
     let (_, mut body) =
         crate::openapi::claim_examples().into_iter().find(|(n, _)| *n == "wy_online_training").expect("an example");
@@ -249,6 +251,24 @@ fn online_courseware(hours: &[i128], repeated: i128, trainees: i128) -> (Decimal
         .expect("an empty ledger never fails")
         .decision;
     assert_eq!(d.status, Status::Approved, "{:?}", d.reasons);
+    // The reasons of the steps taken: each day over 8000 named, and the
+    // deduction only when hours were repeated.
+    let capped_days: Vec<NaiveDate> = d
+        .reasons
+        .iter()
+        .filter(|r| r.code == ReasonCode::CappedAtMaximum)
+        .filter_map(|r| r.days.clone())
+        .flatten()
+        .collect();
+    let over: Vec<NaiveDate> = hours
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| **h * 2000 > 800_000)
+        .map(|(i, _)| first + Duration::days(i as i64))
+        .collect();
+    assert_eq!(capped_days, over, "the days capped at 8000");
+    let deducted = d.reasons.iter().any(|r| r.code == ReasonCode::RepeatedCoursewareDeducted);
+    assert_eq!(deducted, repeated > 0, "a deduction for {repeated} hundredths of an hour repeated");
 
     let total: i128 = hours.iter().sum();
     let gross: i128 = hours.iter().map(|h| (h * 2000).min(800_000)).sum();

@@ -212,7 +212,10 @@ fn online_training(ctx: &mut Ctx, r: &WuyiRules, d: &OnlineTrainingDetails) -> O
             Fraction::whole(gross)
         }
     };
-    let standard = standard.at_most(ctx.cap(standard.value(), period_cap, &p.period_cap.clause));
+    // The period's cap, on the value divided once: the cap, or the fraction.
+    let value = standard.value();
+    let capped = ctx.cap(value, period_cap, &p.period_cap.clause);
+    let standard = if capped < value { Fraction::whole(capped) } else { standard };
     // I-10: the trainee proration applies after the cap.
     let full = Decimal::from(*p.full_trainees.at(day));
     let ratio = (Decimal::from(trainees.get()) / full).min(Decimal::ONE);
@@ -248,18 +251,10 @@ impl Fraction {
     fn times(self, num: Decimal, den: Decimal) -> Self {
         Self { num: self.num * num, den: self.den * den }
     }
-    /// The one division (`den` is never zero: hours above zero times the
-    /// policy's full class, which its checks keep above zero).
+    /// The one division (`den` is never zero: hours above zero times
+    /// `full_trainees`, which the policy's checks keep above zero).
     fn value(self) -> Decimal {
         self.num / self.den
-    }
-    /// Itself, or `cap` when a cap cut it to less.
-    fn at_most(self, cap: Decimal) -> Self {
-        if cap < self.value() {
-            Self::whole(cap)
-        } else {
-            self
-        }
     }
 }
 
