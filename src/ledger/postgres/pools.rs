@@ -218,6 +218,20 @@ mod tests {
         std::thread::scope(|s| s.spawn(|| p.own().unwrap().status().max_size).join().unwrap())
     }
 
+    /// The pools' figures 200 ms after `n` requests for a connection that
+    /// the server never lets through.
+    async fn stats_while_asking(p: &ThreadPools, n: usize) -> ConnectionStats {
+        let asking = futures_util::future::join_all((0..n).map(|_| p.get()));
+        let stats = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            p.stats()
+        };
+        tokio::select! {
+            _ = asking => unreachable!("the server let a connection through"),
+            s = stats => s,
+        }
+    }
+
     #[test]
     fn a_request_opening_a_connection_is_not_counted_as_waiting_for_one() {
         // A server that takes the connection and never answers: the
@@ -227,19 +241,9 @@ mod tests {
         let p = ThreadPools::new(super::super::tls::target(&url).unwrap(), 2, 1, Duration::from_secs(30));
         assert_eq!(p.stats(), ConnectionStats { max: 2, ..ConnectionStats::default() });
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let opening = [p.get(), p.get(), p.get()];
-            let stats = async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                p.stats()
-            };
-            let stats = tokio::select! {
-                _ = futures_util::future::join_all(opening) => unreachable!("the silent server answered"),
-                s = stats => s,
-            };
-            // Two opening (the pool's most), one waiting for them.
-            assert_eq!(stats, ConnectionStats { open: 0, idle: 0, max: 2, waiting: 1 });
-        });
+        // Two opening (the pool's most), one waiting for them.
+        let stats = runtime.block_on(stats_while_asking(&p, 3));
+        assert_eq!(stats, ConnectionStats { open: 0, idle: 0, max: 2, waiting: 1 });
     }
 
     #[test]
@@ -269,18 +273,10 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let first = p.get().await.expect("the first connection opens");
-            let later = [p.get(), p.get(), p.get()];
-            let stats = async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                p.stats()
-            };
-            let stats = tokio::select! {
-                _ = futures_util::future::join_all(later) => unreachable!("the server answered"),
-                s = stats => s,
-            };
             // One open and in use, two opening (up to the pool's most), one
             // waiting for a connection to come free (deadpool's own count
             // says three).
+            let stats = stats_while_asking(&p, 3).await;
             assert_eq!(stats, ConnectionStats { open: 1, idle: 0, max: 3, waiting: 1 });
             drop(first);
         });
