@@ -288,7 +288,7 @@ proptest! {
     #[test]
     fn online_courseware_is_rounded_once_at_the_end(
         hours in proptest::collection::vec(400i128..=2400, 1..24),
-        repeated_share in 0u32..=1000,
+        repeated_share in prop_oneof![Just(0u32), 0u32..=1000],
         trainees in 1i128..=150,
     ) {
         let total: i128 = hours.iter().sum();
@@ -299,12 +299,15 @@ proptest! {
 
 /// Exact half cents, which the random claims above seldom reach: 19.2 hours
 /// less 0.01 repeated, for 3 trainees, is 239.875 exactly (239.88, not
-/// 239.87 as a quotient cut at 28 digits and then multiplied gave); and 17
-/// days of 384 hours (each day capped at 8000) less 250 to 383 whole hours
-/// repeated (below the period's cap), for trainees that make half cents.
+/// 239.87 as a quotient cut at 28 digits and then multiplied gave; with
+/// nothing repeated, 240); and 17 days of 384 hours (each day capped at
+/// 8000) less 250 to 383 whole hours repeated (below the period's cap), for
+/// trainees that make half cents.
 #[test]
 fn online_courseware_half_cents_round_up() {
     assert_eq!(online_courseware(&[1920], 1, 3), (Decimal::new(23988, 2), Decimal::new(23988, 2)));
+    // Nothing repeated: no deduction (its reason checked by the oracle).
+    assert_eq!(online_courseware(&[1920], 0, 3), (Decimal::new(24000, 2), Decimal::new(24000, 2)));
     let days: Vec<i128> = [2300; 16].into_iter().chain([1600]).collect();
     let mut half_cents = 0;
     for repeated in 250..384 {
