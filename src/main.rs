@@ -200,14 +200,14 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
     let policy = settings.policy.load()?;
     // Every bad field named at once, as over HTTP (the settings and the
     // policy first: the changes are checked against it).
-    let Checked { request, from, to, simulated } = match check_request(&body, &policy) {
+    let Checked { county, sample, from, to, simulated } = match check_request(&body, &policy) {
         Ok(checked) => checked,
         Err(errors) => return Ok(refused(errors)),
     };
-    let baseline = policy.county(request.county);
+    let baseline = policy.county(county);
     let store = std::sync::Arc::new(open(&path)?);
-    let directory = store.directory(request.county)?.to_directory();
-    let filter = ReplayFilter { county: request.county, from, to };
+    let directory = store.directory(county)?.to_directory();
+    let filter = ReplayFilter { county, from, to };
     let secret = settings.privacy.id_hash_secret.expose_secret();
     let started = std::time::Instant::now();
     let comparison = Simulation {
@@ -216,7 +216,7 @@ fn simulate(path: PathBuf, args: &[String]) -> anyhow::Result<ExitCode> {
         directory: &directory,
         from: filter.from,
         to: filter.to,
-        sample: request.sample,
+        sample,
         // A stopped store keeps no running totals to size the scratch ledgers
         // by: every record it holds is the most the window can grant.
         grants: usize::try_from(store.record_count()?).unwrap_or(usize::MAX),

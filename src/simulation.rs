@@ -159,24 +159,6 @@ request_type! {
     }
 }
 
-/// A simulation request (API.md §8), checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    pub county: County,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
-    pub changes: Vec<ParamChange>,
-    pub sample: usize,
-}
-
-impl Request {
-    /// The event dates replayed: the request's, else the county's policy
-    /// period ([`window`]).
-    pub fn window(&self, policy: &CountyPolicy) -> Result<(NaiveDate, NaiveDate), Vec<FieldError>> {
-        window(policy, self.from, self.to)
-    }
-}
-
 /// The event dates replayed: `from` and `to`, else the ends of the county's
 /// policy period. A `to` before `from` is refused here, with a window
 /// outside the period, so that the changes' errors are named beside either.
@@ -203,50 +185,16 @@ fn window(
     Ok((from, to))
 }
 
-/// A simulation request refused for its shape: its bad fields, and what of
-/// it is still well-formed enough for the policy's own checks (its county,
-/// and its well-formed changes with their places in the request), so that
-/// those name their bad fields too.
-#[derive(Debug, Clone, PartialEq)]
-struct Refused {
-    errors: Vec<FieldError>,
-    county: Option<County>,
-    /// `from` and `to` where each reads (`None` also when malformed).
-    dates: (Option<NaiveDate>, Option<NaiveDate>),
-    changes: Vec<(usize, ParamChange)>,
-}
-
 fn param_change(c: ChangeRequest) -> ParamChange {
     ParamChange { parameter: c.parameter.0, value: c.value.0, from: c.from }
 }
 
-/// Checks a simulation request, naming every bad field of its shape.
-fn parse_request(body: &Value) -> Result<Request, Refused> {
-    let mut errs = Vec::new();
-    let request = SimulationRequest::from_json(body, "", &mut errs);
-    let Some(SimulationRequest { county, from, to, changes, sample }) = request.filter(|_| errs.is_empty()) else {
-        // Each part read again on its own, its errors already named.
-        let county = body.get("county").and_then(|v| County::from_json(v, "/county", &mut Vec::new()));
-        let date = |name: &str| body.get(name).and_then(|v| NaiveDate::from_json(v, "", &mut Vec::new()));
-        let dates = (date("from"), date("to"));
-        let list = body.get("changes").and_then(Value::as_array).filter(|l| l.len() <= Changes::MAX);
-        let changes = list
-            .into_iter()
-            .flatten()
-            .enumerate()
-            .filter_map(|(i, v)| ChangeRequest::from_json(v, "", &mut Vec::new()).map(|c| (i, param_change(c))))
-            .collect();
-        return Err(Refused { errors: errs, county, dates, changes });
-    };
-    let changes = changes.map_or_else(Vec::new, |c| c.0.into_iter().map(param_change).collect());
-    let sample = sample.map_or(DEFAULT_SAMPLE, SampleSize::get) as usize;
-    Ok(Request { county, from, to, changes, sample })
-}
-
-/// A simulation request checked against the policy in force: the request,
-/// its window of event dates, and the county's policy with the changes.
+/// A simulation request (API.md §8) checked against the policy in force:
+/// its county and sample, its window of event dates, and the county's
+/// policy with the changes.
 pub struct Checked {
-    pub request: Request,
+    pub county: County,
+    pub sample: usize,
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub simulated: CountyPolicy,
@@ -255,33 +203,42 @@ pub struct Checked {
 /// Checks a simulation request and its changes against `policy`, naming
 /// every bad field at once: the request's shape, its window, and what the
 /// policy's checks refuse of its changes (each change loads the policy).
-/// When the shape is bad, the well-formed changes are still checked, in
-/// order, as if the malformed ones were not there.
+/// When the shape is bad, what of it still reads is checked too: the window
+/// of the dates that read, and the well-formed changes, in order, as if the
+/// malformed ones were not there.
 pub fn check_request(body: &Value, policy: &Policy) -> Result<Checked, Vec<FieldError>> {
-    match parse_request(body) {
-        Ok(request) => {
-            let baseline = policy.county(request.county);
-            match (request.window(baseline), baseline.with_changes(&request.changes)) {
-                (Ok((from, to)), Ok(simulated)) => Ok(Checked { request, from, to, simulated }),
-                (window, changes) => {
-                    let mut errors = window.err().unwrap_or_default();
-                    errors.extend(changes.err().into_iter().flatten().map(ChangeError::into_field_error));
-                    Err(errors)
-                }
-            }
+    let mut errors = Vec::new();
+    let request = SimulationRequest::from_json(body, "", &mut errors).filter(|_| errors.is_empty());
+    // The parts to check against the policy, each change with its place.
+    let (county, from, to, changes): (_, _, _, Vec<(usize, ParamChange)>) = match &request {
+        Some(r) => {
+            let changes = r.changes.iter().flat_map(|c| c.0.iter().cloned().map(param_change)).enumerate();
+            (Some(r.county), r.from, r.to, changes.collect())
         }
-        Err(Refused { mut errors, county, dates: (from, to), changes }) => {
-            let Some(county) = county.map(|c| policy.county(c)) else { return Err(errors) };
-            // The window of the dates that read (a malformed one is named already).
-            if let Err(bad) = window(county, from, to) {
-                errors.extend(bad);
-            }
-            let (places, changes): (Vec<usize>, Vec<ParamChange>) = changes.into_iter().unzip();
-            if let Err(refused) = county.with_changes(&changes) {
-                errors.extend(
-                    refused.into_iter().map(|e| ChangeError { index: places[e.index], ..e }.into_field_error()),
-                );
-            }
+        // Each part read again on its own, its errors already named.
+        None => {
+            let county = body.get("county").and_then(|v| County::from_json(v, "", &mut Vec::new()));
+            let date = |name: &str| body.get(name).and_then(|v| NaiveDate::from_json(v, "", &mut Vec::new()));
+            let list = body.get("changes").and_then(Value::as_array).filter(|l| l.len() <= Changes::MAX);
+            let changes = list.into_iter().flatten().enumerate();
+            let changes =
+                changes.filter_map(|(i, v)| Some((i, param_change(ChangeRequest::from_json(v, "", &mut Vec::new())?))));
+            (county, date("from"), date("to"), changes.collect())
+        }
+    };
+    let Some(county) = county else { return Err(errors) };
+    let baseline = policy.county(county);
+    let window = window(baseline, from, to);
+    let (places, changes): (Vec<usize>, Vec<ParamChange>) = changes.into_iter().unzip();
+    match (request, window, baseline.with_changes(&changes)) {
+        (Some(r), Ok((from, to)), Ok(simulated)) => {
+            let sample = r.sample.map_or(DEFAULT_SAMPLE, SampleSize::get) as usize;
+            Ok(Checked { county, sample, from, to, simulated })
+        }
+        (_, window, simulated) => {
+            errors.extend(window.err().into_iter().flatten());
+            let refused = simulated.err().into_iter().flatten();
+            errors.extend(refused.map(|e| ChangeError { index: places[e.index], ..e }.into_field_error()));
             Err(errors)
         }
     }
@@ -1081,21 +1038,20 @@ mod tests {
             ],
             "sample": 20
         });
-        let r = parse_request(&example).unwrap();
         let policy = Policy::embedded(None).unwrap();
-        let wuyi = policy.county(County::Wuyi);
-        assert!(wuyi.with_changes(&r.changes).is_ok());
-        assert_eq!(r.window(wuyi).unwrap().0.to_string(), "2020-01-01");
-        let late = parse_request(&json!({"county": "wuyi", "from": "2022-01-01"})).unwrap();
-        assert_eq!(late.window(wuyi).unwrap_err()[0].field, "/from");
-        let backwards = parse_request(&json!({"county": "wuyi", "from": "2021-01-01", "to": "2020-01-01"})).unwrap();
-        assert_eq!(backwards.window(wuyi).unwrap_err()[0].field, "/to");
+        let r = check_request(&example, &policy).expect("the example and its changes are valid");
+        assert_eq!((r.county, r.sample), (County::Wuyi, 20));
+        assert_eq!(r.from.to_string(), "2020-01-01");
+        let late = check_request(&json!({"county": "wuyi", "from": "2022-01-01"}), &policy).err().unwrap();
+        assert_eq!(late[0].field, "/from");
+        let backwards = json!({"county": "wuyi", "from": "2021-01-01", "to": "2020-01-01"});
+        assert_eq!(check_request(&backwards, &policy).err().unwrap()[0].field, "/to");
     }
 
     fn fields(v: Value) -> Vec<String> {
-        match parse_request(&v) {
+        match check_request(&v, &Policy::embedded(None).unwrap()) {
             Ok(_) => Vec::new(),
-            Err(e) => e.errors.into_iter().map(|f| f.field).collect(),
+            Err(e) => e.into_iter().map(|f| f.field).collect(),
         }
     }
 

@@ -102,24 +102,24 @@ pub async fn simulate(
     let st = state.clone();
     let checked = web::block(move || check_request(&body, &st.policy)).await;
     drop(checking);
-    let Checked { request: p, from, to, simulated } =
+    let Checked { county, sample, from, to, simulated } =
         checked.map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?.map_err(ApiError::Validation)?;
-    let slot = state.simulations.take(p.county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
-    let source = state.ledger.submissions(ReplayFilter { county: p.county, from, to }).map_err(ledger_error)?;
+    let slot = state.simulations.take(county).ok_or(ApiError::RateLimited { retry_after_secs: RETRY_AFTER_SECS })?;
+    let source = state.ledger.submissions(ReplayFilter { county, from, to }).map_err(ledger_error)?;
     // A sizing hint: the grants recorded in the window's years within the
     // policy's period (no grant is dated outside it).
-    let period = &state.policy.county(p.county).common.period;
+    let period = &state.policy.county(county).common.period;
     let years = from.max(period.from).year()..=to.min(period.to).year();
     let mut grants = 0u64;
     for year in years {
-        let report = state.ledger.report(p.county, year).await.map_err(ledger_error)?;
+        let report = state.ledger.report(county, year).await.map_err(ledger_error)?;
         grants += report.by_kind.values().map(|t| t.count).sum::<u64>();
     }
     // The directory in force (for several replicas, as the database has it).
     // It is read apart from the replay's snapshot: a directory put between
     // the two is the one the simulated decisions cite, as a claim decided
     // then would.
-    let directory = state.ledger.directory(p.county).await.map_err(ledger_error)?;
+    let directory = state.ledger.directory(county).await.map_err(ledger_error)?;
     // A client that hangs up stops the replay at its next chunk.
     let cancel = CancelOnDrop::default();
     let (st, cancelled) = (state.clone(), cancel.0.clone());
@@ -127,17 +127,16 @@ pub async fn simulate(
     // The slot goes with the work: it is given back when the replay has stopped.
     let result = web::block(move || {
         let _slot = slot;
-        let baseline = st.policy.county(p.county);
+        let baseline = st.policy.county(county);
         let grants = usize::try_from(grants).unwrap_or(usize::MAX);
-        let sim =
-            Simulation { baseline, simulated: &simulated, directory: &directory, from, to, sample: p.sample, grants };
+        let sim = Simulation { baseline, simulated: &simulated, directory: &directory, from, to, sample, grants };
         sim.run(source, &st.sealer, &st.pseudonymizer, &cancelled).map_err(simulation_error)
     })
     .await
     .map_err(|e| ledger_error(LedgerError::Unavailable(e.to_string())))?;
     let comparison = result?;
     tracing::info!(
-        county = %p.county,
+        county = %county,
         claims = comparison.claims_replayed,
         changed = comparison.changed.claims,
         ms = started.elapsed().as_millis() as u64,
