@@ -529,7 +529,8 @@ pub fn parse_new_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>>
 }
 
 /// What a new claim is refused for beyond its shape: a claim id holding a
-/// resident ID number (claim ids are shown in URLs and logs), and a field
+/// resident ID number (claim ids are shown in URLs and logs), an applicant
+/// born after the claim's `event_date`, and a field
 /// only the other county's table gives on a kind both counties read with
 /// one shape ([`county_only_fields`]), unknown whatever its value.
 fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
@@ -539,6 +540,19 @@ fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
             "/claim_id",
             "invalid_value",
             "a claim id must not hold a resident ID number: claim ids are shown in URLs and logs",
+        ));
+    }
+    // A person born after the event cannot have been trained, certified or
+    // awarded on it: the ID number or the date is wrong. Read with the
+    // claim's own readers; either one unreadable is its shape error alone.
+    let born = body.get("applicant").and_then(|a| a.get("id_number")).and_then(J::as_str);
+    let born = born.and_then(|id| IdNumber::parse(id, "").ok()).map(|id| id.birth_date());
+    let event = body.get("event_date").and_then(|d| NaiveDate::from_json(d, "", &mut Vec::new()));
+    if born.zip(event).is_some_and(|(born, event)| born > event) {
+        errs.push(FieldError::new(
+            "/applicant/id_number",
+            "invalid_value",
+            "the birth date in the ID number is after the claim's event_date",
         ));
     }
     let county = body.get("county").and_then(J::as_str).and_then(County::parse);
@@ -920,6 +934,26 @@ mod tests {
         let mut f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| e.field).collect();
         f.sort();
         assert_eq!(f, ["/claim_id", "/details/training_start_date", "/event_date"]);
+    }
+
+    #[test]
+    fn an_applicant_born_after_the_event_date_is_refused_on_intake() {
+        // Born 1990-05-06: on the day itself it reads, the day before not.
+        let mut v = wy_qualification();
+        v["event_date"] = json!("1990-05-06");
+        assert!(parse_new_claim(&v).is_ok());
+        v["event_date"] = json!("1990-05-05");
+        assert!(parse_claim(&v).is_ok(), "a recorded claim still reads");
+        let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect();
+        assert_eq!(f, [("/applicant/id_number".into(), "invalid_value".into())]);
+        // A date or an ID number that does not read is its shape error alone.
+        v["event_date"] = json!("1990-02-30");
+        let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(f, ["/event_date"]);
+        v["event_date"] = json!("1990-05-05");
+        v["applicant"]["id_number"] = json!("330723199005060039");
+        let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect();
+        assert_eq!(f, [("/applicant/id_number".into(), "invalid_checksum".into())]);
     }
 
     #[test]
