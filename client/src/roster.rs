@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde_json::{Map, Value};
-use subsidy_service::domain::{parse_claim, County, Kind};
+use subsidy_service::domain::{parse_new_claim, County, Kind};
 use subsidy_service::problem::FieldError;
 
 /// The JSON type a CSV column's cells are read as.
@@ -363,15 +363,17 @@ fn insert(claim: &mut Value, path: &str, value: Value) {
     }
 }
 
-/// Checks every row with the server's claim parser, and that no claim id is
-/// used twice in the file; fills each row's problems.
+/// Checks every row with the server's parser of new claims (its shape and
+/// the refusals of new claims: a claim id holding an ID number, an
+/// applicant born after the event date, another county's field), and that
+/// no claim id is used twice in the file; fills each row's problems.
 pub fn check(rows: &mut [Row]) {
     let mut ids: HashMap<String, u64> = HashMap::new();
     for r in rows.iter_mut() {
         if r.claim.is_null() {
             continue;
         }
-        if let Err(errs) = parse_claim(&r.claim) {
+        if let Err(errs) = parse_new_claim(&r.claim) {
             r.problems.extend(errs);
         }
         if let Some(id) = r.claim_id().map(str::to_string) {
@@ -408,6 +410,35 @@ mod tests {
             drop_empty_lists(&mut expected);
             assert_eq!(rows[0].claim, expected, "{name}");
         }
+    }
+
+    /// A row the server would refuse as a new claim is refused here, before
+    /// anything is sent: the intake refusals as well as the shape's.
+    #[test]
+    fn rows_are_checked_as_new_claims() {
+        let (_, ex) = subsidy_service::openapi::claim_examples()
+            .into_iter()
+            .find(|(_, ex)| ex["kind"] == "qualification_training" && ex.get("applicant").is_some())
+            .expect("a qualification example");
+        let born: u32 = ex["applicant"]["id_number"].as_str().unwrap()[6..10].parse().unwrap();
+        let mut before_birth = ex.clone();
+        before_birth["event_date"] = format!("{}-12-31", born - 1).into();
+        let mut id_in_claim_id = ex.clone();
+        id_in_claim_id["claim_id"] = format!("R-{}", ex["applicant"]["id_number"].as_str().unwrap()).into();
+        let mut rows: Vec<Row> = [ex.clone(), before_birth, id_in_claim_id]
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut claim)| {
+                if i > 0 {
+                    claim["claim_id"] = format!("{}-{i}", claim["claim_id"].as_str().unwrap()).into();
+                }
+                Row { row: i as u64 + 2, claim, problems: Vec::new() }
+            })
+            .collect();
+        check(&mut rows);
+        let fields: Vec<Vec<&str>> =
+            rows.iter().map(|r| r.problems.iter().map(|p| p.field.as_str()).collect()).collect();
+        assert_eq!(fields, [vec![], vec!["/applicant/id_number"], vec!["/claim_id"]]);
     }
 
     fn drop_empty_lists(v: &mut Value) {

@@ -30,6 +30,8 @@ from schemathesis.core import NotSet
 VALUE_RULES = [
     (r"(^|/)id_number$", "invalid_checksum"),  # GB 11643-1999 check digit
     (r"(^|/)id_number$", "invalid_date"),  # the birth date inside the number
+    (r"^(/claims/\d+)?/applicant/id_number$", "invalid_value"),  # born after the claim's event_date
+    (r"^(/claims/\d+)?/claim_id$", "invalid_value"),  # a claim id holding a resident ID number
     (r"(^|/)credit_code$", "invalid_checksum"),  # GB 32100-2015 check character
     (r"^(/claims/\d+)?/department$", "invalid_value"),  # a department outside the county's plan
     (r"^(/claims/\d+)?/details/repeated_hours$", "out_of_range"),  # more than the period's hours

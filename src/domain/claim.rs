@@ -512,15 +512,19 @@ impl ClaimJson for Node<'_> {
 
 /// Parses a claim as a request brings it: [`parse_claim`], and what a new
 /// claim is refused for beyond its shape ([`intake_checks`]); every bad field
-/// is listed, an intake refusal in place of a shape error at the same field.
-/// Recorded claims are read with [`parse_claim`] alone, so that a record made
-/// before one of these refusals still reads.
+/// is listed once: an intake refusal in place of a shape error at the same
+/// field, none inside a member the shape refused whole (an `applicant` on an
+/// organisation's claim). Recorded claims are read with [`parse_claim`]
+/// alone, so that a record made before one of these refusals still reads.
 pub fn parse_new_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
-    let intake = intake_checks(body);
+    let mut intake = intake_checks(body);
     match parse_claim(body) {
         Ok(claim) if intake.is_empty() => Ok(claim),
         Ok(_) => Err(intake),
         Err(mut errs) => {
+            intake.retain(|i| {
+                !errs.iter().any(|e| i.field.strip_prefix(e.field.as_str()).is_some_and(|r| r.starts_with('/')))
+            });
             errs.retain(|e| !intake.iter().any(|i| i.field == e.field));
             errs.extend(intake);
             Err(errs)
@@ -530,9 +534,9 @@ pub fn parse_new_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>>
 
 /// What a new claim is refused for beyond its shape: a claim id holding a
 /// resident ID number (claim ids are shown in URLs and logs), an applicant
-/// born after the claim's `event_date`, and a field
-/// only the other county's table gives on a kind both counties read with
-/// one shape ([`county_only_fields`]), unknown whatever its value.
+/// born after the claim's `event_date`, and a field only the other county's
+/// table gives on a kind both counties read with one shape
+/// ([`county_only_fields`]), unknown whatever its value.
 fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if body.get("claim_id").and_then(J::as_str).is_some_and(super::codes::holds_id_number) {
@@ -545,8 +549,8 @@ fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
     // A person born after the event cannot have been trained, certified or
     // awarded on it: the ID number or the date is wrong. Read with the
     // claim's own readers; either one unreadable is its shape error alone.
-    let born = body.get("applicant").and_then(|a| a.get("id_number")).and_then(J::as_str);
-    let born = born.and_then(|id| IdNumber::parse(id, "").ok()).map(|id| id.birth_date());
+    let id_number = body.get("applicant").and_then(|a| a.get("id_number")).and_then(J::as_str);
+    let born = id_number.and_then(|id| IdNumber::parse(id, "").ok()).map(|id| id.birth_date());
     let event = body.get("event_date").and_then(|d| NaiveDate::from_json(d, "", &mut Vec::new()));
     if born.zip(event).is_some_and(|(born, event)| born > event) {
         errs.push(FieldError::new(
@@ -950,6 +954,14 @@ mod tests {
         v["event_date"] = json!("1990-02-30");
         let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| e.field).collect();
         assert_eq!(f, ["/event_date"]);
+        // An applicant on an organisation's claim is refused whole, not
+        // again for its birth date.
+        let mut org = v.clone();
+        org["kind"] = json!("online_training");
+        org["event_date"] = json!("1990-05-05");
+        let f: Vec<_> = parse_new_claim(&org).unwrap_err().into_iter().map(|e| e.field).collect();
+        assert!(f.contains(&"/applicant".to_string()), "{f:?}");
+        assert!(!f.iter().any(|f| f.starts_with("/applicant/")), "{f:?}");
         v["event_date"] = json!("1990-05-05");
         v["applicant"]["id_number"] = json!("330723199005060039");
         let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect();

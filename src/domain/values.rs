@@ -62,7 +62,7 @@ parsed_string!(
 parsed_string!(
     IdNumber,
     "Resident ID number: 18 characters, a real birth date and the GB 11643-1999 check digit (a lower-case x \
-     is read as X). On a new claim the birth date is on or before the claim's `event_date`. Personal data.",
+     is read as X). A claim's applicant is born on or before the claim's `event_date`. Personal data.",
     Some("^[0-9]{17}[0-9Xx]$"),
     "330723199005061233"
 );

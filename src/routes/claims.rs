@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{internal, json_node, ledger_error, only_fields, read_body, read_body_bytes, read_json, AppState};
+use super::{
+    internal, json_node, ledger_error, only_fields, read_body, read_body_bytes, read_json, AppState, Prepared,
+};
 use crate::auth::{Caller, Operation};
 use crate::domain::{peek_claim_id, County, FromJson, Kind, Node};
 use crate::domain::{Claim, RevocationReason};
@@ -52,7 +54,11 @@ pub async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Operation::SubmitClaim)?;
     let body = read_body_bytes(&req, payload, state.server.claim_body_limit).await?;
-    let item = state.prepare(json_node(&body)?, &caller)?;
+    let (item, refused) = match state.prepare(json_node(&body)?, &caller)? {
+        Prepared::Ready(item) => (item, None),
+        Prepared::ReplayOnly(item, refusal) if recorded(&state, &item).await? => (item, Some(refusal)),
+        Prepared::ReplayOnly(_, refusal) => return Err(refusal),
+    };
     let (county, kind) = (item.claim.county, item.claim.kind);
     let result = state.ledger.submit(vec![item]).await.map_err(ledger_error)?.pop();
     match result {
@@ -67,11 +73,22 @@ pub async fn submit(
             })
         }
         Some(ItemResult::Replayed(d)) => Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(d)),
-        Some(ItemResult::Conflict) => {
-            Err(ApiError::ClaimIdConflict(Node::parse(&body).ok().and_then(|n| peek_claim_id(&n)).unwrap_or_default()))
-        }
+        Some(ItemResult::Conflict) => Err(match refused {
+            // Another body under the recorded id: the body's own refusal.
+            Some(refusal) => refusal,
+            None => {
+                ApiError::ClaimIdConflict(Node::parse(&body).ok().and_then(|n| peek_claim_id(&n)).unwrap_or_default())
+            }
+        }),
         Some(ItemResult::Failed) | None => Err(internal(anyhow::anyhow!("the ledger gave no decision"))),
     }
+}
+
+/// Whether a claim's id is recorded already: a [`Prepared::ReplayOnly`]
+/// claim goes to the ledger only then (a recorded claim is never decided
+/// again, so nothing new is recorded from it).
+async fn recorded(state: &AppState, item: &ClaimItem) -> Result<bool, ApiError> {
+    Ok(state.ledger.claim(item.claim.claim_id.as_str()).await.map_err(ledger_error)?.is_some())
 }
 
 /// One item of a batch answer.
@@ -230,22 +247,30 @@ pub async fn batch(
     let mut items = Vec::new();
     let mut slots = Vec::new();
     let mut labels = Vec::new();
+    // The refusal of each replay-only item sent to the ledger, by slot.
+    let mut refusals = Vec::new();
     for (i, (claim_id, p)) in prepared.into_iter().enumerate() {
-        match p {
-            Ok(item) => {
-                labels.push((item.claim.county, item.claim.kind));
-                items.push(item);
-                slots.push(i);
-                results.push(BatchItem { claim_id, decision: None, replayed: false, error: None });
+        let (item, refused) = match p {
+            Ok((item, None)) => (item, None),
+            Ok((item, Some(refusal))) if recorded(&state, &item).await? => (item, Some(refusal)),
+            Ok((_, Some(refusal))) | Err(refusal) => {
+                results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(refusal) });
+                continue;
             }
-            Err(p) => results.push(BatchItem { claim_id, decision: None, replayed: false, error: Some(p) }),
-        }
+        };
+        labels.push((item.claim.county, item.claim.kind));
+        items.push(item);
+        slots.push(i);
+        refusals.push(refused);
+        results.push(BatchItem { claim_id, decision: None, replayed: false, error: None });
     }
     if !items.is_empty() {
         let decided = state.ledger.submit(items).await.map_err(ledger_error)?;
-        for ((slot, r), (county, kind)) in slots.into_iter().zip(decided).zip(labels) {
+        for (((slot, r), (county, kind)), refused) in slots.into_iter().zip(decided).zip(labels).zip(refusals) {
             let out = &mut results[slot];
             match r {
+                // Another body under the recorded id: the body's own refusal.
+                ItemResult::Conflict if refused.is_some() => out.error = refused,
                 ItemResult::New(d, text) => {
                     count_decision(&state, county.as_str(), kind.as_str(), &d);
                     out.decision = Some(d);
@@ -268,26 +293,36 @@ pub async fn batch(
     Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
 }
 
+/// A batch's claim prepared: the item for the ledger, with its refusal when
+/// it may only replay ([`Prepared::ReplayOnly`]), or the problem naming its
+/// bad fields.
+type PreparedItem = Result<(ClaimItem, Option<Problem>), Problem>;
+
 /// Prepares claims of a batch (`offset`: the index of the first in the batch):
-/// each with its id, and the item or the problem naming its bad fields.
+/// each with its id.
 fn prepare_all(
     state: &AppState,
     caller: &Caller,
     claims: Vec<Value>,
     offset: usize,
-) -> Vec<(Option<String>, Result<ClaimItem, Problem>)> {
+) -> Vec<(Option<String>, PreparedItem)> {
     claims
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
             let claim_id = peek_claim_id(&c);
-            let prepared = state.prepare(Node::from(c), caller).map_err(|e| {
+            let problem = |e: ApiError| {
                 let mut p = e.problem();
                 for fe in &mut p.errors {
                     fe.field = format!("/claims/{}{}", i + offset, fe.field);
                 }
                 p
-            });
+            };
+            let prepared = match state.prepare(Node::from(c), caller) {
+                Ok(Prepared::Ready(item)) => Ok((item, None)),
+                Ok(Prepared::ReplayOnly(item, refusal)) => Ok((item, Some(problem(refusal)))),
+                Err(e) => Err(problem(e)),
+            };
             (claim_id, prepared)
         })
         .collect()

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::configuration::ServerSettings;
-use crate::domain::{parse_new_claim, Claim, ClaimJson, County, FromJson, Json, Node};
+use crate::domain::{parse_claim, parse_new_claim, Claim, ClaimJson, County, FromJson, Json, Node};
 use crate::ledger::record::ClaimPart;
 use crate::ledger::{ClaimItem, LedgerError, LedgerService};
 use crate::metrics::Metrics;
@@ -148,8 +148,30 @@ impl AppState {
     /// investment, contest funding, online training) is the organisation's
     /// own, and only its key (or the platform) submits it: another party
     /// would spend the organisation's cumulative cap and once-only awards.
-    pub fn prepare(&self, body: Node<'_>, caller: &Caller) -> Result<ClaimItem, ApiError> {
-        let claim = self.parse(&body)?;
+    ///
+    /// A claim refused only for what a *new* claim is refused for (the
+    /// intake checks, a department outside the county's plan), which reads
+    /// as a recorded claim reads, is [`Prepared::ReplayOnly`]: a retry of a
+    /// claim recorded before such a refusal (by an earlier release, or
+    /// under earlier policy data) still replays, as idempotency promises.
+    pub fn prepare(&self, body: Node<'_>, caller: &Caller) -> Result<Prepared, ApiError> {
+        let (claim, refused) = match self.parse(&body) {
+            Ok(claim) => (claim, None),
+            Err(refusal) => match parse_claim(&body) {
+                Ok(claim) => (claim, Some(refusal)),
+                Err(_) => return Err(refusal),
+            },
+        };
+        let item = self.item(claim, body, caller);
+        match (item, refused) {
+            (Ok(item), None) => Ok(Prepared::Ready(item)),
+            (Ok(item), Some(refusal)) => Ok(Prepared::ReplayOnly(item, refusal)),
+            // Refused either way: the body's own refusal first.
+            (Err(e), refused) => Err(refused.unwrap_or(e)),
+        }
+    }
+
+    fn item(&self, claim: Claim, body: Node<'_>, caller: &Caller) -> Result<ClaimItem, ApiError> {
         if let Some(scope) = caller.scope() {
             let claimant = claim.applicant.is_none().then_some(claim.organization.as_ref()).flatten();
             let may = match claimant {
@@ -176,6 +198,17 @@ impl AppState {
         .into();
         Ok(ClaimItem { claim, body_hash, person, id_masked, claim_section, key_id: caller.key_id.clone() })
     }
+}
+
+/// A claim prepared for the ledger.
+pub enum Prepared {
+    /// A claim to decide and record (or to replay, when its id is recorded).
+    Ready(ClaimItem),
+    /// A claim that only replays: refused as a new claim (the refusal), it
+    /// goes to the ledger only when its id is recorded already, and is
+    /// answered with that record's decision when its body is the recorded
+    /// one, with the refusal otherwise. Nothing new is recorded from it.
+    ReplayOnly(ClaimItem, ApiError),
 }
 
 /// Reads a request body into its typed form, naming every bad field.

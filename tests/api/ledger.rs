@@ -371,3 +371,75 @@ async fn a_revocation_is_shown_only_once_durable() {
         assert_eq!(revoke.await.unwrap().status, 200);
     }
 }
+
+/// A claim recorded before a refusal of new claims (here: its department
+/// taken out of the county's plan by a change of the policy data) still
+/// replays when it is sent again, alone or in a batch, as idempotency
+/// promises; another body under its id, or a new claim, gets the refusal;
+/// nothing new is recorded from a refused body.
+#[tokio::test]
+async fn a_claim_recorded_before_a_new_refusal_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let p = id_number("33072319870101007");
+    let with_department = |id: &str, occupation: &str, cert: &str| {
+        let mut c = wy_qualification(id, &p, occupation, "junior", cert, "2020-05-01");
+        c["department"] = json!("propaganda");
+        c
+    };
+    let (alone, in_batch) =
+        (with_department("RR-1", "6-31-01-03", "RR-C1"), with_department("RR-2", "6-18-02-04", "RR-C2"));
+    let first =
+        BinaryApp::start_with_env(&[("SUBSIDY__STORE__PATH", store)], None, env!("CARGO_MANIFEST_DIR").as_ref()).await;
+    let api = crate::helpers::base(&first.address);
+    let recorded = api.post_claim(&alone).await;
+    assert_eq!(recorded.status, 201, "{}", recorded.body);
+    let batch = api.post("/v1/claims/batch", PLATFORM, &json!({"claims": [in_batch]})).await;
+    assert!(batch.body["results"][0]["decision"]["status"] == "approved", "{}", batch.body);
+    first.stop();
+
+    // The same policy data with Wuyi's `propaganda` department renamed.
+    let policies = dir.path().join("policies");
+    let copied = std::process::Command::new("cp").arg("-r").arg("config/policies").arg(&policies).status().unwrap();
+    assert!(copied.success());
+    let reference = policies.join("wuyi/reference.toml");
+    let text = std::fs::read_to_string(&reference).unwrap();
+    assert!(text.contains("code = \"propaganda\""));
+    std::fs::write(&reference, text.replace("code = \"propaganda\"", "code = \"propaganda_renamed\"")).unwrap();
+    let env = [("SUBSIDY__STORE__PATH", store), ("SUBSIDY__POLICY__DIR", policies.to_str().unwrap())];
+    let second = BinaryApp::start_with_env(&env, None, env!("CARGO_MANIFEST_DIR").as_ref()).await;
+    let api = crate::helpers::base(&second.address);
+
+    let again = api.post_claim(&alone).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.body, recorded.body);
+    let refused_department = |a: &crate::helpers::Answer, field: &str| {
+        assert_eq!(a.status, 422, "{}", a.body);
+        assert_eq!(a.error_fields(), [field], "{}", a.body);
+    };
+    // Another body under the recorded id, and a new claim: the refusal.
+    let mut other = alone.clone();
+    other["details"]["level"] = json!("senior");
+    refused_department(&api.post_claim(&other).await, "/department");
+    let new = with_department("RR-3", "4-03-02-01", "RR-C3");
+    refused_department(&api.post_claim(&new).await, "/department");
+    assert_eq!(api.get("/v1/claims/RR-3", PLATFORM).await.status, 404);
+    // In a batch: the recorded claim replays beside the refused ones.
+    let mut other_in_batch = in_batch.clone();
+    other_in_batch["details"]["level"] = json!("senior");
+    let b = api.post("/v1/claims/batch", PLATFORM, &json!({"claims": [in_batch, new, other_in_batch]})).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    let r = &b.body["results"];
+    assert_eq!(r[0]["replayed"], true, "{}", b.body);
+    assert_eq!(r[0]["decision"], batch.body["results"][0]["decision"]);
+    assert_eq!(r[1]["error"]["errors"][0]["field"], "/claims/1/department", "{}", b.body);
+    assert_eq!(r[2]["error"]["errors"][0]["field"], "/claims/2/department", "{}", b.body);
+    assert_eq!(api.get("/v1/claims/RR-3", PLATFORM).await.status, 404);
+    // The replays are in the claims' histories; the refusals are not.
+    let events = api.get("/v1/claims/RR-1/events", PLATFORM).await;
+    let kinds: Vec<_> = events.body.as_array().unwrap().iter().map(|e| e["event"].clone()).collect();
+    assert_eq!(kinds, [json!("decided"), json!("replayed")], "{}", events.body);
+    second.stop();
+}
