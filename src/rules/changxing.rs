@@ -165,22 +165,25 @@ fn key_group_training(ctx: &mut Ctx, r: &ChangxingRules, d: &KeyGroupTrainingDet
     }
     // I-7: uplifts add up and raise the cap, never the fee.
     let standard = cap_param.dec(day);
-    let mut uplift = Decimal::ZERO;
+    // Each uplift applied, in the order of its reason.
+    let mut uplifts = Vec::new();
     let a = ctx.applicant()?;
     if a.in_group(Group::LabourCooperationBase) && a.is_employed_in_county() {
         let u = p.labour_cooperation_uplift.dec(day);
-        uplift += u;
+        uplifts.push(u);
         ctx.adjust(Reason::new(ReasonCode::UpliftLabourCooperation, &p.labour_cooperation_uplift.clause).uplift(u));
     }
     if let Some((u, clause)) = ctx.trade_friction_uplift() {
-        uplift += u;
+        uplifts.push(u);
         ctx.adjust(Reason::new(ReasonCode::UpliftTradeFriction, &clause).uplift(u));
     }
-    let cap = standard * (Decimal::ONE + uplift);
+    let cap = standard * (Decimal::ONE + uplifts.iter().sum::<Decimal>());
     ctx.step("fee", fee.value(), &p.fee.clause);
-    if uplift > Decimal::ZERO {
+    if !uplifts.is_empty() {
+        // As I-7 writes it, each uplift as its reason shows it: 1500 × (1 + 1.00 + 0.30).
         ctx.step_detail("raised_cap", cap, &p.raised_cap.clause, || {
-            format!("{} × (1 + {})", standard.normalize(), uplift.normalize())
+            let terms: String = uplifts.iter().map(|u| format!(" + {u:.2}")).collect();
+            format!("{} × (1{terms})", standard.normalize())
         });
     }
     let amount = ctx.cap(fee.value(), cap, &cap_param.clause);
