@@ -429,13 +429,18 @@ async fn a_claim_recorded_before_a_new_refusal_still_replays() {
     // In a batch: the recorded claim replays beside the refused ones.
     let mut other_in_batch = in_batch.clone();
     other_in_batch["details"]["level"] = json!("senior");
-    let b = api.post("/v1/claims/batch", PLATFORM, &json!({"claims": [in_batch, new, other_in_batch]})).await;
+    // Another body under a recorded id that is not refused: the conflict.
+    let mut conflicting = alone.clone();
+    conflicting.as_object_mut().unwrap().remove("department");
+    let claims = json!({"claims": [in_batch, new, other_in_batch, conflicting]});
+    let b = api.post("/v1/claims/batch", PLATFORM, &claims).await;
     assert_eq!(b.status, 200, "{}", b.body);
     let r = &b.body["results"];
     assert_eq!(r[0]["replayed"], true, "{}", b.body);
     assert_eq!(r[0]["decision"], batch.body["results"][0]["decision"]);
     assert_eq!(r[1]["error"]["errors"][0]["field"], "/claims/1/department", "{}", b.body);
     assert_eq!(r[2]["error"]["errors"][0]["field"], "/claims/2/department", "{}", b.body);
+    assert_eq!(r[3]["error"]["code"], "CLAIM_ID_CONFLICT", "{}", b.body);
     assert_eq!(api.get("/v1/claims/RR-3", PLATFORM).await.status, 404);
     // The replays are in the claims' histories; the refusals are not.
     let events = api.get("/v1/claims/RR-1/events", PLATFORM).await;
