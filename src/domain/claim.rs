@@ -517,8 +517,9 @@ impl ClaimJson for Node<'_> {
 /// organisation's claim). Recorded claims are read with [`parse_claim`]
 /// alone, so that a record made before one of these refusals still reads.
 pub fn parse_new_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>> {
-    let mut intake = intake_checks(body);
-    match parse_claim(body) {
+    let parsed = parse_claim(body);
+    let mut intake = intake_checks(body, parsed.as_ref().ok());
+    match parsed {
         Ok(claim) if intake.is_empty() => Ok(claim),
         Ok(_) => Err(intake),
         Err(mut errs) => {
@@ -536,8 +537,9 @@ pub fn parse_new_claim<J: ClaimJson>(body: &J) -> Result<Claim, Vec<FieldError>>
 /// resident ID number (claim ids are shown in URLs and logs), an applicant
 /// born after the claim's `event_date`, and a field only the other county's
 /// table gives on a kind both counties read with one shape
-/// ([`county_only_fields`]), unknown whatever its value.
-fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
+/// ([`county_only_fields`]), unknown whatever its value. `claim` is the
+/// body as [`parse_claim`] read it, when it read.
+fn intake_checks<J: Json>(body: &J, claim: Option<&Claim>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if body.get("claim_id").and_then(J::as_str).is_some_and(super::codes::holds_id_number) {
         errs.push(FieldError::new(
@@ -547,12 +549,18 @@ fn intake_checks<J: Json>(body: &J) -> Vec<FieldError> {
         ));
     }
     // A person born after the event cannot have been trained, certified or
-    // awarded on it: the ID number or the date is wrong. Read with the
-    // claim's own readers; either one unreadable is its shape error alone.
-    let id_number = body.get("applicant").and_then(|a| a.get("id_number")).and_then(J::as_str);
-    let born = id_number.and_then(|id| IdNumber::parse(id, "").ok()).map(|id| id.birth_date());
-    let event = body.get("event_date").and_then(|d| NaiveDate::from_json(d, "", &mut Vec::new()));
-    if born.zip(event).is_some_and(|(born, event)| born > event) {
+    // awarded on it: the ID number or the date is wrong. The claim's own
+    // dates when it read; else the two read again from the body with the
+    // claim's readers (either one unreadable is its shape error alone).
+    let dates = match claim {
+        Some(c) => c.applicant.as_ref().map(|a| (a.id_number.birth_date(), c.event_date)),
+        None => {
+            let id_number = body.get("applicant").and_then(|a| a.get("id_number")).and_then(J::as_str);
+            let born = id_number.and_then(|id| IdNumber::parse(id, "").ok()).map(|id| id.birth_date());
+            born.zip(body.get("event_date").and_then(|d| NaiveDate::from_json(d, "", &mut Vec::new())))
+        }
+    };
+    if dates.is_some_and(|(born, event)| born > event) {
         errs.push(FieldError::new(
             "/applicant/id_number",
             "invalid_value",
@@ -950,6 +958,11 @@ mod tests {
         assert!(parse_claim(&v).is_ok(), "a recorded claim still reads");
         let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| (e.field, e.code)).collect();
         assert_eq!(f, [("/applicant/id_number".into(), "invalid_value".into())]);
+        // Named beside another field's error too (the body read again).
+        let mut bad = v.clone();
+        bad["details"]["level"] = json!("bogus");
+        let f: Vec<_> = parse_new_claim(&bad).unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(f, ["/details/level", "/applicant/id_number"]);
         // A date or an ID number that does not read is its shape error alone.
         v["event_date"] = json!("1990-02-30");
         let f: Vec<_> = parse_new_claim(&v).unwrap_err().into_iter().map(|e| e.field).collect();
